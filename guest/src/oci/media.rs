@@ -1,0 +1,169 @@
+//! Manifest media types and what a manifest references.
+//!
+//! The registry stores manifests byte-exact; it parses them only to find the
+//! blobs and child manifests they point at, which must already be in the
+//! repository before the manifest is accepted.
+
+use serde::Deserialize;
+
+use super::digest::Digest;
+use super::error::{ErrorCode, RegistryError, Result};
+
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// The spec's limit on a manifest body (registry:2 and containerd use 4 MiB).
+pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Deserialize)]
+struct RawDescriptor {
+    digest: String,
+    #[serde(default)]
+    size: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawManifest {
+    #[serde(default)]
+    schema_version: Option<i64>,
+    #[serde(default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    config: Option<RawDescriptor>,
+    #[serde(default)]
+    layers: Option<Vec<RawDescriptor>>,
+    #[serde(default)]
+    manifests: Option<Vec<RawDescriptor>>,
+}
+
+/// What a parsed manifest needs checked before it is stored.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ManifestInfo {
+    /// The media type to store and serve it with.
+    pub media_type: String,
+    /// Config and layer blobs (image manifests).
+    pub blobs: Vec<Digest>,
+    /// Child manifests (indexes and manifest lists).
+    pub manifests: Vec<Digest>,
+}
+
+fn invalid(msg: impl Into<String>) -> RegistryError {
+    RegistryError::new(ErrorCode::ManifestInvalid, msg)
+}
+
+fn descriptor_digest(d: &RawDescriptor) -> Result<Digest> {
+    if d.size.is_some_and(|s| s < 0) {
+        return Err(invalid("descriptor with a negative size"));
+    }
+    d.digest
+        .parse()
+        .map_err(|_| invalid(format!("descriptor with an invalid digest: {:?}", d.digest)))
+}
+
+/// Parses `body` sent with `content_type` (the request's header, if any).
+///
+/// # Errors
+/// `MANIFEST_INVALID` when the body is not a JSON manifest, its descriptors are
+/// malformed, or its `mediaType` contradicts the Content-Type.
+pub fn parse_manifest(body: &[u8], content_type: Option<&str>) -> Result<ManifestInfo> {
+    let raw: RawManifest = serde_json::from_slice(body)
+        .map_err(|e| invalid(format!("manifest is not valid JSON: {e}")))?;
+    if raw.schema_version.is_some_and(|v| v != 2) {
+        return Err(invalid("only schemaVersion 2 manifests are supported"));
+    }
+    let header = content_type
+        .map(|c| c.split(';').next().unwrap_or("").trim())
+        .filter(|c| !c.is_empty() && *c != "application/json" && *c != "application/octet-stream");
+    if let (Some(h), Some(b)) = (header, raw.media_type.as_deref()) {
+        if h != b {
+            return Err(invalid(format!(
+                "Content-Type {h} does not match the manifest's mediaType {b}"
+            )));
+        }
+    }
+    let media_type = header
+        .map(str::to_string)
+        .or(raw.media_type.clone())
+        .unwrap_or_else(|| {
+            if raw.manifests.is_some() {
+                OCI_INDEX.to_string()
+            } else {
+                OCI_MANIFEST.to_string()
+            }
+        });
+    let mut blobs = Vec::new();
+    if let Some(c) = &raw.config {
+        blobs.push(descriptor_digest(c)?);
+    }
+    for l in raw.layers.iter().flatten() {
+        blobs.push(descriptor_digest(l)?);
+    }
+    let manifests = raw
+        .manifests
+        .iter()
+        .flatten()
+        .map(descriptor_digest)
+        .collect::<Result<Vec<_>>>()?;
+    let is_index = matches!(media_type.as_str(), OCI_INDEX | DOCKER_MANIFEST_LIST);
+    if is_index && raw.manifests.is_none() {
+        return Err(invalid("an index needs a manifests array"));
+    }
+    if matches!(media_type.as_str(), OCI_MANIFEST | DOCKER_MANIFEST) && raw.config.is_none() {
+        return Err(invalid("an image manifest needs a config descriptor"));
+    }
+    Ok(ManifestInfo {
+        media_type,
+        blobs,
+        manifests,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D1: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    const D2: &str = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+
+    #[test]
+    fn image_manifest_references_config_and_layers() {
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"digest":"{D1}","size":0}},"layers":[{{"digest":"{D2}","size":5}}]}}"#
+        );
+        let info = parse_manifest(body.as_bytes(), Some(DOCKER_MANIFEST)).unwrap();
+        assert_eq!(info.media_type, DOCKER_MANIFEST);
+        assert_eq!(info.blobs.len(), 2);
+        assert!(info.manifests.is_empty());
+    }
+
+    #[test]
+    fn index_without_media_type_is_inferred_from_its_shape() {
+        let body = format!(r#"{{"schemaVersion":2,"manifests":[{{"digest":"{D1}","size":1}}]}}"#);
+        let info = parse_manifest(body.as_bytes(), None).unwrap();
+        assert_eq!(info.media_type, OCI_INDEX);
+        assert_eq!(info.manifests.len(), 1);
+    }
+
+    #[test]
+    fn bad_manifests_are_manifest_invalid() {
+        let mismatch =
+            format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[]}}"#);
+        for (body, ct) in [
+            ("not json".to_string(), None),
+            ("[1,2]".to_string(), None),
+            (r#"{"schemaVersion":1}"#.to_string(), None),
+            (
+                r#"{"schemaVersion":2,"config":{"digest":"sha256:nope"}}"#.to_string(),
+                None,
+            ),
+            (mismatch, Some(OCI_MANIFEST)),
+            (r#"{"schemaVersion":2}"#.to_string(), Some(OCI_MANIFEST)),
+        ] {
+            let err = parse_manifest(body.as_bytes(), ct).unwrap_err();
+            assert_eq!(err.code, ErrorCode::ManifestInvalid, "{body}");
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! `HEAD` and `GET /v2/<name>/blobs/<digest>`, with `Range`.
+
+use serde_json::json;
+
+use crate::http::{Body, Request, Response};
+use crate::oci::{Digest, ErrorCode, RegistryError, RepoName, Result};
+use crate::store::Store;
+
+/// A byte range request, resolved against a blob's size: `start..end`.
+/// `None` when the header is absent or not a single byte range (then the
+/// whole blob is served, as RFC 9110 allows).
+fn parse_range(header: Option<&str>, size: u64) -> Option<Result<(u64, u64), ()>> {
+    let spec = header?.strip_prefix("bytes=")?.trim();
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let parse = |s: &str| s.trim().parse::<u64>().ok();
+    let range = match (a.trim().is_empty(), b.trim().is_empty()) {
+        (true, false) => {
+            let n = parse(b)?;
+            if n == 0 {
+                return Some(Err(()));
+            }
+            (size.saturating_sub(n), size)
+        }
+        (false, true) => (parse(a)?, size),
+        (false, false) => {
+            let (s, e) = (parse(a)?, parse(b)?);
+            if e < s {
+                return None;
+            }
+            (s, e.saturating_add(1).min(size))
+        }
+        (true, true) => return None,
+    };
+    if range.0 >= size {
+        return Some(Err(()));
+    }
+    Some(Ok(range))
+}
+
+/// Serves a blob of the repository, whole or a range.
+pub fn get(store: &Store, req: &Request, name: &RepoName, digest: &str) -> Result<Response> {
+    let digest: Digest = digest.parse()?;
+    let unknown = || {
+        RegistryError::new(ErrorCode::BlobUnknown, "blob unknown to registry")
+            .with_detail(json!({ "digest": digest.to_string() }))
+    };
+    if !store.blob_in_repo(name, &digest) {
+        return Err(unknown());
+    }
+    let recipe = store
+        .recipe(&digest)
+        .map_err(|e| RegistryError::storage("reading a recipe", &e))?
+        .ok_or_else(unknown)?;
+    let size = recipe.size;
+    let resp = Response::new(200)
+        .header("Docker-Content-Digest", digest.to_string())
+        .header("Accept-Ranges", "bytes")
+        .header("Content-Type", "application/octet-stream");
+    let (status, start, end) = match parse_range(req.header("Range"), size) {
+        None => (200, 0, size),
+        Some(Ok((s, e))) => (206, s, e),
+        Some(Err(())) => {
+            return Err(RegistryError::new(ErrorCode::BlobUnknown, "requested range not satisfiable")
+                .with_status(416)
+                .with_header("Content-Range", format!("bytes */{size}")));
+        }
+    };
+    let mut resp = resp.header("Content-Length", (end - start).to_string());
+    resp.status = status;
+    if status == 206 {
+        resp = resp.header("Content-Range", format!("bytes {start}-{}/{size}", end - 1));
+    }
+    resp.body = if end > start {
+        Body::Blob { recipe, start, end }
+    } else {
+        Body::None
+    };
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges_resolve_against_the_size() {
+        assert_eq!(parse_range(Some("bytes=0-9"), 100), Some(Ok((0, 10))));
+        assert_eq!(parse_range(Some("bytes=90-"), 100), Some(Ok((90, 100))));
+        assert_eq!(parse_range(Some("bytes=-10"), 100), Some(Ok((90, 100))));
+        assert_eq!(parse_range(Some("bytes=50-1000"), 100), Some(Ok((50, 100))));
+        assert_eq!(parse_range(Some("bytes=100-"), 100), Some(Err(())));
+        assert_eq!(parse_range(Some("bytes=0-1,5-6"), 100), None);
+        assert_eq!(parse_range(Some("items=0-1"), 100), None);
+        assert_eq!(parse_range(None, 100), None);
+    }
+}

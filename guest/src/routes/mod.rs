@@ -1,0 +1,184 @@
+//! Request routing: maps a request to one endpoint group and turns its
+//! result, or its error, into a response with the headers every answer carries.
+
+mod base;
+mod blobs;
+mod manifests;
+mod tags;
+mod uploads;
+
+use std::io::Read;
+
+use crate::http::{Request, Response};
+use crate::oci::{ErrorCode, RegistryError, RepoName, Result};
+use crate::store::Store;
+
+/// The endpoint a path names. Repository names may contain `/`, so the
+/// endpoint is recognised from the end of the path.
+#[derive(Debug, PartialEq, Eq)]
+enum Route<'a> {
+    Base,
+    Catalog,
+    Tags(&'a str),
+    Blob(&'a str, &'a str),
+    Uploads(&'a str),
+    Upload(&'a str, &'a str),
+    Manifest(&'a str, &'a str),
+}
+
+fn parse_route(path: &str) -> Option<Route<'_>> {
+    if path == "/v2" || path == "/v2/" {
+        return Some(Route::Base);
+    }
+    let rest = path.strip_prefix("/v2/")?;
+    if rest == "_catalog" {
+        return Some(Route::Catalog);
+    }
+    if let Some(name) = rest.strip_suffix("/tags/list") {
+        return Some(Route::Tags(name));
+    }
+    if let Some(name) = rest.strip_suffix("/blobs/uploads/").or(rest.strip_suffix("/blobs/uploads")) {
+        return Some(Route::Uploads(name));
+    }
+    let (head, last) = rest.rsplit_once('/')?;
+    if let Some(name) = head.strip_suffix("/blobs/uploads") {
+        return Some(Route::Upload(name, last));
+    }
+    if let Some(name) = head.strip_suffix("/blobs") {
+        return Some(Route::Blob(name, last));
+    }
+    if let Some(name) = head.strip_suffix("/manifests") {
+        return Some(Route::Manifest(name, last));
+    }
+    None
+}
+
+fn not_found() -> RegistryError {
+    RegistryError::new(ErrorCode::NameUnknown, "no such endpoint")
+}
+
+fn unsupported(method: &str) -> RegistryError {
+    RegistryError::new(
+        ErrorCode::Unsupported,
+        format!("method {method} is not supported on this endpoint"),
+    )
+}
+
+fn route(store: &Store, req: &Request, body: &mut dyn Read) -> Result<Response> {
+    let route = parse_route(&req.path).ok_or_else(not_found)?;
+    let name = |n: &str| -> Result<RepoName> { n.parse() };
+    let m = req.method.as_str();
+    match (route, m) {
+        (Route::Base, "GET" | "HEAD") => Ok(base::version_check()),
+        (Route::Catalog, "GET" | "HEAD") => base::catalog(store, req),
+        (Route::Tags(n), "GET" | "HEAD") => tags::list(store, req, &name(n)?),
+        (Route::Blob(n, d), "GET" | "HEAD") => blobs::get(store, req, &name(n)?, d),
+        (Route::Uploads(n), "POST") => uploads::start(store, req, &name(n)?, body),
+        (Route::Upload(n, id), "GET") => uploads::status(store, &name(n)?, id),
+        (Route::Upload(n, id), "PATCH") => uploads::patch(store, req, &name(n)?, id, body),
+        (Route::Upload(n, id), "PUT") => uploads::finish(store, req, &name(n)?, id, body),
+        (Route::Upload(n, id), "DELETE") => uploads::cancel(store, &name(n)?, id),
+        (Route::Manifest(n, r), "GET" | "HEAD") => manifests::get(store, &name(n)?, r),
+        (Route::Manifest(n, r), "PUT") => manifests::put(store, req, &name(n)?, r, body),
+        _ => Err(unsupported(m)),
+    }
+}
+
+/// This guest build's identity, sent as `Blockreg-Guest` on every response.
+pub fn guest_version() -> String {
+    let suffix = if cfg!(feature = "alt-build") { "+alt" } else { "" };
+    format!("blockreg-guest/{}{suffix}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Answers one request. Never fails: errors become spec error responses.
+pub fn handle(store: &Store, req: &Request, body: &mut dyn Read) -> Response {
+    let resp = route(store, req, body).unwrap_or_else(Response::from);
+    let resp = resp
+        .header("Docker-Distribution-API-Version", "registry/2.0")
+        .header("Blockreg-Guest", guest_version());
+    if req.method == "HEAD" {
+        resp.without_body()
+    } else {
+        resp
+    }
+}
+
+/// `Range: 0-<last byte>` as registry:2 writes it (`0-0` when empty).
+fn upload_range(size: u64) -> String {
+    format!("0-{}", size.saturating_sub(1))
+}
+
+/// Pagination shared by the catalog and tag lists: entries after `last`,
+/// at most `n`, and the `Link` to the next page when more remain.
+fn paginate(all: Vec<String>, req: &Request, base: &str) -> (Vec<String>, Option<String>) {
+    let n = req.query("n").and_then(|n| n.parse::<usize>().ok());
+    let last = req.query("last");
+    let mut items: Vec<String> = match last {
+        Some(l) => all.into_iter().filter(|t| t.as_str() > l).collect(),
+        None => all,
+    };
+    let mut link = None;
+    if let Some(n) = n {
+        if items.len() > n {
+            items.truncate(n);
+            if let Some(l) = items.last() {
+                link = Some(format!("<{base}?n={n}&last={l}>; rel=\"next\""));
+            }
+        }
+    }
+    (items, link)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_recognised_from_the_end_of_the_path() {
+        assert_eq!(parse_route("/v2/"), Some(Route::Base));
+        assert_eq!(parse_route("/v2/_catalog"), Some(Route::Catalog));
+        assert_eq!(parse_route("/v2/a/b/tags/list"), Some(Route::Tags("a/b")));
+        assert_eq!(
+            parse_route("/v2/a/blobs/uploads/"),
+            Some(Route::Uploads("a"))
+        );
+        assert_eq!(
+            parse_route("/v2/a/b/blobs/uploads/123"),
+            Some(Route::Upload("a/b", "123"))
+        );
+        assert_eq!(
+            parse_route("/v2/x/blobs/sha256:00"),
+            Some(Route::Blob("x", "sha256:00"))
+        );
+        assert_eq!(
+            parse_route("/v2/x/manifests/latest"),
+            Some(Route::Manifest("x", "latest"))
+        );
+        // A repository may itself be called "blobs" or "manifests".
+        assert_eq!(
+            parse_route("/v2/blobs/manifests/v1"),
+            Some(Route::Manifest("blobs", "v1"))
+        );
+        assert_eq!(parse_route("/v1/x"), None);
+        assert_eq!(parse_route("/v2/x/unknown/y"), None);
+    }
+
+    #[test]
+    fn pagination_follows_last_and_n() {
+        let all: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        let req = Request::new("GET", "/x?n=2&last=a", vec![]);
+        let (items, link) = paginate(all.clone(), &req, "/v2/r/tags/list");
+        assert_eq!(items, ["b", "c"]);
+        assert_eq!(link.unwrap(), "</v2/r/tags/list?n=2&last=c>; rel=\"next\"");
+        let req = Request::new("GET", "/x?n=5", vec![]);
+        let (items, link) = paginate(all, &req, "/v2/r/tags/list");
+        assert_eq!(items.len(), 4);
+        assert!(link.is_none());
+    }
+
+    #[test]
+    fn empty_upload_range_is_0_0() {
+        assert_eq!(upload_range(0), "0-0");
+        assert_eq!(upload_range(10), "0-9");
+    }
+}

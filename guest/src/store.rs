@@ -1,0 +1,506 @@
+//! The on-disk store under the `/data` preopen. All file I/O of the guest is
+//! here; everything else is pure logic over it.
+//!
+//! Layout (see data/FORMAT.md):
+//! - `blocks/<first 2 hex>/<sha1 hex>`: each unique block once.
+//! - `layers/<digest>/recipe.json`: how to rebuild a blob from blocks.
+//! - `manifests/<repo>/_manifests/<digest>` (bytes, byte-exact) and
+//!   `<digest>.type` (media type); `_tags/<tag>` (a digest); `_blobs/<digest>`
+//!   (empty: the blob belongs to the repository).
+//! - `uploads/<uuid>/repo` and `uploads/<uuid>/data`: sessions in progress.
+//!
+//! Every committed file is written to a temporary name in its directory,
+//! fsynced, then renamed over its final name, so a crash leaves either the
+//! old file or the new one, never a torn one. Temporary names start with
+//! `.tmp-` and are skipped by every listing. Commit order makes each visible
+//! file's dependencies durable first: blocks before the recipe naming them,
+//! the media type before the manifest bytes, the manifest before its tag.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::block::BlockId;
+use crate::oci::{Digest, RepoName, Tag};
+use crate::recipe::Recipe;
+
+/// Handle on the store's root directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// A validated upload session id (a UUID in canonical lowercase form).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadId(String);
+
+impl UploadId {
+    /// Creates a random id.
+    pub fn random() -> Self {
+        let mut b = crate::sys::random_bytes(16);
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let h = crate::hex::encode(&b);
+        Self(format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        ))
+    }
+
+    /// Accepts only the canonical form, so an id is always a safe path component.
+    pub fn parse(s: &str) -> Option<Self> {
+        let groups: Vec<&str> = s.split('-').collect();
+        let lens = [8, 4, 4, 4, 12];
+        let ok = groups.len() == 5
+            && groups.iter().zip(lens).all(|(g, n)| {
+                g.len() == n && g.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+            });
+        ok.then(|| Self(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An upload session as stored.
+#[derive(Debug)]
+pub struct Upload {
+    pub repo: String,
+    pub size: u64,
+}
+
+fn is_not_found(e: &io::Error) -> bool {
+    e.kind() == ErrorKind::NotFound
+}
+
+/// `Ok(None)` for a missing file, the bytes otherwise.
+fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Lists the visible entries of a directory; a missing directory is empty.
+fn list_dir(path: &Path) -> io::Result<Vec<(String, fs::FileType)>> {
+    let rd = match fs::read_dir(path) {
+        Ok(rd) => rd,
+        Err(e) if is_not_found(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if name.starts_with(".tmp-") {
+            continue;
+        }
+        out.push((name, entry.file_type()?));
+    }
+    Ok(out)
+}
+
+/// Writes `bytes` to `path` atomically: temp file, fsync, rename.
+///
+/// # Errors
+/// Any I/O error; the temporary file is removed on failure.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().expect("store paths always have a parent");
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("store paths are utf-8");
+    let tmp = dir.join(format!(
+        ".tmp-{name}-{}",
+        crate::hex::encode(&crate::sys::random_bytes(6))
+    ));
+    let write = |tmp: &Path| -> io::Result<()> {
+        let mut f = match File::create(tmp) {
+            Err(e) if is_not_found(&e) => {
+                fs::create_dir_all(dir)?;
+                File::create(tmp)?
+            }
+            other => other?,
+        };
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(tmp, path)
+    };
+    write(&tmp).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
+}
+
+impl Store {
+    /// Opens (and creates the top-level directories of) the store at `root`.
+    ///
+    /// # Errors
+    /// When the directories cannot be created.
+    pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let root = root.into();
+        for d in ["blocks", "layers", "manifests", "uploads"] {
+            fs::create_dir_all(root.join(d))?;
+        }
+        Ok(Self { root })
+    }
+
+    // --- blocks ---
+
+    fn block_path(&self, id: &BlockId) -> PathBuf {
+        let hex = id.to_hex();
+        self.root.join("blocks").join(&hex[..2]).join(hex)
+    }
+
+    /// Stores a block unless it is already there. Returns whether it was new.
+    ///
+    /// # Errors
+    /// I/O errors writing the block.
+    pub fn put_block(&self, id: &BlockId, data: &[u8]) -> io::Result<bool> {
+        let path = self.block_path(id);
+        if fs::metadata(&path).is_ok_and(|m| m.len() == data.len() as u64) {
+            return Ok(false);
+        }
+        write_atomic(&path, data)?;
+        Ok(true)
+    }
+
+    /// Reads a whole block.
+    ///
+    /// # Errors
+    /// `NotFound` if a recipe names a block that is missing (store damage).
+    pub fn read_block(&self, id: &BlockId) -> io::Result<Vec<u8>> {
+        fs::read(self.block_path(id))
+    }
+
+    // --- blobs (recipes) ---
+
+    fn layer_dir(&self, digest: &Digest) -> PathBuf {
+        self.root.join("layers").join(digest.to_string())
+    }
+
+    /// Whether a blob with this digest is committed (its recipe exists).
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.layer_dir(digest).join("recipe.json").is_file()
+    }
+
+    /// Reads a committed blob's recipe; `None` if there is none.
+    ///
+    /// # Errors
+    /// I/O errors, or `InvalidData` for a recipe that does not parse.
+    pub fn recipe(&self, digest: &Digest) -> io::Result<Option<Recipe>> {
+        let Some(bytes) = read_optional(&self.layer_dir(digest).join("recipe.json"))? else {
+            return Ok(None);
+        };
+        Recipe::from_json(&bytes)
+            .map(Some)
+            .map_err(|e| io::Error::new(ErrorKind::InvalidData, format!("{digest}: {e}")))
+    }
+
+    /// Commits a recipe. Its blocks must already be stored.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn put_recipe(&self, recipe: &Recipe) -> io::Result<()> {
+        write_atomic(
+            &self.layer_dir(&recipe.digest).join("recipe.json"),
+            &recipe.to_json(),
+        )
+    }
+
+    // --- repositories ---
+
+    fn repo_dir(&self, repo: &RepoName) -> PathBuf {
+        self.root.join("manifests").join(repo.as_str())
+    }
+
+    /// Records that `digest` belongs to `repo` (push or mount).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn link_blob(&self, repo: &RepoName, digest: &Digest) -> io::Result<()> {
+        let path = self.repo_dir(repo).join("_blobs").join(digest.to_string());
+        if path.is_file() {
+            return Ok(());
+        }
+        write_atomic(&path, b"")
+    }
+
+    /// Whether `digest` is a committed blob of `repo`.
+    pub fn blob_in_repo(&self, repo: &RepoName, digest: &Digest) -> bool {
+        self.repo_dir(repo)
+            .join("_blobs")
+            .join(digest.to_string())
+            .is_file()
+            && self.has_blob(digest)
+    }
+
+    /// Stores a manifest byte-exact with its media type.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn put_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> io::Result<()> {
+        let dir = self.repo_dir(repo).join("_manifests");
+        let name = digest.to_string();
+        write_atomic(&dir.join(format!("{name}.type")), media_type.as_bytes())?;
+        write_atomic(&dir.join(name), bytes)
+    }
+
+    /// A stored manifest: `(media type, bytes)`.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn manifest(&self, repo: &RepoName, digest: &Digest) -> io::Result<Option<(String, Vec<u8>)>> {
+        let dir = self.repo_dir(repo).join("_manifests");
+        let name = digest.to_string();
+        let Some(bytes) = read_optional(&dir.join(&name))? else {
+            return Ok(None);
+        };
+        let media_type = read_optional(&dir.join(format!("{name}.type")))?
+            .and_then(|t| String::from_utf8(t).ok())
+            .ok_or_else(|| io::Error::new(ErrorKind::InvalidData, format!("{name}: no media type")))?;
+        Ok(Some((media_type, bytes)))
+    }
+
+    pub fn has_manifest(&self, repo: &RepoName, digest: &Digest) -> bool {
+        self.repo_dir(repo)
+            .join("_manifests")
+            .join(digest.to_string())
+            .is_file()
+    }
+
+    /// Points `tag` at `digest`.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn put_tag(&self, repo: &RepoName, tag: &Tag, digest: &Digest) -> io::Result<()> {
+        write_atomic(
+            &self.repo_dir(repo).join("_tags").join(tag.as_str()),
+            digest.to_string().as_bytes(),
+        )
+    }
+
+    /// The digest a tag points at.
+    ///
+    /// # Errors
+    /// I/O errors, `InvalidData` for a corrupt tag file.
+    pub fn tag(&self, repo: &RepoName, tag: &Tag) -> io::Result<Option<Digest>> {
+        let Some(bytes) = read_optional(&self.repo_dir(repo).join("_tags").join(tag.as_str()))? else {
+            return Ok(None);
+        };
+        std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .map(Some)
+            .ok_or_else(|| io::Error::new(ErrorKind::InvalidData, format!("corrupt tag {tag}")))
+    }
+
+    /// Whether the repository has any manifest or tag.
+    pub fn repo_exists(&self, repo: &RepoName) -> bool {
+        let dir = self.repo_dir(repo);
+        dir.join("_manifests").is_dir() || dir.join("_tags").is_dir()
+    }
+
+    /// The repository's tags, sorted; `None` if the repository does not exist.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn tags(&self, repo: &RepoName) -> io::Result<Option<Vec<String>>> {
+        if !self.repo_exists(repo) {
+            return Ok(None);
+        }
+        let mut tags: Vec<String> = list_dir(&self.repo_dir(repo).join("_tags"))?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        tags.sort();
+        Ok(Some(tags))
+    }
+
+    /// All repositories with a manifest or tag, sorted, and their manifest counts.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn repositories(&self) -> io::Result<Vec<(String, u64)>> {
+        fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, u64)>) -> io::Result<()> {
+            let entries = list_dir(dir)?;
+            if entries.iter().any(|(n, _)| n == "_manifests" || n == "_tags") {
+                let manifests = list_dir(&dir.join("_manifests"))?
+                    .iter()
+                    .filter(|(n, _)| !n.ends_with(".type"))
+                    .count() as u64;
+                out.push((prefix.to_string(), manifests));
+            }
+            for (name, ty) in entries {
+                if ty.is_dir() && !name.starts_with('_') {
+                    let p = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+                    walk(&dir.join(&name), &p, out)?;
+                }
+            }
+            Ok(())
+        }
+        let mut out = Vec::new();
+        walk(&self.root.join("manifests"), "", &mut out)?;
+        out.sort();
+        Ok(out)
+    }
+
+    // --- uploads ---
+
+    fn upload_dir(&self, id: &UploadId) -> PathBuf {
+        self.root.join("uploads").join(id.as_str())
+    }
+
+    /// Starts an upload session for `repo`.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn create_upload(&self, repo: &RepoName) -> io::Result<UploadId> {
+        let id = UploadId::random();
+        let dir = self.upload_dir(&id);
+        fs::create_dir_all(&dir)?;
+        File::create(dir.join("data"))?;
+        // The repo file is the session's commit point: without it the session does not exist.
+        write_atomic(&dir.join("repo"), repo.as_str().as_bytes())?;
+        Ok(id)
+    }
+
+    /// A session's repository and current size; `None` if unknown.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn upload(&self, id: &UploadId) -> io::Result<Option<Upload>> {
+        let dir = self.upload_dir(id);
+        let Some(repo) = read_optional(&dir.join("repo"))? else {
+            return Ok(None);
+        };
+        let size = fs::metadata(dir.join("data"))?.len();
+        Ok(Some(Upload {
+            repo: String::from_utf8_lossy(&repo).into_owned(),
+            size,
+        }))
+    }
+
+    /// Appends the whole of `body` to a session. On any failure the session
+    /// is cut back to its previous size, so a broken request leaves no
+    /// partial chunk behind.
+    ///
+    /// # Errors
+    /// I/O errors from the body or the disk; `InvalidInput` if `expected`
+    /// is given and the body's length differs.
+    pub fn append_upload(&self, id: &UploadId, body: &mut dyn Read, expected: Option<u64>) -> io::Result<u64> {
+        let path = self.upload_dir(id).join("data");
+        let mut f = OpenOptions::new().append(true).open(&path)?;
+        let before = f.metadata()?.len();
+        let result = (|| {
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut n = 0u64;
+            loop {
+                let k = body.read(&mut buf)?;
+                if k == 0 {
+                    break;
+                }
+                f.write_all(&buf[..k])?;
+                n += k as u64;
+                if expected.is_some_and(|e| n > e) {
+                    break;
+                }
+            }
+            match expected {
+                Some(e) if e != n => Err(io::Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("body has {n}+ bytes, Content-Length said {e}"),
+                )),
+                _ => Ok(n),
+            }
+        })();
+        if result.is_err() {
+            let _ = f.set_len(before);
+        }
+        result
+    }
+
+    /// Opens a session's data for reading.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn open_upload_data(&self, id: &UploadId) -> io::Result<File> {
+        File::open(self.upload_dir(id).join("data"))
+    }
+
+    /// Removes a session (finished or cancelled).
+    ///
+    /// # Errors
+    /// I/O errors other than the session already being gone.
+    pub fn delete_upload(&self, id: &UploadId) -> io::Result<()> {
+        let dir = self.upload_dir(id);
+        // Remove the commit point first, so a crash half-way leaves no live session.
+        match fs::remove_file(dir.join("repo")) {
+            Err(e) if !is_not_found(&e) => return Err(e),
+            _ => {}
+        }
+        match fs::remove_dir_all(&dir) {
+            Err(e) if !is_not_found(&e) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    // --- stats ---
+
+    /// Blob count and logical bytes, block count and block bytes, uploads.
+    ///
+    /// # Errors
+    /// I/O errors, or a recipe that does not parse.
+    pub fn usage(&self) -> io::Result<Usage> {
+        #[derive(serde::Deserialize)]
+        struct SizeOnly {
+            size: u64,
+        }
+        let mut u = Usage::default();
+        for (name, _) in list_dir(&self.root.join("layers"))? {
+            let Some(bytes) = read_optional(&self.root.join("layers").join(&name).join("recipe.json"))? else {
+                continue;
+            };
+            let s: SizeOnly = serde_json::from_slice(&bytes)
+                .map_err(|e| io::Error::new(ErrorKind::InvalidData, format!("{name}: {e}")))?;
+            u.blobs += 1;
+            u.logical_bytes += s.size;
+        }
+        for (shard, ty) in list_dir(&self.root.join("blocks"))? {
+            if !ty.is_dir() {
+                continue;
+            }
+            let dir = self.root.join("blocks").join(&shard);
+            for (name, _) in list_dir(&dir)? {
+                u.blocks += 1;
+                u.block_bytes += fs::metadata(dir.join(name))?.len();
+            }
+        }
+        u.uploads = list_dir(&self.root.join("uploads"))?.len() as u64;
+        Ok(u)
+    }
+}
+
+/// Totals computed by [`Store::usage`].
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub blobs: u64,
+    pub logical_bytes: u64,
+    pub blocks: u64,
+    pub block_bytes: u64,
+    pub uploads: u64,
+}
