@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The README's test command: every tier, in order, on a fresh Debian 12 machine
+# that has only the Rust toolchain. Apt packages the end-to-end tier needs are
+# installed by tests/e2e/lib.sh when missing (tests run as root).
+#
+# Each tier prints its own counts; the last line sums them up.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "toolchain"
+rustup show active-toolchain
+rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
+
+step "format"
+cargo fmt --all --check
+
+# One release build of wasmtime serves every tier: the host binary (with the
+# guest embedded by host/build.rs), the integration tests, and the runner
+# that executes the guest's unit tests under wasmtime.
+step "build"
+cargo build --release -p host
+mkdir -p target/guests
+cargo build --release -p guest --target wasm32-wasip2 --features alt-build
+cp target/wasm32-wasip2/release/guest.wasm target/guests/guest-alt.wasm
+cargo build --release -p guest --target wasm32-wasip2
+cp target/wasm32-wasip2/release/guest.wasm target/guests/guest-default.wasm
+
+step "lint"
+cargo clippy --release --workspace --exclude guest --all-targets -- -D warnings
+cargo clippy --release -p guest --target wasm32-wasip2 --all-targets -- -D warnings
+
+step "guest unit tests (under wasmtime, via blockreg run)"
+cargo test --release -p guest --target wasm32-wasip2
+
+step "host unit and integration tests"
+cargo test --release -p host -p tests
+
+step "end-to-end (docker, skopeo, hot swap, confinement)"
+BLOCKREG="$PWD/target/release/blockreg" \
+GUEST_DEFAULT="$PWD/target/guests/guest-default.wasm" \
+GUEST_ALT="$PWD/target/guests/guest-alt.wasm" \
+  bash tests/e2e/e2e.sh
+
+step "all tiers passed"
