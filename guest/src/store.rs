@@ -504,3 +504,80 @@ pub struct Usage {
     pub block_bytes: u64,
     pub uploads: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::Algorithm;
+    use crate::test_support::scratch_store;
+
+    fn name(s: &str) -> RepoName {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn upload_ids_are_canonical_uuids_and_nothing_else_parses() {
+        let id = UploadId::random();
+        assert_eq!(UploadId::parse(id.as_str()), Some(id.clone()));
+        for bad in ["", "..", "../x", "ABCDEF01-0000-4000-8000-000000000000", "1234"] {
+            assert!(UploadId::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_failed_append_leaves_the_upload_as_it_was() {
+        let store = scratch_store("store-append");
+        let id = store.create_upload(&name("a")).unwrap();
+        store.append_upload(&id, &mut &b"12345"[..], Some(5)).unwrap();
+        // Content-Length promised 10 bytes, the body had 3: nothing is kept.
+        let err = store.append_upload(&id, &mut &b"678"[..], Some(10)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert_eq!(store.upload(&id).unwrap().unwrap().size, 5);
+        // A body longer than promised is refused too.
+        assert!(store.append_upload(&id, &mut &b"6789"[..], Some(2)).is_err());
+        assert_eq!(store.upload(&id).unwrap().unwrap().size, 5);
+        store.delete_upload(&id).unwrap();
+        assert!(store.upload(&id).unwrap().is_none());
+    }
+
+    #[test]
+    fn tags_and_repositories_are_listed_sorted() {
+        let store = scratch_store("store-tags");
+        let d = Digest::of(Algorithm::Sha256, b"{}");
+        for repo in ["b/c", "a", "b"] {
+            store.put_manifest(&name(repo), &d, "application/json", b"{}").unwrap();
+        }
+        for tag in ["v2", "latest", "v10"] {
+            store.put_tag(&name("a"), &tag.parse().unwrap(), &d).unwrap();
+        }
+        assert_eq!(store.tags(&name("a")).unwrap().unwrap(), ["latest", "v10", "v2"]);
+        assert!(store.tags(&name("nope")).unwrap().is_none());
+        let repos: Vec<String> = store.repositories().unwrap().into_iter().map(|r| r.0).collect();
+        assert_eq!(repos, ["a", "b", "b/c"]);
+    }
+
+    #[test]
+    fn atomic_write_replaces_whole_files_and_leaves_no_temporaries() {
+        let store = scratch_store("store-atomic");
+        let path = store.root.join("manifests").join("x");
+        write_atomic(&path, b"first").unwrap();
+        write_atomic(&path, b"second").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"second");
+        let names: Vec<String> = fs::read_dir(store.root.join("manifests"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["x"]);
+    }
+
+    #[test]
+    fn blobs_are_visible_only_in_repositories_they_are_linked_to() {
+        let store = scratch_store("store-links");
+        let data = b"layer";
+        let d = Digest::of(Algorithm::Sha256, data);
+        crate::ingest::ingest(&store, &mut &data[..], &d).unwrap();
+        store.link_blob(&name("a"), &d).unwrap();
+        assert!(store.blob_in_repo(&name("a"), &d));
+        assert!(!store.blob_in_repo(&name("b"), &d));
+    }
+}
