@@ -293,6 +293,45 @@ else
     fi
 fi
 
+# Block-level dedup, below the blob level: a new blob made of the base
+# layer's bytes plus 8 KiB stores only the blocks past the shared prefix.
+if is_blockreg && stats_valid "$STATS_V2" && [[ -n "${MANIFEST_FILE[$IMG_BASE]:-}" ]]; then
+    base_layer="$(jq -r '.layers[0].digest' "${MANIFEST_FILE[$IMG_BASE]}")"
+    f="$WORK_DIR/prefix-blob"
+    curl -sf -o "$f" "$REG_URL/v2/e2e/debian/blobs/$base_layer" && head -c 8192 /dev/urandom >>"$f"
+    d="sha256:$(sha256_file "$f")"
+    s1="$(stats_json)"
+    http POST "$REG_URL/v2/e2e/prefix/blobs/uploads/"
+    loc="$(header Location)"
+    [[ "$loc" == /* ]] && loc="$REG_URL$loc"
+    sep='?'; [[ "$loc" == *\?* ]] && sep='&'
+    http PUT "$loc${sep}digest=$d" -H 'Content-Type: application/octet-stream' --data-binary "@$f"
+    put_code="$CODE"
+    s2="$(stats_json)"
+    got="$(curl -s "$REG_URL/v2/e2e/prefix/blobs/$d" | sha256sum | cut -d' ' -f1)"
+    if [[ "$put_code" != 201 ]]; then
+        fail "stats_block_dedup" "monolithic upload of $(stat -c %s "$f") bytes: $(describe_last)"
+    elif [[ "sha256:$got" != "$d" ]]; then
+        fail "stats_block_dedup" "the blob does not read back intact"
+    elif ! stats_valid "$s2"; then
+        fail "stats_block_dedup" "no valid stats after the upload"
+    else
+        growth=$(($(jq .block_bytes <<<"$s2") - $(jq .block_bytes <<<"$s1")))
+        lgrowth=$(($(jq .logical_bytes <<<"$s2") - $(jq .logical_bytes <<<"$s1")))
+        log "  prefix blob of $(stat -c %s "$f") bytes: logical_bytes +$lgrowth, block_bytes +$growth, ratio $(jq .ratio <<<"$s2")"
+        if ((lgrowth != $(stat -c %s "$f"))); then
+            fail "stats_block_dedup" "logical_bytes grew $lgrowth for a $(stat -c %s "$f")-byte blob"
+        elif ((growth > 8192 + 2 * 4096)); then
+            fail "stats_block_dedup" "block_bytes grew $growth for a blob that shares all but 8 KiB with a stored one"
+        elif [[ "$(jq '.ratio > 1' <<<"$s2")" != true ]]; then
+            fail "stats_block_dedup" "ratio not above 1 with a shared-prefix blob stored: $s2"
+        else
+            pass "stats_block_dedup"
+        fi
+    fi
+    rm -f "$f"
+fi
+
 # ------------------------------------------------------------------ c. skopeo
 
 T_C="$(now)"
@@ -392,7 +431,7 @@ a_blob="$(jq -r '.layers[-1].digest' "${MANIFEST_FILE[$IMG_V1]:-/dev/null}" 2>/d
 [[ "$a_blob" == sha256:* ]] || a_blob="sha256:$(printf '0%.0s' {1..64})"
 any_digest="sha256:$(printf 'hello' | sha256sum | cut -d' ' -f1)"
 mf_body="${MANIFEST_FILE[$IMG_V1]:-/dev/null}"
-MT='Content-Type: application/vnd.docker.distribution.manifest.v2+json'
+MT="Content-Type:application/vnd.docker.distribution.manifest.v2+json"
 # "METHOD PATH [curl args]": each must get a 4xx, never 2xx or 5xx.
 traversals=(
     "GET /v2/../sentinel/manifests/latest"
