@@ -1,1 +1,154 @@
-fn main() {}
+//! `blockreg`: parses the command line and calls into the `host` library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use host::{GuestSource, Limits, ServeConfig};
+
+/// A container registry whose protocol logic runs in a WebAssembly component.
+#[derive(Parser)]
+#[command(name = "blockreg", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Options of `serve`, the default when no subcommand is given.
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the registry over HTTP (the default).
+    Serve(ServeArgs),
+    /// Print the store's size and deduplication figures.
+    Stats(StatsArgs),
+    /// Run a wasi:cli command component (the wasm32-wasip2 test runner).
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:5001")]
+    addr: SocketAddr,
+    /// Data directory, created if missing.
+    #[arg(long, default_value = "./data")]
+    data: PathBuf,
+    /// Guest component to serve instead of the embedded one; reloaded when
+    /// the file changes or on SIGHUP.
+    #[arg(long, value_name = "FILE.wasm")]
+    guest: Option<PathBuf>,
+    /// Linear memory limit of one guest instance, in MiB.
+    #[arg(long, default_value_t = 512)]
+    max_memory_mib: usize,
+    /// Time limit of one request, in seconds.
+    #[arg(long, default_value_t = 1800)]
+    request_timeout_secs: u64,
+    /// Largest accepted request body, in bytes (default 16 GiB).
+    #[arg(long, default_value_t = 16 << 30)]
+    max_body_bytes: u64,
+    /// Guest instances alive at once; further requests wait.
+    #[arg(long, default_value_t = 256)]
+    max_concurrency: usize,
+}
+
+#[derive(Args)]
+struct StatsArgs {
+    /// Data directory.
+    #[arg(long, default_value = "./data")]
+    data: PathBuf,
+    /// Guest component to ask instead of the embedded one.
+    #[arg(long, value_name = "FILE.wasm")]
+    guest: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The command component.
+    file: PathBuf,
+    /// Arguments passed to it after argv[0].
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+fn guest_source(guest: Option<PathBuf>) -> GuestSource {
+    guest.map_or(GuestSource::Embedded, GuestSource::File)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    // Lets file operations still on blocking threads finish, without
+    // waiting on ones that never end (such as a read of the inherited stdin).
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    match result {
+        Ok(status) => status,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+        Command::Serve(args) => serve(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Stats(args) => {
+            let stats = host::store_stats(&args.data, &guest_source(args.guest)).await?;
+            if args.json {
+                println!("{}", stats.to_json());
+            } else {
+                println!("{stats}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(args) => {
+            let status = host::run_command(&args.file, &args.args).await?;
+            // Statuses outside 0..=255 wrap, as they would for a process.
+            Ok(ExitCode::from(status as u8))
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    host::init_logging();
+    let config = ServeConfig {
+        data_dir: args.data,
+        guest: guest_source(args.guest),
+        limits: Limits {
+            max_memory_bytes: args.max_memory_mib << 20,
+            request_timeout: Duration::from_secs(args.request_timeout_secs),
+            max_body_bytes: args.max_body_bytes,
+            max_concurrency: args.max_concurrency,
+        },
+    };
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("binding {}", args.addr))?;
+    host::serve(listener, config, shutdown_signal()).await
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        Some(()) = async { terminate.as_mut()?.recv().await } => {}
+    }
+    tracing::info!("shutdown requested");
+}

@@ -1,0 +1,25 @@
+//! Every generated binding the host uses, in one place: the `admin-host`
+//! world from `wit/` plus re-exports of the `wasi:http/proxy` and
+//! `wasi:cli/command` bindings that wasmtime's WASI crates already generate.
+
+mod generated {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "admin-host",
+        exports: { default: async },
+    });
+}
+
+/// Records and the error variant of the `admin` interface.
+pub(crate) use generated::exports::blockreg::registry::admin::{
+    Error as AdminError, GuestInfo, Stats,
+};
+/// Pre-instantiated `admin-host` world: the guest's `admin` export.
+pub(crate) use generated::AdminHostPre;
+
+/// Pre-instantiated `wasi:cli/command` world, for `blockreg run`.
+pub(crate) use wasmtime_wasi::p2::bindings::CommandPre;
+/// The `wasi:http` scheme of an incoming request.
+pub(crate) use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+/// Pre-instantiated `wasi:http/proxy` world, for serving requests.
+pub(crate) use wasmtime_wasi_http::p2::bindings::ProxyPre;

@@ -1,0 +1,65 @@
+//! What a caller of [`serve`](crate::serve) chooses: where the store lives,
+//! which guest answers, and the resource limits around each request.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything [`serve`](crate::serve) needs besides the listener.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// Host directory granted to the guest as its `/data` preopen; created
+    /// when missing.
+    pub data_dir: PathBuf,
+    /// Which component answers requests.
+    pub guest: GuestSource,
+    /// Per-request resource limits.
+    pub limits: Limits,
+}
+
+impl ServeConfig {
+    /// A configuration serving `data_dir` with the embedded guest and
+    /// [`Limits::default`].
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            guest: GuestSource::Embedded,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Where the guest component comes from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum GuestSource {
+    /// The component built from `guest/` and compiled into this binary.
+    #[default]
+    Embedded,
+    /// A component file; the server reloads it when it changes or on SIGHUP.
+    File(PathBuf),
+}
+
+/// Resource limits applied to every guest instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Maximum linear memory of one instance, in bytes; a `memory.grow`
+    /// beyond it fails inside the guest.
+    pub max_memory_bytes: usize,
+    /// Wall-clock budget of one request, from instantiation until the guest
+    /// has written its whole response; the instance is dropped when it ends.
+    pub request_timeout: Duration,
+    /// Largest accepted request body; larger ones get a 413 from the host.
+    pub max_body_bytes: u64,
+    /// Guest instances alive at once; further requests wait for a slot.
+    pub max_concurrency: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_memory_bytes: 512 << 20,
+            request_timeout: Duration::from_secs(1800),
+            max_body_bytes: 16 << 30,
+            max_concurrency: 256,
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The sandbox of one guest instance: what a request's `Store` holds.
+//!
+//! A guest gets exactly one capability, the data directory preopened at
+//! `/data` with read-write permissions (wasmtime-wasi confines every path
+//! under it with cap-std). It gets no environment variables, no arguments,
+//! no sockets, no name lookups and no outgoing HTTP; its stderr is the
+//! host's, so guest logs appear next to the host's.
+
+use std::future::Future;
+use std::path::Path;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{
+    RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
+};
+
+/// Where the data directory appears inside the guest.
+pub(crate) const DATA_GUEST_PATH: &str = "/data";
+
+/// Response bodies stream through a channel holding one more write than
+/// this, each of at most [`OUTGOING_BODY_CHUNK_SIZE`] bytes, so a response
+/// pins about 2 MiB of host memory (plus hyper's write buffer) however large
+/// the blob, and the guest waits while the client is slow. These are
+/// wasmtime-wasi-http's defaults, stated here because the host's memory use
+/// relies on them.
+const OUTGOING_BODY_BUFFER_CHUNKS: usize = 1;
+/// Largest single write the guest can make into a response body.
+const OUTGOING_BODY_CHUNK_SIZE: usize = 1 << 20;
+
+/// Store data of one guest instance.
+pub(crate) struct Sandbox {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: NoOutgoingHttp,
+    limits: StoreLimits,
+}
+
+impl Sandbox {
+    /// Builds the sandbox for one instance over `data_dir`.
+    ///
+    /// # Errors
+    ///
+    /// Fails when `data_dir` cannot be opened.
+    fn new(data_dir: &Path, max_memory_bytes: usize) -> wasmtime::Result<Self> {
+        let mut wasi = WasiCtx::builder();
+        wasi.inherit_stderr()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .preopened_dir(data_dir, DATA_GUEST_PATH, FsPerms::ReadWrite)?;
+        Ok(Self {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: NoOutgoingHttp,
+            limits: StoreLimitsBuilder::new()
+                .memory_size(max_memory_bytes)
+                .build(),
+        })
+    }
+}
+
+/// Creates a store for one guest instance: sandbox, memory limit, and
+/// epoch-based yielding so a CPU-bound guest gives the executor (and the
+/// request timeout) a chance to run.
+///
+/// # Errors
+///
+/// Fails when `data_dir` cannot be opened.
+pub(crate) fn new_store(
+    engine: &Engine,
+    data_dir: &Path,
+    max_memory_bytes: usize,
+) -> wasmtime::Result<Store<Sandbox>> {
+    let mut store = Store::new(engine, Sandbox::new(data_dir, max_memory_bytes)?);
+    store.limiter(|sandbox| &mut sandbox.limits);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_async_yield_and_update(1);
+    Ok(store)
+}
+
+impl WasiView for Sandbox {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for Sandbox {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// `wasi:http` hooks that refuse every outgoing request: the registry has no
+/// reason to call out, and a guest that tries gets `HTTP-request-denied`.
+pub(crate) struct NoOutgoingHttp;
+
+type SendRequestFuture = Box<
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                hyper::Response<WasiBody>,
+                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl WasiHttpHooks for NoOutgoingHttp {
+    fn send_request(
+        &mut self,
+        request: hyper::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> SendRequestFuture {
+        tracing::warn!(uri = %request.uri(), "guest tried an outgoing HTTP request; refused");
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        OUTGOING_BODY_BUFFER_CHUNKS
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        OUTGOING_BODY_CHUNK_SIZE
+    }
+}

@@ -1,0 +1,313 @@
+//! Loading the guest component and swapping it while serving.
+//!
+//! One process-wide [`Engine`] compiles every component. It has epoch
+//! interruption on, and a ticker thread advances the epoch every
+//! [`EPOCH_TICK`]; stores yield to the executor at each tick (see
+//! `ctx::new_store`), so a CPU-bound guest cannot hold a worker thread and
+//! request timeouts fire. Instances use the on-demand allocator: the pooling
+//! allocator would reserve address space for `--max-concurrency` instances of
+//! `--max-memory-mib` up front, a poor trade for a registry whose requests
+//! are I/O-bound.
+//!
+//! A component is accepted only if it fits both worlds the host drives,
+//! `wasi:http/proxy` (requests) and `admin-host` (admin calls), and answers
+//! `admin.describe`. The serving copy lives in a [`GuestSlot`]; each request
+//! takes an `Arc` of it at its start, so replacing the slot never disturbs
+//! requests in flight.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use tokio::sync::{watch, OnceCell};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine};
+
+use crate::bindings::{AdminHostPre, GuestInfo, ProxyPre};
+use crate::config::{GuestSource, Limits};
+use crate::ctx::{self, Sandbox};
+use crate::error::wasm_err;
+
+/// How often the epoch advances, i.e. how long a guest runs between yields.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// How often the `--guest` file is checked for changes.
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The guest built from `guest/` by `build.rs`.
+static EMBEDDED_GUEST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guest.wasm"));
+
+/// Returns the guest component compiled into this binary.
+pub fn embedded_guest() -> &'static [u8] {
+    EMBEDDED_GUEST
+}
+
+/// The engine and the linker holding every import a guest may use.
+pub(crate) struct Runtime {
+    pub(crate) engine: Engine,
+    linker: Linker<Sandbox>,
+}
+
+/// Returns the process-wide runtime, creating it (and its epoch ticker) on
+/// first use.
+///
+/// # Errors
+///
+/// Fails when wasmtime cannot be set up on this platform.
+pub(crate) fn runtime() -> anyhow::Result<&'static Runtime> {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    if let Some(runtime) = RUNTIME.get() {
+        return Ok(runtime);
+    }
+    // Serialised so only one engine (and one ticker thread) is ever made.
+    let _guard = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(runtime) = RUNTIME.get() {
+        return Ok(runtime);
+    }
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.wasm_component_model(true);
+    let engine = Engine::new(&config).map_err(wasm_err)?;
+    let mut linker = Linker::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wasm_err)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(wasm_err)?;
+    let runtime = RUNTIME.get_or_init(|| Runtime { engine, linker });
+
+    let ticker = runtime.engine.clone();
+    std::thread::Builder::new()
+        .name("blockreg-epoch".into())
+        .spawn(move || loop {
+            std::thread::sleep(EPOCH_TICK);
+            ticker.increment_epoch();
+        })
+        .context("starting the epoch ticker thread")?;
+    Ok(runtime)
+}
+
+/// A compiled, validated guest ready to be instantiated per request.
+pub(crate) struct LoadedGuest {
+    /// Pre-instantiation for `wasi:http/proxy`.
+    pub(crate) proxy: ProxyPre<Sandbox>,
+    /// Pre-instantiation for the `admin` export.
+    pub(crate) admin: AdminHostPre<Sandbox>,
+    /// What the guest said about itself when it was loaded.
+    pub(crate) info: GuestInfo,
+}
+
+/// Compiles and validates the guest named by `source`, then calls its
+/// `describe` with `/data` granted, under the same limits as a request.
+///
+/// # Errors
+///
+/// Fails when the file cannot be read, does not compile, does not fit the
+/// `wasi:http/proxy` or `admin-host` world, or traps in `describe`.
+pub(crate) async fn load(
+    source: &GuestSource,
+    data_dir: &Path,
+    limits: &Limits,
+) -> anyhow::Result<Arc<LoadedGuest>> {
+    let runtime = runtime()?;
+    let component = match source {
+        GuestSource::Embedded => embedded_component(runtime).await?,
+        GuestSource::File(path) => {
+            let bytes = tokio::fs::read(path)
+                .await
+                .with_context(|| format!("reading {}", path.display()))?;
+            compile(runtime, bytes)
+                .await
+                .with_context(|| format!("compiling {}", path.display()))?
+        }
+    };
+    let instance_pre = runtime
+        .linker
+        .instantiate_pre(&component)
+        .map_err(wasm_err)
+        .context("the guest imports something the host does not provide")?;
+    let proxy = ProxyPre::new(instance_pre.clone())
+        .map_err(wasm_err)
+        .context("the guest does not fit the wasi:http/proxy world")?;
+    let admin = AdminHostPre::new(instance_pre)
+        .map_err(wasm_err)
+        .context("the guest does not export blockreg:registry/admin")?;
+
+    let mut store = ctx::new_store(&runtime.engine, data_dir, limits.max_memory_bytes)
+        .map_err(wasm_err)
+        .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
+    let describe = async {
+        let instance = admin.instantiate_async(&mut store).await?;
+        instance
+            .blockreg_registry_admin()
+            .call_describe(&mut store)
+            .await
+    };
+    let info = tokio::time::timeout(limits.request_timeout, describe)
+        .await
+        .context("admin describe timed out")?
+        .map_err(wasm_err)
+        .context("calling admin describe")?;
+    Ok(Arc::new(LoadedGuest { proxy, admin, info }))
+}
+
+/// The embedded guest, compiled once per process: tests start many servers.
+async fn embedded_component(runtime: &'static Runtime) -> anyhow::Result<Component> {
+    static COMPILED: OnceCell<Component> = OnceCell::const_new();
+    COMPILED
+        .get_or_try_init(|| async {
+            compile(runtime, EMBEDDED_GUEST.to_vec())
+                .await
+                .context("compiling the embedded guest")
+        })
+        .await
+        .cloned()
+}
+
+/// Compiles a component off the async executor.
+async fn compile(runtime: &'static Runtime, bytes: Vec<u8>) -> anyhow::Result<Component> {
+    tokio::task::spawn_blocking(move || Component::new(&runtime.engine, &bytes).map_err(wasm_err))
+        .await
+        .context("the compiler task panicked")?
+}
+
+/// The guest currently serving; swapped whole on reload.
+pub(crate) struct GuestSlot {
+    current: RwLock<Arc<LoadedGuest>>,
+}
+
+impl GuestSlot {
+    pub(crate) fn new(guest: Arc<LoadedGuest>) -> Self {
+        Self {
+            current: RwLock::new(guest),
+        }
+    }
+
+    /// The guest new requests should use.
+    pub(crate) fn current(&self) -> Arc<LoadedGuest> {
+        // A poisoned lock still holds a valid `Arc`: the swap is one store.
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn replace(&self, guest: Arc<LoadedGuest>) {
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = guest;
+    }
+}
+
+/// What identifies a version of the `--guest` file between polls. The inode
+/// catches a replacement by rename even when size and mtime match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+fn stamp(path: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).ok()?;
+    Some(FileStamp {
+        modified: meta.modified().ok(),
+        len: meta.len(),
+        inode: meta.ino(),
+    })
+}
+
+/// Reloads the guest on SIGHUP and, for a file guest, when the file changes,
+/// until `stop` turns true. A guest that fails to load is logged and the
+/// current one keeps serving.
+pub(crate) async fn watch(
+    slot: Arc<GuestSlot>,
+    source: GuestSource,
+    data_dir: PathBuf,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGHUP, reload on signal is off: {e}");
+            None
+        }
+    };
+    let path = match &source {
+        GuestSource::File(path) => Some(path.clone()),
+        GuestSource::Embedded => None,
+    };
+    let mut interval = tokio::time::interval(WATCH_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut loaded = path.as_deref().and_then(stamp);
+    // A change is acted on once the file has looked the same for one whole
+    // interval, so a guest still being copied in is not loaded half-written.
+    let mut pending: Option<Option<FileStamp>> = None;
+
+    loop {
+        tokio::select! {
+            () = stopped(&mut stop) => return,
+            Some(()) = async { hangup.as_mut()?.recv().await } => {
+                match &path {
+                    None => tracing::info!(
+                        "SIGHUP: the guest is embedded in the binary, nothing to reload"
+                    ),
+                    Some(path) => {
+                        tracing::info!("SIGHUP: reloading guest from {}", path.display());
+                        loaded = stamp(path);
+                        pending = None;
+                        reload(&slot, &source, &data_dir, &limits).await;
+                    }
+                }
+            }
+            _ = interval.tick(), if path.is_some() => {
+                let Some(path) = &path else { continue };
+                let now = stamp(path);
+                if now == loaded {
+                    pending = None;
+                } else if pending == Some(now) {
+                    pending = None;
+                    loaded = now;
+                    if now.is_none() {
+                        tracing::warn!(
+                            "guest file {} is gone; still serving the loaded guest",
+                            path.display()
+                        );
+                    } else {
+                        tracing::info!("guest file {} changed; reloading", path.display());
+                        reload(&slot, &source, &data_dir, &limits).await;
+                    }
+                } else {
+                    pending = Some(now);
+                }
+            }
+        }
+    }
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The `Ref` that `wait_for` returns holds a lock guard, which must not
+    // live across the caller's `select!`.
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+async fn reload(slot: &GuestSlot, source: &GuestSource, data_dir: &Path, limits: &Limits) {
+    match load(source, data_dir, limits).await {
+        Ok(guest) => {
+            tracing::info!("guest loaded: {}", guest.info.version);
+            slot.replace(guest);
+        }
+        Err(e) => {
+            // One line: wasmparser's messages span several.
+            let reason = format!("{e:#}")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            tracing::error!("guest reload refused: {reason}; still serving the previous guest");
+        }
+    }
+}

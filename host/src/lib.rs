@@ -1,0 +1,40 @@
+//! The native half of blockreg: owns the sockets and the data directory and
+//! runs the registry guest (`guest/`, a WebAssembly component) once per
+//! request.
+//!
+//! Where to look:
+//! - `server.rs`: accept loop, per-request instantiation, body limits,
+//!   timeouts, graceful shutdown, the access log.
+//! - `guest.rs`: the engine, loading and validating a component, hot swap on
+//!   SIGHUP or file change.
+//! - `ctx.rs`: the sandbox of one instance (`/data` preopen, no network).
+//! - `stats.rs`, `runner.rs`: the `stats` and `run` subcommands.
+//! - `bindings.rs`: all generated bindings; `error.rs`: the error policy.
+//! - `build.rs`: builds `guest/` and embeds it.
+
+mod bindings;
+mod config;
+mod ctx;
+mod error;
+mod guest;
+mod runner;
+mod server;
+mod stats;
+
+pub use config::{GuestSource, Limits, ServeConfig};
+pub use guest::embedded_guest;
+pub use runner::run_command;
+pub use server::serve;
+pub use stats::{store_stats, StoreStats};
+
+/// Sends `tracing` output to stderr, filtered by `RUST_LOG` (default `info`).
+/// Does nothing if a subscriber is already installed.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}

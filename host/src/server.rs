@@ -1,0 +1,656 @@
+//! The HTTP server: accepts connections, runs each request in a fresh guest
+//! instance, and stops gracefully.
+//!
+//! Bodies are never collected: the request body reaches the guest frame by
+//! frame through [`LimitedBody`], and the guest's response body streams back
+//! through wasmtime-wasi-http's bounded channel (see `ctx.rs`). The host
+//! writes a response itself only in the cases listed in `error.rs`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use hyper::server::conn::http1;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+use wasmtime::component::Resource;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
+use wasmtime_wasi_http::WasiHttpView as _;
+
+use crate::bindings::Scheme;
+use crate::config::{Limits, ServeConfig};
+use crate::ctx;
+use crate::error::{wasm_err, HostErrorCode};
+use crate::guest::{self, GuestSlot};
+
+/// Serves the registry on `listener` until `shutdown` resolves.
+///
+/// Creates `config.data_dir` if needed and loads the guest before accepting
+/// anything. On shutdown the listener closes, idle connections are closed,
+/// and requests in flight get up to `limits.request_timeout` to finish.
+///
+/// # Errors
+///
+/// Fails when the data directory cannot be created or the guest does not
+/// load; errors on single connections are logged, not returned.
+pub async fn serve(
+    listener: TcpListener,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let ServeConfig {
+        data_dir,
+        guest: source,
+        limits,
+    } = config;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    // Absolute, so a later change of working directory cannot move the store.
+    let data_dir = data_dir
+        .canonicalize()
+        .with_context(|| format!("resolving the data directory {}", data_dir.display()))?;
+
+    let loaded = guest::load(&source, &data_dir, &limits).await?;
+    tracing::info!("guest loaded: {}", loaded.info.version);
+    let slot = Arc::new(GuestSlot::new(loaded));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let watcher = tokio::spawn(guest::watch(
+        slot.clone(),
+        source,
+        data_dir.clone(),
+        limits.clone(),
+        stop_rx.clone(),
+    ));
+
+    let state = Arc::new(Server {
+        engine: guest::runtime()?.engine.clone(),
+        slot,
+        data_dir,
+        permits: Arc::new(Semaphore::new(limits.max_concurrency.max(1))),
+        limits,
+    });
+    tracing::info!(
+        "listening on http://{}, data in {}",
+        listener.local_addr()?,
+        state.data_dir.display()
+    );
+
+    let mut connections = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    connections.spawn(serve_connection(state.clone(), socket, peer, stop_rx.clone()));
+                }
+                Err(e) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+
+    tracing::info!(
+        "shutting down: waiting for {} connection(s)",
+        connections.len()
+    );
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(state.limits.request_timeout, drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "shutdown: closing {} connection(s) still open",
+            connections.len()
+        );
+        connections.shutdown().await;
+    }
+    let _ = watcher.await;
+    Ok(())
+}
+
+/// Shared state of a running server.
+struct Server {
+    engine: wasmtime::Engine,
+    slot: Arc<GuestSlot>,
+    data_dir: PathBuf,
+    limits: Limits,
+    /// One permit per live guest instance.
+    permits: Arc<Semaphore>,
+}
+
+async fn serve_connection(
+    server: Arc<Server>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    let local = socket.local_addr().ok();
+    let service = hyper::service::service_fn(move |request| {
+        let server = server.clone();
+        async move { Ok::<_, Infallible>(server.handle(request, local).await) }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(socket), service);
+    let mut connection = std::pin::pin!(connection);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!("connection from {peer} ended: {e}");
+                }
+                return;
+            }
+            () = guest::stopped(&mut stop), if !stopping => {
+                stopping = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// Why a guest task ended without finishing its request.
+enum GuestFailure {
+    Timeout,
+    Trap(wasmtime::Error),
+}
+
+impl Server {
+    /// Handles one request and wraps the response so it is logged once sent.
+    async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        local: Option<SocketAddr>,
+    ) -> Response<ResponseBody> {
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let start = Instant::now();
+        let (response, guest_failed) = self.dispatch(request, local).await;
+        let (parts, body) = response.into_parts();
+        let log = RequestLog {
+            method,
+            path,
+            start,
+            status: parts.status,
+            bytes: 0,
+        };
+        Response::from_parts(
+            parts,
+            ResponseBody {
+                inner: body,
+                guest_failed,
+                log,
+            },
+        )
+    }
+
+    /// Runs the request through a guest instance, or answers it directly.
+    /// The flag, when present, turns true if the guest fails after it has
+    /// sent its response head.
+    async fn dispatch(
+        &self,
+        mut request: Request<Incoming>,
+        local: Option<SocketAddr>,
+    ) -> (Response<HyperOutgoingBody>, Option<Arc<AtomicBool>>) {
+        let max_body = self.limits.max_body_bytes;
+        if let Some(length) = content_length(&request) {
+            if length > max_body {
+                return (too_large(max_body), None);
+            }
+        }
+        // wasi:http needs an authority; HTTP/1.0 clients may send no Host.
+        if request.uri().authority().is_none() && !request.headers().contains_key(HOST) {
+            let host = local.map_or_else(|| "localhost".to_owned(), |addr| addr.to_string());
+            if let Ok(value) = HeaderValue::from_str(&host) {
+                request.headers_mut().insert(HOST, value);
+            }
+        }
+
+        let permit = match self.permits.clone().acquire_owned().await {
+            Ok(permit) => permit,
+            Err(_) => {
+                return (
+                    host_error(HostErrorCode::Unavailable, "server is stopping"),
+                    None,
+                )
+            }
+        };
+        let guest = self.slot.current();
+        let mut store =
+            match ctx::new_store(&self.engine, &self.data_dir, self.limits.max_memory_bytes) {
+                Ok(store) => store,
+                Err(e) => {
+                    tracing::error!("cannot prepare a guest instance: {:#}", wasm_err(e));
+                    return (
+                        host_error(HostErrorCode::Unknown, "cannot open the store"),
+                        None,
+                    );
+                }
+            };
+
+        let request_method = request.method().clone();
+        let request_path = request.uri().path().to_owned();
+        let overflow = Arc::new(AtomicBool::new(false));
+        let request = request.map(|body| LimitedBody {
+            inner: body,
+            seen: 0,
+            max: max_body,
+            overflow: overflow.clone(),
+        });
+        let (sender, receiver) = oneshot::channel();
+        let resources = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)
+            .and_then(|incoming| {
+                Ok((
+                    incoming,
+                    store.data_mut().http().new_response_outparam(sender)?,
+                ))
+            });
+        let (incoming, outparam) = match resources {
+            Ok(resources) => resources,
+            Err(e) => {
+                tracing::error!("cannot hand the request to the guest: {:#}", wasm_err(e));
+                return (
+                    host_error(HostErrorCode::Unknown, "cannot pass the request on"),
+                    None,
+                );
+            }
+        };
+
+        let label = format!("{request_method} {request_path}");
+        let timeout = self.limits.request_timeout;
+        let (task, guest_failed) = spawn_instance(
+            Instance {
+                store,
+                guest,
+                incoming,
+                outparam,
+            },
+            permit,
+            timeout,
+            overflow.clone(),
+            label.clone(),
+        );
+
+        let response = match receiver.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(code)) => Err(Some(format!("the guest answered with error code {code:?}"))),
+            Err(_) => match task.await {
+                Ok(Ok(())) => Err(Some(
+                    "the guest returned without setting a response".to_owned(),
+                )),
+                Ok(Err(GuestFailure::Timeout)) => {
+                    let message = format!("request timed out after {}s", timeout.as_secs());
+                    return (host_error(HostErrorCode::Unavailable, &message), None);
+                }
+                // Already logged by the task, with the wasm backtrace.
+                Ok(Err(GuestFailure::Trap(_))) => Err(None),
+                Err(join) => Err(Some(format!("the guest task failed: {join}"))),
+            },
+        };
+        // An oversized streamed body makes the guest fail or complain; the
+        // client is told what actually happened.
+        if overflow.load(Ordering::SeqCst) {
+            return (too_large(max_body), None);
+        }
+        match response {
+            Ok(response) => (response, Some(guest_failed)),
+            Err(Some(message)) => {
+                tracing::error!("{label}: {message}");
+                (host_error(HostErrorCode::Unknown, &message), None)
+            }
+            Err(None) => (
+                host_error(HostErrorCode::Unknown, "the guest trapped"),
+                None,
+            ),
+        }
+    }
+}
+
+/// A guest instance about to handle one request.
+struct Instance {
+    store: wasmtime::Store<ctx::Sandbox>,
+    guest: Arc<guest::LoadedGuest>,
+    incoming: Resource<HostIncomingRequest>,
+    outparam: Resource<HostResponseOutparam>,
+}
+
+/// Runs `instance` on its own task, holding `permit` until the instance is
+/// gone and dropping it after `timeout`. The task may outlive the response
+/// head, since the guest keeps writing the body; the returned flag turns
+/// true if it fails, so the body can be cut off visibly.
+fn spawn_instance(
+    instance: Instance,
+    permit: OwnedSemaphorePermit,
+    timeout: Duration,
+    overflow: Arc<AtomicBool>,
+    label: String,
+) -> (JoinHandle<Result<(), GuestFailure>>, Arc<AtomicBool>) {
+    let guest_failed = Arc::new(AtomicBool::new(false));
+    let failed = guest_failed.clone();
+    let task = tokio::spawn(async move {
+        let _permit = permit;
+        let Instance {
+            mut store,
+            guest,
+            incoming,
+            outparam,
+        } = instance;
+        let run = async {
+            let proxy = guest.proxy.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, incoming, outparam)
+                .await
+        };
+        let outcome = match tokio::time::timeout(timeout, run).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(trap)) => Err(GuestFailure::Trap(trap)),
+            Err(_) => Err(GuestFailure::Timeout),
+        };
+        if let Err(failure) = &outcome {
+            // Set before the store (and the response body's sender in it) is
+            // dropped, so the body sees it when its channel closes.
+            failed.store(true, Ordering::SeqCst);
+            match failure {
+                GuestFailure::Timeout => tracing::warn!(
+                    "{label}: timed out after {}s; guest instance dropped",
+                    timeout.as_secs()
+                ),
+                // Expected: the guest was cut off mid-body by the host.
+                GuestFailure::Trap(_) if overflow.load(Ordering::SeqCst) => {}
+                GuestFailure::Trap(e) => tracing::error!("{label}: guest trapped: {e:#}"),
+            }
+        }
+        drop(store);
+        outcome
+    });
+    (task, guest_failed)
+}
+
+fn content_length<B>(request: &Request<B>) -> Option<u64> {
+    request
+        .headers()
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn too_large(max_body: u64) -> Response<HyperOutgoingBody> {
+    host_error(
+        HostErrorCode::SizeInvalid,
+        &format!("request body exceeds the limit of {max_body} bytes"),
+    )
+}
+
+/// A response written by the host itself; see `error.rs`.
+fn host_error(code: HostErrorCode, message: &str) -> Response<HyperOutgoingBody> {
+    let body = Full::new(Bytes::from(code.body(message)))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut response = Response::new(body);
+    *response.status_mut() = code.status();
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// The request body as the guest sees it: passed through frame by frame,
+/// cut off with an error once it exceeds the limit.
+struct LimitedBody {
+    inner: Incoming,
+    seen: u64,
+    max: u64,
+    overflow: Arc<AtomicBool>,
+}
+
+impl Body for LimitedBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.seen > self.max {
+            return Poll::Ready(None);
+        }
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let Some(Ok(frame)) = &frame {
+            if let Some(data) = frame.data_ref() {
+                self.seen += data.len() as u64;
+                if self.seen > self.max {
+                    self.overflow.store(true, Ordering::SeqCst);
+                    let seen = self.seen;
+                    return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpRequestBodySize(
+                        Some(seen),
+                    ))));
+                }
+            }
+        }
+        Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The response body as hyper sends it: the guest's (or the host's) body,
+/// turned into an error if the guest failed mid-body so the client sees a
+/// broken transfer rather than a short one, and logged once dropped.
+struct ResponseBody {
+    inner: HyperOutgoingBody,
+    guest_failed: Option<Arc<AtomicBool>>,
+    log: RequestLog,
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    self.log.bytes += data.len() as u64;
+                }
+            }
+            Some(Err(_)) => {}
+            None => {
+                if let Some(failed) = &self.guest_failed {
+                    if failed.load(Ordering::SeqCst) {
+                        return Poll::Ready(Some(Err(
+                            wasmtime_wasi_http::Error::HttpResponseIncomplete,
+                        )));
+                    }
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The access-log line of one request, written when its response body is
+/// dropped, that is after the last byte was sent or the client went away.
+struct RequestLog {
+    method: Method,
+    path: String,
+    start: Instant,
+    status: StatusCode,
+    bytes: u64,
+}
+
+impl Drop for RequestLog {
+    fn drop(&mut self) {
+        tracing::info!(
+            target: "blockreg::request",
+            "{} {} {} {:.1}ms {}B",
+            self.method,
+            self.path,
+            self.status.as_u16(),
+            self.start.elapsed().as_secs_f64() * 1000.0,
+            self.bytes,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::GuestSource;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// Sends one raw HTTP/1.1 request and returns the status and body.
+    async fn exchange(addr: SocketAddr, request: &str) -> (u16, String) {
+        let mut socket = TcpStream::connect(addr).await.unwrap();
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        socket.read_to_end(&mut raw).await.unwrap();
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+        (status, body.to_owned())
+    }
+
+    struct Running {
+        addr: SocketAddr,
+        stop: oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    }
+
+    async fn start(config: ServeConfig) -> Running {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, config, async {
+            let _ = stopped.await;
+        }));
+        // `serve` loads the guest before accepting; wait until it answers.
+        for _ in 0..600 {
+            if TcpStream::connect(addr).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Running { addr, stop, task }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn serve_creates_the_data_dir_answers_and_stops_on_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("nested").join("data");
+        let server = start(ServeConfig::new(&data)).await;
+        assert!(data.is_dir());
+
+        let (status, _) = exchange(
+            server.addr,
+            "GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(status, 200);
+
+        server.stop.send(()).unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(10), server.task)
+            .await
+            .expect("serve returns after shutdown");
+        result.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn content_length_over_the_limit_is_refused_by_the_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServeConfig::new(dir.path());
+        config.limits.max_body_bytes = 10;
+        let server = start(config).await;
+
+        let (status, body) = exchange(
+            server.addr,
+            "PUT /v2/x/blobs/uploads/ HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\
+             Connection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(status, 413);
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["errors"][0]["code"], "SIZE_INVALID");
+        assert!(json["errors"][0]["detail"].is_null());
+        let _ = server.stop.send(());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_guest_file_that_is_not_a_component_is_refused_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let bogus = dir.path().join("bogus.wasm");
+        std::fs::write(&bogus, b"not wasm").unwrap();
+        let mut config = ServeConfig::new(dir.path().join("data"));
+        config.guest = GuestSource::File(bogus);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let err = serve(listener, config, std::future::pending())
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("compiling"), "{err:#}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_component_without_the_exports_is_refused_at_start() {
+        // The smallest valid component: it compiles but exports nothing.
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.wasm");
+        std::fs::write(&empty, b"\0asm\x0d\0\x01\0").unwrap();
+        let mut config = ServeConfig::new(dir.path().join("data"));
+        config.guest = GuestSource::File(empty);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let err = serve(listener, config, std::future::pending())
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("does not fit the wasi:http/proxy world"),
+            "{err:#}"
+        );
+    }
+}

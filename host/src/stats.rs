@@ -1,0 +1,222 @@
+//! `blockreg stats`: the store's size and deduplication figures, computed by
+//! the guest's `admin.get-stats` in a fresh instance with the same `/data`
+//! preopen as requests.
+
+use std::fmt;
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::bindings::{AdminError, Stats};
+use crate::config::{GuestSource, Limits};
+use crate::ctx;
+use crate::error::wasm_err;
+use crate::guest;
+
+/// The figures of `admin.get-stats`; field meanings are documented in
+/// `wit/admin.wit`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StoreStats {
+    /// Sum of the sizes of all committed blobs.
+    pub logical_bytes: u64,
+    /// Number of committed blobs.
+    pub blobs: u64,
+    /// Number of unique blocks.
+    pub blocks: u64,
+    /// Sum of the sizes of all unique blocks: what the store keeps.
+    pub block_bytes: u64,
+    /// Repositories with at least one manifest or tag.
+    pub repositories: u64,
+    /// Stored manifests across all repositories.
+    pub manifests: u64,
+    /// Upload sessions in progress.
+    pub uploads: u64,
+}
+
+impl From<Stats> for StoreStats {
+    fn from(stats: Stats) -> Self {
+        Self {
+            logical_bytes: stats.logical_bytes,
+            blobs: stats.blobs,
+            blocks: stats.blocks,
+            block_bytes: stats.block_bytes,
+            repositories: stats.repositories,
+            manifests: stats.manifests,
+            uploads: stats.uploads,
+        }
+    }
+}
+
+impl StoreStats {
+    /// Logical bytes per stored byte; 1.0 for an empty store.
+    pub fn ratio(&self) -> f64 {
+        if self.block_bytes == 0 {
+            1.0
+        } else {
+            self.logical_bytes as f64 / self.block_bytes as f64
+        }
+    }
+
+    /// Share of the logical bytes that deduplication saved, in percent.
+    pub fn saved_percent(&self) -> f64 {
+        if self.logical_bytes == 0 {
+            0.0
+        } else {
+            100.0 * (1.0 - self.block_bytes as f64 / self.logical_bytes as f64)
+        }
+    }
+
+    /// One JSON object with the snake_case fields plus `ratio`.
+    pub fn to_json(&self) -> String {
+        #[derive(Serialize)]
+        struct WithRatio<'a> {
+            #[serde(flatten)]
+            stats: &'a StoreStats,
+            ratio: f64,
+        }
+        serde_json::to_string(&WithRatio {
+            stats: self,
+            ratio: self.ratio(),
+        })
+        .expect("plain numbers always serialise")
+    }
+}
+
+impl fmt::Display for StoreStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "logical bytes  {}", bytes(self.logical_bytes))?;
+        writeln!(f, "blobs          {}", self.blobs)?;
+        writeln!(f, "unique blocks  {}", self.blocks)?;
+        writeln!(f, "block bytes    {}", bytes(self.block_bytes))?;
+        writeln!(
+            f,
+            "ratio          {:.2}x (saved {:.1}%)",
+            self.ratio(),
+            self.saved_percent()
+        )?;
+        writeln!(f, "repositories   {}", self.repositories)?;
+        writeln!(f, "manifests      {}", self.manifests)?;
+        write!(f, "uploads        {}", self.uploads)
+    }
+}
+
+/// `12345678 (11.8 MiB)`: exact for scripts, readable for people.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n}");
+    }
+    let mut value = n as f64;
+    let mut unit = "B";
+    for next in UNITS {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = next;
+    }
+    format!("{n} ({value:.1} {unit})")
+}
+
+/// Asks `guest` for the figures of the store in `data_dir`.
+///
+/// # Errors
+///
+/// Fails when `data_dir` does not exist, the guest does not load or traps,
+/// or the guest reports an `admin` error (unreadable or corrupt store).
+pub async fn store_stats(data_dir: &Path, guest: &GuestSource) -> anyhow::Result<StoreStats> {
+    anyhow::ensure!(
+        data_dir.is_dir(),
+        "data directory {} does not exist",
+        data_dir.display()
+    );
+    let limits = Limits::default();
+    let loaded = guest::load(guest, data_dir, &limits).await?;
+    let engine = &guest::runtime()?.engine;
+    let mut store = ctx::new_store(engine, data_dir, limits.max_memory_bytes).map_err(wasm_err)?;
+    let call = async {
+        let admin = loaded.admin.instantiate_async(&mut store).await?;
+        admin
+            .blockreg_registry_admin()
+            .call_get_stats(&mut store)
+            .await
+    };
+    let result = tokio::time::timeout(limits.request_timeout, call)
+        .await
+        .context("admin get-stats timed out")?
+        .map_err(wasm_err)
+        .context("calling admin get-stats")?;
+    match result {
+        Ok(stats) => Ok(stats.into()),
+        Err(AdminError::Io(detail)) => anyhow::bail!("the store could not be read: {detail}"),
+        Err(AdminError::Corrupt(detail)) => anyhow::bail!("the store is corrupt: {detail}"),
+        Err(AdminError::Other(detail)) => anyhow::bail!("get-stats failed: {detail}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> StoreStats {
+        StoreStats {
+            logical_bytes: 10_000,
+            blobs: 4,
+            blocks: 3,
+            block_bytes: 4_000,
+            repositories: 1,
+            manifests: 2,
+            uploads: 0,
+        }
+    }
+
+    #[test]
+    fn ratio_is_logical_over_stored() {
+        assert_eq!(sample().ratio(), 2.5);
+        assert_eq!(sample().saved_percent(), 60.0);
+    }
+
+    #[test]
+    fn empty_store_has_ratio_one_and_saves_nothing() {
+        let empty = StoreStats::default();
+        assert_eq!(empty.ratio(), 1.0);
+        assert_eq!(empty.saved_percent(), 0.0);
+    }
+
+    #[test]
+    fn json_has_snake_case_fields_and_ratio() {
+        let json: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "logical_bytes": 10_000, "blobs": 4, "blocks": 3, "block_bytes": 4_000,
+                "repositories": 1, "manifests": 2, "uploads": 0, "ratio": 2.5
+            })
+        );
+    }
+
+    #[test]
+    fn text_names_every_figure() {
+        let text = sample().to_string();
+        for label in [
+            "logical bytes",
+            "blobs",
+            "unique blocks",
+            "block bytes",
+            "ratio          2.50x (saved 60.0%)",
+            "repositories",
+            "manifests",
+            "uploads",
+        ] {
+            assert!(text.contains(label), "{label} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn byte_counts_show_exact_and_binary_units() {
+        assert_eq!(bytes(512), "512");
+        assert_eq!(bytes(1536), "1536 (1.5 KiB)");
+        assert_eq!(bytes(3 << 30), "3221225472 (3.0 GiB)");
+    }
+}
