@@ -53,7 +53,7 @@ http() {
 }
 # header NAME: value of a response header of the last http call.
 header() {
-    awk -v n="$(tr 'A-Z' 'a-z' <<<"$1")" '{
+    awk -v n="$(tr '[:upper:]' '[:lower:]' <<<"$1")" '{
         sub(/\r$/, ""); i = index($0, ":")
         if (i && tolower(substr($0, 1, i - 1)) == n) { v = substr($0, i + 1); sub(/^[ \t]+/, "", v) }
     } END { print v }' "$HDRS"
@@ -404,7 +404,7 @@ log "c. skopeo: $(elapsed "$T_C") s"
 if is_blockreg; then
     bad=""
     for req in "GET /v2/" "GET /v2/e2e/nginx/manifests/no-such-tag" "HEAD /v2/e2e/nginx/manifests/v1"; do
-        http ${req% *} "$REG_URL${req#* }"
+        http "${req% *}" "$REG_URL${req#* }"
         [[ "$(header Blockreg-Guest)" == blockreg-guest/0.1.0 ]] \
             || { bad="$req: Blockreg-Guest '$(header Blockreg-Guest)', want blockreg-guest/0.1.0"; break; }
     done
