@@ -64,6 +64,9 @@ describe_last() { printf 'HTTP %s, body %s' "$CODE" "$(head -c 300 "$BODY" 2>/de
 # ------------------------------------------------------------------ setup
 
 e2e_init
+if is_blockreg && [[ ! -x "$BLOCKREG" ]]; then
+    setup_failed "no blockreg binary at $BLOCKREG (cargo build --release -p host)"
+fi
 ensure_packages
 T_START="$(now)"
 start_dockerd
