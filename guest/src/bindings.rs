@@ -1,5 +1,8 @@
 //! The one place WIT bindings are generated; other modules import from here.
-#![allow(unsafe_code, reason = "wit-bindgen generates the canonical ABI glue with unsafe")]
+#![allow(
+    unsafe_code,
+    reason = "wit-bindgen generates the canonical ABI glue with unsafe"
+)]
 #![allow(missing_docs, clippy::all)]
 
 wit_bindgen::generate!({

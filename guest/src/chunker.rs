@@ -7,7 +7,11 @@ pub trait Chunker {
     /// A stable description stored in recipes, e.g. `fixed-4096`.
     fn name(&self) -> String;
     /// Feeds more bytes; calls `emit` for each block completed by them.
-    fn feed<E>(&mut self, data: &[u8], emit: &mut impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E>;
+    fn feed<E>(
+        &mut self,
+        data: &[u8],
+        emit: &mut impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E>;
     /// Ends the stream; emits the last, possibly short, block.
     fn finish<E>(&mut self, emit: &mut impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E>;
 }
@@ -81,7 +85,6 @@ mod tests {
     use super::*;
     use crate::test_support::seeded_bytes;
     use std::convert::Infallible;
-
 
     fn blocks_of(c: &mut FixedChunker, pieces: &[&[u8]]) -> Vec<Vec<u8>> {
         let mut out = Vec::new();

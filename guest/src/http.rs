@@ -98,7 +98,11 @@ pub enum Body {
     /// A small body held in memory (JSON, manifests, errors).
     Bytes(Vec<u8>),
     /// Bytes `start..end` of a stored blob, streamed block by block.
-    Blob { recipe: Recipe, start: u64, end: u64 },
+    Blob {
+        recipe: Recipe,
+        start: u64,
+        end: u64,
+    },
 }
 
 /// A response the glue in `lib.rs` turns into `wasi:http` resources.
@@ -182,7 +186,11 @@ mod tests {
 
     #[test]
     fn headers_match_case_insensitively() {
-        let r = Request::new("GET", "/", vec![("content-range".into(), b" 0-9 ".to_vec())]);
+        let r = Request::new(
+            "GET",
+            "/",
+            vec![("content-range".into(), b" 0-9 ".to_vec())],
+        );
         assert_eq!(r.header("Content-Range"), Some("0-9"));
     }
 }

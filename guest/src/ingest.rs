@@ -33,9 +33,8 @@ pub fn ingest(store: &Store, data: &mut dyn Read, expected: &Digest) -> Result<I
     let mut new_blocks = 0u64;
     let mut size = 0u64;
     let mut emit = |b: &[u8]| -> Result<()> {
-        let id = BlockId::compute(b).map_err(|e| {
-            RegistryError::new(ErrorCode::BlobUploadInvalid, e.to_string())
-        })?;
+        let id = BlockId::compute(b)
+            .map_err(|e| RegistryError::new(ErrorCode::BlobUploadInvalid, e.to_string()))?;
         if store
             .put_block(&id, b)
             .map_err(|e| RegistryError::storage("writing a block", &e))?
@@ -67,7 +66,9 @@ pub fn ingest(store: &Store, data: &mut dyn Read, expected: &Digest) -> Result<I
             ErrorCode::DigestInvalid,
             "the uploaded content does not match the digest",
         )
-        .with_detail(serde_json::json!({"expected": expected.to_string(), "actual": actual.to_string()})));
+        .with_detail(
+            serde_json::json!({"expected": expected.to_string(), "actual": actual.to_string()}),
+        ));
     }
     let recipe = Recipe {
         digest: actual,
@@ -114,8 +115,18 @@ mod tests {
         let a = seeded_bytes(2, 8 * 4096);
         let mut b = a.clone();
         b.extend_from_slice(b"tail");
-        ingest(&store, &mut a.as_slice(), &Digest::of(Algorithm::Sha256, &a)).unwrap();
-        let second = ingest(&store, &mut b.as_slice(), &Digest::of(Algorithm::Sha256, &b)).unwrap();
+        ingest(
+            &store,
+            &mut a.as_slice(),
+            &Digest::of(Algorithm::Sha256, &a),
+        )
+        .unwrap();
+        let second = ingest(
+            &store,
+            &mut b.as_slice(),
+            &Digest::of(Algorithm::Sha256, &b),
+        )
+        .unwrap();
         assert_eq!(second.new_blocks, 1, "only the tail block is new");
         assert_eq!(store.usage().unwrap().blocks, 9);
     }

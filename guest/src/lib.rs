@@ -38,7 +38,6 @@ use crate::store::Store;
 /// The exported component.
 pub struct Component;
 
-
 impl bindings::exports::blockreg::registry::admin::Guest for Component {
     fn get_stats() -> Result<
         bindings::exports::blockreg::registry::admin::Stats,
@@ -109,7 +108,13 @@ fn write_all(out: &OutputStream, mut data: &[u8]) -> Result<(), StreamError> {
 }
 
 /// Streams bytes `start..end` of a blob, block by block, in batches.
-fn stream_blob(store: &Store, out: &OutputStream, recipe: &recipe::Recipe, start: u64, end: u64) -> Result<(), String> {
+fn stream_blob(
+    store: &Store,
+    out: &OutputStream,
+    recipe: &recipe::Recipe,
+    start: u64,
+    end: u64,
+) -> Result<(), String> {
     const BATCH: usize = 256 * 1024;
     let mut buf = Vec::with_capacity(BATCH + 64 * 1024);
     for (block, skip, take) in recipe.slice(start, end) {
@@ -142,7 +147,9 @@ fn send(store: Option<&Store>, resp: Response, out: ResponseOutparam) {
         ResponseOutparam::set(out, Ok(response));
         return;
     }
-    let body = response.body().expect("the body of a new response is available");
+    let body = response
+        .body()
+        .expect("the body of a new response is available");
     ResponseOutparam::set(out, Ok(response));
     let stream = body.write().expect("the stream of a new body is available");
     let result = match resp.body {

@@ -264,7 +264,11 @@ impl Store {
     ///
     /// # Errors
     /// I/O errors.
-    pub fn manifest(&self, repo: &RepoName, digest: &Digest) -> io::Result<Option<(String, Vec<u8>)>> {
+    pub fn manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> io::Result<Option<(String, Vec<u8>)>> {
         let dir = self.repo_dir(repo).join("_manifests");
         let name = digest.to_string();
         let Some(bytes) = read_optional(&dir.join(&name))? else {
@@ -272,7 +276,9 @@ impl Store {
         };
         let media_type = read_optional(&dir.join(format!("{name}.type")))?
             .and_then(|t| String::from_utf8(t).ok())
-            .ok_or_else(|| io::Error::new(ErrorKind::InvalidData, format!("{name}: no media type")))?;
+            .ok_or_else(|| {
+                io::Error::new(ErrorKind::InvalidData, format!("{name}: no media type"))
+            })?;
         Ok(Some((media_type, bytes)))
     }
 
@@ -299,7 +305,8 @@ impl Store {
     /// # Errors
     /// I/O errors, `InvalidData` for a corrupt tag file.
     pub fn tag(&self, repo: &RepoName, tag: &Tag) -> io::Result<Option<Digest>> {
-        let Some(bytes) = read_optional(&self.repo_dir(repo).join("_tags").join(tag.as_str()))? else {
+        let Some(bytes) = read_optional(&self.repo_dir(repo).join("_tags").join(tag.as_str()))?
+        else {
             return Ok(None);
         };
         std::str::from_utf8(&bytes)
@@ -338,7 +345,10 @@ impl Store {
     pub fn repositories(&self) -> io::Result<Vec<(String, u64)>> {
         fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, u64)>) -> io::Result<()> {
             let entries = list_dir(dir)?;
-            if entries.iter().any(|(n, _)| n == "_manifests" || n == "_tags") {
+            if entries
+                .iter()
+                .any(|(n, _)| n == "_manifests" || n == "_tags")
+            {
                 let manifests = list_dir(&dir.join("_manifests"))?
                     .iter()
                     .filter(|(n, _)| !n.ends_with(".type"))
@@ -347,7 +357,11 @@ impl Store {
             }
             for (name, ty) in entries {
                 if ty.is_dir() && !name.starts_with('_') {
-                    let p = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+                    let p = if prefix.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{prefix}/{name}")
+                    };
                     walk(&dir.join(&name), &p, out)?;
                 }
             }
@@ -402,7 +416,12 @@ impl Store {
     /// # Errors
     /// I/O errors from the body or the disk; `InvalidInput` if `expected`
     /// is given and the body's length differs.
-    pub fn append_upload(&self, id: &UploadId, body: &mut dyn Read, expected: Option<u64>) -> io::Result<u64> {
+    pub fn append_upload(
+        &self,
+        id: &UploadId,
+        body: &mut dyn Read,
+        expected: Option<u64>,
+    ) -> io::Result<u64> {
         let path = self.upload_dir(id).join("data");
         let mut f = OpenOptions::new().append(true).open(&path)?;
         let before = f.metadata()?.len();
@@ -472,7 +491,9 @@ impl Store {
         }
         let mut u = Usage::default();
         for (name, _) in list_dir(&self.root.join("layers"))? {
-            let Some(bytes) = read_optional(&self.root.join("layers").join(&name).join("recipe.json"))? else {
+            let Some(bytes) =
+                read_optional(&self.root.join("layers").join(&name).join("recipe.json"))?
+            else {
                 continue;
             };
             let s: SizeOnly = serde_json::from_slice(&bytes)
@@ -519,7 +540,13 @@ mod tests {
     fn upload_ids_are_canonical_uuids_and_nothing_else_parses() {
         let id = UploadId::random();
         assert_eq!(UploadId::parse(id.as_str()), Some(id.clone()));
-        for bad in ["", "..", "../x", "ABCDEF01-0000-4000-8000-000000000000", "1234"] {
+        for bad in [
+            "",
+            "..",
+            "../x",
+            "ABCDEF01-0000-4000-8000-000000000000",
+            "1234",
+        ] {
             assert!(UploadId::parse(bad).is_none(), "{bad}");
         }
     }
@@ -528,13 +555,19 @@ mod tests {
     fn a_failed_append_leaves_the_upload_as_it_was() {
         let store = scratch_store("store-append");
         let id = store.create_upload(&name("a")).unwrap();
-        store.append_upload(&id, &mut &b"12345"[..], Some(5)).unwrap();
+        store
+            .append_upload(&id, &mut &b"12345"[..], Some(5))
+            .unwrap();
         // Content-Length promised 10 bytes, the body had 3: nothing is kept.
-        let err = store.append_upload(&id, &mut &b"678"[..], Some(10)).unwrap_err();
+        let err = store
+            .append_upload(&id, &mut &b"678"[..], Some(10))
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
         assert_eq!(store.upload(&id).unwrap().unwrap().size, 5);
         // A body longer than promised is refused too.
-        assert!(store.append_upload(&id, &mut &b"6789"[..], Some(2)).is_err());
+        assert!(store
+            .append_upload(&id, &mut &b"6789"[..], Some(2))
+            .is_err());
         assert_eq!(store.upload(&id).unwrap().unwrap().size, 5);
         store.delete_upload(&id).unwrap();
         assert!(store.upload(&id).unwrap().is_none());
@@ -545,14 +578,26 @@ mod tests {
         let store = scratch_store("store-tags");
         let d = Digest::of(Algorithm::Sha256, b"{}");
         for repo in ["b/c", "a", "b"] {
-            store.put_manifest(&name(repo), &d, "application/json", b"{}").unwrap();
+            store
+                .put_manifest(&name(repo), &d, "application/json", b"{}")
+                .unwrap();
         }
         for tag in ["v2", "latest", "v10"] {
-            store.put_tag(&name("a"), &tag.parse().unwrap(), &d).unwrap();
+            store
+                .put_tag(&name("a"), &tag.parse().unwrap(), &d)
+                .unwrap();
         }
-        assert_eq!(store.tags(&name("a")).unwrap().unwrap(), ["latest", "v10", "v2"]);
+        assert_eq!(
+            store.tags(&name("a")).unwrap().unwrap(),
+            ["latest", "v10", "v2"]
+        );
         assert!(store.tags(&name("nope")).unwrap().is_none());
-        let repos: Vec<String> = store.repositories().unwrap().into_iter().map(|r| r.0).collect();
+        let repos: Vec<String> = store
+            .repositories()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.0)
+            .collect();
         assert_eq!(repos, ["a", "b", "b/c"]);
     }
 

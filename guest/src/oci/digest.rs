@@ -74,7 +74,9 @@ impl FromStr for Digest {
             RegistryError::new(ErrorCode::DigestInvalid, format!("invalid digest: {why}"))
                 .with_detail(serde_json::json!({ "digest": s }))
         };
-        let (alg, hex) = s.split_once(':').ok_or_else(|| invalid("missing algorithm"))?;
+        let (alg, hex) = s
+            .split_once(':')
+            .ok_or_else(|| invalid("missing algorithm"))?;
         let algorithm = match alg {
             "sha256" => Algorithm::Sha256,
             "sha512" => Algorithm::Sha512,

@@ -114,7 +114,10 @@ impl RegistryError {
 
     /// The store failed while serving the request.
     pub fn storage(context: &str, err: &std::io::Error) -> Self {
-        Self::new(ErrorCode::Unknown, format!("storage error: {context}: {err}"))
+        Self::new(
+            ErrorCode::Unknown,
+            format!("storage error: {context}: {err}"),
+        )
     }
 
     pub fn http_status(&self) -> u16 {

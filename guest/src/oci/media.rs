@@ -149,8 +149,7 @@ mod tests {
 
     #[test]
     fn bad_manifests_are_manifest_invalid() {
-        let mismatch =
-            format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[]}}"#);
+        let mismatch = format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[]}}"#);
         for (body, ct) in [
             ("not json".to_string(), None),
             ("[1,2]".to_string(), None),

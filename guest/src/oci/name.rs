@@ -75,8 +75,11 @@ impl FromStr for RepoName {
     /// `NAME_INVALID` when the name breaks the grammar or is too long.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let invalid = |why: &str| {
-            RegistryError::new(ErrorCode::NameInvalid, format!("invalid repository name: {why}"))
-                .with_detail(serde_json::json!({ "name": s.chars().take(300).collect::<String>() }))
+            RegistryError::new(
+                ErrorCode::NameInvalid,
+                format!("invalid repository name: {why}"),
+            )
+            .with_detail(serde_json::json!({ "name": s.chars().take(300).collect::<String>() }))
         };
         if s.is_empty() {
             return Err(invalid("empty"));
@@ -210,8 +213,14 @@ mod tests {
     #[test]
     fn references_with_a_colon_are_digests() {
         let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        assert!(matches!(d.parse::<Reference>().unwrap(), Reference::Digest(_)));
-        assert!(matches!("v1".parse::<Reference>().unwrap(), Reference::Tag(_)));
+        assert!(matches!(
+            d.parse::<Reference>().unwrap(),
+            Reference::Digest(_)
+        ));
+        assert!(matches!(
+            "v1".parse::<Reference>().unwrap(),
+            Reference::Tag(_)
+        ));
         assert_eq!(
             "sha256:zz".parse::<Reference>().unwrap_err().code,
             ErrorCode::DigestInvalid

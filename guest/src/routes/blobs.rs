@@ -63,9 +63,12 @@ pub fn get(store: &Store, req: &Request, name: &RepoName, digest: &str) -> Resul
         None => (200, 0, size),
         Some(Ok((s, e))) => (206, s, e),
         Some(Err(())) => {
-            return Err(RegistryError::new(ErrorCode::BlobUnknown, "requested range not satisfiable")
-                .with_status(416)
-                .with_header("Content-Range", format!("bytes */{size}")));
+            return Err(RegistryError::new(
+                ErrorCode::BlobUnknown,
+                "requested range not satisfiable",
+            )
+            .with_status(416)
+            .with_header("Content-Range", format!("bytes */{size}")));
         }
     };
     let mut resp = resp.header("Content-Length", (end - start).to_string());

@@ -37,7 +37,12 @@ fn read_limited(body: &mut dyn Read, limit: usize) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     body.take(limit as u64 + 1)
         .read_to_end(&mut buf)
-        .map_err(|e| RegistryError::new(ErrorCode::ManifestInvalid, format!("reading the manifest failed: {e}")))?;
+        .map_err(|e| {
+            RegistryError::new(
+                ErrorCode::ManifestInvalid,
+                format!("reading the manifest failed: {e}"),
+            )
+        })?;
     if buf.len() > limit {
         return Err(RegistryError::new(
             ErrorCode::SizeInvalid,
@@ -50,7 +55,13 @@ fn read_limited(body: &mut dyn Read, limit: usize) -> Result<Vec<u8>> {
 
 /// Stores a manifest after checking that everything it references is in
 /// the repository; tags it when the reference is a tag.
-pub fn put(store: &Store, req: &Request, name: &RepoName, reference: &str, body: &mut dyn Read) -> Result<Response> {
+pub fn put(
+    store: &Store,
+    req: &Request,
+    name: &RepoName,
+    reference: &str,
+    body: &mut dyn Read,
+) -> Result<Response> {
     let reference: Reference = reference.parse()?;
     let bytes = read_limited(body, MAX_MANIFEST_BYTES)?;
     let digest = match &reference {

@@ -37,7 +37,10 @@ fn parse_route(path: &str) -> Option<Route<'_>> {
     if let Some(name) = rest.strip_suffix("/tags/list") {
         return Some(Route::Tags(name));
     }
-    if let Some(name) = rest.strip_suffix("/blobs/uploads/").or(rest.strip_suffix("/blobs/uploads")) {
+    if let Some(name) = rest
+        .strip_suffix("/blobs/uploads/")
+        .or(rest.strip_suffix("/blobs/uploads"))
+    {
         return Some(Route::Uploads(name));
     }
     let (head, last) = rest.rsplit_once('/')?;
@@ -86,7 +89,11 @@ fn route(store: &Store, req: &Request, body: &mut dyn Read) -> Result<Response> 
 
 /// This guest build's identity, sent as `Blockreg-Guest` on every response.
 pub fn guest_version() -> String {
-    let suffix = if cfg!(feature = "alt-build") { "+alt" } else { "" };
+    let suffix = if cfg!(feature = "alt-build") {
+        "+alt"
+    } else {
+        ""
+    };
     format!("blockreg-guest/{}{suffix}", env!("CARGO_PKG_VERSION"))
 }
 

@@ -13,8 +13,11 @@ pub fn list(store: &Store, req: &Request, name: &RepoName) -> Result<Response> {
         .tags(name)
         .map_err(|e| RegistryError::storage("listing tags", &e))?
         .ok_or_else(|| {
-            RegistryError::new(ErrorCode::NameUnknown, "repository name not known to registry")
-                .with_detail(json!({ "name": name.as_str() }))
+            RegistryError::new(
+                ErrorCode::NameUnknown,
+                "repository name not known to registry",
+            )
+            .with_detail(json!({ "name": name.as_str() }))
         })?;
     let (tags, link) = paginate(tags, req, &format!("/v2/{name}/tags/list"));
     let mut resp = Response::new(200).json(&json!({ "name": name.as_str(), "tags": tags }));

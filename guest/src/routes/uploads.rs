@@ -10,7 +10,10 @@ use crate::oci::{Digest, ErrorCode, RegistryError, RepoName, Result};
 use crate::store::{Store, Upload, UploadId};
 
 fn session_unknown() -> RegistryError {
-    RegistryError::new(ErrorCode::BlobUploadUnknown, "blob upload unknown to registry")
+    RegistryError::new(
+        ErrorCode::BlobUploadUnknown,
+        "blob upload unknown to registry",
+    )
 }
 
 /// Finds a session of this repository; another repository's session is unknown here.
@@ -26,7 +29,10 @@ fn session(store: &Store, name: &RepoName, id: &str) -> Result<(UploadId, Upload
 
 fn session_response(status: u16, name: &RepoName, id: &UploadId, size: u64) -> Response {
     Response::new(status)
-        .header("Location", format!("/v2/{name}/blobs/uploads/{}", id.as_str()))
+        .header(
+            "Location",
+            format!("/v2/{name}/blobs/uploads/{}", id.as_str()),
+        )
         .header("Docker-Upload-UUID", id.as_str())
         .header("Range", upload_range(size))
         .header("Content-Length", "0")
@@ -51,13 +57,19 @@ fn content_length(req: &Request) -> Result<Option<u64>> {
 
 /// Appends the request body, honouring `Content-Range` (must start at the
 /// current size, else 416 with the current `Range`).
-fn append(store: &Store, req: &Request, id: &UploadId, size: u64, body: &mut dyn Read) -> Result<u64> {
+fn append(
+    store: &Store,
+    req: &Request,
+    id: &UploadId,
+    size: u64,
+    body: &mut dyn Read,
+) -> Result<u64> {
     let mut expected = content_length(req)?;
     if let Some(cr) = req.header("Content-Range") {
         let cr = cr.strip_prefix("bytes ").unwrap_or(cr);
-        let parsed = cr
-            .split_once('-')
-            .and_then(|(a, b)| Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?)));
+        let parsed = cr.split_once('-').and_then(|(a, b)| {
+            Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?))
+        });
         let (start, end) = parsed.filter(|(a, b)| b >= a).ok_or_else(|| {
             RegistryError::new(ErrorCode::BlobUploadInvalid, "malformed Content-Range")
                 .with_status(416)
@@ -82,7 +94,10 @@ fn append(store: &Store, req: &Request, id: &UploadId, size: u64, body: &mut dyn
         expected = Some(len);
     }
     let n = store.append_upload(id, body, expected).map_err(|e| {
-        RegistryError::new(ErrorCode::BlobUploadInvalid, format!("upload body failed: {e}"))
+        RegistryError::new(
+            ErrorCode::BlobUploadInvalid,
+            format!("upload body failed: {e}"),
+        )
     })?;
     Ok(size + n)
 }
@@ -114,12 +129,19 @@ fn commit(store: &Store, name: &RepoName, id: &UploadId, digest: &Digest) -> Res
 fn digest_param(req: &Request) -> Result<Digest> {
     req.query("digest")
         .filter(|d| !d.is_empty())
-        .ok_or_else(|| RegistryError::new(ErrorCode::DigestInvalid, "the digest parameter is required"))?
+        .ok_or_else(|| {
+            RegistryError::new(ErrorCode::DigestInvalid, "the digest parameter is required")
+        })?
         .parse()
 }
 
 /// `POST /v2/<name>/blobs/uploads/`: mount, monolithic upload, or a new session.
-pub fn start(store: &Store, req: &Request, name: &RepoName, body: &mut dyn Read) -> Result<Response> {
+pub fn start(
+    store: &Store,
+    req: &Request,
+    name: &RepoName,
+    body: &mut dyn Read,
+) -> Result<Response> {
     if let Some(mount) = req.query("mount") {
         let digest: Digest = mount.parse()?;
         let available = match req.query("from") {
@@ -158,14 +180,26 @@ pub fn status(store: &Store, name: &RepoName, id: &str) -> Result<Response> {
 }
 
 /// `PATCH`: one chunk, or the whole body streamed.
-pub fn patch(store: &Store, req: &Request, name: &RepoName, id: &str, body: &mut dyn Read) -> Result<Response> {
+pub fn patch(
+    store: &Store,
+    req: &Request,
+    name: &RepoName,
+    id: &str,
+    body: &mut dyn Read,
+) -> Result<Response> {
     let (id, upload) = session(store, name, id)?;
     let size = append(store, req, &id, upload.size, body)?;
     Ok(session_response(202, name, &id, size))
 }
 
 /// `PUT ?digest=`: the optional last chunk, then verify and commit.
-pub fn finish(store: &Store, req: &Request, name: &RepoName, id: &str, body: &mut dyn Read) -> Result<Response> {
+pub fn finish(
+    store: &Store,
+    req: &Request,
+    name: &RepoName,
+    id: &str,
+    body: &mut dyn Read,
+) -> Result<Response> {
     let (id, upload) = session(store, name, id)?;
     let digest = digest_param(req)?;
     append(store, req, &id, upload.size, body)?;
