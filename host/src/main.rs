@@ -84,7 +84,15 @@ fn guest_source(guest: Option<PathBuf>) -> GuestSource {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // Guest file I/O blocks the worker thread that runs the request (see
+    // ctx.rs), so keep more workers than cores: a request waiting on fsync
+    // must not hold up the sockets of the others.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads((cores * 4).max(8))
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -197,7 +197,6 @@ async fn unsupported_method_returns_405_unsupported() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "guest bug, reported: 405 responses carry no Allow header"]
 async fn method_not_allowed_names_the_allowed_methods() {
     // RFC 9110 15.5.6: "The origin server MUST generate an Allow header
     // field in a 405 response containing a list of the target resource's

@@ -60,17 +60,31 @@ fn not_found() -> RegistryError {
     RegistryError::new(ErrorCode::NameUnknown, "no such endpoint")
 }
 
-fn unsupported(method: &str) -> RegistryError {
+impl Route<'_> {
+    /// The methods the endpoint answers, for `Allow` on a 405.
+    fn allowed(&self) -> &'static str {
+        match self {
+            Route::Base | Route::Catalog | Route::Tags(_) | Route::Blob(..) => "GET, HEAD",
+            Route::Uploads(_) => "POST",
+            Route::Upload(..) => "GET, PATCH, PUT, DELETE",
+            Route::Manifest(..) => "GET, HEAD, PUT",
+        }
+    }
+}
+
+fn unsupported(method: &str, allow: &str) -> RegistryError {
     RegistryError::new(
         ErrorCode::Unsupported,
         format!("method {method} is not supported on this endpoint"),
     )
+    .with_header("Allow", allow)
 }
 
 fn route(store: &Store, req: &Request, body: &mut dyn Read) -> Result<Response> {
     let route = parse_route(&req.path).ok_or_else(not_found)?;
     let name = |n: &str| -> Result<RepoName> { n.parse() };
     let m = req.method.as_str();
+    let allow = route.allowed();
     match (route, m) {
         (Route::Base, "GET" | "HEAD") => Ok(base::version_check()),
         (Route::Catalog, "GET" | "HEAD") => base::catalog(store, req),
@@ -83,7 +97,7 @@ fn route(store: &Store, req: &Request, body: &mut dyn Read) -> Result<Response> 
         (Route::Upload(n, id), "DELETE") => uploads::cancel(store, &name(n)?, id),
         (Route::Manifest(n, r), "GET" | "HEAD") => manifests::get(store, &name(n)?, r),
         (Route::Manifest(n, r), "PUT") => manifests::put(store, req, &name(n)?, r, body),
-        _ => Err(unsupported(m)),
+        _ => Err(unsupported(m, allow)),
     }
 }
 
@@ -181,6 +195,13 @@ mod tests {
         let (items, link) = paginate(all, &req, "/v2/r/tags/list");
         assert_eq!(items.len(), 4);
         assert!(link.is_none());
+    }
+
+    #[test]
+    fn unsupported_methods_name_the_allowed_ones() {
+        let e = unsupported("PUT", parse_route("/v2/").unwrap().allowed());
+        assert_eq!(e.http_status(), 405);
+        assert_eq!(e.headers, [("Allow".to_string(), "GET, HEAD".to_string())]);
     }
 
     #[test]
