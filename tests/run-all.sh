@@ -10,6 +10,11 @@ export CARGO_TERM_COLOR=never
 
 step() { printf '\n== %s\n' "$*"; }
 
+# Keep a copy of the output to add up the tiers' counts at the end.
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+exec > >(tee "$log") 2>&1
+
 step "toolchain"
 rustup show active-toolchain
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
@@ -45,3 +50,6 @@ GUEST_ALT="$PWD/target/guests/guest-alt.wasm" \
   bash tests/e2e/e2e.sh
 
 step "all tiers passed"
+# cargo's "test result: ok. N passed; M failed" and e2e's "N passed, M failed".
+sed -nE 's/^test result: [a-z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/p; s/^([0-9]+) passed, ([0-9]+) failed$/\1 \2/p' "$log" |
+  awk '{p += $1; f += $2} END {printf "total: %d passed, %d failed\n", p, f}'

@@ -7,7 +7,8 @@
 //!   timeouts, graceful shutdown, the access log.
 //! - `guest.rs`: the engine, loading and validating a component, hot swap on
 //!   SIGHUP or file change.
-//! - `ctx.rs`: the sandbox of one instance (`/data` preopen, no network).
+//! - `ctx.rs`: the sandbox of one instance (`/data` preopen, no network);
+//!   `datadir.rs`: opening the data directory with cap-std.
 //! - `stats.rs`, `runner.rs`: the `stats` and `run` subcommands.
 //! - `bindings.rs`: all generated bindings; `error.rs`: the error policy.
 //! - `build.rs`: builds `guest/` and embeds it.
@@ -15,6 +16,7 @@
 mod bindings;
 mod config;
 mod ctx;
+mod datadir;
 mod error;
 mod guest;
 mod runner;

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST};
@@ -57,12 +56,7 @@ pub async fn serve(
         guest: source,
         limits,
     } = config;
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
-    // Absolute, so a later change of working directory cannot move the store.
-    let data_dir = data_dir
-        .canonicalize()
-        .with_context(|| format!("resolving the data directory {}", data_dir.display()))?;
+    let data_dir = crate::datadir::prepare(&data_dir, true)?;
 
     let loaded = guest::load(&source, &data_dir, &limits).await?;
     tracing::info!("guest loaded: {}", loaded.info.version);

@@ -126,11 +126,7 @@ fn bytes(n: u64) -> String {
 /// Fails when `data_dir` does not exist, the guest does not load or traps,
 /// or the guest reports an `admin` error (unreadable or corrupt store).
 pub async fn store_stats(data_dir: &Path, guest: &GuestSource) -> anyhow::Result<StoreStats> {
-    anyhow::ensure!(
-        data_dir.is_dir(),
-        "data directory {} does not exist",
-        data_dir.display()
-    );
+    let data_dir = &crate::datadir::prepare(data_dir, false)?;
     let limits = Limits::default();
     let loaded = guest::load(guest, data_dir, &limits).await?;
     let engine = &guest::runtime()?.engine;

@@ -1,0 +1,81 @@
+//! The data directory: the one capability the guest is granted.
+//!
+//! The host opens it once with cap-std and lays out the store's top-level
+//! folders through that capability, so a folder that is a symlink leading
+//! out of the directory is refused at startup instead of being followed.
+//! Each guest instance then gets the same directory as its `/data` preopen,
+//! which wasmtime-wasi resolves with the same capability rules: every path
+//! the guest opens is confined beneath it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+
+/// The store's top-level folders (see `data/FORMAT.md`).
+const LAYOUT: [&str; 4] = ["blocks", "layers", "manifests", "uploads"];
+
+/// Opens `path` (creating it when `create` is set), lays out the store in
+/// it, and returns its absolute path for the per-instance preopen.
+///
+/// # Errors
+///
+/// When the directory is missing (and not to be created), cannot be
+/// opened, or a layout folder cannot be created inside it (for example a
+/// symlink that leads outside).
+pub(crate) fn prepare(path: &Path, create: bool) -> anyhow::Result<PathBuf> {
+    if create {
+        std::fs::create_dir_all(path)
+            .with_context(|| format!("creating the data directory {}", path.display()))?;
+    }
+    // Absolute, so a later change of working directory cannot move the store.
+    let path = path
+        .canonicalize()
+        .with_context(|| format!("data directory {} does not exist", path.display()))?;
+    let dir = Dir::open_ambient_dir(&path, ambient_authority())
+        .with_context(|| format!("opening the data directory {}", path.display()))?;
+    for folder in LAYOUT {
+        dir.create_dir_all(folder).with_context(|| {
+            format!(
+                "creating {folder}/ inside the data directory {}",
+                path.display()
+            )
+        })?;
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prepare_creates_the_layout_and_returns_an_absolute_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let got = prepare(&data, true).unwrap();
+        assert!(got.is_absolute());
+        for folder in LAYOUT {
+            assert!(data.join(folder).is_dir(), "{folder}");
+        }
+    }
+
+    #[test]
+    fn missing_directory_is_an_error_unless_created() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(prepare(&tmp.path().join("nope"), false).is_err());
+    }
+
+    #[test]
+    fn layout_folder_linking_outside_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, data.join("blocks")).unwrap();
+        let err = prepare(&data, true).unwrap_err();
+        assert!(format!("{err:#}").contains("blocks/"), "{err:#}");
+    }
+}
