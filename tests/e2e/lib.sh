@@ -11,7 +11,7 @@
 #   BLOCKREG       the host binary              (target/release/blockreg)
 #   GUEST_DEFAULT  default guest component      (target/guests/guest-default.wasm)
 #   GUEST_ALT      alt-build guest component    (target/guests/guest-alt.wasm)
-#   CACHE_DIR      survives between runs        (<repo>/.cache, gitignored)
+#   CACHE_DIR      survives between runs and clones (~/.cache/blockreg-e2e)
 #   WORK_DIR       scratch, removed at exit when we created it (mktemp -d)
 #   KEEP_WORK=1    keep WORK_DIR at exit (for debugging)
 
@@ -21,7 +21,7 @@ REPO_ROOT="$(cd "$E2E_LIB_DIR/../.." && pwd)"
 BLOCKREG="${BLOCKREG:-$REPO_ROOT/target/release/blockreg}"
 GUEST_DEFAULT="${GUEST_DEFAULT:-$REPO_ROOT/target/guests/guest-default.wasm}"
 GUEST_ALT="${GUEST_ALT:-$REPO_ROOT/target/guests/guest-alt.wasm}"
-CACHE_DIR="${CACHE_DIR:-$REPO_ROOT/.cache}"
+CACHE_DIR="${CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/blockreg-e2e}"
 
 # The Debian release the corpus is built from, and the local image names.
 E2E_SUITE=bookworm
