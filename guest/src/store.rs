@@ -87,6 +87,15 @@ fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
     }
 }
 
+/// Removes a file; `Ok(false)` if it was not there.
+fn remove_existing(path: &Path) -> io::Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Lists the visible entries of a directory; a missing directory is empty.
 fn list_dir(path: &Path) -> io::Result<Vec<(String, fs::FileType)>> {
     let rd = match fs::read_dir(path) {
@@ -373,6 +382,118 @@ impl Store {
         Ok(out)
     }
 
+    /// Removes a tag. Returns whether it existed.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> io::Result<bool> {
+        remove_existing(&self.repo_dir(repo).join("_tags").join(tag.as_str()))
+    }
+
+    /// Removes a manifest and every tag pointing at it. Returns whether it existed.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> io::Result<bool> {
+        let dir = self.repo_dir(repo);
+        // Tags first: a crash part-way leaves a manifest without tags, never
+        // a tag naming a missing manifest.
+        let target = digest.to_string();
+        for (tag, _) in list_dir(&dir.join("_tags"))? {
+            let path = dir.join("_tags").join(&tag);
+            if read_optional(&path)?.is_some_and(|d| d.trim_ascii() == target.as_bytes()) {
+                remove_existing(&path)?;
+            }
+        }
+        let name = digest.to_string();
+        let existed = remove_existing(&dir.join("_manifests").join(&name))?;
+        remove_existing(&dir.join("_manifests").join(format!("{name}.type")))?;
+        Ok(existed)
+    }
+
+    /// Removes a blob from a repository (the blocks stay for other users).
+    /// Returns whether it was linked.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> io::Result<bool> {
+        remove_existing(&self.repo_dir(repo).join("_blobs").join(digest.to_string()))
+    }
+
+    fn referrers_dir(&self, repo: &RepoName, subject: &Digest) -> PathBuf {
+        self.repo_dir(repo)
+            .join("_referrers")
+            .join(subject.to_string())
+    }
+
+    /// Records that manifest `digest` refers to `subject`, with the
+    /// descriptor the referrers API returns for it.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn put_referrer(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        digest: &Digest,
+        descriptor: &serde_json::Value,
+    ) -> io::Result<()> {
+        let bytes = serde_json::to_vec(descriptor).expect("a json value always serializes");
+        write_atomic(
+            &self.referrers_dir(repo, subject).join(digest.to_string()),
+            &bytes,
+        )
+    }
+
+    /// Forgets that `digest` refers to `subject`.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn delete_referrer(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        digest: &Digest,
+    ) -> io::Result<()> {
+        remove_existing(&self.referrers_dir(repo, subject).join(digest.to_string())).map(|_| ())
+    }
+
+    /// The descriptors of the manifests referring to `subject`, sorted by digest.
+    ///
+    /// # Errors
+    /// I/O errors, `InvalidData` for a corrupt entry.
+    pub fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+    ) -> io::Result<Vec<serde_json::Value>> {
+        let dir = self.referrers_dir(repo, subject);
+        let mut names: Vec<String> = list_dir(&dir)?.into_iter().map(|(n, _)| n).collect();
+        names.sort();
+        let mut out = Vec::new();
+        for name in names {
+            let Some(bytes) = read_optional(&dir.join(&name))? else {
+                continue;
+            };
+            out.push(serde_json::from_slice(&bytes).map_err(|e| {
+                io::Error::new(ErrorKind::InvalidData, format!("referrer {name}: {e}"))
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Registry settings the host writes to `config.json` from its flags.
+    ///
+    /// # Errors
+    /// I/O errors, `InvalidData` for a file that does not parse.
+    pub fn settings(&self) -> io::Result<Settings> {
+        match read_optional(&self.root.join("config.json"))? {
+            None => Ok(Settings::default()),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| io::Error::new(ErrorKind::InvalidData, format!("config.json: {e}"))),
+        }
+    }
+
     // --- uploads ---
 
     fn upload_dir(&self, id: &UploadId) -> PathBuf {
@@ -516,6 +637,22 @@ impl Store {
     }
 }
 
+/// Registry behaviour chosen by the operator (`data/config.json`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, rename_all = "snake_case")]
+pub struct Settings {
+    /// Whether `DELETE` of manifests, tags and blobs is allowed.
+    pub delete_enabled: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            delete_enabled: true,
+        }
+    }
+}
+
 /// Totals computed by [`Store::usage`].
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -599,6 +736,58 @@ mod tests {
             .map(|r| r.0)
             .collect();
         assert_eq!(repos, ["a", "b", "b/c"]);
+    }
+
+    #[test]
+    fn deleting_a_manifest_removes_its_tags_but_not_other_tags() {
+        let store = scratch_store("store-delete");
+        let a = Digest::of(Algorithm::Sha256, b"{\"a\":1}");
+        let b = Digest::of(Algorithm::Sha256, b"{\"b\":1}");
+        let repo = name("r");
+        store
+            .put_manifest(&repo, &a, "application/json", b"{\"a\":1}")
+            .unwrap();
+        store
+            .put_manifest(&repo, &b, "application/json", b"{\"b\":1}")
+            .unwrap();
+        store.put_tag(&repo, &"one".parse().unwrap(), &a).unwrap();
+        store.put_tag(&repo, &"two".parse().unwrap(), &a).unwrap();
+        store.put_tag(&repo, &"other".parse().unwrap(), &b).unwrap();
+        assert!(store.delete_manifest(&repo, &a).unwrap());
+        assert!(!store.delete_manifest(&repo, &a).unwrap());
+        assert_eq!(store.tags(&repo).unwrap().unwrap(), ["other"]);
+        assert!(store.manifest(&repo, &a).unwrap().is_none());
+    }
+
+    #[test]
+    fn referrers_are_listed_by_subject() {
+        let store = scratch_store("store-referrers");
+        let repo = name("r");
+        let subject = Digest::of(Algorithm::Sha256, b"s");
+        let sig = Digest::of(Algorithm::Sha256, b"sig");
+        store
+            .put_referrer(
+                &repo,
+                &subject,
+                &sig,
+                &serde_json::json!({"digest": sig.to_string()}),
+            )
+            .unwrap();
+        assert_eq!(store.referrers(&repo, &subject).unwrap().len(), 1);
+        store.delete_referrer(&repo, &subject, &sig).unwrap();
+        assert!(store.referrers(&repo, &subject).unwrap().is_empty());
+    }
+
+    #[test]
+    fn settings_default_to_deletion_enabled() {
+        let store = scratch_store("store-settings");
+        assert!(store.settings().unwrap().delete_enabled);
+        write_atomic(
+            &store.root.join("config.json"),
+            br#"{"delete_enabled":false}"#,
+        )
+        .unwrap();
+        assert!(!store.settings().unwrap().delete_enabled);
     }
 
     #[test]

@@ -14,6 +14,9 @@ pub struct ServeConfig {
     pub guest: GuestSource,
     /// Per-request resource limits.
     pub limits: Limits,
+    /// Whether clients may delete manifests, tags and blobs; when off they
+    /// get 405 `UNSUPPORTED`.
+    pub delete_enabled: bool,
 }
 
 impl ServeConfig {
@@ -24,6 +27,7 @@ impl ServeConfig {
             data_dir: data_dir.into(),
             guest: GuestSource::Embedded,
             limits: Limits::default(),
+            delete_enabled: true,
         }
     }
 }

@@ -25,6 +25,11 @@ const LAYOUT: [&str; 4] = ["blocks", "layers", "manifests", "uploads"];
 /// opened, or a layout folder cannot be created inside it (for example a
 /// symlink that leads outside).
 pub(crate) fn prepare(path: &Path, create: bool) -> anyhow::Result<PathBuf> {
+    open(path, create).map(|(path, _)| path)
+}
+
+/// Like [`prepare`], also returning the capability on the directory.
+fn open(path: &Path, create: bool) -> anyhow::Result<(PathBuf, Dir)> {
     if create {
         std::fs::create_dir_all(path)
             .with_context(|| format!("creating the data directory {}", path.display()))?;
@@ -43,6 +48,32 @@ pub(crate) fn prepare(path: &Path, create: bool) -> anyhow::Result<PathBuf> {
             )
         })?;
     }
+    Ok((path, dir))
+}
+
+/// Prepares the directory for serving and records the operator's settings
+/// in `config.json`, which the guest reads (it sees no environment):
+/// `{"delete_enabled": bool}`. Written atomically: temp file, fsync, rename.
+///
+/// # Errors
+///
+/// As [`prepare`], or when the settings cannot be written.
+pub(crate) fn prepare_for_serving(path: &Path, delete_enabled: bool) -> anyhow::Result<PathBuf> {
+    use std::io::Write as _;
+    let (path, dir) = open(path, true)?;
+    let settings = serde_json::json!({ "delete_enabled": delete_enabled });
+    let tmp = format!(".tmp-config.json-{}", std::process::id());
+    let write = || -> std::io::Result<()> {
+        let mut f = dir.create(&tmp)?;
+        f.write_all(settings.to_string().as_bytes())?;
+        f.sync_all()?;
+        dir.rename(&tmp, &dir, "config.json")
+    };
+    write()
+        .inspect_err(|_| {
+            let _ = dir.remove_file(&tmp);
+        })
+        .with_context(|| format!("writing {}/config.json", path.display()))?;
     Ok(path)
 }
 
@@ -59,6 +90,20 @@ mod tests {
         for folder in LAYOUT {
             assert!(data.join(folder).is_dir(), "{folder}");
         }
+    }
+
+    #[test]
+    fn serving_records_the_deletion_setting_for_the_guest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        prepare_for_serving(&data, false).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(data.join("config.json")).unwrap()).unwrap();
+        assert_eq!(v["delete_enabled"], false);
+        prepare_for_serving(&data, true).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(data.join("config.json")).unwrap()).unwrap();
+        assert_eq!(v["delete_enabled"], true);
     }
 
     #[test]

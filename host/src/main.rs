@@ -54,6 +54,9 @@ struct ServeArgs {
     /// Guest instances alive at once; further requests wait.
     #[arg(long, default_value_t = 256)]
     max_concurrency: usize,
+    /// Refuse DELETE of manifests, tags and blobs (405 UNSUPPORTED).
+    #[arg(long)]
+    no_delete: bool,
 }
 
 #[derive(Args)]
@@ -143,6 +146,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_body_bytes: args.max_body_bytes,
             max_concurrency: args.max_concurrency,
         },
+        delete_enabled: !args.no_delete,
     };
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await

@@ -55,8 +55,9 @@ pub async fn serve(
         data_dir,
         guest: source,
         limits,
+        delete_enabled,
     } = config;
-    let data_dir = crate::datadir::prepare(&data_dir, true)?;
+    let data_dir = crate::datadir::prepare_for_serving(&data_dir, delete_enabled)?;
 
     let loaded = guest::load(&source, &data_dir, &limits).await?;
     tracing::info!("guest loaded: {}", loaded.info.version);

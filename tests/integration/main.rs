@@ -8,6 +8,7 @@
 mod base;
 mod blobs;
 mod confinement;
+mod content_management;
 mod errors;
 mod manifests;
 mod tags_catalog;

@@ -18,10 +18,13 @@ pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct RawDescriptor {
     digest: String,
     #[serde(default)]
     size: Option<i64>,
+    #[serde(default)]
+    media_type: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -37,6 +40,12 @@ struct RawManifest {
     layers: Option<Vec<RawDescriptor>>,
     #[serde(default)]
     manifests: Option<Vec<RawDescriptor>>,
+    #[serde(default)]
+    subject: Option<RawDescriptor>,
+    #[serde(default)]
+    artifact_type: Option<String>,
+    #[serde(default)]
+    annotations: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// What a parsed manifest needs checked before it is stored.
@@ -48,6 +57,13 @@ pub struct ManifestInfo {
     pub blobs: Vec<Digest>,
     /// Child manifests (indexes and manifest lists).
     pub manifests: Vec<Digest>,
+    /// The manifest this one refers to (`subject`), for the referrers API.
+    pub subject: Option<Digest>,
+    /// The artifact type the referrers API reports: `artifactType`, else the
+    /// config's media type (OCI distribution spec, "Listing Referrers").
+    pub artifact_type: Option<String>,
+    /// The manifest's annotations, copied into referrers descriptors.
+    pub annotations: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 fn invalid(msg: impl Into<String>) -> RegistryError {
@@ -114,10 +130,18 @@ pub fn parse_manifest(body: &[u8], content_type: Option<&str>) -> Result<Manifes
     if matches!(media_type.as_str(), OCI_MANIFEST | DOCKER_MANIFEST) && raw.config.is_none() {
         return Err(invalid("an image manifest needs a config descriptor"));
     }
+    let subject = raw.subject.as_ref().map(descriptor_digest).transpose()?;
+    let artifact_type = raw
+        .artifact_type
+        .clone()
+        .or_else(|| raw.config.as_ref().and_then(|c| c.media_type.clone()));
     Ok(ManifestInfo {
         media_type,
         blobs,
         manifests,
+        subject,
+        artifact_type,
+        annotations: raw.annotations,
     })
 }
 
@@ -145,6 +169,23 @@ mod tests {
         let info = parse_manifest(body.as_bytes(), None).unwrap();
         assert_eq!(info.media_type, OCI_INDEX);
         assert_eq!(info.manifests.len(), 1);
+    }
+
+    #[test]
+    fn subject_and_artifact_type_are_read_for_referrers() {
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.example.sig","digest":"{D1}","size":0}},"layers":[],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{D2}","size":7}},"annotations":{{"a":"b"}}}}"#
+        );
+        let info = parse_manifest(body.as_bytes(), Some(OCI_MANIFEST)).unwrap();
+        assert_eq!(info.subject.unwrap().to_string(), D2);
+        assert_eq!(
+            info.artifact_type.as_deref(),
+            Some("application/vnd.example.sig")
+        );
+        assert_eq!(info.annotations.unwrap()["a"], "b");
+        let explicit = body.replace(r#""layers":[]"#, r#""layers":[],"artifactType":"x/y""#);
+        let info = parse_manifest(explicit.as_bytes(), None).unwrap();
+        assert_eq!(info.artifact_type.as_deref(), Some("x/y"));
     }
 
     #[test]

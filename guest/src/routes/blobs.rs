@@ -84,6 +84,23 @@ pub fn get(store: &Store, req: &Request, name: &RepoName, digest: &str) -> Resul
     Ok(resp)
 }
 
+/// Removes a blob from the repository. Its blocks stay: other blobs and
+/// repositories may share them, and reclaiming unreferenced blocks is the
+/// job of garbage collection, not of a request.
+pub fn delete(store: &Store, name: &RepoName, digest: &str) -> Result<Response> {
+    let digest: Digest = digest.parse()?;
+    let unlinked = store
+        .unlink_blob(name, &digest)
+        .map_err(|e| RegistryError::storage("unlinking a blob", &e))?;
+    if !unlinked {
+        return Err(
+            RegistryError::new(ErrorCode::BlobUnknown, "blob unknown to registry")
+                .with_detail(json!({ "digest": digest.to_string() })),
+        );
+    }
+    Ok(Response::new(202).header("Content-Length", "0"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_range;

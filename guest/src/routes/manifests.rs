@@ -91,13 +91,66 @@ pub fn put(
     store
         .put_manifest(name, &digest, &info.media_type, &bytes)
         .map_err(|e| RegistryError::storage("writing a manifest", &e))?;
+    if let Some(subject) = &info.subject {
+        let mut descriptor = json!({
+            "mediaType": info.media_type,
+            "digest": digest.to_string(),
+            "size": bytes.len(),
+        });
+        if let Some(t) = &info.artifact_type {
+            descriptor["artifactType"] = json!(t);
+        }
+        if let Some(a) = &info.annotations {
+            descriptor["annotations"] = json!(a);
+        }
+        store
+            .put_referrer(name, subject, &digest, &descriptor)
+            .map_err(|e| RegistryError::storage("recording a referrer", &e))?;
+    }
     if let Reference::Tag(tag) = &reference {
         store
             .put_tag(name, tag, &digest)
             .map_err(|e| RegistryError::storage("writing a tag", &e))?;
     }
-    Ok(Response::new(201)
+    let mut resp = Response::new(201)
         .header("Location", format!("/v2/{name}/manifests/{digest}"))
         .header("Docker-Content-Digest", digest.to_string())
-        .header("Content-Length", "0"))
+        .header("Content-Length", "0");
+    if let Some(subject) = &info.subject {
+        resp = resp.header("OCI-Subject", subject.to_string());
+    }
+    Ok(resp)
+}
+
+/// Deletes a tag (`DELETE …/manifests/<tag>`), or a manifest with every tag
+/// pointing at it and its referrers entry (`DELETE …/manifests/<digest>`).
+pub fn delete(store: &Store, name: &RepoName, reference: &str) -> Result<Response> {
+    let storage = |what| move |e: std::io::Error| RegistryError::storage(what, &e);
+    let found = match reference.parse::<Reference>()? {
+        Reference::Tag(tag) => store
+            .delete_tag(name, &tag)
+            .map_err(storage("deleting a tag"))?,
+        Reference::Digest(digest) => {
+            let stored = store
+                .manifest(name, &digest)
+                .map_err(storage("reading a manifest"))?;
+            if let Some((media_type, bytes)) = &stored {
+                // Stored manifests parsed when they were pushed; a subject, if any, is still there.
+                if let Ok(Some(subject)) =
+                    parse_manifest(bytes, Some(media_type)).map(|info| info.subject)
+                {
+                    store
+                        .delete_referrer(name, &subject, &digest)
+                        .map_err(storage("removing a referrer"))?;
+                }
+            }
+            store
+                .delete_manifest(name, &digest)
+                .map_err(storage("deleting a manifest"))?
+        }
+    };
+    if !found {
+        return Err(manifest_unknown(reference));
+    }
+    Ok(Response::new(202).header("Content-Length", "0"))
 }

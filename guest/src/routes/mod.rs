@@ -4,6 +4,7 @@
 mod base;
 mod blobs;
 mod manifests;
+mod referrers;
 mod tags;
 mod uploads;
 
@@ -24,6 +25,7 @@ enum Route<'a> {
     Uploads(&'a str),
     Upload(&'a str, &'a str),
     Manifest(&'a str, &'a str),
+    Referrers(&'a str, &'a str),
 }
 
 fn parse_route(path: &str) -> Option<Route<'_>> {
@@ -53,6 +55,9 @@ fn parse_route(path: &str) -> Option<Route<'_>> {
     if let Some(name) = head.strip_suffix("/manifests") {
         return Some(Route::Manifest(name, last));
     }
+    if let Some(name) = head.strip_suffix("/referrers") {
+        return Some(Route::Referrers(name, last));
+    }
     None
 }
 
@@ -64,10 +69,11 @@ impl Route<'_> {
     /// The methods the endpoint answers, for `Allow` on a 405.
     fn allowed(&self) -> &'static str {
         match self {
-            Route::Base | Route::Catalog | Route::Tags(_) | Route::Blob(..) => "GET, HEAD",
+            Route::Base | Route::Catalog | Route::Tags(_) | Route::Referrers(..) => "GET, HEAD",
+            Route::Blob(..) => "GET, HEAD, DELETE",
             Route::Uploads(_) => "POST",
             Route::Upload(..) => "GET, PATCH, PUT, DELETE",
-            Route::Manifest(..) => "GET, HEAD, PUT",
+            Route::Manifest(..) => "GET, HEAD, PUT, DELETE",
         }
     }
 }
@@ -78,6 +84,21 @@ fn unsupported(method: &str, allow: &str) -> RegistryError {
         format!("method {method} is not supported on this endpoint"),
     )
     .with_header("Allow", allow)
+}
+
+/// Deletion can be turned off by the operator (`blockreg serve --no-delete`).
+fn deletion_allowed(store: &Store) -> Result<()> {
+    let settings = store
+        .settings()
+        .map_err(|e| RegistryError::storage("reading settings", &e))?;
+    if settings.delete_enabled {
+        Ok(())
+    } else {
+        Err(RegistryError::new(
+            ErrorCode::Unsupported,
+            "deletion is disabled on this registry",
+        ))
+    }
 }
 
 fn route(store: &Store, req: &Request, body: &mut dyn Read) -> Result<Response> {
@@ -97,6 +118,15 @@ fn route(store: &Store, req: &Request, body: &mut dyn Read) -> Result<Response> 
         (Route::Upload(n, id), "DELETE") => uploads::cancel(store, &name(n)?, id),
         (Route::Manifest(n, r), "GET" | "HEAD") => manifests::get(store, &name(n)?, r),
         (Route::Manifest(n, r), "PUT") => manifests::put(store, req, &name(n)?, r, body),
+        (Route::Manifest(n, r), "DELETE") => {
+            deletion_allowed(store)?;
+            manifests::delete(store, &name(n)?, r)
+        }
+        (Route::Blob(n, d), "DELETE") => {
+            deletion_allowed(store)?;
+            blobs::delete(store, &name(n)?, d)
+        }
+        (Route::Referrers(n, d), "GET" | "HEAD") => referrers::list(store, req, &name(n)?, d),
         _ => Err(unsupported(m, allow)),
     }
 }
@@ -179,6 +209,10 @@ mod tests {
         assert_eq!(
             parse_route("/v2/blobs/manifests/v1"),
             Some(Route::Manifest("blobs", "v1"))
+        );
+        assert_eq!(
+            parse_route("/v2/x/y/referrers/sha256:00"),
+            Some(Route::Referrers("x/y", "sha256:00"))
         );
         assert_eq!(parse_route("/v1/x"), None);
         assert_eq!(parse_route("/v2/x/unknown/y"), None);
