@@ -45,6 +45,19 @@ impl Request {
             .map(str::trim)
     }
 
+    /// Every comma-separated item of every occurrence of a header, trimmed
+    /// and without parameters (`type/sub; q=0.5` → `type/sub`).
+    pub fn header_items(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+            .flat_map(|v| v.split(','))
+            .map(|item| item.split(';').next().unwrap_or("").trim())
+            .filter(|item| !item.is_empty())
+            .collect()
+    }
+
     /// A query parameter (first occurrence).
     pub fn query(&self, key: &str) -> Option<&str> {
         self.query
@@ -182,6 +195,19 @@ mod tests {
         assert_eq!(percent_decode("a%zz"), "a%zz");
         assert_eq!(percent_decode("a%4"), "a%4");
         assert_eq!(percent_decode("%41"), "A");
+    }
+
+    #[test]
+    fn header_items_split_lists_and_drop_parameters() {
+        let r = Request::new(
+            "GET",
+            "/",
+            vec![
+                ("Accept".into(), b"a/b; q=0.5, c/d".to_vec()),
+                ("accept".into(), b"e/f".to_vec()),
+            ],
+        );
+        assert_eq!(r.header_items("accept"), ["a/b", "c/d", "e/f"]);
     }
 
     #[test]

@@ -362,7 +362,11 @@ impl Store {
                     .iter()
                     .filter(|(n, _)| !n.ends_with(".type"))
                     .count() as u64;
-                out.push((prefix.to_string(), manifests));
+                // A repository whose manifests and tags were all deleted is
+                // gone from the catalog.
+                if manifests > 0 || !list_dir(&dir.join("_tags"))?.is_empty() {
+                    out.push((prefix.to_string(), manifests));
+                }
             }
             for (name, ty) in entries {
                 if ty.is_dir() && !name.starts_with('_') {
@@ -757,6 +761,12 @@ mod tests {
         assert!(!store.delete_manifest(&repo, &a).unwrap());
         assert_eq!(store.tags(&repo).unwrap().unwrap(), ["other"]);
         assert!(store.manifest(&repo, &a).unwrap().is_none());
+        assert_eq!(store.repositories().unwrap().len(), 1);
+        store.delete_manifest(&repo, &b).unwrap();
+        assert!(
+            store.repositories().unwrap().is_empty(),
+            "an emptied repository leaves the catalog"
+        );
     }
 
     #[test]

@@ -196,3 +196,24 @@ async fn deletion_disabled_answers_405_unsupported_and_keeps_everything() {
         .await
         .assert_status(200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repository_emptied_by_deletion_leaves_the_catalog() {
+    let srv = Server::start().await;
+    let image = srv.push_image("gone/soon", "v1", Flavor::Oci, 8).await;
+    srv.push_image("stays", "v1", Flavor::Oci, 9).await;
+    let catalog = srv.get("/v2/_catalog").await.json();
+    assert_eq!(
+        catalog["repositories"],
+        serde_json::json!(["gone/soon", "stays"])
+    );
+    srv.req(
+        Method::DELETE,
+        format!("/v2/gone/soon/manifests/{}", image.digest),
+    )
+    .send()
+    .await
+    .assert_status(202);
+    let catalog = srv.get("/v2/_catalog").await.json();
+    assert_eq!(catalog["repositories"], serde_json::json!(["stays"]));
+}

@@ -438,3 +438,54 @@ async fn manifest_deletion_is_supported_or_refused_cleanly() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn accept_negotiation_follows_registry2() {
+    let srv = Server::start().await;
+    let oci = srv.push_image("r", "oci", Flavor::Oci, 41).await;
+    let docker_only = media::DOCKER_MANIFEST;
+    // No Accept, */*, or the stored type: served as stored.
+    for accept in [None, Some("*/*"), Some(media::OCI_MANIFEST)] {
+        let mut req = srv.req(Method::GET, "/v2/r/manifests/oci");
+        if let Some(a) = accept {
+            req = req.header("accept", a);
+        }
+        req.send()
+            .await
+            .assert_status(200)
+            .assert_header("docker-content-digest", &oci.digest);
+    }
+    // A client that reads only Docker manifests is told the OCI one is unknown.
+    srv.req(Method::GET, "/v2/r/manifests/oci")
+        .header("accept", docker_only)
+        .send()
+        .await
+        .assert_error(404, &["MANIFEST_UNKNOWN"]);
+
+    // A Docker manifest list asked for by a client without list support
+    // yields its linux/amd64 image.
+    let amd64 = srv.push_image("r", "amd64", Flavor::Docker, 42).await;
+    let arm64 = srv.push_image("r", "arm64", Flavor::Docker, 43).await;
+    let children = [
+        Descriptor::of(media::DOCKER_MANIFEST, &amd64.body),
+        Descriptor::of(media::DOCKER_MANIFEST, &arm64.body),
+    ];
+    let list = index_manifest(Flavor::Docker, &children);
+    let pushed = srv
+        .push_manifest("r", "multi", media::DOCKER_LIST, &list)
+        .await;
+    srv.req(Method::GET, "/v2/r/manifests/multi")
+        .header("accept", docker_only)
+        .send()
+        .await
+        .assert_status(200)
+        .assert_header("content-type", media::DOCKER_MANIFEST)
+        .assert_header("docker-content-digest", &amd64.digest)
+        .assert_body(&amd64.body);
+    srv.req(Method::GET, "/v2/r/manifests/multi")
+        .header("accept", media::ACCEPT_ALL)
+        .send()
+        .await
+        .assert_status(200)
+        .assert_header("docker-content-digest", &pushed.digest);
+}

@@ -5,7 +5,9 @@ use std::io::Read;
 use serde_json::json;
 
 use crate::http::{Request, Response};
-use crate::oci::media::{parse_manifest, MAX_MANIFEST_BYTES};
+use crate::oci::media::{
+    parse_manifest, DOCKER_MANIFEST_LIST, MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST,
+};
 use crate::oci::{Algorithm, Digest, ErrorCode, Reference, RegistryError, RepoName, Result};
 use crate::store::Store;
 
@@ -14,8 +16,9 @@ fn manifest_unknown(reference: &str) -> RegistryError {
         .with_detail(json!({ "reference": reference }))
 }
 
-/// Serves a manifest byte-exact with its stored media type.
-pub fn get(store: &Store, name: &RepoName, reference: &str) -> Result<Response> {
+/// Serves a manifest byte-exact with its stored media type, after content
+/// negotiation on `Accept` as registry:2 does it (see [`negotiate`]).
+pub fn get(store: &Store, req: &Request, name: &RepoName, reference: &str) -> Result<Response> {
     let digest = match reference.parse::<Reference>()? {
         Reference::Digest(d) => d,
         Reference::Tag(t) => store
@@ -23,13 +26,80 @@ pub fn get(store: &Store, name: &RepoName, reference: &str) -> Result<Response> 
             .map_err(|e| RegistryError::storage("reading a tag", &e))?
             .ok_or_else(|| manifest_unknown(reference))?,
     };
-    let (media_type, bytes) = store
-        .manifest(name, &digest)
-        .map_err(|e| RegistryError::storage("reading a manifest", &e))?
-        .ok_or_else(|| manifest_unknown(reference))?;
+    let (media_type, bytes) = read_manifest(store, name, &digest, reference)?;
+    let (digest, media_type, bytes) = negotiate(
+        store,
+        name,
+        &req.header_items("Accept"),
+        (digest, media_type, bytes),
+        reference,
+    )?;
     Ok(Response::new(200)
         .header("Docker-Content-Digest", digest.to_string())
         .bytes(&media_type, bytes))
+}
+
+fn read_manifest(
+    store: &Store,
+    name: &RepoName,
+    digest: &Digest,
+    reference: &str,
+) -> Result<(String, Vec<u8>)> {
+    store
+        .manifest(name, digest)
+        .map_err(|e| RegistryError::storage("reading a manifest", &e))?
+        .ok_or_else(|| manifest_unknown(reference))
+}
+
+/// registry:2's content negotiation. A client that sends no `Accept`, or
+/// accepts `*/*` or the stored type, gets the manifest as stored. Otherwise:
+/// a Docker manifest list is answered with its linux/amd64 image (what old
+/// clients pull), an OCI index or OCI manifest the client cannot read is
+/// `MANIFEST_UNKNOWN`, and other types are served as stored (registry:2
+/// would down-convert Docker schema 2 to the long-deprecated schema 1).
+fn negotiate(
+    store: &Store,
+    name: &RepoName,
+    accept: &[&str],
+    found: (Digest, String, Vec<u8>),
+    reference: &str,
+) -> Result<(Digest, String, Vec<u8>)> {
+    let media_type = found.1.as_str();
+    if accept.is_empty() || accept.iter().any(|a| *a == "*/*" || *a == media_type) {
+        return Ok(found);
+    }
+    let refuse = |what: &str| {
+        Err(RegistryError::new(
+            ErrorCode::ManifestUnknown,
+            format!("{what} found, but the Accept header does not support it"),
+        )
+        .with_detail(json!({ "reference": reference })))
+    };
+    match media_type {
+        DOCKER_MANIFEST_LIST => {
+            let child = linux_amd64_child(&found.2);
+            match child {
+                Some(d) if store.has_manifest(name, &d) => {
+                    let (t, b) = read_manifest(store, name, &d, reference)?;
+                    Ok((d, t, b))
+                }
+                _ => refuse("a manifest list without a linux/amd64 image"),
+            }
+        }
+        OCI_INDEX => refuse("an OCI index"),
+        OCI_MANIFEST => refuse("an OCI manifest"),
+        _ => Ok(found),
+    }
+}
+
+/// The linux/amd64 entry of a manifest list, if it has one.
+fn linux_amd64_child(list: &[u8]) -> Option<Digest> {
+    let v: serde_json::Value = serde_json::from_slice(list).ok()?;
+    v["manifests"]
+        .as_array()?
+        .iter()
+        .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == "amd64")
+        .and_then(|m| m["digest"].as_str()?.parse().ok())
 }
 
 /// Reads at most `limit` bytes; more is a 413.
@@ -153,4 +223,20 @@ pub fn delete(store: &Store, name: &RepoName, reference: &str) -> Result<Respons
         return Err(manifest_unknown(reference));
     }
     Ok(Response::new(202).header("Content-Length", "0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_linux_amd64_entry_of_a_list_is_found() {
+        let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let list = format!(
+            r#"{{"manifests":[{{"digest":"sha256:{}","platform":{{"os":"linux","architecture":"arm64"}}}},{{"digest":"{d}","platform":{{"os":"linux","architecture":"amd64"}}}}]}}"#,
+            "1".repeat(64)
+        );
+        assert_eq!(linux_amd64_child(list.as_bytes()).unwrap().to_string(), d);
+        assert!(linux_amd64_child(b"{}").is_none());
+    }
 }

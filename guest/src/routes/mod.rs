@@ -116,7 +116,7 @@ fn route(store: &Store, req: &Request, body: &mut dyn Read) -> Result<Response> 
         (Route::Upload(n, id), "PATCH") => uploads::patch(store, req, &name(n)?, id, body),
         (Route::Upload(n, id), "PUT") => uploads::finish(store, req, &name(n)?, id, body),
         (Route::Upload(n, id), "DELETE") => uploads::cancel(store, &name(n)?, id),
-        (Route::Manifest(n, r), "GET" | "HEAD") => manifests::get(store, &name(n)?, r),
+        (Route::Manifest(n, r), "GET" | "HEAD") => manifests::get(store, req, &name(n)?, r),
         (Route::Manifest(n, r), "PUT") => manifests::put(store, req, &name(n)?, r, body),
         (Route::Manifest(n, r), "DELETE") => {
             deletion_allowed(store)?;
