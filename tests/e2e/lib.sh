@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# Shared helpers for the end-to-end tests (tests/e2e/e2e.sh) and the
-# comparison benchmark (bench/compare.sh).
+# Shared helpers for the end-to-end tests (tests/e2e/e2e.sh), the
+# interoperability checks (tests/e2e/interop.sh) and the comparison benchmark
+# (bench/compare.sh).
 #
 # Everything these helpers start (dockerd, blockreg, registry:2) runs on
 # loopback only, keeps its state under WORK_DIR, is recorded by PID and is
@@ -249,11 +250,12 @@ EOF
     printf '<!doctype html>\n<title>blockreg e2e</title>\n<p>nginx %s</p>\n' "$version" >"$dir/index.html"
 }
 
-# ensure_corpus: load (or build once, then cache with docker save) the three
-# test images: IMG_BASE (the debootstrap rootfs), IMG_V1 and IMG_V2 (nginx on
-# top of it, sharing every layer but the last). Needs a running dockerd.
-ensure_corpus() {
-    local key tar tmp t0
+# corpus_cache_path: set CORPUS_TAR to where the corpus of the current rootfs
+# and build recipe is cached (a docker save archive; it may not exist yet).
+# Needs no dockerd, so a script that only reads the archive (skopeo's
+# docker-archive: transport) can skip the engine when the cache is warm.
+corpus_cache_path() {
+    local key
     ensure_rootfs
     corpus_context "$WORK_DIR/ctx/v1" v1
     corpus_context "$WORK_DIR/ctx/v2" v2
@@ -261,8 +263,16 @@ ensure_corpus() {
     [[ -s "$ROOTFS_TAR.sha256" && "$ROOTFS_TAR.sha256" -nt "$ROOTFS_TAR" ]] \
         || sha256sum "$ROOTFS_TAR" | cut -d' ' -f1 >"$ROOTFS_TAR.sha256"
     key="$( { cat "$ROOTFS_TAR.sha256"; cat "$WORK_DIR"/ctx/v*/*; } | sha256sum | cut -c1-16)"
-    tar="$CACHE_DIR/corpus/corpus-$key.tar"
-    CORPUS_TAR="$tar"
+    CORPUS_TAR="$CACHE_DIR/corpus/corpus-$key.tar"
+}
+
+# ensure_corpus: load (or build once, then cache with docker save) the three
+# test images: IMG_BASE (the debootstrap rootfs), IMG_V1 and IMG_V2 (nginx on
+# top of it, sharing every layer but the last). Needs a running dockerd.
+ensure_corpus() {
+    local tar tmp t0
+    corpus_cache_path
+    tar="$CORPUS_TAR"
     t0="$(now)"
     if [[ -s "$tar" ]]; then
         docker load -i "$tar" >"$LOG_DIR/docker-load.log" 2>&1 \
@@ -309,15 +319,19 @@ remove_local_images() {
 
 # ---------------------------------------------------------------- registries
 
-# start_blockreg DATA_DIR LOG [GUEST]: blockreg serve on a free loopback port.
-# Sets BR_PID, BR_PORT, BR_URL, BR_HOST (host:port as docker names it).
+# start_blockreg DATA_DIR LOG [GUEST [SERVE_ARGS...]]: blockreg serve on a
+# free loopback port; an empty GUEST serves the embedded guest, SERVE_ARGS are
+# passed on (e.g. --no-delete). Sets BR_PID, BR_PORT, BR_URL, BR_HOST
+# (host:port as docker names it).
 start_blockreg() {
     local data="$1" logf="$2" guest="${3:-}" args
+    shift $(($# < 3 ? $# : 3))
     [[ -x "$BLOCKREG" ]] || { log "no blockreg binary at $BLOCKREG"; return 1; }
     mkdir -p "$data"
     BR_PORT="$(free_port)"
     args=(serve --addr "127.0.0.1:$BR_PORT" --data "$data")
     [[ -n "$guest" ]] && args+=(--guest "$guest")
+    args+=("$@")
     "$BLOCKREG" "${args[@]}" >"$logf" 2>&1 &
     BR_PID=$!
     E2E_PIDS+=("$BR_PID")
