@@ -49,6 +49,11 @@ GUEST_DEFAULT="$PWD/target/guests/guest-default.wasm" \
 GUEST_ALT="$PWD/target/guests/guest-alt.wasm" \
   bash tests/e2e/e2e.sh
 
+step "interoperability (skopeo --all, oras-py artifacts and referrers, deletion, 10 000 HEADs)"
+BLOCKREG="$PWD/target/release/blockreg" \
+INTEROP_GUEST="$PWD/target/guests/guest-default.wasm" \
+  bash tests/e2e/interop.sh
+
 step "all tiers passed"
 # cargo's "test result: ok. N passed; M failed" and e2e's "N passed, M failed".
 sed -nE 's/^test result: [a-z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/p; s/^([0-9]+) passed, ([0-9]+) failed$/\1 \2/p' "$log" |

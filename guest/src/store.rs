@@ -87,6 +87,18 @@ fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
     }
 }
 
+/// The `size` of a recipe without building its block list: HEAD and stats
+/// need only that, and a large layer's recipe lists thousands of blocks.
+fn recipe_size(bytes: &[u8], what: &str) -> io::Result<u64> {
+    #[derive(serde::Deserialize)]
+    struct SizeOnly {
+        size: u64,
+    }
+    serde_json::from_slice::<SizeOnly>(bytes)
+        .map(|s| s.size)
+        .map_err(|e| io::Error::new(ErrorKind::InvalidData, format!("{what}: {e}")))
+}
+
 /// Removes a file; `Ok(false)` if it was not there.
 fn remove_existing(path: &Path) -> io::Result<bool> {
     match fs::remove_file(path) {
@@ -212,6 +224,16 @@ impl Store {
         Recipe::from_json(&bytes)
             .map(Some)
             .map_err(|e| io::Error::new(ErrorKind::InvalidData, format!("{digest}: {e}")))
+    }
+
+    /// A committed blob's size, read cheaply from its recipe; `None` if there is none.
+    ///
+    /// # Errors
+    /// I/O errors, or `InvalidData` for a recipe that does not parse.
+    pub fn blob_size(&self, digest: &Digest) -> io::Result<Option<u64>> {
+        read_optional(&self.layer_dir(digest).join("recipe.json"))?
+            .map(|bytes| recipe_size(&bytes, &digest.to_string()))
+            .transpose()
     }
 
     /// Commits a recipe. Its blocks must already be stored.
@@ -610,10 +632,6 @@ impl Store {
     /// # Errors
     /// I/O errors, or a recipe that does not parse.
     pub fn usage(&self) -> io::Result<Usage> {
-        #[derive(serde::Deserialize)]
-        struct SizeOnly {
-            size: u64,
-        }
         let mut u = Usage::default();
         for (name, _) in list_dir(&self.root.join("layers"))? {
             let Some(bytes) =
@@ -621,10 +639,8 @@ impl Store {
             else {
                 continue;
             };
-            let s: SizeOnly = serde_json::from_slice(&bytes)
-                .map_err(|e| io::Error::new(ErrorKind::InvalidData, format!("{name}: {e}")))?;
             u.blobs += 1;
-            u.logical_bytes += s.size;
+            u.logical_bytes += recipe_size(&bytes, &name)?;
         }
         for (shard, ty) in list_dir(&self.root.join("blocks"))? {
             if !ty.is_dir() {

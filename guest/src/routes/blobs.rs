@@ -50,11 +50,24 @@ pub fn get(store: &Store, req: &Request, name: &RepoName, digest: &str) -> Resul
     if !store.blob_in_repo(name, &digest) {
         return Err(unknown());
     }
-    let recipe = store
-        .recipe(&digest)
-        .map_err(|e| RegistryError::storage("reading a recipe", &e))?
-        .ok_or_else(unknown)?;
-    let size = recipe.size;
+    // HEAD needs only the size; GET needs the block list too.
+    let recipe = if req.method == "HEAD" {
+        None
+    } else {
+        Some(
+            store
+                .recipe(&digest)
+                .map_err(|e| RegistryError::storage("reading a recipe", &e))?
+                .ok_or_else(unknown)?,
+        )
+    };
+    let size = match &recipe {
+        Some(r) => r.size,
+        None => store
+            .blob_size(&digest)
+            .map_err(|e| RegistryError::storage("reading a recipe", &e))?
+            .ok_or_else(unknown)?,
+    };
     let resp = Response::new(200)
         .header("Docker-Content-Digest", digest.to_string())
         .header("Accept-Ranges", "bytes")
@@ -76,10 +89,9 @@ pub fn get(store: &Store, req: &Request, name: &RepoName, digest: &str) -> Resul
     if status == 206 {
         resp = resp.header("Content-Range", format!("bytes {start}-{}/{size}", end - 1));
     }
-    resp.body = if end > start {
-        Body::Blob { recipe, start, end }
-    } else {
-        Body::None
+    resp.body = match recipe {
+        Some(recipe) if end > start => Body::Blob { recipe, start, end },
+        _ => Body::None,
     };
     Ok(resp)
 }
