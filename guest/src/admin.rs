@@ -7,9 +7,7 @@ use crate::store::Store;
 /// Where the host grants the store.
 pub const DATA_ROOT: &str = "/data";
 
-pub struct Admin;
-
-impl Guest for Admin {
+impl Guest for crate::Component {
     fn get_stats() -> Result<Stats, Error> {
         let io = |e: std::io::Error| {
             if e.kind() == std::io::ErrorKind::InvalidData {

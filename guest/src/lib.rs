@@ -38,19 +38,6 @@ use crate::store::Store;
 /// The exported component.
 pub struct Component;
 
-impl bindings::exports::blockreg::registry::admin::Guest for Component {
-    fn get_stats() -> Result<
-        bindings::exports::blockreg::registry::admin::Stats,
-        bindings::exports::blockreg::registry::admin::Error,
-    > {
-        admin::Admin::get_stats()
-    }
-
-    fn describe() -> bindings::exports::blockreg::registry::admin::GuestInfo {
-        admin::Admin::describe()
-    }
-}
-
 /// A request body as `std::io::Read`. Field order matters: the stream is a
 /// child of the body resource and must be dropped first.
 struct BodyReader {

@@ -168,8 +168,13 @@ impl Store {
     /// When the directories cannot be created.
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
-        for d in ["blocks", "layers", "manifests", "uploads"] {
-            fs::create_dir_all(root.join(d))?;
+        // Every request opens the store: one stat when it is laid out (the
+        // blockreg host does that at start), the folders only when missing
+        // (under another wasi:http host, or a fresh test directory).
+        if !root.join("uploads").is_dir() {
+            for d in ["blocks", "layers", "manifests", "uploads"] {
+                fs::create_dir_all(root.join(d))?;
+            }
         }
         Ok(Self { root })
     }
