@@ -1,137 +1,321 @@
 #!/usr/bin/env bash
-# Side-by-side comparison of blockreg and registry:2 (CNCF distribution 2.8,
-# filesystem storage) with the real docker client, on loopback.
+# Side-by-side benchmark of blockreg and registry:2 (CNCF distribution 2.8,
+# filesystem storage) on a realistic corpus, on loopback. One command:
 #
-#   bash bench/compare.sh            # BENCH_RUNS=3 for the median of 3 runs
+#   bash bench/compare.sh
 #
-# For each registry, with the same freshly loaded images each time: docker
-# push of the Debian base, nginx-v1 and nginx-v2 (which share every layer but
-# one small one), wall time each; the store's size (du -sb) after the
-# pushes; then every local image removed and each pulled back, wall time
-# each. Prints one table: ours, registry:2, and ours/registry:2.
+# Environment (all optional):
+#   BENCH_RUNS=N          repeat the measurements N times, report medians (1)
+#   BENCH_QUICK=1         only the Debian bases and the nginx pair
+#   BENCH_GUEST=FILE.wasm serve (and ask stats) with --guest FILE.wasm, e.g.
+#                         the second guest build with FastCDC
+#   BENCH_CACHE=DIR       corpus cache (~/.cache/blockreg-bench)
+#   BENCH_STORAGE_DRIVER  dockerd storage driver (overlay2, else vfs)
+#   BLOCKREG, WORK_DIR, KEEP_WORK as for tests/e2e (tests/e2e/lib.sh)
 #
-# Same inputs as tests/e2e/e2e.sh (BLOCKREG, GUEST_DEFAULT, CACHE_DIR,
-# WORK_DIR); the images come from the corpus cache that e2e.sh builds.
+# The corpus (bench/lib-corpus.sh; built once, first run ~10-20 min on two
+# cores, then cached as docker save archives, so a rerun only loads it):
+# three debootstraps of Debian bookworm minbase (bench/debian:b1..b3), an
+# nginx v1/v2 pair on b1, five versions of a pip app (python venv of numpy,
+# pandas, sqlalchemy, flask, requests) on b2 and five of an npm app
+# (node_modules of typescript, webpack, eslint, babel, express...) on b3; each
+# app version bumps one or two dependencies and edits a few source files.
+#
+# What is measured, per registry, pushing the images in a fixed order
+# (debian b1 b2 b3, nginx v1 v2, pyapp v1..v5, nodeapp v1..v5):
+#   1. docker push of every image into a fresh store of each registry (wall
+#      time per image); after each push, the stores' size (du -sb), once
+#      blockreg has finished converting the new blobs in the background
+#      (`blockreg stats --json` "pending" reaches 0; that wait is reported as
+#      its own row and is not part of the push time).
+#   2. skopeo copy of every image from an OCI layout with uncompressed layers
+#      (exported once, cached) into a second fresh store of each registry,
+#      with --preserve-digests so nothing is recompressed: the registries' own
+#      cost without docker's gzip. Wall time per image, final store size.
+#   3. docker pull of every image from the stores of step 1: cold (local
+#      images removed, both servers restarted, blockreg's DATA/cache removed),
+#      then warm (local images removed again, servers kept running). Each
+#      pulled image's ID, layer diff IDs and repo digest must equal what was
+#      pushed, or the run fails.
+#   4. Peak RSS (VmHWM) of the servers: push phases and pull phase.
+# Prints one markdown table (ours, registry:2, ours/registry:2) and writes it
+# to bench/results/latest.md. Logs stay in WORK_DIR/logs with KEEP_WORK=1.
 set -uo pipefail
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=tests/e2e/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../tests/e2e/lib.sh"
+source "$BENCH_DIR/../tests/e2e/lib.sh"
+# shellcheck source=bench/lib-corpus.sh
+source "$BENCH_DIR/lib-corpus.sh"
 
 BENCH_RUNS="${BENCH_RUNS:-1}"
+T_START="$(now)"
 
 e2e_init
 ensure_packages
-start_dockerd
-ensure_corpus
-[[ -x "$BLOCKREG" ]] || die "no blockreg binary at $BLOCKREG (cargo build --release -p host)"
+bench_start_dockerd
+t0="$(now)"
+ensure_bench_corpus
+ensure_oci_layouts
+T_CORPUS="$(elapsed "$t0")"
+log "corpus ready in $T_CORPUS s: ${BENCH_IMAGES[*]}"
 
-declare -A REF=(["$IMG_BASE"]="e2e/debian:$E2E_SUITE" ["$IMG_V1"]="e2e/nginx:v1" ["$IMG_V2"]="e2e/nginx:v2")
-# RESULT[run,registry,metric] = value
-declare -A RESULT
-METRICS=()
+# The binary may be being rebuilt by someone else: wait for it, then run a
+# private copy so a rebuild during the run cannot mix two versions.
+for ((i = 0; i < 120; i++)); do
+    [[ -x "$BLOCKREG" ]] && "$BLOCKREG" --version >/dev/null 2>&1 && break
+    ((i == 0)) && log "waiting for $BLOCKREG"
+    sleep 5
+done
+cp "$BLOCKREG" "$WORK_DIR/blockreg" || die "no blockreg binary at $BLOCKREG (cargo build --release -p host)"
+BLOCKREG="$WORK_DIR/blockreg"
+BR_VERSION="$("$BLOCKREG" --version 2>/dev/null)"
+STATS_ARGS=()
+[[ -n "${BENCH_GUEST:-}" ]] && STATS_ARGS=(--guest "$BENCH_GUEST")
 
-record() {
-    local key="$2,$3"
-    RESULT["$1,$key"]="$4"
-    [[ " ${METRICS[*]} " == *" $3 "* ]] || METRICS+=("$3")
-}
-
-# bench_one RUN NAME HOST STORE_DIR: push, measure the store, pull.
-bench_one() {
-    local run="$1" name="$2" host="$3" store="$4" img t0 t total=0 ref
-    remove_local_images
-    reload_corpus || die "docker load failed"
-    for img in "${CORPUS_IMAGES[@]}"; do
-        ref="${REF[$img]}"
-        docker tag "$img" "$host/$ref"
-        t0="$(now)"
-        docker push "$host/$ref" >>"$LOG_DIR/bench-push-$name.log" 2>&1 \
-            || { show_log "$LOG_DIR/bench-push-$name.log" 10; die "push $ref to $name failed"; }
-        t="$(elapsed "$t0")"
-        record "$run" "$name" "push_${ref##*/}_s" "$t"
-        total="$(awk -v a="$total" -v b="$t" 'BEGIN { printf "%.2f", a + b }')"
-    done
-    record "$run" "$name" "push_total_s" "$total"
-    record "$run" "$name" "store_du_bytes" "$(du -sb "$store" | cut -f1)"
-    if [[ "$name" == blockreg ]]; then
-        local js
-        js="$("$BLOCKREG" stats --data "$store" --json 2>>"$LOG_DIR/bench-stats.log")"
-        record "$run" "$name" "logical_bytes" "$(jq -r .logical_bytes <<<"$js")"
-        record "$run" "$name" "stored_blob_bytes" "$(jq -r .block_bytes <<<"$js")"
-    else
-        # registry:2 keeps each blob whole in .../blobs/sha256/xx/<hex>/data.
-        local sum
-        sum="$(find "$store" -path '*/blobs/sha256/*' -name data -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')"
-        record "$run" "$name" "logical_bytes" "$sum"
-        record "$run" "$name" "stored_blob_bytes" "$sum"
-    fi
-    remove_local_images
-    total=0
-    for img in "${CORPUS_IMAGES[@]}"; do
-        ref="${REF[$img]}"
-        t0="$(now)"
-        docker pull "$host/$ref" >>"$LOG_DIR/bench-pull-$name.log" 2>&1 \
-            || { show_log "$LOG_DIR/bench-pull-$name.log" 10; die "pull $ref from $name failed"; }
-        t="$(elapsed "$t0")"
-        record "$run" "$name" "pull_${ref##*/}_s" "$t"
-        total="$(awk -v a="$total" -v b="$t" 'BEGIN { printf "%.2f", a + b }')"
-    done
-    record "$run" "$name" "pull_total_s" "$total"
-    remove_local_images
-}
-
-guest_args=()
-[[ -f "$GUEST_DEFAULT" ]] && guest_args=("$GUEST_DEFAULT")
-for ((run = 1; run <= BENCH_RUNS; run++)); do
-    # Fresh, empty stores for every run; the order alternates between runs.
-    d="$WORK_DIR/run$run"
-    start_blockreg "$d/blockreg" "$LOG_DIR/blockreg-$run.log" "${guest_args[@]}" || die "blockreg did not start"
-    start_registry2 "$d/registry2" "$LOG_DIR/registry2-$run.log" || die "docker-registry did not start"
-    if ((run % 2)); then order=(blockreg registry2); else order=(registry2 blockreg); fi
-    for name in "${order[@]}"; do
-        log "run $run/$BENCH_RUNS: $name"
-        if [[ "$name" == blockreg ]]; then
-            bench_one "$run" blockreg "$BR_HOST" "$d/blockreg"
-        else
-            bench_one "$run" registry2 "$R2_HOST" "$d/registry2/storage"
-        fi
-    done
-    stop_pid "$BR_PID"
-    stop_pid "$R2_PID"
+# What was loaded: image ID and layer diff IDs, to check every pull against.
+declare -A WANT_ID WANT_LAYERS PUSHED_DIGEST
+for img in "${BENCH_IMAGES[@]}"; do
+    WANT_ID["$img"]="$(image_id "$img")"
+    WANT_LAYERS["$img"]="$(image_layers "$img" | tr '\n' ' ')"
 done
 
-# median RUN-VALUES...: the median of the values (lower middle for even counts).
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+# RESULT[run,registry,metric] = value; METRICS in first-recorded order;
+# LABEL[metric], KIND[metric] (bytes, s, text).
+declare -A RESULT LABEL KIND
+METRICS=()
+record() { # RUN NAME METRIC LABEL KIND VALUE
+    RESULT["$1,$2,$3"]="$6"
+    if [[ -z "${LABEL[$3]:-}" ]]; then
+        METRICS+=("$3")
+        LABEL["$3"]="$4"
+        KIND["$3"]="$5"
+    fi
+}
+add() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a + b }'; }
+short() { local r="${1#bench/}"; echo "$r"; }
+
+# stats_json DATA: blockreg's figures of the store (server may be running).
+stats_json() { "$BLOCKREG" stats --data "$1" --json "${STATS_ARGS[@]}" 2>>"$LOG_DIR/bench-stats.log"; }
+
+# wait_converted DATA: poll until blockreg reports no pending conversions
+# (every 0.5 s, up to 30 min). Prints the seconds waited; "n/a" when the
+# binary does not report "pending" (nothing to wait for).
+wait_converted() {
+    local t0 js p i
+    t0="$(now)"
+    for ((i = 0; i < 3600; i++)); do
+        js="$(stats_json "$1")" || { log "blockreg stats failed"; show_log "$LOG_DIR/bench-stats.log" 5; }
+        p="$(jq -r 'if has("pending") then .pending else "absent" end' <<<"$js" 2>/dev/null)"
+        if [[ "$p" == absent ]]; then echo n/a; return 0; fi
+        if [[ "$p" == 0 ]]; then elapsed "$t0"; return 0; fi
+        sleep 0.5
+    done
+    log "blockreg still has $p pending conversions after 30 min"
+    elapsed "$t0"
+}
+
+# record_stats RUN PREFIX LABEL DATA: blockreg stats fields as rows.
+record_stats() {
+    local js f v
+    js="$(stats_json "$4")" || return 0
+    for f in logical_bytes unique_bytes stored_bytes block_bytes cache_bytes blobs blocks packs ratio pending; do
+        v="$(jq -r --arg f "$f" 'if has($f) then .[$f] else empty end' <<<"$js")"
+        [[ -n "$v" ]] || continue
+        case "$f" in
+            *_bytes) record "$1" blockreg "$2_$f" "$3: $f" bytes "$v" ;;
+            ratio) record "$1" blockreg "$2_$f" "$3: $f" x "$v" ;;
+            *) record "$1" blockreg "$2_$f" "$3: $f" text "$v" ;;
+        esac
+    done
+}
+
+store_du() { du -sb "$1" 2>/dev/null | cut -f1; }
+
+# verify_pull IMG HOST: the pulled image is the pushed one.
+verify_pull() {
+    local img="$1" host="$2" ref="$2/${1}" repo id layers digests
+    repo="${ref%:*}"
+    id="$(image_id "$ref")" || die "pulled $ref is missing"
+    [[ "$id" == "${WANT_ID[$img]}" ]] || die "pulled $ref has ID $id, pushed ${WANT_ID[$img]}"
+    layers="$(image_layers "$ref" | tr '\n' ' ')"
+    [[ "$layers" == "${WANT_LAYERS[$img]}" ]] || die "pulled $ref has other layers than pushed: $layers vs ${WANT_LAYERS[$img]}"
+    digests="$(docker image inspect -f '{{range .RepoDigests}}{{println .}}{{end}}' "$ref")"
+    grep -qxF "$repo@${PUSHED_DIGEST[$host,$img]}" <<<"$digests" \
+        || die "pulled $ref has repo digests [$(tr '\n' ' ' <<<"$digests")], pushed ${PUSHED_DIGEST[$host,$img]}"
+}
+
+# pull_all RUN NAME HOST PHASE: remove local images, pull every image, check.
+pull_all() {
+    local run="$1" name="$2" host="$3" phase="$4" img t0 t total=0
+    remove_local_images
+    for img in "${BENCH_IMAGES[@]}"; do
+        t0="$(now)"
+        docker pull "$host/$img" >>"$LOG_DIR/pull-$name.log" 2>&1 \
+            || { show_log "$LOG_DIR/pull-$name.log" 10; die "$phase pull of $img from $name failed"; }
+        t="$(elapsed "$t0")"
+        verify_pull "$img" "$host"
+        record "$run" "$name" "pull_${phase}_$img" "pull $phase $(short "$img") (s)" s "$t"
+        total="$(add "$total" "$t")"
+    done
+    record "$run" "$name" "pull_${phase}_total" "**pull $phase, total (s)**" s "$total"
+}
+
+for ((run = 1; run <= BENCH_RUNS; run++)); do
+    d="$WORK_DIR/run$run"
+    if ((run % 2)); then order=(blockreg registry2); else order=(registry2 blockreg); fi
+    declare -A HOST=()
+    for k in br1 r2a br2 r2b; do HOST[$k]="127.0.0.1:$(free_port)"; done
+    ((run > 1)) && { remove_local_images; reload_bench_corpus || die "docker load failed"; }
+
+    # ---- 1. docker push, store size after each push
+    log "run $run/$BENCH_RUNS: docker push of ${#BENCH_IMAGES[@]} images"
+    bench_start_blockreg "$d/br-docker" "$LOG_DIR/br-docker-$run.log" "${HOST[br1]#*:}" BR1_PID || die "blockreg did not start"
+    bench_start_registry2 "$d/r2-docker" "$LOG_DIR/r2-docker-$run.log" "${HOST[r2a]#*:}" R2A_PID || die "registry:2 did not start"
+    declare -A NAMEHOST=([blockreg]="${HOST[br1]}" [registry2]="${HOST[r2a]}")
+    tot_br=0 tot_r2=0 tot_wait=0
+    for img in "${BENCH_IMAGES[@]}"; do
+        for name in "${order[@]}"; do
+            host="${NAMEHOST[$name]}"
+            docker tag "$img" "$host/$img"
+            t0="$(now)"
+            docker push "$host/$img" >"$LOG_DIR/push-one.log" 2>&1 \
+                || { show_log "$LOG_DIR/push-one.log" 10; die "docker push of $img to $name failed"; }
+            t="$(elapsed "$t0")"
+            cat "$LOG_DIR/push-one.log" >>"$LOG_DIR/push-$name.log"
+            PUSHED_DIGEST["$host,$img"]="$(sed -n 's/.*digest: \(sha256:[0-9a-f]\{64\}\).*/\1/p' "$LOG_DIR/push-one.log" | tail -n1)"
+            [[ -n "${PUSHED_DIGEST[$host,$img]}" ]] || die "no digest in docker push output for $img ($name)"
+            record "$run" "$name" "push_docker_$img" "push docker $(short "$img") (s)" s "$t"
+            if [[ "$name" == blockreg ]]; then tot_br="$(add "$tot_br" "$t")"; else tot_r2="$(add "$tot_r2" "$t")"; fi
+        done
+        w="$(wait_converted "$d/br-docker")"
+        record "$run" blockreg "wait_docker_$img" "conversion wait after $(short "$img") (s)" s "$w"
+        [[ "$w" != n/a ]] && tot_wait="$(add "$tot_wait" "$w")" || tot_wait=n/a
+        record "$run" blockreg "stored_docker_$img" "stored after docker push $(short "$img") (du -sb)" bytes "$(store_du "$d/br-docker")"
+        record "$run" registry2 "stored_docker_$img" "stored after docker push $(short "$img") (du -sb)" bytes "$(store_du "$d/r2-docker/storage")"
+    done
+    record "$run" blockreg push_docker_total "**push docker, total (s)**" s "$tot_br"
+    record "$run" registry2 push_docker_total "**push docker, total (s)**" s "$tot_r2"
+    record "$run" blockreg wait_docker_total "**conversion wait, total (s)**" s "$tot_wait"
+    if [[ -d "$d/br-docker/cache" ]]; then
+        record "$run" blockreg stored_docker_nocache "stored after all docker pushes, without DATA/cache (du -sb)" bytes \
+            "$(du -sb --exclude=./cache "$d/br-docker" | cut -f1)"
+    fi
+    record_stats "$run" statsdocker "blockreg stats after docker pushes" "$d/br-docker"
+    record "$run" blockreg rss_docker "peak RSS, docker push phase (VmHWM)" bytes "$(vm_hwm "$BR1_PID")"
+    record "$run" registry2 rss_docker "peak RSS, docker push phase (VmHWM)" bytes "$(vm_hwm "$R2A_PID")"
+
+    # ---- 2. skopeo copy from OCI layouts (uncompressed) into fresh stores
+    log "run $run/$BENCH_RUNS: skopeo copy of ${#BENCH_IMAGES[@]} images"
+    bench_start_blockreg "$d/br-skopeo" "$LOG_DIR/br-skopeo-$run.log" "${HOST[br2]#*:}" BR2_PID || die "blockreg did not start"
+    bench_start_registry2 "$d/r2-skopeo" "$LOG_DIR/r2-skopeo-$run.log" "${HOST[r2b]#*:}" R2B_PID || die "registry:2 did not start"
+    declare -A NAMEHOST=([blockreg]="${HOST[br2]}" [registry2]="${HOST[r2b]}")
+    tot_br=0 tot_r2=0 tot_wait=0
+    for img in "${BENCH_IMAGES[@]}"; do
+        for name in "${order[@]}"; do
+            host="${NAMEHOST[$name]}"
+            t0="$(now)"
+            skopeo copy --quiet --preserve-digests --dest-tls-verify=false \
+                "oci:${OCI_DIR[$img]}:img" "docker://$host/$img" >>"$LOG_DIR/skopeo-$name.log" 2>&1 \
+                || { show_log "$LOG_DIR/skopeo-$name.log" 10; die "skopeo copy of $img to $name failed"; }
+            t="$(elapsed "$t0")"
+            record "$run" "$name" "push_skopeo_$img" "push skopeo $(short "$img") (s)" s "$t"
+            if [[ "$name" == blockreg ]]; then tot_br="$(add "$tot_br" "$t")"; else tot_r2="$(add "$tot_r2" "$t")"; fi
+        done
+        w="$(wait_converted "$d/br-skopeo")"
+        [[ "$w" != n/a ]] && tot_wait="$(add "$tot_wait" "$w")" || tot_wait=n/a
+    done
+    record "$run" blockreg push_skopeo_total "**push skopeo, total (s)**" s "$tot_br"
+    record "$run" registry2 push_skopeo_total "**push skopeo, total (s)**" s "$tot_r2"
+    record "$run" blockreg wait_skopeo_total "**conversion wait after skopeo pushes, total (s)**" s "$tot_wait"
+    record "$run" blockreg stored_skopeo "**stored after all skopeo pushes (du -sb)**" bytes "$(store_du "$d/br-skopeo")"
+    record "$run" registry2 stored_skopeo "**stored after all skopeo pushes (du -sb)**" bytes "$(store_du "$d/r2-skopeo/storage")"
+    record_stats "$run" statsskopeo "blockreg stats after skopeo pushes" "$d/br-skopeo"
+    record "$run" blockreg rss_skopeo "peak RSS, skopeo push phase (VmHWM)" bytes "$(vm_hwm "$BR2_PID")"
+    record "$run" registry2 rss_skopeo "peak RSS, skopeo push phase (VmHWM)" bytes "$(vm_hwm "$R2B_PID")"
+    stop_pid "$BR2_PID"
+    stop_pid "$R2B_PID"
+
+    # ---- 3. pulls: cold (restarted servers, blockreg cache removed), warm
+    log "run $run/$BENCH_RUNS: cold pulls"
+    remove_local_images
+    stop_pid "$BR1_PID"
+    stop_pid "$R2A_PID"
+    rm -rf "$d/br-docker/cache"
+    bench_start_blockreg "$d/br-docker" "$LOG_DIR/br-docker-$run.log" "${HOST[br1]#*:}" BR1_PID || die "blockreg did not restart"
+    bench_start_registry2 "$d/r2-docker" "$LOG_DIR/r2-docker-$run.log" "${HOST[r2a]#*:}" R2A_PID || die "registry:2 did not restart"
+    declare -A NAMEHOST=([blockreg]="${HOST[br1]}" [registry2]="${HOST[r2a]}")
+    for name in "${order[@]}"; do pull_all "$run" "$name" "${NAMEHOST[$name]}" cold; done
+    log "run $run/$BENCH_RUNS: warm pulls"
+    for name in "${order[@]}"; do pull_all "$run" "$name" "${NAMEHOST[$name]}" warm; done
+    record "$run" blockreg stored_after_pulls "stored after the pulls, with DATA/cache (du -sb)" bytes "$(store_du "$d/br-docker")"
+    record "$run" registry2 stored_after_pulls "stored after the pulls, with DATA/cache (du -sb)" bytes "$(store_du "$d/r2-docker/storage")"
+    record "$run" blockreg rss_pull "**peak RSS, pull phase (VmHWM, at the end)**" bytes "$(vm_hwm "$BR1_PID")"
+    record "$run" registry2 rss_pull "**peak RSS, pull phase (VmHWM, at the end)**" bytes "$(vm_hwm "$R2A_PID")"
+    remove_local_images
+    stop_pid "$BR1_PID"
+    stop_pid "$R2A_PID"
+    # The stores of this run are not needed any more.
+    [[ -z "${KEEP_WORK:-}" ]] && rm -rf "$d"
+done
+
+# ---------------------------------------------------------------- report
+
+# value NAME METRIC: the median over the runs (lower middle for even counts);
+# empty when not recorded; a non-numeric value is passed through.
 value() {
-    local vals=() r
-    for ((r = 1; r <= BENCH_RUNS; r++)); do vals+=("${RESULT["$r,$1,$2"]}"); done
-    median "${vals[@]}"
+    local vals=() r v
+    for ((r = 1; r <= BENCH_RUNS; r++)); do
+        v="${RESULT["$r,$1,$2"]:-}"
+        [[ -n "$v" ]] && vals+=("$v")
+    done
+    ((${#vals[@]})) || return 0
+    [[ "${vals[0]}" =~ ^[0-9.eE+-]+$ ]] || { echo "${vals[0]}"; return 0; }
+    printf '%s\n' "${vals[@]}" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
 }
-label() {
+human() { # KIND VALUE
+    [[ -n "$2" ]] || { echo "-"; return; }
+    [[ "$2" =~ ^[0-9.eE+-]+$ ]] || { echo "$2"; return; }
     case "$1" in
-        push_total_s) echo "push all three (s)" ;;
-        pull_total_s) echo "pull all three (s)" ;;
-        push_*_s) local r="${1#push_}"; echo "push ${r%_s} (s)" ;;
-        pull_*_s) local r="${1#pull_}"; echo "pull ${r%_s} (s)" ;;
-        store_du_bytes) echo "store on disk (du -sb)" ;;
-        logical_bytes) echo "blob bytes (logical)" ;;
-        stored_blob_bytes) echo "blob data stored" ;;
-        *) echo "$1" ;;
-    esac
-}
-human() {
-    case "$1" in
-        *_bytes) awk -v b="$2" 'BEGIN { printf "%.1f MiB", b / 1048576 }' ;;
+        bytes) awk -v b="$2" 'BEGIN { printf "%.1f MiB", b / 1048576 }' ;;
+        s | x) awk -v b="$2" 'BEGIN { printf "%.2f", b }' ;;
         *) echo "$2" ;;
     esac
 }
+ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else print "-" }'
+}
+section_of() {
+    case "$1" in
+        stored_*) echo 1 ;; push_docker_*) echo 2 ;; wait_*) echo 3 ;; push_skopeo_*) echo 4 ;;
+        pull_cold_*) echo 5 ;; pull_warm_*) echo 6 ;; stats*) echo 7 ;; rss_*) echo 8 ;; *) echo 9 ;;
+    esac
+}
 
+T_TOTAL="$(elapsed "$T_START")"
+report="$WORK_DIR/latest.md"
+{
+    echo "# blockreg vs registry:2"
+    echo
+    echo "$(date -u +%Y-%m-%dT%H:%MZ), ${BR_VERSION:-blockreg}${BENCH_GUEST:+, guest $BENCH_GUEST}," \
+        "$BENCH_RUNS run(s)$( ((BENCH_RUNS > 1)) && echo ', median'), ${#BENCH_IMAGES[@]} images" \
+        "($( [[ "${BENCH_QUICK:-}" == 1 ]] && echo quick: )${BENCH_IMAGES[*]}), dockerd storage $BENCH_DRIVER," \
+        "$(nproc) cores. Corpus ready in ${T_CORPUS} s, whole run ${T_TOTAL} s."
+    echo "Times are wall seconds on loopback; sizes du -sb of the store directory (blockreg: the whole"
+    echo "DATA dir; registry:2: its storage root), measured after blockreg's background conversion finished."
+    echo
+    echo "| metric | blockreg | registry:2 | ours/registry:2 |"
+    echo "|---|---:|---:|---:|"
+    for sec in 1 2 3 4 5 6 7 8 9; do
+        for m in "${METRICS[@]}"; do
+            [[ "$(section_of "$m")" == "$sec" ]] || continue
+            ours="$(value blockreg "$m")" theirs="$(value registry2 "$m")"
+            printf '| %s | %s | %s | %s |\n' "${LABEL[$m]}" "$(human "${KIND[$m]}" "$ours")" \
+                "$(human "${KIND[$m]}" "$theirs")" "$(ratio "$ours" "$theirs")"
+        done
+    done
+} >"$report"
 echo
-printf 'blockreg vs registry:2, %s run(s)%s; times in seconds (wall, docker CLI)\n' \
-    "$BENCH_RUNS" "$( ((BENCH_RUNS > 1)) && echo ', median')"
-printf '%-26s %14s %14s %10s\n' metric blockreg registry:2 ours/r2
-for m in "${METRICS[@]}"; do
-    ours="$(value blockreg "$m")" theirs="$(value registry2 "$m")"
-    ratio="$(awk -v a="$ours" -v b="$theirs" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
-    printf '%-26s %14s %14s %10s\n' "$(label "$m")" "$(human "$m" "$ours")" "$(human "$m" "$theirs")" "$ratio"
-done
-echo "blob bytes: sum of the stored blobs' sizes; blob data stored: unique blocks (blockreg) or blob files (registry:2)"
+cat "$report"
+mkdir -p "$BENCH_DIR/results"
+cp "$report" "$BENCH_DIR/results/latest.md"
+log "written to $BENCH_DIR/results/latest.md"

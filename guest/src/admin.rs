@@ -1,39 +1,87 @@
-//! The `admin` export: store statistics and the guest's identity.
+//! The `admin` export: store statistics, background conversion, and the
+//! guest's identity.
 
-use crate::bindings::exports::blockreg::registry::admin::{Error, Guest, GuestInfo, Stats};
-use crate::chunker::{Chunker, FixedChunker};
+use crate::bindings::exports::blockreg::registry::admin::{
+    Conversion, Error, Guest, GuestInfo, Stats,
+};
+use crate::cache::Cache;
+use crate::chunker::Chunker;
+use crate::packs::Packs;
 use crate::store::Store;
 
 /// Where the host grants the store.
 pub const DATA_ROOT: &str = "/data";
 
+fn io_error(e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::InvalidData {
+        Error::Corrupt(e.to_string())
+    } else {
+        Error::Io(e.to_string())
+    }
+}
+
 impl Guest for crate::Component {
     fn get_stats() -> Result<Stats, Error> {
-        let io = |e: std::io::Error| {
-            if e.kind() == std::io::ErrorKind::InvalidData {
-                Error::Corrupt(e.to_string())
-            } else {
-                Error::Io(e.to_string())
-            }
-        };
-        let store = Store::open(DATA_ROOT).map_err(io)?;
-        let usage = store.usage().map_err(io)?;
-        let repos = store.repositories().map_err(io)?;
+        let store = Store::open(DATA_ROOT).map_err(io_error)?;
+        let usage = store.usage().map_err(io_error)?;
+        let repos = store.repositories().map_err(io_error)?;
+        let packs = Packs::new(store.root());
+        let index = packs.totals().map_err(io_error)?;
+        let (pack_count, pack_bytes) = packs.pack_totals().map_err(io_error)?;
+        let index_bytes = index.blocks * crate::packs::RECORD_LEN as u64;
+        let (_, cache_bytes) = Cache::new(store.root(), 0).usage().map_err(io_error)?;
         Ok(Stats {
             blobs: usage.blobs,
             logical_bytes: usage.logical_bytes,
-            blocks: usage.blocks,
-            block_bytes: usage.block_bytes,
+            blocks: index.blocks + usage.loose_blocks,
+            block_bytes: index.bytes + usage.loose_bytes,
+            packs: pack_count,
+            stored_bytes: pack_bytes
+                + index_bytes
+                + usage.recipe_bytes
+                + usage.loose_bytes
+                + usage.original_bytes,
+            cache_bytes,
+            pending: usage.pending,
+            failed: usage.failed,
             repositories: repos.len() as u64,
             manifests: repos.iter().map(|(_, n)| n).sum(),
             uploads: usage.uploads,
         })
     }
 
+    fn convert_next() -> Result<Option<Conversion>, Error> {
+        let store = Store::open(DATA_ROOT).map_err(io_error)?;
+        let Some(digest) = store.pending_blobs().map_err(io_error)?.into_iter().next() else {
+            return Ok(None);
+        };
+        match crate::convert::convert(&store, &digest) {
+            Ok(c) => Ok(Some(Conversion {
+                digest: c.digest.to_string(),
+                size: c.size,
+                encoding: c.encoding,
+                content_bytes: c.content_bytes,
+                new_blocks: c.new_blocks,
+                new_bytes: c.new_bytes,
+                fallback: c.fallback,
+            })),
+            Err(e) => {
+                // Data errors (a block with a SHA-1 collision attack, a raw
+                // recipe that does not rebuild) will not heal by retrying:
+                // the blob stays served from its original. I/O errors may
+                // (a full disk): the blob stays pending.
+                if e.kind() == std::io::ErrorKind::InvalidData {
+                    let _ = store.mark_conversion_failed(&digest, &e.to_string());
+                }
+                Err(Error::Other(format!("converting {digest}: {e}")))
+            }
+        }
+    }
+
     fn describe() -> GuestInfo {
         GuestInfo {
             version: crate::routes::guest_version(),
-            chunker: FixedChunker::default().name(),
+            chunker: crate::convert::chunker().name(),
         }
     }
 }

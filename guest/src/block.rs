@@ -29,6 +29,16 @@ impl BlockId {
         }
     }
 
+    /// The 20 raw bytes.
+    pub fn as_bytes(&self) -> &[u8; 20] {
+        &self.0
+    }
+
+    /// From 20 raw bytes (as stored in index records).
+    pub fn from_bytes(bytes: [u8; 20]) -> Self {
+        Self(bytes)
+    }
+
     pub fn to_hex(&self) -> String {
         crate::hex::encode(&self.0)
     }

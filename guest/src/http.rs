@@ -1,7 +1,8 @@
 //! The HTTP request and response as the routes see them, decoupled from the
 //! `wasi:http` resources so the routing logic stays plain Rust.
 
-use crate::recipe::Recipe;
+use crate::oci::Digest;
+use crate::store::BlobSource;
 
 /// A request's head. The body is passed to routes separately as a reader.
 #[derive(Debug, Default)]
@@ -110,9 +111,10 @@ pub enum Body {
     None,
     /// A small body held in memory (JSON, manifests, errors).
     Bytes(Vec<u8>),
-    /// Bytes `start..end` of a stored blob, streamed block by block.
+    /// Bytes `start..end` of a stored blob, streamed from its source.
     Blob {
-        recipe: Recipe,
+        digest: Digest,
+        source: BlobSource,
         start: u64,
         end: u64,
     },

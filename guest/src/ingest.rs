@@ -1,52 +1,24 @@
-//! Turning a finished upload into blocks and a recipe.
+//! Committing a finished upload at stream speed.
 //!
-//! One pass over the uploaded bytes hashes them for the client's digest and
-//! cuts them into blocks. Blocks are content-addressed, so writing them
-//! before the digest is verified commits nothing: a blob exists only once
-//! its recipe is written, and that happens only after the digest matched.
+//! One pass hashes the uploaded bytes; if they match the client's digest the
+//! upload's file is fsynced and renamed to the blob's `original`, and the push
+//! is answered. Cutting the blob into blocks — slow for compressed layers,
+//! whose compression is analysed so it can be recreated bit for bit — happens
+//! later, in the background (`convert.rs`). A blob exists from the moment its
+//! original is renamed in; nothing is visible before its digest matched.
 
 use std::io::Read;
 
-use crate::block::BlockId;
-use crate::chunker::{Chunker, FixedChunker};
 use crate::oci::{Digest, ErrorCode, Hasher, RegistryError, Result};
-use crate::recipe::{BlockRef, Recipe};
-use crate::store::Store;
+use crate::store::{Store, UploadId};
 
-/// What ingesting one blob did.
-#[derive(Debug)]
-pub struct Ingested {
-    pub recipe: Recipe,
-    pub new_blocks: u64,
-}
-
-/// Chunks and hashes `data`; commits its recipe if it matches `expected`.
+/// Hashes everything `data` yields.
 ///
 /// # Errors
-/// `DIGEST_INVALID` if the bytes do not hash to `expected` (nothing is
-/// committed), `BLOB_UPLOAD_INVALID` for a block carrying a SHA-1 collision
-/// attack, `UNKNOWN` for storage failures.
-pub fn ingest(store: &Store, data: &mut dyn Read, expected: &Digest) -> Result<Ingested> {
+/// `UNKNOWN` when reading fails.
+pub fn hash_all(data: &mut dyn Read, expected: &Digest) -> Result<(Digest, u64)> {
     let mut hasher = Hasher::new(expected.algorithm());
-    let mut chunker = FixedChunker::default();
-    let mut blocks = Vec::new();
-    let mut new_blocks = 0u64;
     let mut size = 0u64;
-    let mut emit = |b: &[u8]| -> Result<()> {
-        let id = BlockId::compute(b)
-            .map_err(|e| RegistryError::new(ErrorCode::BlobUploadInvalid, e.to_string()))?;
-        if store
-            .put_block(&id, b)
-            .map_err(|e| RegistryError::storage("writing a block", &e))?
-        {
-            new_blocks += 1;
-        }
-        blocks.push(BlockRef {
-            id,
-            len: b.len() as u32,
-        });
-        Ok(())
-    };
     let mut buf = vec![0u8; 1024 * 1024];
     loop {
         let n = data
@@ -57,10 +29,22 @@ pub fn ingest(store: &Store, data: &mut dyn Read, expected: &Digest) -> Result<I
         }
         size += n as u64;
         hasher.update(&buf[..n]);
-        chunker.feed(&buf[..n], &mut emit)?;
     }
-    chunker.finish(&mut emit)?;
-    let actual = hasher.finish();
+    Ok((hasher.finish(), size))
+}
+
+/// Verifies an upload session's bytes against `expected` and commits them
+/// as that blob. Returns the blob's size.
+///
+/// # Errors
+/// `DIGEST_INVALID` if the bytes do not hash to `expected` (nothing is
+/// committed), `UNKNOWN` for storage failures.
+pub fn commit_upload(store: &Store, id: &UploadId, expected: &Digest) -> Result<u64> {
+    let mut data = store
+        .open_upload_data(id)
+        .map_err(|e| RegistryError::storage("opening upload data", &e))?;
+    let (actual, size) = hash_all(&mut data, expected)?;
+    drop(data);
     if &actual != expected {
         return Err(RegistryError::new(
             ErrorCode::DigestInvalid,
@@ -70,18 +54,10 @@ pub fn ingest(store: &Store, data: &mut dyn Read, expected: &Digest) -> Result<I
             serde_json::json!({"expected": expected.to_string(), "actual": actual.to_string()}),
         ));
     }
-    let recipe = Recipe {
-        digest: actual,
-        size,
-        chunker: chunker.name(),
-        blocks,
-    };
-    if !store.has_blob(&recipe.digest) {
-        store
-            .put_recipe(&recipe)
-            .map_err(|e| RegistryError::storage("writing a recipe", &e))?;
-    }
-    Ok(Ingested { recipe, new_blocks })
+    store
+        .commit_original(id, expected)
+        .map_err(|e| RegistryError::storage("committing a blob", &e))?;
+    Ok(size)
 }
 
 #[cfg(test)]
@@ -90,45 +66,23 @@ mod tests {
     use crate::oci::Algorithm;
     use crate::test_support::{scratch_store, seeded_bytes};
 
-    fn rebuild(store: &Store, r: &Recipe) -> Vec<u8> {
-        r.blocks
-            .iter()
-            .flat_map(|b| store.read_block(&b.id).unwrap())
-            .collect()
+    fn upload(store: &Store, data: &[u8]) -> UploadId {
+        let id = store.create_upload(&"t/r".parse().unwrap()).unwrap();
+        store.append_upload(&id, &mut &data[..], None).unwrap();
+        id
     }
 
     #[test]
-    fn ingested_blob_rebuilds_to_its_digest() {
-        let store = scratch_store("ingest-roundtrip");
+    fn committed_blob_is_its_original_until_converted() {
+        let store = scratch_store("ingest-commit");
         let data = seeded_bytes(1, 3 * 4096 + 17);
         let d = Digest::of(Algorithm::Sha256, &data);
-        let got = ingest(&store, &mut data.as_slice(), &d).unwrap();
-        assert_eq!(got.recipe.size, data.len() as u64);
-        assert_eq!(got.new_blocks, 4);
-        let back = store.recipe(&d).unwrap().unwrap();
-        assert_eq!(rebuild(&store, &back), data);
-    }
-
-    #[test]
-    fn shared_blocks_are_stored_once() {
-        let store = scratch_store("ingest-dedup");
-        let a = seeded_bytes(2, 8 * 4096);
-        let mut b = a.clone();
-        b.extend_from_slice(b"tail");
-        ingest(
-            &store,
-            &mut a.as_slice(),
-            &Digest::of(Algorithm::Sha256, &a),
-        )
-        .unwrap();
-        let second = ingest(
-            &store,
-            &mut b.as_slice(),
-            &Digest::of(Algorithm::Sha256, &b),
-        )
-        .unwrap();
-        assert_eq!(second.new_blocks, 1, "only the tail block is new");
-        assert_eq!(store.usage().unwrap().blocks, 9);
+        let id = upload(&store, &data);
+        assert_eq!(commit_upload(&store, &id, &d).unwrap(), data.len() as u64);
+        assert!(store.has_blob(&d));
+        assert_eq!(store.blob_size(&d).unwrap(), Some(data.len() as u64));
+        assert_eq!(std::fs::read(store.original_path(&d)).unwrap(), data);
+        assert_eq!(store.pending_blobs().unwrap(), vec![d]);
     }
 
     #[test]
@@ -136,19 +90,11 @@ mod tests {
         let store = scratch_store("ingest-wrong");
         let data = seeded_bytes(3, 5000);
         let wrong = Digest::of(Algorithm::Sha256, b"something else");
-        let err = ingest(&store, &mut data.as_slice(), &wrong).unwrap_err();
+        let id = upload(&store, &data);
+        let err = commit_upload(&store, &id, &wrong).unwrap_err();
         assert_eq!(err.code, ErrorCode::DigestInvalid);
         assert!(!store.has_blob(&wrong));
         assert!(!store.has_blob(&Digest::of(Algorithm::Sha256, &data)));
-    }
-
-    #[test]
-    fn empty_blob_has_an_empty_recipe() {
-        let store = scratch_store("ingest-empty");
-        let d = Digest::of(Algorithm::Sha256, b"");
-        let got = ingest(&store, &mut &b""[..], &d).unwrap();
-        assert!(got.recipe.blocks.is_empty());
-        assert!(store.has_blob(&d));
     }
 
     #[test]
@@ -156,7 +102,8 @@ mod tests {
         let store = scratch_store("ingest-sha512");
         let data = seeded_bytes(4, 10_000);
         let d = Digest::of(Algorithm::Sha512, &data);
-        ingest(&store, &mut data.as_slice(), &d).unwrap();
+        let id = upload(&store, &data);
+        commit_upload(&store, &id, &d).unwrap();
         assert!(store.has_blob(&d));
     }
 }

@@ -3,23 +3,33 @@
 //! `/data` directory its host grants.
 //!
 //! Where to look: `routes/` (one file per endpoint group), `oci/` (digests,
-//! names, media types, error codes), `chunker.rs` and `recipe.rs` (pure
-//! block logic), `ingest.rs` (upload → blocks + recipe), `store.rs` (all
-//! file I/O), `http.rs` (request/response model) and this file (the glue to
-//! the `wasi:http` resources).
+//! names, media types, error codes); pure block logic in `chunker.rs`,
+//! `tarchunk.rs` (cuts at tar members), `deflate.rs` (gzip analysis and
+//! bit-exact recreation) and `recipe.rs`; `ingest.rs` (upload → committed
+//! original at stream speed), `convert.rs` (original → blocks + recipe, in
+//! the background), `rebuild.rs` (recipe → exact bytes), `packs.rs` (pack
+//! files and block index), `cache.rs` (recreated blobs), `store.rs` (the
+//! rest of the file I/O), `http.rs` (request/response model) and this file
+//! (the glue to the `wasi:http` resources).
 
 pub mod admin;
 pub mod bindings;
 pub mod block;
+pub mod cache;
 pub mod chunker;
+pub mod convert;
+pub mod deflate;
 pub mod hex;
 pub mod http;
 pub mod ingest;
 pub mod oci;
+pub mod packs;
+pub mod rebuild;
 pub mod recipe;
 pub mod routes;
 pub mod store;
 mod sys;
+pub mod tarchunk;
 #[cfg(test)]
 mod test_support;
 
@@ -94,31 +104,78 @@ fn write_all(out: &OutputStream, mut data: &[u8]) -> Result<(), StreamError> {
     Ok(())
 }
 
-/// Streams bytes `start..end` of a blob, block by block, in batches.
+/// Copies `len` bytes of `input` to the client in batches; `tee` sees them too.
+fn stream_reader(
+    out: &OutputStream,
+    input: &mut dyn Read,
+    len: u64,
+    mut tee: Option<&mut cache::Fill>,
+) -> Result<(), String> {
+    const BATCH: usize = 256 * 1024;
+    let mut buf = vec![0u8; BATCH];
+    let mut left = len;
+    while left > 0 {
+        let want = (left as usize).min(BATCH);
+        let n = input
+            .read(&mut buf[..want])
+            .map_err(|e| format!("reading the blob: {e}"))?;
+        if n == 0 {
+            return Err(format!("the blob ended {left} bytes early"));
+        }
+        if let Some(t) = tee.as_deref_mut() {
+            t.write(&buf[..n]);
+        }
+        write_all(out, &buf[..n]).map_err(|e| format!("client went away: {e:?}"))?;
+        left -= n as u64;
+    }
+    out.blocking_flush().map_err(|e| format!("flush: {e:?}"))
+}
+
+/// Streams bytes `start..end` of a blob from wherever it is right now: its
+/// original, the cache, or recreated from its recipe (filling the cache).
 fn stream_blob(
     store: &Store,
     out: &OutputStream,
-    recipe: &recipe::Recipe,
+    digest: &oci::Digest,
+    source: store::BlobSource,
     start: u64,
     end: u64,
 ) -> Result<(), String> {
-    const BATCH: usize = 256 * 1024;
-    let mut buf = Vec::with_capacity(BATCH + 64 * 1024);
-    for (block, skip, take) in recipe.slice(start, end) {
-        let bytes = store
-            .read_block(&block.id)
-            .map_err(|e| format!("block {} of {}: {e}", block.id, recipe.digest))?;
-        let part = bytes
-            .get(skip..skip + take)
-            .ok_or_else(|| format!("block {} of {} is truncated", block.id, recipe.digest))?;
-        buf.extend_from_slice(part);
-        if buf.len() >= BATCH {
-            write_all(out, &buf).map_err(|e| format!("client went away: {e:?}"))?;
-            buf.clear();
+    use std::io::{Seek, SeekFrom};
+    let len = end - start;
+    let recipe = match source {
+        store::BlobSource::Original(mut f, _) => {
+            f.seek(SeekFrom::Start(start))
+                .map_err(|e| format!("seeking {digest}: {e}"))?;
+            return stream_reader(out, &mut io::BufReader::new(f), len, None);
+        }
+        store::BlobSource::Recipe(r) => r,
+    };
+    if recipe.is_verbatim() {
+        let mut r = rebuild::Rebuild::new(store.root(), recipe, start);
+        return stream_reader(out, &mut r, len, None);
+    }
+    let budget = store.settings().map(|s| s.cache_bytes).unwrap_or(0);
+    let cache = cache::Cache::new(store.root(), budget);
+    if let Some(mut f) = cache.open(digest, recipe.size) {
+        f.seek(SeekFrom::Start(start))
+            .map_err(|e| format!("seeking cached {digest}: {e}"))?;
+        return stream_reader(out, &mut io::BufReader::new(f), len, None);
+    }
+    let whole = start == 0 && end == recipe.size;
+    let mut fill = if whole {
+        cache.fill(digest, recipe.size).ok().flatten()
+    } else {
+        None
+    };
+    let mut r = rebuild::Rebuild::new(store.root(), recipe, start);
+    stream_reader(out, &mut r, len, fill.as_mut())?;
+    if let Some(f) = fill {
+        if let Err(e) = f.commit() {
+            eprintln!("blockreg-guest: caching {digest}: {e}");
         }
     }
-    write_all(out, &buf).map_err(|e| format!("client went away: {e:?}"))?;
-    out.blocking_flush().map_err(|e| format!("flush: {e:?}"))
+    Ok(())
 }
 
 fn send(store: Option<&Store>, resp: Response, out: ResponseOutparam) {
@@ -144,8 +201,13 @@ fn send(store: Option<&Store>, resp: Response, out: ResponseOutparam) {
         Body::Bytes(bytes) => write_all(&stream, &bytes)
             .and_then(|()| stream.blocking_flush())
             .map_err(|e| format!("{e:?}")),
-        Body::Blob { recipe, start, end } => match store {
-            Some(store) => stream_blob(store, &stream, &recipe, start, end),
+        Body::Blob {
+            digest,
+            source,
+            start,
+            end,
+        } => match store {
+            Some(store) => stream_blob(store, &stream, &digest, source, start, end),
             None => Err("no store".into()),
         },
     };

@@ -1,24 +1,106 @@
-//! Recipes: the ordered list of blocks that rebuilds one blob, stored as
-//! `layers/<digest>/recipe.json`. Pure code; the store reads and writes them.
+//! Recipes: how to rebuild one blob, stored as `layers/<digest>/recipe.json`.
+//! Pure code; the store reads and writes them, `rebuild.rs` follows them.
 //!
-//! Format (version 1):
-//! `{"version":1,"digest":"sha256:…","size":N,"chunker":"fixed-4096","blocks":[["<sha1 hex>",len],…]}`.
-//! Every block carries its length, so a reader needs no knowledge of the
-//! chunker that wrote the recipe: any guest can rebuild any blob.
+//! A blob is described in two layers:
+//! - `content`: the decoded bytes as an ordered list of blocks (for a gzip
+//!   layer, the uncompressed tar; otherwise the blob's own bytes). Each block
+//!   names its SHA-1, its length and where it lives: a frame of a pack file
+//!   (`frames` table) and its offset inside the decompressed frame, or — for
+//!   format 1 stores — a loose file `blocks/<2 hex>/<sha1>`.
+//! - `layout`: how the blob's bytes are produced from the content, in order:
+//!   `{"lit":"<hex>"}` literal bytes (gzip headers, trailers), `{"copy":n}` the
+//!   next `n` content bytes as they are, `{"deflate":[[plain, [blocks…]],…]}` a
+//!   DEFLATE stream recreated bit for bit, segment by segment, from the next
+//!   `plain` content bytes and the correction bytes held in `blocks`.
+//!
+//! Version 2 (written by this guest):
+//! `{"version":2,"digest","size","chunker","encoding","frames":[[pack,offset,
+//! stored_len,len,codec],…],"content":[[sha1,len,frame,offset],…],"layout":[…]}`.
+//! Version 1 (`{"version":1,…,"blocks":[[sha1,len],…]}`, loose block files) is
+//! still read. Every block carries its length and location, so a reader needs
+//! no knowledge of the chunker that wrote the recipe: any guest rebuilds any
+//! blob.
 
 use serde::{Deserialize, Serialize};
 
 use crate::block::BlockId;
 use crate::oci::Digest;
 
-/// The recipe format version this guest writes and reads.
-pub const RECIPE_VERSION: u32 = 1;
+/// The recipe format version this guest writes.
+pub const RECIPE_VERSION: u32 = 2;
 
-/// One block of a blob, in order.
+/// How a frame's bytes are stored in its pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Codec {
+    /// As they are.
+    Stored,
+    /// Raw DEFLATE (RFC 1951).
+    Deflate,
+}
+
+impl Codec {
+    pub fn to_u8(self) -> u8 {
+        match self {
+            Codec::Stored => 0,
+            Codec::Deflate => 1,
+        }
+    }
+
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Codec::Stored),
+            1 => Some(Codec::Deflate),
+            _ => None,
+        }
+    }
+}
+
+/// A group of consecutive blocks compressed together inside a pack file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Frame {
+    /// The pack's id: 16 hex digits, file `blocks/packs/<id>.pack`.
+    pub pack: u64,
+    /// Where the frame starts in the pack.
+    pub offset: u64,
+    /// Its length in the pack.
+    pub stored_len: u32,
+    /// Its length once decompressed.
+    pub len: u32,
+    pub codec: Codec,
+}
+
+/// Where a block's bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Location {
+    /// A loose file `blocks/<2 hex>/<sha1>` (format 1).
+    Loose,
+    /// Index into the recipe's frame table, and offset in the decompressed frame.
+    Framed { frame: u32, offset: u32 },
+}
+
+/// One block of a recipe, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockRef {
     pub id: BlockId,
     pub len: u32,
+    pub at: Location,
+}
+
+/// One recreated segment of a DEFLATE stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// How many content bytes it compresses.
+    pub plain: u64,
+    /// The blocks holding its correction bytes, in order.
+    pub corrections: Vec<BlockRef>,
+}
+
+/// One step of producing the blob's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Lit(Vec<u8>),
+    Copy(u64),
+    Deflate(Vec<Segment>),
 }
 
 /// How to rebuild one blob.
@@ -26,8 +108,28 @@ pub struct BlockRef {
 pub struct Recipe {
     pub digest: Digest,
     pub size: u64,
+    /// The chunker that cut the content, e.g. `tar-4096` (informational).
     pub chunker: String,
-    pub blocks: Vec<BlockRef>,
+    /// `raw` (content is the blob) or `gzip` (content is its decoded bytes).
+    pub encoding: String,
+    pub frames: Vec<Frame>,
+    pub content: Vec<BlockRef>,
+    pub layout: Vec<Op>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum RawBlock {
+    Framed(String, u32, u32, u32),
+    Loose(String, u32),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawOp {
+    Lit(String),
+    Copy(u64),
+    Deflate(Vec<(u64, Vec<RawBlock>)>),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -36,7 +138,17 @@ struct RawRecipe {
     digest: String,
     size: u64,
     chunker: String,
-    blocks: Vec<(String, u32)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    encoding: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    frames: Vec<(String, u64, u32, u32, u8)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    content: Option<Vec<RawBlock>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    layout: Option<Vec<RawOp>>,
+    /// Format 1's block list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    blocks: Option<Vec<RawBlock>>,
 }
 
 /// Why a recipe file could not be used.
@@ -50,64 +162,262 @@ pub enum RecipeError {
     Inconsistent(String),
 }
 
+fn bad(msg: impl Into<String>) -> RecipeError {
+    RecipeError::Inconsistent(msg.into())
+}
+
+/// Pack ids are 64-bit numbers written as 16 hex digits.
+pub fn pack_name(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+fn parse_pack(s: &str) -> Result<u64, RecipeError> {
+    if s.len() != 16
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        return Err(bad(format!("bad pack id {s:?}")));
+    }
+    u64::from_str_radix(s, 16).map_err(|_| bad(format!("bad pack id {s:?}")))
+}
+
+fn block_to_raw(b: &BlockRef) -> RawBlock {
+    match b.at {
+        Location::Loose => RawBlock::Loose(b.id.to_hex(), b.len),
+        Location::Framed { frame, offset } => RawBlock::Framed(b.id.to_hex(), b.len, frame, offset),
+    }
+}
+
+fn block_from_raw(raw: RawBlock, frames: &[Frame]) -> Result<BlockRef, RecipeError> {
+    let (id, len, at) = match raw {
+        RawBlock::Loose(id, len) => (id, len, Location::Loose),
+        RawBlock::Framed(id, len, frame, offset) => {
+            let f = frames.get(frame as usize).ok_or_else(|| {
+                bad(format!(
+                    "block names frame {frame}, table has {}",
+                    frames.len()
+                ))
+            })?;
+            if u64::from(offset) + u64::from(len) > u64::from(f.len) {
+                return Err(bad(format!("block {id} overruns its frame")));
+            }
+            (id, len, Location::Framed { frame, offset })
+        }
+    };
+    Ok(BlockRef {
+        id: id.parse().map_err(RecipeError::Inconsistent)?,
+        len,
+        at,
+    })
+}
+
 impl Recipe {
-    /// Serializes to the on-disk JSON form.
+    /// A recipe whose blob is its content as it is (no encoding to recreate).
+    pub fn raw(
+        digest: Digest,
+        chunker: String,
+        frames: Vec<Frame>,
+        content: Vec<BlockRef>,
+    ) -> Self {
+        let size = content.iter().map(|b| u64::from(b.len)).sum();
+        Self {
+            digest,
+            size,
+            chunker,
+            encoding: "raw".into(),
+            frames,
+            layout: if size > 0 {
+                vec![Op::Copy(size)]
+            } else {
+                Vec::new()
+            },
+            content,
+        }
+    }
+
+    /// Whether the blob is its content verbatim, so any byte range can be
+    /// served without recreating what comes before it.
+    pub fn is_verbatim(&self) -> bool {
+        self.layout.iter().all(|op| matches!(op, Op::Copy(_)))
+    }
+
+    /// Total length of the content blocks.
+    pub fn content_len(&self) -> u64 {
+        self.content.iter().map(|b| u64::from(b.len)).sum()
+    }
+
+    /// Serializes to the on-disk JSON form (version 2).
     pub fn to_json(&self) -> Vec<u8> {
+        let layout = self
+            .layout
+            .iter()
+            .map(|op| match op {
+                Op::Lit(b) => RawOp::Lit(crate::hex::encode(b)),
+                Op::Copy(n) => RawOp::Copy(*n),
+                Op::Deflate(segs) => RawOp::Deflate(
+                    segs.iter()
+                        .map(|s| (s.plain, s.corrections.iter().map(block_to_raw).collect()))
+                        .collect(),
+                ),
+            })
+            .collect();
         let raw = RawRecipe {
             version: RECIPE_VERSION,
             digest: self.digest.to_string(),
             size: self.size,
             chunker: self.chunker.clone(),
-            blocks: self.blocks.iter().map(|b| (b.id.to_hex(), b.len)).collect(),
+            encoding: Some(self.encoding.clone()),
+            frames: self
+                .frames
+                .iter()
+                .map(|f| {
+                    (
+                        pack_name(f.pack),
+                        f.offset,
+                        f.stored_len,
+                        f.len,
+                        f.codec.to_u8(),
+                    )
+                })
+                .collect(),
+            content: Some(self.content.iter().map(block_to_raw).collect()),
+            layout: Some(layout),
+            blocks: None,
         };
         serde_json::to_vec(&raw).expect("a recipe always serializes")
     }
 
-    /// Parses and checks the on-disk form.
+    /// Parses and checks the on-disk form (version 1 or 2).
     ///
     /// # Errors
     /// A [`RecipeError`] when the JSON is malformed, of another version, or
-    /// its block lengths do not add up to its size.
+    /// inconsistent (block lengths that do not add up, a block outside its
+    /// frame, a layout consuming more or less content than there is).
     pub fn from_json(bytes: &[u8]) -> Result<Self, RecipeError> {
         let raw: RawRecipe = serde_json::from_slice(bytes)?;
-        if raw.version != RECIPE_VERSION {
-            return Err(RecipeError::Version(raw.version));
-        }
         let digest = raw
             .digest
             .parse()
-            .map_err(|_| RecipeError::Inconsistent(format!("bad digest {:?}", raw.digest)))?;
-        let blocks = raw
-            .blocks
-            .into_iter()
-            .map(|(id, len)| {
-                Ok(BlockRef {
-                    id: id.parse().map_err(RecipeError::Inconsistent)?,
-                    len,
-                })
-            })
-            .collect::<Result<Vec<_>, RecipeError>>()?;
-        let total: u64 = blocks.iter().map(|b| u64::from(b.len)).sum();
-        if total != raw.size {
-            return Err(RecipeError::Inconsistent(format!(
-                "blocks add up to {total} bytes, recipe says {}",
-                raw.size
-            )));
+            .map_err(|_| bad(format!("bad digest {:?}", raw.digest)))?;
+        match raw.version {
+            1 => {
+                let blocks = raw.blocks.ok_or_else(|| bad("version 1 without blocks"))?;
+                let content = blocks
+                    .into_iter()
+                    .map(|b| match b {
+                        RawBlock::Loose(..) => block_from_raw(b, &[]),
+                        RawBlock::Framed(..) => Err(bad("version 1 block with a location")),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let r = Recipe::raw(digest, raw.chunker, Vec::new(), content);
+                if r.size != raw.size {
+                    return Err(bad(format!(
+                        "blocks add up to {} bytes, recipe says {}",
+                        r.size, raw.size
+                    )));
+                }
+                Ok(r)
+            }
+            2 => {
+                let frames = raw
+                    .frames
+                    .into_iter()
+                    .map(|(pack, offset, stored_len, len, codec)| {
+                        Ok(Frame {
+                            pack: parse_pack(&pack)?,
+                            offset,
+                            stored_len,
+                            len,
+                            codec: Codec::from_u8(codec)
+                                .ok_or_else(|| bad(format!("unknown codec {codec}")))?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, RecipeError>>()?;
+                let content = raw
+                    .content
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|b| block_from_raw(b, &frames))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let layout = raw
+                    .layout
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|op| {
+                        Ok(match op {
+                            RawOp::Lit(h) => Op::Lit(
+                                crate::hex::decode(&h).ok_or_else(|| bad("literal is not hex"))?,
+                            ),
+                            RawOp::Copy(n) => Op::Copy(n),
+                            RawOp::Deflate(segs) => Op::Deflate(
+                                segs.into_iter()
+                                    .map(|(plain, blocks)| {
+                                        Ok(Segment {
+                                            plain,
+                                            corrections: blocks
+                                                .into_iter()
+                                                .map(|b| block_from_raw(b, &frames))
+                                                .collect::<Result<Vec<_>, _>>()?,
+                                        })
+                                    })
+                                    .collect::<Result<Vec<_>, RecipeError>>()?,
+                            ),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, RecipeError>>()?;
+                let r = Recipe {
+                    digest,
+                    size: raw.size,
+                    chunker: raw.chunker,
+                    encoding: raw.encoding.unwrap_or_else(|| "raw".into()),
+                    frames,
+                    content,
+                    layout,
+                };
+                r.check()?;
+                Ok(r)
+            }
+            v => Err(RecipeError::Version(v)),
         }
-        Ok(Self {
-            digest,
-            size: raw.size,
-            chunker: raw.chunker,
-            blocks,
-        })
     }
 
-    /// The blocks covering bytes `start..end` (end exclusive), each with the
-    /// part of it that falls in the range: `(block, skip, take)`.
+    /// The layout must consume exactly the content, and a verbatim layout
+    /// must add up to the size.
+    fn check(&self) -> Result<(), RecipeError> {
+        let mut consumed = 0u64;
+        let mut produced = 0u64;
+        for op in &self.layout {
+            match op {
+                Op::Lit(b) => produced += b.len() as u64,
+                Op::Copy(n) => {
+                    consumed += n;
+                    produced += n;
+                }
+                Op::Deflate(segs) => consumed += segs.iter().map(|s| s.plain).sum::<u64>(),
+            }
+        }
+        if consumed != self.content_len() {
+            return Err(bad(format!(
+                "layout uses {consumed} content bytes, content has {}",
+                self.content_len()
+            )));
+        }
+        if self.is_verbatim() && produced != self.size {
+            return Err(bad(format!(
+                "blocks add up to {produced} bytes, recipe says {}",
+                self.size
+            )));
+        }
+        Ok(())
+    }
+
+    /// The content blocks covering content bytes `start..end` (end exclusive),
+    /// each with the part of it that falls in the range: `(block, skip, take)`.
     pub fn slice(&self, start: u64, end: u64) -> Vec<(BlockRef, usize, usize)> {
         let mut out = Vec::new();
         let mut pos = 0u64;
-        for b in &self.blocks {
+        for b in &self.content {
             let len = u64::from(b.len);
             let (lo, hi) = (pos, pos + len);
             pos = hi;
@@ -130,26 +440,90 @@ mod tests {
     use super::*;
     use crate::oci::Algorithm;
 
-    fn sample() -> Recipe {
-        let blocks = [b"aaaa".as_slice(), b"bbbb", b"cc"]
-            .iter()
-            .map(|b| BlockRef {
-                id: BlockId::compute(b).unwrap(),
-                len: b.len() as u32,
-            })
-            .collect();
-        Recipe {
-            digest: Digest::of(Algorithm::Sha256, b"aaaabbbbcc"),
-            size: 10,
-            chunker: "fixed-4".into(),
-            blocks,
+    fn block(bytes: &[u8], at: Location) -> BlockRef {
+        BlockRef {
+            id: BlockId::compute(bytes).unwrap(),
+            len: bytes.len() as u32,
+            at,
         }
+    }
+
+    fn sample() -> Recipe {
+        let frames = vec![Frame {
+            pack: 0xabcdef0123456789,
+            offset: 10,
+            stored_len: 7,
+            len: 10,
+            codec: Codec::Deflate,
+        }];
+        let content = vec![
+            block(
+                b"aaaa",
+                Location::Framed {
+                    frame: 0,
+                    offset: 0,
+                },
+            ),
+            block(
+                b"bbbb",
+                Location::Framed {
+                    frame: 0,
+                    offset: 4,
+                },
+            ),
+            block(
+                b"cc",
+                Location::Framed {
+                    frame: 0,
+                    offset: 8,
+                },
+            ),
+        ];
+        Recipe::raw(
+            Digest::of(Algorithm::Sha256, b"aaaabbbbcc"),
+            "fixed-4".into(),
+            frames,
+            content,
+        )
     }
 
     #[test]
     fn recipe_round_trips_through_json() {
         let r = sample();
         assert_eq!(Recipe::from_json(&r.to_json()).unwrap(), r);
+        let mut g = sample();
+        g.encoding = "gzip".into();
+        g.size = 99;
+        g.layout = vec![
+            Op::Lit(vec![0x1f, 0x8b]),
+            Op::Deflate(vec![
+                Segment {
+                    plain: 6,
+                    corrections: vec![block(
+                        b"aa",
+                        Location::Framed {
+                            frame: 0,
+                            offset: 0,
+                        },
+                    )],
+                },
+                Segment {
+                    plain: 4,
+                    corrections: vec![],
+                },
+            ]),
+            Op::Lit(vec![1, 2, 3]),
+        ];
+        assert_eq!(Recipe::from_json(&g.to_json()).unwrap(), g);
+    }
+
+    #[test]
+    fn version_1_recipes_are_still_read() {
+        let v1 = br#"{"version":1,"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":3,"chunker":"fixed-4096","blocks":[["a9993e364706816aba3e25717850c26c9cd0d89d",3]]}"#;
+        let r = Recipe::from_json(v1).unwrap();
+        assert_eq!(r.size, 3);
+        assert_eq!(r.content[0].at, Location::Loose);
+        assert!(r.is_verbatim());
     }
 
     #[test]
@@ -162,6 +536,19 @@ mod tests {
         v["version"] = 9.into();
         let err = Recipe::from_json(&serde_json::to_vec(&v).unwrap()).unwrap_err();
         assert!(matches!(err, RecipeError::Version(9)));
+    }
+
+    #[test]
+    fn block_outside_its_frame_or_table_is_refused() {
+        let mut v: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
+        v["content"][2][3] = 9.into();
+        assert!(Recipe::from_json(&serde_json::to_vec(&v).unwrap()).is_err());
+        let mut v: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
+        v["content"][2][2] = 5.into();
+        assert!(Recipe::from_json(&serde_json::to_vec(&v).unwrap()).is_err());
+        let mut v: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
+        v["frames"][0][0] = "../../etc/passwd".into();
+        assert!(Recipe::from_json(&serde_json::to_vec(&v).unwrap()).is_err());
     }
 
     #[test]

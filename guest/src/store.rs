@@ -2,8 +2,13 @@
 //! here; everything else is pure logic over it.
 //!
 //! Layout (see data/FORMAT.md):
-//! - `blocks/<first 2 hex>/<sha1 hex>`: each unique block once.
-//! - `layers/<digest>/recipe.json`: how to rebuild a blob from blocks.
+//! - `blocks/packs/`, `blocks/index/`: each unique block once, in compressed
+//!   frames of pack files (`packs.rs`); format-1 stores also have loose
+//!   `blocks/<first 2 hex>/<sha1 hex>` files, still read.
+//! - `layers/<digest>/original`: a pushed blob's bytes until the background
+//!   conversion has replaced them with `layers/<digest>/recipe.json`, how to
+//!   rebuild the blob from blocks (`recipe.rs`).
+//! - `cache/<digest>`: recreated blobs kept for fast pulls (`cache.rs`).
 //! - `manifests/<repo>/_manifests/<digest>` (bytes, byte-exact) and
 //!   `<digest>.type` (media type); `_tags/<tag>` (a digest); `_blobs/<digest>`
 //!   (empty: the blob belongs to the repository).
@@ -20,9 +25,21 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::block::BlockId;
 use crate::oci::{Digest, RepoName, Tag};
 use crate::recipe::Recipe;
+
+/// A committed blob's original bytes, kept until conversion replaces them.
+const ORIGINAL: &str = "original";
+/// Marker (with the reason inside) for a blob conversion gave up on.
+const FAILED: &str = "conversion-failed";
+
+/// Where a blob is served from.
+#[derive(Debug)]
+pub enum BlobSource {
+    /// The original file and its size.
+    Original(File, u64),
+    Recipe(Recipe),
+}
 
 /// Handle on the store's root directory.
 #[derive(Debug, Clone)]
@@ -179,46 +196,30 @@ impl Store {
         Ok(Self { root })
     }
 
-    // --- blocks ---
-
-    fn block_path(&self, id: &BlockId) -> PathBuf {
-        let hex = id.to_hex();
-        self.root.join("blocks").join(&hex[..2]).join(hex)
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
-    /// Stores a block unless it is already there. Returns whether it was new.
-    ///
-    /// # Errors
-    /// I/O errors writing the block.
-    pub fn put_block(&self, id: &BlockId, data: &[u8]) -> io::Result<bool> {
-        let path = self.block_path(id);
-        if fs::metadata(&path).is_ok_and(|m| m.len() == data.len() as u64) {
-            return Ok(false);
-        }
-        write_atomic(&path, data)?;
-        Ok(true)
-    }
-
-    /// Reads a whole block.
-    ///
-    /// # Errors
-    /// `NotFound` if a recipe names a block that is missing (store damage).
-    pub fn read_block(&self, id: &BlockId) -> io::Result<Vec<u8>> {
-        fs::read(self.block_path(id))
-    }
-
-    // --- blobs (recipes) ---
+    // --- blobs: originals awaiting conversion, and recipes ---
 
     fn layer_dir(&self, digest: &Digest) -> PathBuf {
         self.root.join("layers").join(digest.to_string())
     }
 
-    /// Whether a blob with this digest is committed (its recipe exists).
-    pub fn has_blob(&self, digest: &Digest) -> bool {
-        self.layer_dir(digest).join("recipe.json").is_file()
+    /// The original bytes of a blob whose conversion to blocks is pending.
+    pub fn original_path(&self, digest: &Digest) -> PathBuf {
+        self.layer_dir(digest).join(ORIGINAL)
     }
 
-    /// Reads a committed blob's recipe; `None` if there is none.
+    /// Whether a blob with this digest is committed (as its original bytes
+    /// awaiting conversion, or as a recipe).
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        let dir = self.layer_dir(digest);
+        dir.join("recipe.json").is_file() || dir.join(ORIGINAL).is_file()
+    }
+
+    /// Reads a committed blob's recipe; `None` if there is none (yet).
     ///
     /// # Errors
     /// I/O errors, or `InvalidData` for a recipe that does not parse.
@@ -231,14 +232,97 @@ impl Store {
             .map_err(|e| io::Error::new(ErrorKind::InvalidData, format!("{digest}: {e}")))
     }
 
-    /// A committed blob's size, read cheaply from its recipe; `None` if there is none.
+    /// Where a blob's bytes come from right now: its original file while
+    /// conversion is pending (the fast path), else its recipe.
+    ///
+    /// # Errors
+    /// I/O errors, or `InvalidData` for a recipe that does not parse.
+    pub fn blob_source(&self, digest: &Digest) -> io::Result<Option<BlobSource>> {
+        match File::open(self.original_path(digest)) {
+            Ok(f) => {
+                let size = f.metadata()?.len();
+                return Ok(Some(BlobSource::Original(f, size)));
+            }
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(self.recipe(digest)?.map(BlobSource::Recipe))
+    }
+
+    /// A committed blob's size, read cheaply; `None` if there is none.
     ///
     /// # Errors
     /// I/O errors, or `InvalidData` for a recipe that does not parse.
     pub fn blob_size(&self, digest: &Digest) -> io::Result<Option<u64>> {
-        read_optional(&self.layer_dir(digest).join("recipe.json"))?
-            .map(|bytes| recipe_size(&bytes, &digest.to_string()))
-            .transpose()
+        if let Some(bytes) = read_optional(&self.layer_dir(digest).join("recipe.json"))? {
+            return recipe_size(&bytes, &digest.to_string()).map(Some);
+        }
+        match fs::metadata(self.original_path(digest)) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Commits a verified upload: its data file becomes the blob's original
+    /// (fsync, then rename), to be converted to blocks in the background.
+    /// Does nothing if the blob is already committed.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn commit_original(&self, id: &UploadId, digest: &Digest) -> io::Result<()> {
+        if self.has_blob(digest) {
+            return Ok(());
+        }
+        let data = self.upload_dir(id).join("data");
+        File::open(&data)?.sync_all()?;
+        let dir = self.layer_dir(digest);
+        fs::create_dir_all(&dir)?;
+        fs::rename(&data, dir.join(ORIGINAL))
+    }
+
+    /// Blobs whose original still exists (conversion pending, or its
+    /// recipe committed but the original not yet removed), oldest first,
+    /// skipping those whose conversion failed for good.
+    ///
+    /// # Errors
+    /// I/O errors listing `layers/`.
+    pub fn pending_blobs(&self) -> io::Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        for (name, ty) in list_dir(&self.root.join("layers"))? {
+            if !ty.is_dir() {
+                continue;
+            }
+            let dir = self.root.join("layers").join(&name);
+            let Ok(meta) = fs::metadata(dir.join(ORIGINAL)) else {
+                continue;
+            };
+            if dir.join(FAILED).exists() {
+                continue;
+            }
+            if let Ok(d) = name.parse::<Digest>() {
+                out.push((meta.modified().ok(), d));
+            }
+        }
+        out.sort_by_key(|(t, _)| *t);
+        Ok(out.into_iter().map(|(_, d)| d).collect())
+    }
+
+    /// Records that a blob cannot be converted (it stays served from its
+    /// original); the reason is kept for the operator.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn mark_conversion_failed(&self, digest: &Digest, why: &str) -> io::Result<()> {
+        write_atomic(&self.layer_dir(digest).join(FAILED), why.as_bytes())
+    }
+
+    /// Removes a converted blob's original (its recipe is committed).
+    ///
+    /// # Errors
+    /// I/O errors other than it being gone already.
+    pub fn remove_original(&self, digest: &Digest) -> io::Result<()> {
+        remove_existing(&self.original_path(digest)).map(|_| ())
     }
 
     /// Commits a recipe. Its blocks must already be stored.
@@ -632,29 +716,41 @@ impl Store {
 
     // --- stats ---
 
-    /// Blob count and logical bytes, block count and block bytes, uploads.
+    /// Blob counts and bytes (see [`Usage`]).
     ///
     /// # Errors
     /// I/O errors, or a recipe that does not parse.
     pub fn usage(&self) -> io::Result<Usage> {
         let mut u = Usage::default();
         for (name, _) in list_dir(&self.root.join("layers"))? {
-            let Some(bytes) =
-                read_optional(&self.root.join("layers").join(&name).join("recipe.json"))?
-            else {
-                continue;
-            };
-            u.blobs += 1;
-            u.logical_bytes += recipe_size(&bytes, &name)?;
+            let dir = self.root.join("layers").join(&name);
+            if let Some(bytes) = read_optional(&dir.join("recipe.json"))? {
+                u.blobs += 1;
+                u.logical_bytes += recipe_size(&bytes, &name)?;
+                u.recipe_bytes += bytes.len() as u64;
+                if let Ok(m) = fs::metadata(dir.join(ORIGINAL)) {
+                    u.pending += 1;
+                    u.original_bytes += m.len();
+                }
+            } else if let Ok(m) = fs::metadata(dir.join(ORIGINAL)) {
+                u.blobs += 1;
+                u.logical_bytes += m.len();
+                u.original_bytes += m.len();
+                if dir.join(FAILED).exists() {
+                    u.failed += 1;
+                } else {
+                    u.pending += 1;
+                }
+            }
         }
         for (shard, ty) in list_dir(&self.root.join("blocks"))? {
-            if !ty.is_dir() {
+            if !ty.is_dir() || shard.len() != 2 {
                 continue;
             }
             let dir = self.root.join("blocks").join(&shard);
             for (name, _) in list_dir(&dir)? {
-                u.blocks += 1;
-                u.block_bytes += fs::metadata(dir.join(name))?.len();
+                u.loose_blocks += 1;
+                u.loose_bytes += fs::metadata(dir.join(name))?.len();
             }
         }
         u.uploads = list_dir(&self.root.join("uploads"))?.len() as u64;
@@ -663,17 +759,24 @@ impl Store {
 }
 
 /// Registry behaviour chosen by the operator (`data/config.json`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(default, rename_all = "snake_case")]
 pub struct Settings {
     /// Whether `DELETE` of manifests, tags and blobs is allowed.
     pub delete_enabled: bool,
+    /// A compressed blob whose recreation data (preflate corrections)
+    /// exceeds this share of its decoded size is stored as raw blocks.
+    pub max_correction_ratio: f64,
+    /// Byte budget of the cache of recreated blobs (`cache/`).
+    pub cache_bytes: u64,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             delete_enabled: true,
+            max_correction_ratio: 0.05,
+            cache_bytes: 2 << 30,
         }
     }
 }
@@ -681,10 +784,21 @@ impl Default for Settings {
 /// Totals computed by [`Store::usage`].
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Usage {
+    /// Committed blobs, converted or not.
     pub blobs: u64,
+    /// Sum of their sizes: what a layer-level store keeps.
     pub logical_bytes: u64,
-    pub blocks: u64,
-    pub block_bytes: u64,
+    /// Blobs whose original awaits conversion (failed ones excluded).
+    pub pending: u64,
+    /// Blobs whose conversion failed for good (served from their original).
+    pub failed: u64,
+    /// Bytes of originals still on disk.
+    pub original_bytes: u64,
+    /// Bytes of recipe files.
+    pub recipe_bytes: u64,
+    /// Format-1 loose block files and their bytes.
+    pub loose_blocks: u64,
+    pub loose_bytes: u64,
     pub uploads: u64,
 }
 
@@ -838,9 +952,11 @@ mod tests {
     #[test]
     fn blobs_are_visible_only_in_repositories_they_are_linked_to() {
         let store = scratch_store("store-links");
-        let data = b"layer";
-        let d = Digest::of(Algorithm::Sha256, data);
-        crate::ingest::ingest(&store, &mut &data[..], &d).unwrap();
+        let d = Digest::of(Algorithm::Sha256, b"layer");
+        let id = store.create_upload(&name("a")).unwrap();
+        store.append_upload(&id, &mut &b"layer"[..], None).unwrap();
+        crate::ingest::commit_upload(&store, &id, &d).unwrap();
+        assert!(store.has_blob(&d));
         store.link_blob(&name("a"), &d).unwrap();
         assert!(store.blob_in_repo(&name("a"), &d));
         assert!(!store.blob_in_repo(&name("b"), &d));

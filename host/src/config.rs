@@ -14,9 +14,11 @@ pub struct ServeConfig {
     pub guest: GuestSource,
     /// Per-request resource limits.
     pub limits: Limits,
-    /// Whether clients may delete manifests, tags and blobs; when off they
-    /// get 405 `UNSUPPORTED`.
-    pub delete_enabled: bool,
+    /// Settings the guest reads from `config.json`.
+    pub settings: GuestSettings,
+    /// Whether pushed blobs are converted to blocks in the background
+    /// (`admin.convert-next`); when off they stay as pushed.
+    pub background_conversion: bool,
 }
 
 impl ServeConfig {
@@ -27,7 +29,8 @@ impl ServeConfig {
             data_dir: data_dir.into(),
             guest: GuestSource::Embedded,
             limits: Limits::default(),
-            delete_enabled: true,
+            settings: GuestSettings::default(),
+            background_conversion: true,
         }
     }
 }
@@ -64,6 +67,30 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(1800),
             max_body_bytes: 16 << 30,
             max_concurrency: 256,
+        }
+    }
+}
+
+/// Registry behaviour the guest reads from `data/config.json` (it sees no
+/// environment and no arguments).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GuestSettings {
+    /// Whether clients may delete manifests, tags and blobs; when off they
+    /// get 405 `UNSUPPORTED`.
+    pub delete_enabled: bool,
+    /// Byte budget of the cache of recreated blobs (`data/cache/`).
+    pub cache_bytes: u64,
+    /// A gzip blob whose recreation data exceeds this share of its decoded
+    /// size is stored as raw blocks instead.
+    pub max_correction_ratio: f64,
+}
+
+impl Default for GuestSettings {
+    fn default() -> Self {
+        Self {
+            delete_enabled: true,
+            cache_bytes: 2 << 30,
+            max_correction_ratio: 0.05,
         }
     }
 }

@@ -13,8 +13,10 @@ use anyhow::Context as _;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 
+use crate::config::GuestSettings;
+
 /// The store's top-level folders (see `data/FORMAT.md`).
-const LAYOUT: [&str; 4] = ["blocks", "layers", "manifests", "uploads"];
+const LAYOUT: [&str; 5] = ["blocks", "cache", "layers", "manifests", "uploads"];
 
 /// Opens `path` (creating it when `create` is set), lays out the store in
 /// it, and returns its absolute path for the per-instance preopen.
@@ -53,15 +55,23 @@ fn open(path: &Path, create: bool) -> anyhow::Result<(PathBuf, Dir)> {
 
 /// Prepares the directory for serving and records the operator's settings
 /// in `config.json`, which the guest reads (it sees no environment):
-/// `{"delete_enabled": bool}`. Written atomically: temp file, fsync, rename.
+/// `{"delete_enabled", "cache_bytes", "max_correction_ratio"}` (see
+/// [`GuestSettings`]). Written atomically: temp file, fsync, rename.
 ///
 /// # Errors
 ///
 /// As [`prepare`], or when the settings cannot be written.
-pub(crate) fn prepare_for_serving(path: &Path, delete_enabled: bool) -> anyhow::Result<PathBuf> {
+pub(crate) fn prepare_for_serving(
+    path: &Path,
+    settings: &GuestSettings,
+) -> anyhow::Result<PathBuf> {
     use std::io::Write as _;
     let (path, dir) = open(path, true)?;
-    let settings = serde_json::json!({ "delete_enabled": delete_enabled });
+    let settings = serde_json::json!({
+        "delete_enabled": settings.delete_enabled,
+        "cache_bytes": settings.cache_bytes,
+        "max_correction_ratio": settings.max_correction_ratio,
+    });
     let tmp = format!(".tmp-config.json-{}", std::process::id());
     let write = || -> std::io::Result<()> {
         let mut f = dir.create(&tmp)?;
@@ -96,11 +106,18 @@ mod tests {
     fn serving_records_the_deletion_setting_for_the_guest() {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
-        prepare_for_serving(&data, false).unwrap();
+        prepare_for_serving(
+            &data,
+            &GuestSettings {
+                delete_enabled: false,
+                ..GuestSettings::default()
+            },
+        )
+        .unwrap();
         let v: serde_json::Value =
             serde_json::from_slice(&std::fs::read(data.join("config.json")).unwrap()).unwrap();
         assert_eq!(v["delete_enabled"], false);
-        prepare_for_serving(&data, true).unwrap();
+        prepare_for_serving(&data, &GuestSettings::default()).unwrap();
         let v: serde_json::Value =
             serde_json::from_slice(&std::fs::read(data.join("config.json")).unwrap()).unwrap();
         assert_eq!(v["delete_enabled"], true);

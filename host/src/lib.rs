@@ -15,6 +15,7 @@
 
 mod bindings;
 mod config;
+mod convert;
 mod ctx;
 mod datadir;
 mod error;
@@ -23,7 +24,7 @@ mod runner;
 mod server;
 mod stats;
 
-pub use config::{GuestSource, Limits, ServeConfig};
+pub use config::{GuestSettings, GuestSource, Limits, ServeConfig};
 pub use guest::embedded_guest;
 pub use runner::run_command;
 pub use server::serve;

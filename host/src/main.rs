@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use host::{GuestSource, Limits, ServeConfig};
+use host::{GuestSettings, GuestSource, Limits, ServeConfig};
 
 /// A container registry whose protocol logic runs in a WebAssembly component.
 #[derive(Parser)]
@@ -57,6 +57,16 @@ struct ServeArgs {
     /// Refuse DELETE of manifests, tags and blobs (405 UNSUPPORTED).
     #[arg(long)]
     no_delete: bool,
+    /// Byte budget of the cache of recreated blobs, in MiB.
+    #[arg(long, default_value_t = 2048)]
+    cache_mib: u64,
+    /// Store a gzip blob as raw blocks when its recreation data exceeds this
+    /// share of its decoded size.
+    #[arg(long, default_value_t = 0.05)]
+    max_correction_ratio: f64,
+    /// Keep pushed blobs as they are: no background conversion to blocks.
+    #[arg(long)]
+    no_conversion: bool,
 }
 
 #[derive(Args)]
@@ -146,7 +156,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_body_bytes: args.max_body_bytes,
             max_concurrency: args.max_concurrency,
         },
-        delete_enabled: !args.no_delete,
+        settings: GuestSettings {
+            delete_enabled: !args.no_delete,
+            cache_bytes: args.cache_mib << 20,
+            max_correction_ratio: args.max_correction_ratio,
+        },
+        background_conversion: !args.no_conversion,
     };
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await

@@ -32,6 +32,7 @@ use wasmtime_wasi_http::WasiHttpView as _;
 
 use crate::bindings::Scheme;
 use crate::config::{Limits, ServeConfig};
+use crate::convert::{self, Activity, InFlight};
 use crate::ctx;
 use crate::error::{wasm_err, HostErrorCode};
 use crate::guest::{self, GuestSlot};
@@ -55,9 +56,10 @@ pub async fn serve(
         data_dir,
         guest: source,
         limits,
-        delete_enabled,
+        settings,
+        background_conversion,
     } = config;
-    let data_dir = crate::datadir::prepare_for_serving(&data_dir, delete_enabled)?;
+    let data_dir = crate::datadir::prepare_for_serving(&data_dir, &settings)?;
 
     let loaded = guest::load(&source, &data_dir, &limits).await?;
     tracing::info!("guest loaded: {}", loaded.info.version);
@@ -72,9 +74,21 @@ pub async fn serve(
         stop_rx.clone(),
     ));
 
+    let activity = Arc::new(Activity::default());
+    let converter = background_conversion.then(|| {
+        tokio::spawn(convert::run(
+            slot.clone(),
+            data_dir.clone(),
+            limits.clone(),
+            activity.clone(),
+            stop_rx.clone(),
+        ))
+    });
+
     let state = Arc::new(Server {
         engine: guest::runtime()?.engine.clone(),
         slot,
+        activity,
         data_dir,
         permits: Arc::new(Semaphore::new(limits.max_concurrency.max(1))),
         limits,
@@ -122,6 +136,9 @@ pub async fn serve(
         connections.shutdown().await;
     }
     let _ = watcher.await;
+    if let Some(converter) = converter {
+        let _ = converter.await;
+    }
     Ok(())
 }
 
@@ -129,6 +146,8 @@ pub async fn serve(
 struct Server {
     engine: wasmtime::Engine,
     slot: Arc<GuestSlot>,
+    /// Requests in flight, for the background converter to yield to.
+    activity: Arc<Activity>,
     data_dir: PathBuf,
     limits: Limits,
     /// One permit per live guest instance.
@@ -184,8 +203,12 @@ impl Server {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let start = Instant::now();
+        let in_flight = self.activity.begin();
         let (response, guest_failed) = self.dispatch(request, local).await;
         let (parts, body) = response.into_parts();
+        if parts.status == StatusCode::CREATED && path.contains("/blobs/") {
+            self.activity.blob_committed();
+        }
         let log = RequestLog {
             method,
             path,
@@ -199,6 +222,7 @@ impl Server {
                 inner: body,
                 guest_failed,
                 log,
+                _in_flight: in_flight,
             },
         )
     }
@@ -471,6 +495,8 @@ struct ResponseBody {
     inner: HyperOutgoingBody,
     guest_failed: Option<Arc<AtomicBool>>,
     log: RequestLog,
+    /// The request counts as in flight until its body is sent or dropped.
+    _in_flight: InFlight,
 }
 
 impl Body for ResponseBody {

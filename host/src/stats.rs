@@ -18,14 +18,24 @@ use crate::guest;
 /// `wit/admin.wit`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct StoreStats {
-    /// Sum of the sizes of all committed blobs.
+    /// Sum of the sizes of all committed blobs: what registry:2 would keep.
     pub logical_bytes: u64,
     /// Number of committed blobs.
     pub blobs: u64,
     /// Number of unique blocks.
     pub blocks: u64,
-    /// Sum of the sizes of all unique blocks: what the store keeps.
+    /// Uncompressed bytes of all unique blocks (unique content bytes).
     pub block_bytes: u64,
+    /// Number of pack files.
+    pub packs: u64,
+    /// Bytes on disk holding blob data (packs, index, recipes, originals).
+    pub stored_bytes: u64,
+    /// Bytes of recreated blobs in the cache.
+    pub cache_bytes: u64,
+    /// Blobs awaiting background conversion.
+    pub pending: u64,
+    /// Blobs whose conversion failed (served from their originals).
+    pub failed: u64,
     /// Repositories with at least one manifest or tag.
     pub repositories: u64,
     /// Stored manifests across all repositories.
@@ -41,6 +51,11 @@ impl From<Stats> for StoreStats {
             blobs: stats.blobs,
             blocks: stats.blocks,
             block_bytes: stats.block_bytes,
+            packs: stats.packs,
+            stored_bytes: stats.stored_bytes,
+            cache_bytes: stats.cache_bytes,
+            pending: stats.pending,
+            failed: stats.failed,
             repositories: stats.repositories,
             manifests: stats.manifests,
             uploads: stats.uploads,
@@ -49,25 +64,23 @@ impl From<Stats> for StoreStats {
 }
 
 impl StoreStats {
-    /// Logical bytes per stored byte; 1.0 for an empty store.
+    /// Stored bytes as a share of what a layer-level store (registry:2)
+    /// would keep; 1.0 for an empty store.
     pub fn ratio(&self) -> f64 {
-        if self.block_bytes == 0 {
+        if self.logical_bytes == 0 {
             1.0
         } else {
-            self.logical_bytes as f64 / self.block_bytes as f64
+            self.stored_bytes as f64 / self.logical_bytes as f64
         }
     }
 
-    /// Share of the logical bytes that deduplication saved, in percent.
+    /// Share of the logical bytes that the store saved, in percent.
     pub fn saved_percent(&self) -> f64 {
-        if self.logical_bytes == 0 {
-            0.0
-        } else {
-            100.0 * (1.0 - self.block_bytes as f64 / self.logical_bytes as f64)
-        }
+        100.0 * (1.0 - self.ratio())
     }
 
-    /// One JSON object with the snake_case fields plus `ratio`.
+    /// One JSON object with the snake_case fields plus `ratio`
+    /// (stored bytes / logical bytes).
     pub fn to_json(&self) -> String {
         #[derive(Serialize)]
         struct WithRatio<'a> {
@@ -86,15 +99,20 @@ impl StoreStats {
 impl fmt::Display for StoreStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "logical bytes  {}", bytes(self.logical_bytes))?;
-        writeln!(f, "blobs          {}", self.blobs)?;
-        writeln!(f, "unique blocks  {}", self.blocks)?;
-        writeln!(f, "block bytes    {}", bytes(self.block_bytes))?;
+        writeln!(f, "stored bytes   {}", bytes(self.stored_bytes))?;
         writeln!(
             f,
-            "ratio          {:.2}x (saved {:.1}%)",
+            "ratio          {:.3} of a layer store (saved {:.1}%)",
             self.ratio(),
             self.saved_percent()
         )?;
+        writeln!(f, "unique bytes   {}", bytes(self.block_bytes))?;
+        writeln!(f, "unique blocks  {}", self.blocks)?;
+        writeln!(f, "packs          {}", self.packs)?;
+        writeln!(f, "cache bytes    {}", bytes(self.cache_bytes))?;
+        writeln!(f, "blobs          {}", self.blobs)?;
+        writeln!(f, "pending        {}", self.pending)?;
+        writeln!(f, "failed         {}", self.failed)?;
         writeln!(f, "repositories   {}", self.repositories)?;
         writeln!(f, "manifests      {}", self.manifests)?;
         write!(f, "uploads        {}", self.uploads)
@@ -160,7 +178,12 @@ mod tests {
             logical_bytes: 10_000,
             blobs: 4,
             blocks: 3,
-            block_bytes: 4_000,
+            block_bytes: 12_000,
+            packs: 1,
+            stored_bytes: 4_000,
+            cache_bytes: 100,
+            pending: 1,
+            failed: 0,
             repositories: 1,
             manifests: 2,
             uploads: 0,
@@ -168,9 +191,9 @@ mod tests {
     }
 
     #[test]
-    fn ratio_is_logical_over_stored() {
-        assert_eq!(sample().ratio(), 2.5);
-        assert_eq!(sample().saved_percent(), 60.0);
+    fn ratio_is_stored_over_logical() {
+        assert_eq!(sample().ratio(), 0.4);
+        assert!((sample().saved_percent() - 60.0).abs() < 1e-9);
     }
 
     #[test]
@@ -186,8 +209,9 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({
-                "logical_bytes": 10_000, "blobs": 4, "blocks": 3, "block_bytes": 4_000,
-                "repositories": 1, "manifests": 2, "uploads": 0, "ratio": 2.5
+                "logical_bytes": 10_000, "blobs": 4, "blocks": 3, "block_bytes": 12_000,
+                "packs": 1, "stored_bytes": 4_000, "cache_bytes": 100, "pending": 1,
+                "failed": 0, "repositories": 1, "manifests": 2, "uploads": 0, "ratio": 0.4
             })
         );
     }
@@ -197,10 +221,14 @@ mod tests {
         let text = sample().to_string();
         for label in [
             "logical bytes",
-            "blobs",
+            "stored bytes",
+            "ratio          0.400 of a layer store (saved 60.0%)",
+            "unique bytes",
             "unique blocks",
-            "block bytes",
-            "ratio          2.50x (saved 60.0%)",
+            "packs",
+            "cache bytes",
+            "blobs",
+            "pending",
             "repositories",
             "manifests",
             "uploads",

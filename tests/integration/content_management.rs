@@ -180,7 +180,7 @@ async fn deleting_a_blob_hides_it_from_the_repository_only() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deletion_disabled_answers_405_unsupported_and_keeps_everything() {
-    let srv = Server::start_with(|c| c.delete_enabled = false).await;
+    let srv = Server::start_with(|c| c.settings.delete_enabled = false).await;
     let image = srv.push_image("r", "v1", Flavor::Oci, 7).await;
     let blob = srv.push_blob("r", b"a blob").await;
     for path in [

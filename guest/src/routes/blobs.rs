@@ -4,7 +4,7 @@ use serde_json::json;
 
 use crate::http::{Body, Request, Response};
 use crate::oci::{Digest, ErrorCode, RegistryError, RepoName, Result};
-use crate::store::Store;
+use crate::store::{BlobSource, Store};
 
 /// A byte range request, resolved against a blob's size: `start..end`.
 /// `None` when the header is absent or not a single byte range (then the
@@ -50,19 +50,20 @@ pub fn get(store: &Store, req: &Request, name: &RepoName, digest: &str) -> Resul
     if !store.blob_in_repo(name, &digest) {
         return Err(unknown());
     }
-    // HEAD needs only the size; GET needs the block list too.
-    let recipe = if req.method == "HEAD" {
+    // HEAD needs only the size; GET needs the blob's source too.
+    let source = if req.method == "HEAD" {
         None
     } else {
         Some(
             store
-                .recipe(&digest)
-                .map_err(|e| RegistryError::storage("reading a recipe", &e))?
+                .blob_source(&digest)
+                .map_err(|e| RegistryError::storage("opening a blob", &e))?
                 .ok_or_else(unknown)?,
         )
     };
-    let size = match &recipe {
-        Some(r) => r.size,
+    let size = match &source {
+        Some(BlobSource::Original(_, size)) => *size,
+        Some(BlobSource::Recipe(r)) => r.size,
         None => store
             .blob_size(&digest)
             .map_err(|e| RegistryError::storage("reading a recipe", &e))?
@@ -89,8 +90,13 @@ pub fn get(store: &Store, req: &Request, name: &RepoName, digest: &str) -> Resul
     if status == 206 {
         resp = resp.header("Content-Range", format!("bytes {start}-{}/{size}", end - 1));
     }
-    resp.body = match recipe {
-        Some(recipe) if end > start => Body::Blob { recipe, start, end },
+    resp.body = match source {
+        Some(source) if end > start => Body::Blob {
+            digest,
+            source,
+            start,
+            end,
+        },
         _ => Body::None,
     };
     Ok(resp)

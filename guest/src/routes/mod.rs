@@ -133,10 +133,10 @@ fn route(store: &Store, req: &Request, body: &mut dyn Read) -> Result<Response> 
 
 /// This guest build's identity, sent as `Blockreg-Guest` on every response.
 pub fn guest_version() -> String {
-    let suffix = if cfg!(feature = "alt-build") {
-        "+alt"
-    } else {
-        ""
+    let suffix = match (cfg!(feature = "alt-build"), cfg!(feature = "fastcdc")) {
+        (true, _) => "+alt",
+        (false, true) => "+fastcdc",
+        (false, false) => "",
     };
     format!("blockreg-guest/{}{suffix}", env!("CARGO_PKG_VERSION"))
 }

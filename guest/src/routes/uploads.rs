@@ -5,7 +5,7 @@ use std::io::Read;
 
 use super::upload_range;
 use crate::http::{Request, Response};
-use crate::ingest::ingest;
+use crate::ingest::commit_upload;
 use crate::oci::{Digest, ErrorCode, RegistryError, RepoName, Result};
 use crate::store::{Store, Upload, UploadId};
 
@@ -105,11 +105,7 @@ fn append(
 /// Verifies and commits a session's bytes as `digest`, links the blob to the
 /// repository, and removes the session.
 fn commit(store: &Store, name: &RepoName, id: &UploadId, digest: &Digest) -> Result<Response> {
-    let mut data = store
-        .open_upload_data(id)
-        .map_err(|e| RegistryError::storage("opening upload data", &e))?;
-    let result = ingest(store, &mut data, digest);
-    drop(data);
+    let result = commit_upload(store, id, digest);
     if let Err(e) = &result {
         if e.code == ErrorCode::DigestInvalid {
             // The client must start over; keep no bytes that can never commit.

@@ -1,0 +1,571 @@
+//! Background conversion: a pushed blob's original bytes become blocks in
+//! packs plus a recipe, and the original is dropped — only once the recipe
+//! has been proven to rebuild the exact bytes.
+//!
+//! Content-aware: a gzip blob (what `docker push` sends) is decoded and its
+//! DEFLATE streams analysed with preflate-rs, so the recipe holds the tar
+//! inside plus small corrections that recreate the compressed stream bit for
+//! bit. The tar (or any other blob) is cut by the build's chunker: at tar
+//! member boundaries, so an unchanged file gives the same blocks wherever it
+//! sits. Anything that fails — not gzip, a corrupt stream, corrections above
+//! the configured share, a recreation that does not match — is stored as
+//! raw blocks of its own bytes instead: never refused, never lost.
+//!
+//! Crash safety: the original stays until the recipe is committed, so a
+//! conversion killed at any point is simply run again.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufReader, ErrorKind, Read};
+
+use crate::block::BlockId;
+use crate::chunker::Chunker;
+use crate::deflate::{self, AnalyzeConfig, Event, GzipAnalyzer};
+use crate::oci::{Digest, Hasher};
+use crate::packs::{Located, PackWriter, Packs, Pending};
+use crate::rebuild::Rebuild;
+use crate::recipe::{BlockRef, Frame, Location, Op, Recipe, Segment};
+use crate::store::Store;
+use crate::tarchunk::TarChunker;
+
+/// Correction bytes are stored in blocks of at most this size.
+const CORRECTION_BLOCK: usize = 64 * 1024;
+/// Literal bytes (gzip headers, trailers, trailing data) kept in a recipe.
+const MAX_LITERAL: usize = 256 * 1024;
+
+/// The chunker this guest build cuts content with.
+pub fn chunker() -> TarChunker {
+    if cfg!(feature = "fastcdc") {
+        TarChunker::fastcdc_default()
+    } else {
+        TarChunker::default()
+    }
+}
+
+/// What converting one blob did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Converted {
+    pub digest: Digest,
+    pub size: u64,
+    /// `gzip` or `raw`.
+    pub encoding: String,
+    /// Decoded content bytes cut into blocks.
+    pub content_bytes: u64,
+    /// Blocks not stored before, and their (uncompressed) bytes.
+    pub new_blocks: u64,
+    pub new_bytes: u64,
+    /// Why the content-aware path was not taken, if it was not.
+    pub fallback: Option<String>,
+}
+
+/// A block placed during this conversion: in the pack being written, or
+/// found in an existing one.
+#[derive(Debug, Clone, Copy)]
+enum Placed {
+    New(Pending),
+    Old(Located),
+}
+
+/// Collects blocks for one recipe: dedup against the index and against the
+/// blocks of this conversion, new ones into one new pack.
+struct Builder<'a> {
+    packs: &'a mut Packs,
+    writer: PackWriter,
+    seen: HashMap<BlockId, Placed>,
+    new_blocks: u64,
+    new_bytes: u64,
+}
+
+/// A block reference whose frame is not final yet.
+#[derive(Debug, Clone, Copy)]
+struct Draft {
+    id: BlockId,
+    len: u32,
+    placed: Placed,
+}
+
+impl<'a> Builder<'a> {
+    fn new(packs: &'a mut Packs) -> io::Result<Self> {
+        let writer = PackWriter::create(packs)?;
+        Ok(Self {
+            packs,
+            writer,
+            seen: HashMap::new(),
+            new_blocks: 0,
+            new_bytes: 0,
+        })
+    }
+
+    fn put(&mut self, data: &[u8]) -> io::Result<Draft> {
+        let id = BlockId::compute(data)
+            .map_err(|e| io::Error::new(ErrorKind::InvalidData, e.to_string()))?;
+        let len = data.len() as u32;
+        let placed = match self.seen.get(&id) {
+            Some(p) => *p,
+            None => {
+                let p = match self.packs.lookup(&id)? {
+                    Some(at) if at.len == len => Placed::Old(at),
+                    _ => {
+                        self.new_blocks += 1;
+                        self.new_bytes += u64::from(len);
+                        Placed::New(self.writer.add(id, data)?)
+                    }
+                };
+                self.seen.insert(id, p);
+                p
+            }
+        };
+        Ok(Draft { id, len, placed })
+    }
+
+    /// Makes the new pack durable and indexed; returns the frame table and
+    /// a function from drafts to final block references.
+    fn finish(self) -> io::Result<FrameTable> {
+        let new_frames = if self.writer.is_empty() {
+            self.writer.abandon();
+            Vec::new()
+        } else {
+            self.writer.finish(self.packs)?
+        };
+        Ok(FrameTable {
+            new_frames,
+            frames: Vec::new(),
+            index: HashMap::new(),
+        })
+    }
+}
+
+/// Assigns recipe frame numbers to the frames blocks were placed in.
+struct FrameTable {
+    new_frames: Vec<Frame>,
+    frames: Vec<Frame>,
+    index: HashMap<Frame, u32>,
+}
+
+impl FrameTable {
+    fn block(&mut self, d: &Draft) -> BlockRef {
+        let (frame, offset) = match d.placed {
+            Placed::New(p) => (self.new_frames[p.seq as usize], p.offset),
+            Placed::Old(at) => (at.frame, at.offset),
+        };
+        let n = *self.index.entry(frame).or_insert_with(|| {
+            self.frames.push(frame);
+            (self.frames.len() - 1) as u32
+        });
+        BlockRef {
+            id: d.id,
+            len: d.len,
+            at: Location::Framed { frame: n, offset },
+        }
+    }
+}
+
+/// A layout op whose block references are drafts.
+enum DraftOp {
+    Lit(Vec<u8>),
+    Deflate(Vec<(u64, Vec<Draft>)>),
+}
+
+fn open_original(store: &Store, digest: &Digest) -> io::Result<BufReader<File>> {
+    Ok(BufReader::with_capacity(
+        1024 * 1024,
+        File::open(store.original_path(digest))?,
+    ))
+}
+
+/// Converts one pending blob, and removes its original once its recipe is
+/// committed. A blob whose recipe already exists only loses its original.
+///
+/// # Errors
+/// I/O errors; the original is then kept and conversion can be retried.
+pub fn convert(store: &Store, digest: &Digest) -> io::Result<Converted> {
+    let mut packs = Packs::new(store.root());
+    packs.remove_temporaries()?;
+    if let Some(r) = store.recipe(digest)? {
+        store.remove_original(digest)?;
+        return Ok(Converted {
+            digest: digest.clone(),
+            size: r.size,
+            content_bytes: r.content_len(),
+            encoding: r.encoding,
+            new_blocks: 0,
+            new_bytes: 0,
+            fallback: None,
+        });
+    }
+    let settings = store.settings()?;
+    let mut head = [0u8; 3];
+    let n = open_original(store, digest)?.read(&mut head)?;
+    let mut fallback = None;
+    if deflate::is_gzip(&head[..n]) {
+        match convert_gzip(store, &mut packs, digest, settings.max_correction_ratio) {
+            Ok(done) => return Ok(done),
+            Err(e) if e.kind() == ErrorKind::Unsupported => fallback = Some(e.to_string()),
+            Err(e) => return Err(e),
+        }
+    }
+    let mut done = convert_raw(store, &mut packs, digest)?;
+    done.fallback = fallback;
+    Ok(done)
+}
+
+fn unsupported(msg: String) -> io::Error {
+    io::Error::new(ErrorKind::Unsupported, msg)
+}
+
+/// Rebuilds the blob from `recipe` and checks size and digest; only then
+/// commits the recipe and drops the original.
+fn prove_and_commit(store: &Store, recipe: &Recipe) -> io::Result<()> {
+    let mut hasher = Hasher::new(recipe.digest.algorithm());
+    let mut rebuild = Rebuild::new(store.root(), recipe.clone(), 0);
+    let mut buf = vec![0u8; 1024 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = rebuild.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        if size > recipe.size {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    if size != recipe.size || hasher.finish() != recipe.digest {
+        return Err(unsupported(format!(
+            "the {} recipe does not rebuild {} ({} bytes rebuilt)",
+            recipe.encoding, recipe.digest, size
+        )));
+    }
+    store.put_recipe(recipe)?;
+    store.remove_original(&recipe.digest)
+}
+
+fn convert_raw(store: &Store, packs: &mut Packs, digest: &Digest) -> io::Result<Converted> {
+    let mut input = open_original(store, digest)?;
+    let mut builder = Builder::new(packs)?;
+    let mut chunker = chunker();
+    let name = chunker.name();
+    let mut drafts = Vec::new();
+    let mut emit = |piece: &[u8]| -> io::Result<()> {
+        drafts.push(builder.put(piece)?);
+        Ok(())
+    };
+    let mut buf = vec![0u8; 1024 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        chunker.feed(&buf[..n], &mut emit)?;
+    }
+    chunker.finish(&mut emit)?;
+    let (new_blocks, new_bytes) = (builder.new_blocks, builder.new_bytes);
+    let mut table = builder.finish()?;
+    let content: Vec<BlockRef> = drafts.iter().map(|d| table.block(d)).collect();
+    let recipe = Recipe::raw(digest.clone(), name, table.frames, content);
+    prove_and_commit(store, &recipe).map_err(|e| {
+        // A raw recipe that does not rebuild is store damage, not a format
+        // this guest cannot handle: report it as such.
+        io::Error::new(ErrorKind::InvalidData, e.to_string())
+    })?;
+    Ok(Converted {
+        digest: digest.clone(),
+        size,
+        encoding: "raw".into(),
+        content_bytes: size,
+        new_blocks,
+        new_bytes,
+        fallback: None,
+    })
+}
+
+fn convert_gzip(
+    store: &Store,
+    packs: &mut Packs,
+    digest: &Digest,
+    max_correction_ratio: f64,
+) -> io::Result<Converted> {
+    let mut input = open_original(store, digest)?;
+    let mut builder = Builder::new(packs)?;
+    let mut chunker = chunker();
+    let name = chunker.name();
+    let mut content: Vec<Draft> = Vec::new();
+    let mut layout: Vec<DraftOp> = Vec::new();
+    let mut seg_plain = 0u64;
+    let mut literal = 0usize;
+    let mut analyzer = GzipAnalyzer::new(AnalyzeConfig {
+        max_corrections_ratio: max_correction_ratio,
+        ..AnalyzeConfig::default()
+    });
+    let mut on_event = |ev: Event<'_>| -> io::Result<()> {
+        match ev {
+            Event::Literal(bytes) => {
+                literal += bytes.len();
+                if literal > MAX_LITERAL {
+                    return Err(unsupported(format!(
+                        "more than {MAX_LITERAL} bytes outside DEFLATE streams"
+                    )));
+                }
+                match layout.last_mut() {
+                    Some(DraftOp::Lit(l)) => l.extend_from_slice(bytes),
+                    _ => layout.push(DraftOp::Lit(bytes.to_vec())),
+                }
+            }
+            Event::DeflateStart => {
+                layout.push(DraftOp::Deflate(Vec::new()));
+                seg_plain = 0;
+            }
+            Event::Plain(bytes) => {
+                seg_plain += bytes.len() as u64;
+                chunker.feed(bytes, &mut |piece: &[u8]| -> io::Result<()> {
+                    content.push(builder.put(piece)?);
+                    Ok(())
+                })?;
+            }
+            Event::SegmentEnd { corrections } => {
+                let mut refs = Vec::new();
+                for part in corrections.chunks(CORRECTION_BLOCK) {
+                    refs.push(builder.put(part)?);
+                }
+                match layout.last_mut() {
+                    Some(DraftOp::Deflate(segs)) => segs.push((seg_plain, refs)),
+                    _ => return Err(unsupported("segment outside a DEFLATE stream".into())),
+                }
+                seg_plain = 0;
+            }
+            Event::DeflateEnd => {
+                if seg_plain != 0 {
+                    return Err(unsupported("DEFLATE stream ended mid-segment".into()));
+                }
+            }
+        }
+        Ok(())
+    };
+    let mut buf = vec![0u8; 1024 * 1024];
+    let mut size = 0u64;
+    let analysed: io::Result<()> = (|| {
+        loop {
+            let n = input.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            size += n as u64;
+            analyzer
+                .feed(&buf[..n], &mut on_event)
+                .map_err(analyze_error)?;
+        }
+        analyzer.finish(&mut on_event).map_err(analyze_error)?;
+        Ok(())
+    })();
+    if let Err(e) = analysed {
+        builder.writer_abandon();
+        return Err(e);
+    }
+    chunker.finish(&mut |piece: &[u8]| -> io::Result<()> {
+        content.push(builder.put(piece)?);
+        Ok(())
+    })?;
+    let (new_blocks, new_bytes) = (builder.new_blocks, builder.new_bytes);
+    let mut table = builder.finish()?;
+    let content_refs: Vec<BlockRef> = content.iter().map(|d| table.block(d)).collect();
+    let layout: Vec<Op> = layout
+        .into_iter()
+        .map(|op| match op {
+            DraftOp::Lit(b) => Op::Lit(b),
+            DraftOp::Deflate(segs) => Op::Deflate(
+                segs.into_iter()
+                    .map(|(plain, refs)| Segment {
+                        plain,
+                        corrections: refs.iter().map(|d| table.block(d)).collect(),
+                    })
+                    .collect(),
+            ),
+        })
+        .collect();
+    let recipe = Recipe {
+        digest: digest.clone(),
+        size,
+        chunker: name,
+        encoding: "gzip".into(),
+        frames: table.frames,
+        content: content_refs,
+        layout,
+    };
+    let content_bytes = recipe.content_len();
+    prove_and_commit(store, &recipe)?;
+    Ok(Converted {
+        digest: digest.clone(),
+        size,
+        encoding: "gzip".into(),
+        content_bytes,
+        new_blocks,
+        new_bytes,
+        fallback: None,
+    })
+}
+
+fn analyze_error(e: deflate::AnalyzeError<io::Error>) -> io::Error {
+    match e {
+        deflate::AnalyzeError::Callback(inner) => inner,
+        other => unsupported(format!("gzip analysis: {other}")),
+    }
+}
+
+impl Builder<'_> {
+    fn writer_abandon(self) {
+        self.writer.abandon();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{
+        commit_blob, gzip, scratch_store, seeded_bytes, tar_of, texty_bytes,
+    };
+
+    fn rebuild_all(store: &Store, d: &Digest, start: u64) -> Vec<u8> {
+        let r = store.recipe(d).unwrap().expect("converted");
+        let mut out = Vec::new();
+        Rebuild::new(store.root(), r, start)
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
+    fn files(mtime: u64, changed: bool) -> Vec<u8> {
+        let big = texty_bytes(1, 300_000);
+        let mut edited = texty_bytes(2, 50_000);
+        if changed {
+            edited[1000..1010].copy_from_slice(b"0123456789");
+        }
+        let bin = seeded_bytes(3, 40_000);
+        let small = texty_bytes(4, 900);
+        tar_of(&[
+            ("usr/share/big.txt", &big, mtime),
+            ("etc/app.conf", &edited, mtime),
+            ("usr/lib/blob.bin", &bin, mtime + 1),
+            ("etc/small", &small, mtime),
+        ])
+    }
+
+    #[test]
+    fn raw_blob_converts_and_rebuilds_exactly() {
+        let store = scratch_store("convert-raw");
+        let data = seeded_bytes(7, 100_000);
+        let d = commit_blob(&store, &data);
+        let c = convert(&store, &d).unwrap();
+        assert_eq!(c.encoding, "raw");
+        assert!(!store.original_path(&d).exists(), "original dropped");
+        assert!(store.pending_blobs().unwrap().is_empty());
+        assert_eq!(rebuild_all(&store, &d, 0), data);
+        assert_eq!(rebuild_all(&store, &d, 12_345), data[12_345..]);
+    }
+
+    #[test]
+    fn gzip_layer_is_stored_as_its_tar_and_recreated_bit_for_bit() {
+        let store = scratch_store("convert-gzip");
+        let layer = gzip(&files(1_700_000_000, false), 6);
+        let d = commit_blob(&store, &layer);
+        let c = convert(&store, &d).unwrap();
+        assert_eq!(c.encoding, "gzip", "{:?}", c.fallback);
+        assert!(c.content_bytes > layer.len() as u64, "content is the tar");
+        assert_eq!(rebuild_all(&store, &d, 0), layer);
+        assert_eq!(rebuild_all(&store, &d, 5000), layer[5000..]);
+    }
+
+    #[test]
+    fn rebuilt_layer_with_new_mtimes_stores_almost_nothing_new() {
+        let store = scratch_store("convert-rebuilt");
+        let first = gzip(&files(1_700_000_000, false), 6);
+        let d1 = commit_blob(&store, &first);
+        let c1 = convert(&store, &d1).unwrap();
+        // Same files, rebuilt a day later, one small edit: a different gzip stream.
+        let second = gzip(&files(1_700_086_400, true), 6);
+        let d2 = commit_blob(&store, &second);
+        let c2 = convert(&store, &d2).unwrap();
+        assert_eq!(c2.encoding, "gzip");
+        assert!(
+            c2.new_bytes * 10 < c1.new_bytes,
+            "second layer added {} of {} bytes",
+            c2.new_bytes,
+            c1.new_bytes
+        );
+        assert_eq!(rebuild_all(&store, &d1, 0), first);
+        assert_eq!(rebuild_all(&store, &d2, 0), second);
+    }
+
+    #[test]
+    fn a_file_moved_within_the_archive_gives_the_same_blocks() {
+        let store = scratch_store("convert-moved");
+        let body = texty_bytes(9, 64 * 1024);
+        let a = tar_of(&[("a/one", b"short", 1), ("a/file", &body, 1)]);
+        let b = tar_of(&[("b/other", &texty_bytes(10, 777), 2), ("b/file", &body, 2)]);
+        let da = commit_blob(&store, &a);
+        convert(&store, &da).unwrap();
+        let db = commit_blob(&store, &b);
+        let cb = convert(&store, &db).unwrap();
+        assert!(
+            cb.new_bytes < 8 * 1024,
+            "only headers and the small file are new: {}",
+            cb.new_bytes
+        );
+        assert_eq!(rebuild_all(&store, &db, 0), b);
+    }
+
+    #[test]
+    fn corrupt_gzip_falls_back_to_raw_blocks_and_stays_pullable() {
+        let store = scratch_store("convert-corrupt");
+        let mut layer = gzip(&files(1, false), 6);
+        let mid = layer.len() / 2;
+        for b in &mut layer[mid..mid + 64] {
+            *b ^= 0x5a;
+        }
+        let d = commit_blob(&store, &layer);
+        let c = convert(&store, &d).unwrap();
+        assert_eq!(c.encoding, "raw");
+        assert!(c.fallback.is_some());
+        assert_eq!(rebuild_all(&store, &d, 0), layer);
+    }
+
+    #[test]
+    fn an_interrupted_conversion_is_simply_run_again() {
+        let store = scratch_store("convert-resume");
+        let layer = gzip(&files(5, false), 6);
+        let d = commit_blob(&store, &layer);
+        // A conversion killed mid-pack leaves a temporary pack behind.
+        let packs = Packs::new(store.root());
+        let mut w = PackWriter::create(&packs).unwrap();
+        w.add(BlockId::compute(b"partial").unwrap(), b"partial")
+            .unwrap();
+        std::mem::forget(w);
+        let c = convert(&store, &d).unwrap();
+        assert_eq!(c.encoding, "gzip");
+        assert_eq!(rebuild_all(&store, &d, 0), layer);
+        // Killed after the recipe was committed but before the original went.
+        let other = seeded_bytes(11, 5000);
+        let d2 = commit_blob(&store, &other);
+        convert(&store, &d2).unwrap();
+        std::fs::write(store.original_path(&d2), &other).unwrap();
+        assert_eq!(store.pending_blobs().unwrap(), vec![d2.clone()]);
+        let again = convert(&store, &d2).unwrap();
+        assert_eq!(again.new_blocks, 0);
+        assert!(store.pending_blobs().unwrap().is_empty());
+    }
+
+    #[test]
+    fn multi_member_gzip_round_trips() {
+        let store = scratch_store("convert-multi");
+        let t = files(3, false);
+        let (a, b) = t.split_at(t.len() / 3);
+        let mut layer = gzip(a, 9);
+        layer.extend(gzip(b, 1));
+        let d = commit_blob(&store, &layer);
+        let c = convert(&store, &d).unwrap();
+        assert_eq!(c.encoding, "gzip", "{:?}", c.fallback);
+        assert_eq!(rebuild_all(&store, &d, 0), layer);
+    }
+}
