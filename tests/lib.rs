@@ -345,6 +345,35 @@ impl Server {
 
     // ---- storage helpers ----------------------------------------------
 
+    /// The store's figures, from the guest's `admin.get-stats`.
+    pub async fn stats(&self) -> host::StoreStats {
+        host::store_stats(&self.data_dir(), &host::GuestSource::Embedded)
+            .await
+            .expect("stats of the test store")
+    }
+
+    /// Waits (up to 60 s) until the background converter has turned every
+    /// pushed blob into blocks; returns the figures then.
+    pub async fn wait_converted(&self) -> host::StoreStats {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let stats = self.stats().await;
+            if stats.pending == 0 {
+                return stats;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "conversion still pending after 60 s: {stats:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `data/layers/<digest>/original`: a pushed blob awaiting conversion.
+    pub fn original_path(&self, digest: &str) -> PathBuf {
+        self.data_dir().join("layers").join(digest).join("original")
+    }
+
     /// Regular files in `data/blocks/??/` (recursively below each `??`).
     pub fn block_files(&self) -> Vec<(PathBuf, u64)> {
         let blocks = self.data_dir().join("blocks");

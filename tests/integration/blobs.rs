@@ -247,30 +247,29 @@ async fn shared_blocks_of_two_blobs_are_stored_once() {
     let srv = Server::start().await;
     let x = seeded_bytes(1234, 1024 * 1024);
     srv.push_blob("dedup", &x).await;
-    let after_x = srv.block_files();
-    // 1 MiB of random data in 4 KiB blocks: 256 distinct blocks.
-    assert_eq!(
-        after_x.len(),
-        256,
-        "block files after 1 MiB: {}",
-        after_x.len()
-    );
+    let after_x = srv.wait_converted().await;
+    // 1 MiB of random data (not a tar: cut every 4 KiB): 256 distinct blocks.
+    assert_eq!(after_x.blocks, 256, "{after_x:?}");
 
     let mut x_plus = x.clone();
     x_plus.extend_from_slice(b"a suffix that makes a different blob");
     srv.push_blob("dedup-other", &x_plus).await;
-    let after_both = srv.block_files();
+    let after_both = srv.wait_converted().await;
     assert_eq!(
-        after_both.len(),
-        257,
+        after_both.blocks, 257,
         "the second blob should add only its tail block"
     );
-    let stored: u64 = after_both.iter().map(|(_, size)| size).sum();
     let logical = (x.len() + x_plus.len()) as u64;
+    assert_eq!(after_both.logical_bytes, logical);
     assert!(
-        stored < logical * 6 / 10,
-        "blocks hold {stored} bytes for {logical} logical bytes: not deduplicated"
+        after_both.stored_bytes < logical * 6 / 10,
+        "the store holds {} bytes for {logical} logical bytes: not deduplicated",
+        after_both.stored_bytes
     );
+    srv.get(format!("/v2/dedup-other/blobs/{}", sha256_digest(&x_plus)))
+        .await
+        .assert_status(200)
+        .assert_body(&x_plus);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -278,11 +277,15 @@ async fn repetitive_blob_stores_one_block_per_distinct_content() {
     let srv = Server::start().await;
     let data = repetitive_bytes(b"0123456789abcdef", 1024 * 1024);
     srv.push_blob("zeros", &data).await;
-    let blocks = srv.block_files();
-    assert_eq!(blocks.len(), 1, "256 identical 4 KiB blocks: {blocks:?}");
+    let stats = srv.wait_converted().await;
+    assert_eq!(stats.blocks, 1, "256 identical 4 KiB blocks: {stats:?}");
+    assert!(
+        stats.stored_bytes < 64 * 1024,
+        "a repeated pattern compresses: {stats:?}"
+    );
     // Pushing the same content again, to another repo, adds nothing.
     srv.push_blob("zeros-again", &data).await;
-    assert_eq!(srv.block_files().len(), 1);
+    assert_eq!(srv.wait_converted().await.blocks, 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -290,15 +293,20 @@ async fn committed_blob_has_a_recipe_and_no_whole_copy() {
     let srv = Server::start().await;
     let data = seeded_bytes(4321, 1024 * 1024 + 100);
     let digest = srv.push_blob("recipes", &data).await;
+    srv.wait_converted().await;
     let recipe = srv.recipe_path(&digest);
     let text = std::fs::read(&recipe).unwrap_or_else(|e| panic!("{}: {e}", recipe.display()));
     serde_json::from_slice::<serde_json::Value>(&text).expect("recipe.json is JSON");
 
+    // Random bytes do not compress: the one pack holds them at full size.
+    // Anywhere else, a file that size would be a whole copy.
+    let packs = srv.data_dir().join("blocks").join("packs");
     let copies: Vec<_> = tests::walk_files(&srv.data_dir())
         .into_iter()
-        .filter(|(_, size)| *size == data.len() as u64)
+        .filter(|(path, size)| *size == data.len() as u64 && !path.starts_with(&packs))
         .collect();
     assert!(copies.is_empty(), "files the size of the blob: {copies:?}");
+    assert!(!srv.original_path(&digest).exists());
     assert!(srv.upload_files().is_empty(), "{:?}", srv.upload_files());
 }
 

@@ -9,6 +9,7 @@ mod base;
 mod blobs;
 mod confinement;
 mod content_management;
+mod conversion;
 mod errors;
 mod manifests;
 mod tags_catalog;
