@@ -30,6 +30,8 @@ cargo build --release -p host
 mkdir -p target/guests
 cargo build --release -p guest --target wasm32-wasip2 --features alt-build
 cp target/wasm32-wasip2/release/guest.wasm target/guests/guest-alt.wasm
+cargo build --release -p guest --target wasm32-wasip2 --features fastcdc
+cp target/wasm32-wasip2/release/guest.wasm target/guests/guest-fastcdc.wasm
 cargo build --release -p guest --target wasm32-wasip2
 cp target/wasm32-wasip2/release/guest.wasm target/guests/guest-default.wasm
 
@@ -52,6 +54,7 @@ GUEST_ALT="$PWD/target/guests/guest-alt.wasm" \
 step "interoperability (skopeo --all, oras-py artifacts and referrers, deletion, 10 000 HEADs)"
 BLOCKREG="$PWD/target/release/blockreg" \
 INTEROP_GUEST="$PWD/target/guests/guest-default.wasm" \
+INTEROP_GUEST_FASTCDC="$PWD/target/guests/guest-fastcdc.wasm" \
   bash tests/e2e/interop.sh
 
 step "all tiers passed"

@@ -179,6 +179,19 @@ fn open_original(store: &Store, digest: &Digest) -> io::Result<BufReader<File>> 
 /// # Errors
 /// I/O errors; the original is then kept and conversion can be retried.
 pub fn convert(store: &Store, digest: &Digest) -> io::Result<Converted> {
+    convert_with(store, digest, chunker)
+}
+
+/// [`convert`] with the chunker `new_chunker` makes (tests use both builds'
+/// chunkers side by side).
+///
+/// # Errors
+/// As [`convert`].
+pub fn convert_with(
+    store: &Store,
+    digest: &Digest,
+    new_chunker: fn() -> TarChunker,
+) -> io::Result<Converted> {
     let mut packs = Packs::new(store.root());
     packs.remove_temporaries()?;
     if let Some(r) = store.recipe(digest)? {
@@ -198,13 +211,19 @@ pub fn convert(store: &Store, digest: &Digest) -> io::Result<Converted> {
     let n = open_original(store, digest)?.read(&mut head)?;
     let mut fallback = None;
     if deflate::is_gzip(&head[..n]) {
-        match convert_gzip(store, &mut packs, digest, settings.max_correction_ratio) {
+        match convert_gzip(
+            store,
+            &mut packs,
+            digest,
+            new_chunker(),
+            settings.max_correction_ratio,
+        ) {
             Ok(done) => return Ok(done),
             Err(e) if e.kind() == ErrorKind::Unsupported => fallback = Some(e.to_string()),
             Err(e) => return Err(e),
         }
     }
-    let mut done = convert_raw(store, &mut packs, digest)?;
+    let mut done = convert_raw(store, &mut packs, digest, new_chunker())?;
     done.fallback = fallback;
     Ok(done)
 }
@@ -241,10 +260,14 @@ fn prove_and_commit(store: &Store, recipe: &Recipe) -> io::Result<()> {
     store.remove_original(&recipe.digest)
 }
 
-fn convert_raw(store: &Store, packs: &mut Packs, digest: &Digest) -> io::Result<Converted> {
+fn convert_raw(
+    store: &Store,
+    packs: &mut Packs,
+    digest: &Digest,
+    mut chunker: TarChunker,
+) -> io::Result<Converted> {
     let mut input = open_original(store, digest)?;
     let mut builder = Builder::new(packs)?;
-    let mut chunker = chunker();
     let name = chunker.name();
     let mut drafts = Vec::new();
     let mut emit = |piece: &[u8]| -> io::Result<()> {
@@ -286,11 +309,11 @@ fn convert_gzip(
     store: &Store,
     packs: &mut Packs,
     digest: &Digest,
+    mut chunker: TarChunker,
     max_correction_ratio: f64,
 ) -> io::Result<Converted> {
     let mut input = open_original(store, digest)?;
     let mut builder = Builder::new(packs)?;
-    let mut chunker = chunker();
     let name = chunker.name();
     let mut content: Vec<Draft> = Vec::new();
     let mut layout: Vec<DraftOp> = Vec::new();
@@ -554,6 +577,39 @@ mod tests {
         let again = convert(&store, &d2).unwrap();
         assert_eq!(again.new_blocks, 0);
         assert!(store.pending_blobs().unwrap().is_empty());
+    }
+
+    #[test]
+    fn either_chunker_reads_what_the_other_wrote() {
+        let store = scratch_store("convert-both-chunkers");
+        let a = gzip(&files(10, false), 6);
+        let b = gzip(&files(20, true), 6);
+        let da = commit_blob(&store, &a);
+        let ca = convert_with(&store, &da, TarChunker::default).unwrap();
+        let db = commit_blob(&store, &b);
+        let cb = convert_with(&store, &db, TarChunker::fastcdc_default).unwrap();
+        let ra = store.recipe(&da).unwrap().unwrap();
+        let rb = store.recipe(&db).unwrap().unwrap();
+        assert_eq!(ra.chunker, "tar-4096");
+        assert!(rb.chunker.starts_with("tar-fastcdc"), "{}", rb.chunker);
+        assert_eq!(
+            (ca.encoding.as_str(), cb.encoding.as_str()),
+            ("gzip", "gzip")
+        );
+        // One reader for both: the recipe, not the chunker, says how.
+        assert_eq!(rebuild_all(&store, &da, 0), a);
+        assert_eq!(rebuild_all(&store, &db, 0), b);
+        // Same files cut differently share little, but the store stays exact.
+        let c = gzip(&files(30, false), 6);
+        let dc = commit_blob(&store, &c);
+        let cc = convert_with(&store, &dc, TarChunker::fastcdc_default).unwrap();
+        assert!(
+            cc.new_bytes * 10 < cb.new_bytes,
+            "FastCDC dedups against FastCDC: {} vs {}",
+            cc.new_bytes,
+            cb.new_bytes
+        );
+        assert_eq!(rebuild_all(&store, &dc, 0), c);
     }
 
     #[test]

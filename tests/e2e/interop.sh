@@ -13,6 +13,9 @@
 #                --no-delete on the same data: every DELETE is 405 UNSUPPORTED
 #   4. load      10 000 parallel HEADs of a stored blob and of an unknown one
 #   5. catalog   an emptied repository leaves /v2/_catalog; n=1 pagination
+#   6. chunkers  the FastCDC guest build (INTEROP_GUEST_FASTCDC) converts a
+#                pushed image, is hot-swapped for the default build on the
+#                live host, and each reads what the other wrote
 #
 # Each check prints "ok NAME" or "FAIL NAME: reason" and the run goes on; the
 # last line is "N passed, N failed[, N skipped]" and the exit code is nonzero
@@ -37,6 +40,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 INTEROP_TARGET="${INTEROP_TARGET:-blockreg}"
 INTEROP_GUEST="${INTEROP_GUEST:-}"
+INTEROP_GUEST_FASTCDC="${INTEROP_GUEST_FASTCDC:-}"
 LOAD_N="${LOAD_N:-10000}"
 LOAD_PARALLEL="${LOAD_PARALLEL:-500}"
 LOAD_RSS_MAX_MIB="${LOAD_RSS_MAX_MIB:-1024}"
@@ -921,6 +925,85 @@ else
     verdict load_rss
 fi
 log "4. load: $(elapsed "$T_4") s"
+
+# ------------------------------------------------------------------ 6. chunkers
+
+# The second guest build (FastCDC inside tar members) and the default one
+# (4 KiB blocks aligned to members) on one live host: each converts what is
+# pushed while it serves, and each serves what the other wrote, because the
+# recipe — not the chunker — says how to rebuild a blob.
+if is_blockreg && [[ -n "$INTEROP_GUEST_FASTCDC" ]]; then
+    T_6="$(now)"
+    D6="$WORK_DIR/br6/data" G6="$WORK_DIR/br6/guest.wasm" L6="$LOG_DIR/blockreg-chunkers.log"
+    mkdir -p "$WORK_DIR/br6"
+    cp "$INTEROP_GUEST_FASTCDC" "$G6"
+    guest_of() { curl -s -o /dev/null -w '%header{blockreg-guest}' "$1/v2/"; }
+    # wait_pending DIR: until stats report no blob awaiting conversion (5 min).
+    wait_pending() {
+        local i p
+        for ((i = 0; i < 3000; i++)); do
+            p="$("$BLOCKREG" stats --data "$1" --json 2>/dev/null | jq -r .pending)"
+            [[ "$p" == 0 ]] && return 0
+            sleep 0.1
+        done
+        return 1
+    }
+    # chunkers_of MANIFEST_FILE: the chunker of each layer's recipe.
+    chunkers_of() {
+        jq -r '.layers[].digest' "$1" | while read -r d; do
+            jq -r .chunker "$D6/layers/$d/recipe.json" 2>/dev/null || echo missing
+        done | sort -u | tr '\n' ' '
+    }
+    # served_exact HOST_URL REPO MANIFEST_FILE: every blob reads back to its digest.
+    served_exact() {
+        jq -r '.config.digest, .layers[].digest' "$3" | while read -r d; do
+            got="sha256:$(curl -s "$1/v2/$2/blobs/$d" | sha256sum | cut -d' ' -f1)"
+            [[ "$got" == "$d" ]] || echo "$d"
+        done | head -n1
+    }
+    if start_blockreg "$D6" "$L6" "$G6"; then
+        P6="$BR_PID" U6="$BR_URL" H6="$BR_HOST"
+        bad=""
+        [[ "$(guest_of "$U6")" == *+fastcdc ]] || why "serving $(guest_of "$U6"), want the +fastcdc build"
+        skopeo_q copy --dest-tls-verify=false "oci:$L:base" "docker://$H6/chunk/base:v1" || why "skopeo push of the base to the FastCDC guest failed"
+        wait_pending "$D6" || why "conversion still pending after 5 min"
+        curl -s -H "Accept: $MT_MANIFEST" "$U6/v2/chunk/base/manifests/v1" >"$WORK_DIR/br6/base.json"
+        c="$(chunkers_of "$WORK_DIR/br6/base.json")"
+        [[ "$c" == "tar-fastcdc-"*" " && "$c" != *" tar-4096"* ]] || why "base layers cut by '$c', want tar-fastcdc-…"
+        verdict "chunkers_fastcdc_guest_converts"
+        log "  FastCDC guest: base layers cut by $c"
+
+        bad=""
+        cp "$INTEROP_GUEST" "$G6.new" 2>/dev/null || cp "$GUEST_DEFAULT" "$G6.new" 2>/dev/null || why "no default guest file to swap in"
+        mv "$G6.new" "$G6"
+        for ((i = 0; i < 300; i++)); do
+            [[ "$(guest_of "$U6")" != *+fastcdc ]] && break
+            sleep 0.1
+        done
+        [[ "$(guest_of "$U6")" != *+fastcdc ]] || why "the host still serves $(guest_of "$U6") 30 s after the swap"
+        skopeo_q copy --dest-tls-verify=false --dest-compress "oci:$L:nginx" "docker://$H6/chunk/nginx:v1" || why "skopeo push of nginx after the swap failed"
+        wait_pending "$D6" || why "conversion still pending after 5 min"
+        curl -s -H "Accept: $MT_MANIFEST" "$U6/v2/chunk/nginx/manifests/v1" >"$WORK_DIR/br6/nginx.json"
+        new_layers="$(jq -r '.layers[].digest' "$WORK_DIR/br6/nginx.json" | while read -r d; do
+            jq -r '"\(.chunker) \(.encoding)"' "$D6/layers/$d/recipe.json"; done | sort -u | tr '\n' ' ')"
+        [[ "$new_layers" == *"tar-4096 gzip"* ]] || why "nginx layers after the swap: '$new_layers', want tar-4096 gzip"
+        verdict "chunkers_swap_to_default_guest"
+        log "  default guest after the swap: nginx layers $new_layers"
+
+        bad=""
+        b="$(served_exact "$U6" chunk/base "$WORK_DIR/br6/base.json")"
+        [[ -z "$b" ]] || why "blob $b written by the FastCDC guest does not read back through the default guest"
+        n="$(served_exact "$U6" chunk/nginx "$WORK_DIR/br6/nginx.json")"
+        [[ -z "$n" ]] || why "blob $n does not read back"
+        verdict "chunkers_each_reads_the_others_recipes"
+        stats6="$("$BLOCKREG" stats --data "$D6" --json 2>/dev/null)"
+        log "  stats: $stats6"
+        stop_pid "$P6"
+    else
+        fail "chunkers_fastcdc_guest_converts" "blockreg with $G6 did not start"
+    fi
+    log "6. chunkers: $(elapsed "$T_6") s"
+fi
 
 # ------------------------------------------------------------------ end
 
