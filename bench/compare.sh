@@ -118,7 +118,7 @@ wait_converted() {
 record_stats() {
     local js f v
     js="$(stats_json "$4")" || return 0
-    for f in logical_bytes unique_bytes stored_bytes block_bytes cache_bytes blobs blocks packs ratio pending; do
+    for f in logical_bytes unique_bytes stored_bytes block_bytes cache_bytes blobs blocks packs ratio pending failed; do
         v="$(jq -r --arg f "$f" 'if has($f) then .[$f] else empty end' <<<"$js")"
         [[ -n "$v" ]] || continue
         case "$f" in
