@@ -939,6 +939,22 @@ mod tests {
         }
     }
 
+    /// Go's compress/flate (docker push) writes a distance code with a single
+    /// symbol of length 1 when a block uses one distance; RFC 1951 allows it.
+    /// Made by `fixtures/make_single_dist_code.py`; needs the patch in
+    /// `third_party/preflate-rs` (0.7.6 refuses it as invalid).
+    #[test]
+    fn single_symbol_distance_code_round_trips() {
+        let gz: &[u8] = include_bytes!("fixtures/single_dist_code.gz");
+        for feed in [1, 7, 4096] {
+            let (summary, plains) = round_trip(gz, feed, cfg(65_536));
+            assert_eq!(summary.members, 1);
+            let mut expected = b"abc".repeat(1 + 86 * 40);
+            expected.truncate(3 + 258 * 40);
+            assert_eq!(plains, vec![expected]);
+        }
+    }
+
     #[test]
     fn zlib_stream_round_trips_as_raw_deflate() {
         let data = sample(100_000, 8);
