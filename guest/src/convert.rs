@@ -28,6 +28,15 @@ use crate::recipe::{BlockRef, Frame, Location, Op, Recipe, Segment};
 use crate::store::Store;
 use crate::tarchunk::TarChunker;
 
+/// Segment sizes (compressed input per preflate call) and plain-text limits
+/// tried in turn for a gzip blob. Recreating a segment holds its plain text
+/// in memory, so the limits stay far below a request's memory limit.
+const GZIP_ATTEMPTS: [(usize, usize); 3] = [
+    (1 << 20, 8 << 20),
+    (512 << 10, 8 << 20),
+    (8 << 20, 64 << 20),
+];
+
 /// Correction bytes are stored in blocks of at most this size.
 const CORRECTION_BLOCK: usize = 64 * 1024;
 /// Literal bytes (gzip headers, trailers, trailing data) kept in a recipe.
@@ -211,16 +220,29 @@ pub fn convert_with(
     let n = open_original(store, digest)?.read(&mut head)?;
     let mut fallback = None;
     if deflate::is_gzip(&head[..n]) {
-        match convert_gzip(
-            store,
-            &mut packs,
-            digest,
-            new_chunker(),
-            settings.max_correction_ratio,
-        ) {
-            Ok(done) => return Ok(done),
-            Err(e) if e.kind() == ErrorKind::Unsupported => fallback = Some(e.to_string()),
-            Err(e) => return Err(e),
+        // preflate-rs 0.7's streaming sometimes loses a match at a segment
+        // boundary ("PredictionFailure"), depending only on where segments
+        // end: other segment sizes move the boundaries away from it.
+        for (segment_input, plain_text_limit) in GZIP_ATTEMPTS {
+            let cfg = AnalyzeConfig {
+                max_corrections_ratio: settings.max_correction_ratio,
+                segment_input,
+                plain_text_limit,
+                max_pending: plain_text_limit.max(2 * segment_input),
+                ..AnalyzeConfig::default()
+            };
+            match convert_gzip(store, &mut packs, digest, new_chunker(), cfg) {
+                Ok(done) => return Ok(done),
+                Err(e) if e.kind() == ErrorKind::Unsupported => {
+                    let why = e.to_string();
+                    let retry = why.contains("preflate") || why.contains("does not rebuild");
+                    fallback = Some(why);
+                    if !retry {
+                        break;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
     let mut done = convert_raw(store, &mut packs, digest, new_chunker())?;
@@ -310,7 +332,7 @@ fn convert_gzip(
     packs: &mut Packs,
     digest: &Digest,
     mut chunker: TarChunker,
-    max_correction_ratio: f64,
+    cfg: AnalyzeConfig,
 ) -> io::Result<Converted> {
     let mut input = open_original(store, digest)?;
     let mut builder = Builder::new(packs)?;
@@ -319,10 +341,7 @@ fn convert_gzip(
     let mut layout: Vec<DraftOp> = Vec::new();
     let mut seg_plain = 0u64;
     let mut literal = 0usize;
-    let mut analyzer = GzipAnalyzer::new(AnalyzeConfig {
-        max_corrections_ratio: max_correction_ratio,
-        ..AnalyzeConfig::default()
-    });
+    let mut analyzer = GzipAnalyzer::new(cfg);
     let mut on_event = |ev: Event<'_>| -> io::Result<()> {
         match ev {
             Event::Literal(bytes) => {
