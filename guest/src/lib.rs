@@ -169,13 +169,16 @@ fn stream_blob(
         None
     };
     let mut r = rebuild::Rebuild::new(store.root(), recipe, start);
-    stream_reader(out, &mut r, len, fill.as_mut())?;
+    let sent = stream_reader(out, &mut r, len, fill.as_mut());
+    // Commit even when the client failed: one that closes as soon as it has
+    // every byte makes the final flush fail. A partial entry fails its
+    // digest check inside commit and is dropped.
     if let Some(f) = fill {
         if let Err(e) = f.commit() {
             eprintln!("blockreg-guest: caching {digest}: {e}");
         }
     }
-    Ok(())
+    sent
 }
 
 fn send(store: Option<&Store>, resp: Response, out: ResponseOutparam) {

@@ -41,6 +41,8 @@ pub enum Codec {
     Stored,
     /// Raw DEFLATE (RFC 1951).
     Deflate,
+    /// Brotli (RFC 7932): what new packs use.
+    Brotli,
 }
 
 impl Codec {
@@ -48,6 +50,7 @@ impl Codec {
         match self {
             Codec::Stored => 0,
             Codec::Deflate => 1,
+            Codec::Brotli => 2,
         }
     }
 
@@ -55,6 +58,7 @@ impl Codec {
         match v {
             0 => Some(Codec::Stored),
             1 => Some(Codec::Deflate),
+            2 => Some(Codec::Brotli),
             _ => None,
         }
     }
