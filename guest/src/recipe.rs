@@ -198,19 +198,28 @@ fn block_to_raw(b: &BlockRef) -> RawBlock {
     }
 }
 
+/// A block must name a frame of the table and lie inside it.
+fn check_in_frame(frames: &[Frame], frame: u32, offset: u32, len: u32) -> Result<(), RecipeError> {
+    let f = frames.get(frame as usize).ok_or_else(|| {
+        bad(format!(
+            "block names frame {frame}, table has {}",
+            frames.len()
+        ))
+    })?;
+    if u64::from(offset) + u64::from(len) > u64::from(f.len) {
+        return Err(bad(format!(
+            "block at {offset}+{len} overruns frame {frame} of {} bytes",
+            f.len
+        )));
+    }
+    Ok(())
+}
+
 fn block_from_raw(raw: RawBlock, frames: &[Frame]) -> Result<BlockRef, RecipeError> {
     let (id, len, at) = match raw {
         RawBlock::Loose(id, len) => (id, len, Location::Loose),
         RawBlock::Framed(id, len, frame, offset) => {
-            let f = frames.get(frame as usize).ok_or_else(|| {
-                bad(format!(
-                    "block names frame {frame}, table has {}",
-                    frames.len()
-                ))
-            })?;
-            if u64::from(offset) + u64::from(len) > u64::from(f.len) {
-                return Err(bad(format!("block {id} overruns its frame")));
-            }
+            check_in_frame(frames, frame, offset, len)?;
             (id, len, Location::Framed { frame, offset })
         }
     };
@@ -295,15 +304,7 @@ fn decode_content(text: &str, frames: &[Frame]) -> Result<Vec<BlockRef>, RecipeE
             .try_into()
             .expect("20 bytes");
         pos += 20;
-        let f = frames.get(frame as usize).ok_or_else(|| {
-            bad(format!(
-                "block names frame {frame}, table has {}",
-                frames.len()
-            ))
-        })?;
-        if u64::from(offset) + u64::from(len) > u64::from(f.len) {
-            return Err(bad("a content block overruns its frame"));
-        }
+        check_in_frame(frames, frame, offset, len)?;
         out.push(BlockRef {
             id: BlockId::from_bytes(id),
             len,
