@@ -607,14 +607,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("nested").join("data");
         let server = start(ServeConfig::new(&data)).await;
-        assert!(data.is_dir());
-
+        // The listener is bound before `serve` runs, so a connection is no
+        // sign of readiness; an answer is (it comes after the data dir and
+        // the guest are ready).
         let (status, _) = exchange(
             server.addr,
             "GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         )
         .await;
         assert_eq!(status, 200);
+        assert!(data.is_dir());
 
         server.stop.send(()).unwrap();
         let result = tokio::time::timeout(Duration::from_secs(10), server.task)
