@@ -127,6 +127,11 @@ impl<'a> Builder<'a> {
         Ok(Draft { id, len, placed })
     }
 
+    /// Drops the pack being written (an analysis that failed).
+    fn writer_abandon(self) {
+        self.writer.abandon();
+    }
+
     /// Makes the new pack durable and indexed; returns the frame table and
     /// a function from drafts to final block references.
     fn finish(self) -> io::Result<FrameTable> {
@@ -453,12 +458,6 @@ fn analyze_error(e: deflate::AnalyzeError<io::Error>) -> io::Error {
     match e {
         deflate::AnalyzeError::Callback(inner) => inner,
         other => unsupported(format!("gzip analysis: {other}")),
-    }
-}
-
-impl Builder<'_> {
-    fn writer_abandon(self) {
-        self.writer.abandon();
     }
 }
 

@@ -404,7 +404,6 @@ impl PackWriter {
 /// Reads blocks out of packs, keeping the last few decompressed frames.
 pub struct FrameReader {
     packs_dir: PathBuf,
-    root: PathBuf,
     files: HashMap<u64, File>,
     recent: Vec<(Frame, Rc<Vec<u8>>)>,
 }
@@ -415,15 +414,9 @@ impl FrameReader {
     pub fn new(store_root: &Path) -> Self {
         Self {
             packs_dir: store_root.join("blocks").join("packs"),
-            root: store_root.to_path_buf(),
             files: HashMap::new(),
             recent: Vec::new(),
         }
-    }
-
-    /// The store root this reader reads from.
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     /// The decompressed bytes of a frame.

@@ -63,17 +63,7 @@ impl Rebuild {
 
     /// Positions a verbatim recipe at `start`: content offset = blob offset.
     fn seek_verbatim(&mut self, start: u64) {
-        let mut pos = 0u64;
-        for (i, b) in self.recipe.content.iter().enumerate() {
-            let len = u64::from(b.len);
-            if pos + len > start {
-                self.block = i;
-                self.block_used = (start - pos) as usize;
-                break;
-            }
-            pos += len;
-            self.block = i + 1;
-        }
+        (self.block, self.block_used) = self.recipe.locate(start);
         let mut left = start;
         self.op = 0;
         while let Some(Op::Copy(n)) = self.recipe.layout.get(self.op) {

@@ -510,26 +510,18 @@ impl Recipe {
         Ok(())
     }
 
-    /// The content blocks covering content bytes `start..end` (end exclusive),
-    /// each with the part of it that falls in the range: `(block, skip, take)`.
-    pub fn slice(&self, start: u64, end: u64) -> Vec<(BlockRef, usize, usize)> {
-        let mut out = Vec::new();
+    /// The content block holding content byte `offset` and the offset in
+    /// it; `(content.len(), 0)` at or past the end.
+    pub fn locate(&self, offset: u64) -> (usize, usize) {
         let mut pos = 0u64;
-        for b in &self.content {
+        for (i, b) in self.content.iter().enumerate() {
             let len = u64::from(b.len);
-            let (lo, hi) = (pos, pos + len);
-            pos = hi;
-            if hi <= start {
-                continue;
+            if pos + len > offset {
+                return (i, (offset - pos) as usize);
             }
-            if lo >= end {
-                break;
-            }
-            let skip = start.saturating_sub(lo);
-            let take = end.min(hi) - lo - skip;
-            out.push((*b, skip as usize, take as usize));
+            pos += len;
         }
-        out
+        (self.content.len(), 0)
     }
 }
 
@@ -719,12 +711,13 @@ mod tests {
     }
 
     #[test]
-    fn slice_picks_the_blocks_of_a_range() {
+    fn locate_finds_the_block_holding_an_offset() {
         let r = sample();
-        let parts: Vec<(usize, usize)> = r.slice(2, 9).iter().map(|p| (p.1, p.2)).collect();
-        assert_eq!(parts, [(2, 2), (0, 4), (0, 1)]);
-        assert_eq!(r.slice(0, 10).len(), 3);
-        assert_eq!(r.slice(4, 8).len(), 1);
-        assert!(r.slice(10, 10).is_empty());
+        assert_eq!(r.locate(0), (0, 0));
+        assert_eq!(r.locate(2), (0, 2));
+        assert_eq!(r.locate(4), (1, 0));
+        assert_eq!(r.locate(9), (2, 1));
+        assert_eq!(r.locate(10), (3, 0));
+        assert_eq!(r.locate(99), (3, 0));
     }
 }
