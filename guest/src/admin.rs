@@ -2,7 +2,7 @@
 //! guest's identity.
 
 use crate::bindings::exports::blockreg::registry::admin::{
-    Conversion, Error, Guest, GuestInfo, Stats,
+    Conversion, Error, Guest, GuestInfo, Recovery, Stats,
 };
 use crate::cache::Cache;
 use crate::chunker::Chunker;
@@ -30,6 +30,7 @@ impl Guest for crate::Component {
         let (pack_count, pack_bytes) = packs.pack_totals().map_err(io_error)?;
         let index_bytes = index.blocks * crate::packs::RECORD_LEN as u64;
         let (_, cache_bytes) = Cache::new(store.root(), 0).usage().map_err(io_error)?;
+        let (_, temporary_bytes) = store.temporaries().map_err(io_error)?;
         Ok(Stats {
             blobs: usage.blobs,
             logical_bytes: usage.logical_bytes,
@@ -47,6 +48,7 @@ impl Guest for crate::Component {
             repositories: repos.len() as u64,
             manifests: repos.iter().map(|(_, n)| n).sum(),
             uploads: usage.uploads,
+            temporary_bytes,
         })
     }
 
@@ -76,6 +78,17 @@ impl Guest for crate::Component {
                 Err(Error::Other(format!("converting {digest}: {e}")))
             }
         }
+    }
+
+    fn recover() -> Result<Recovery, Error> {
+        let store = Store::open(DATA_ROOT).map_err(io_error)?;
+        let r = store.recover().map_err(io_error)?;
+        Ok(Recovery {
+            temporaries: r.temporaries,
+            temporary_bytes: r.temporary_bytes,
+            sessions_released: r.sessions_released,
+            sessions_removed: r.sessions_removed,
+        })
     }
 
     fn describe() -> GuestInfo {

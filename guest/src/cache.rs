@@ -46,6 +46,17 @@ impl Cache {
         Some(f)
     }
 
+    /// Drops an entry (one that turned out damaged).
+    ///
+    /// # Errors
+    /// I/O errors other than the entry being gone already.
+    pub fn remove(&self, digest: &Digest) -> io::Result<()> {
+        match fs::remove_file(self.path(digest)) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Starts filling an entry, if the budget allows one of `size` bytes.
     ///
     /// # Errors

@@ -46,6 +46,15 @@ impl Request {
             .map(str::trim)
     }
 
+    /// A header's raw value (first occurrence, case-insensitive name),
+    /// for callers that must tell "absent" from "not text".
+    pub fn header_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
     /// Every comma-separated item of every occurrence of a header, trimmed
     /// and without parameters (`type/sub; q=0.5` → `type/sub`).
     pub fn header_items(&self, name: &str) -> Vec<&str> {

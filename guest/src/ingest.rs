@@ -10,7 +10,7 @@
 use std::io::Read;
 
 use crate::oci::{Digest, ErrorCode, Hasher, RegistryError, Result};
-use crate::store::{Store, UploadId};
+use crate::store::{HeldUpload, Store};
 
 /// Hashes everything `data` yields.
 ///
@@ -33,19 +33,21 @@ pub fn hash_all(data: &mut dyn Read, expected: &Digest) -> Result<(Digest, u64)>
     Ok((hasher.finish(), size))
 }
 
-/// Verifies an upload session's bytes against `expected` and commits them
-/// as that blob. Returns the blob's size.
+/// Verifies a held upload session's bytes against `expected` and commits
+/// them as that blob, removing the session. Returns the blob's size. Bytes
+/// that do not match are dropped with the session: they can never commit.
 ///
 /// # Errors
 /// `DIGEST_INVALID` if the bytes do not hash to `expected` (nothing is
-/// committed), `UNKNOWN` for storage failures.
-pub fn commit_upload(store: &Store, id: &UploadId, expected: &Digest) -> Result<u64> {
-    let mut data = store
-        .open_upload_data(id)
+/// committed), `UNKNOWN` for storage failures (the session is kept).
+pub fn commit_upload(store: &Store, held: HeldUpload, expected: &Digest) -> Result<u64> {
+    let mut data = held
+        .open()
         .map_err(|e| RegistryError::storage("opening upload data", &e))?;
     let (actual, size) = hash_all(&mut data, expected)?;
     drop(data);
     if &actual != expected {
+        let _ = held.cancel();
         return Err(RegistryError::new(
             ErrorCode::DigestInvalid,
             "the uploaded content does not match the digest",
@@ -55,7 +57,7 @@ pub fn commit_upload(store: &Store, id: &UploadId, expected: &Digest) -> Result<
         ));
     }
     store
-        .commit_original(id, expected)
+        .commit_upload(held, expected)
         .map_err(|e| RegistryError::storage("committing a blob", &e))?;
     Ok(size)
 }
@@ -66,10 +68,11 @@ mod tests {
     use crate::oci::Algorithm;
     use crate::test_support::{scratch_store, seeded_bytes};
 
-    fn upload(store: &Store, data: &[u8]) -> UploadId {
+    fn upload(store: &Store, data: &[u8]) -> HeldUpload {
         let id = store.create_upload(&"t/r".parse().unwrap()).unwrap();
-        store.append_upload(&id, &mut &data[..], None).unwrap();
-        id
+        let mut held = crate::test_support::hold(store, &id);
+        held.append(&mut &data[..], None).unwrap();
+        held
     }
 
     #[test]
@@ -78,7 +81,7 @@ mod tests {
         let data = seeded_bytes(1, 3 * 4096 + 17);
         let d = Digest::of(Algorithm::Sha256, &data);
         let id = upload(&store, &data);
-        assert_eq!(commit_upload(&store, &id, &d).unwrap(), data.len() as u64);
+        assert_eq!(commit_upload(&store, id, &d).unwrap(), data.len() as u64);
         assert!(store.has_blob(&d));
         assert_eq!(store.blob_size(&d).unwrap(), Some(data.len() as u64));
         assert_eq!(std::fs::read(store.original_path(&d)).unwrap(), data);
@@ -91,7 +94,7 @@ mod tests {
         let data = seeded_bytes(3, 5000);
         let wrong = Digest::of(Algorithm::Sha256, b"something else");
         let id = upload(&store, &data);
-        let err = commit_upload(&store, &id, &wrong).unwrap_err();
+        let err = commit_upload(&store, id, &wrong).unwrap_err();
         assert_eq!(err.code, ErrorCode::DigestInvalid);
         assert!(!store.has_blob(&wrong));
         assert!(!store.has_blob(&Digest::of(Algorithm::Sha256, &data)));
@@ -103,7 +106,7 @@ mod tests {
         let data = seeded_bytes(4, 10_000);
         let d = Digest::of(Algorithm::Sha512, &data);
         let id = upload(&store, &data);
-        commit_upload(&store, &id, &d).unwrap();
+        commit_upload(&store, id, &d).unwrap();
         assert!(store.has_blob(&d));
     }
 }

@@ -104,35 +104,84 @@ fn write_all(out: &OutputStream, mut data: &[u8]) -> Result<(), StreamError> {
     Ok(())
 }
 
-/// Copies `len` bytes of `input` to the client in batches; `tee` sees them too.
+/// Why streaming a blob to a client stopped.
+enum StreamFailure {
+    /// The bytes read do not hash to the blob's digest: store damage.
+    Mismatch(String),
+    /// Reading failed, or the client went away.
+    Other(String),
+}
+
+impl std::fmt::Display for StreamFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Mismatch(m) | Self::Other(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Copies `len` bytes of `input` to the client in batches; `tee` sees them
+/// too. With `verify`, the bytes are hashed as they go and the last batch
+/// is held back until the whole matched the digest, so a blob that does
+/// not hash to its digest never reaches a client whole: its transfer is cut
+/// off and the client retries.
 fn stream_reader(
     out: &OutputStream,
     input: &mut dyn Read,
     len: u64,
     mut tee: Option<&mut cache::Fill>,
-) -> Result<(), String> {
+    verify: Option<&oci::Digest>,
+) -> Result<(), StreamFailure> {
     const BATCH: usize = 256 * 1024;
+    let mut hasher = verify.map(|d| oci::Hasher::new(d.algorithm()));
+    let mut held: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; BATCH];
     let mut left = len;
+    let send = |bytes: &[u8]| {
+        write_all(out, bytes).map_err(|e| StreamFailure::Other(format!("client went away: {e:?}")))
+    };
     while left > 0 {
         let want = (left as usize).min(BATCH);
         let n = input
             .read(&mut buf[..want])
-            .map_err(|e| format!("reading the blob: {e}"))?;
+            .map_err(|e| StreamFailure::Other(format!("reading the blob: {e}")))?;
         if n == 0 {
-            return Err(format!("the blob ended {left} bytes early"));
+            return Err(StreamFailure::Other(format!(
+                "the blob ended {left} bytes early"
+            )));
         }
         if let Some(t) = tee.as_deref_mut() {
             t.write(&buf[..n]);
         }
-        write_all(out, &buf[..n]).map_err(|e| format!("client went away: {e:?}"))?;
+        match &mut hasher {
+            Some(h) => {
+                h.update(&buf[..n]);
+                send(&held)?;
+                held.clear();
+                held.extend_from_slice(&buf[..n]);
+            }
+            None => send(&buf[..n])?,
+        }
         left -= n as u64;
     }
-    out.blocking_flush().map_err(|e| format!("flush: {e:?}"))
+    if let (Some(h), Some(expected)) = (hasher, verify) {
+        let actual = h.finish();
+        if &actual != expected {
+            return Err(StreamFailure::Mismatch(format!(
+                "{expected} reads back as {actual}: transfer cut off"
+            )));
+        }
+        send(&held)?;
+    }
+    out.blocking_flush()
+        .map_err(|e| StreamFailure::Other(format!("flush: {e:?}")))
 }
 
 /// Streams bytes `start..end` of a blob from wherever it is right now: its
 /// original, the cache, or recreated from its recipe (filling the cache).
+/// A whole blob is verified against its digest as it goes (see
+/// [`stream_reader`]); a damaged original is set aside so the blob is
+/// unknown until pushed again, a damaged cache entry is dropped.
 fn stream_blob(
     store: &Store,
     out: &OutputStream,
@@ -140,27 +189,41 @@ fn stream_blob(
     source: store::BlobSource,
     start: u64,
     end: u64,
-) -> Result<(), String> {
+) -> Result<(), StreamFailure> {
     use std::io::{Seek, SeekFrom};
     let len = end - start;
     let recipe = match source {
-        store::BlobSource::Original(mut f, _) => {
+        store::BlobSource::Original(mut f, size) => {
+            let verify = (start == 0 && end == size).then_some(digest);
             f.seek(SeekFrom::Start(start))
-                .map_err(|e| format!("seeking {digest}: {e}"))?;
-            return stream_reader(out, &mut io::BufReader::new(f), len, None);
+                .map_err(|e| StreamFailure::Other(format!("seeking {digest}: {e}")))?;
+            let sent = stream_reader(out, &mut io::BufReader::new(f), len, None, verify);
+            if let Err(StreamFailure::Mismatch(why)) = &sent {
+                eprintln!("blockreg-guest: original of {why}; set aside");
+                if let Err(e) = store.quarantine_original(digest, size) {
+                    eprintln!("blockreg-guest: setting {digest} aside: {e}");
+                }
+            }
+            return sent;
         }
         store::BlobSource::Recipe(r) => r,
     };
+    let verify = (start == 0 && end == recipe.size).then_some(digest);
     if recipe.is_verbatim() {
         let mut r = rebuild::Rebuild::new(store.root(), recipe, start);
-        return stream_reader(out, &mut r, len, None);
+        return stream_reader(out, &mut r, len, None, verify);
     }
     let budget = store.settings().map(|s| s.cache_bytes).unwrap_or(0);
     let cache = cache::Cache::new(store.root(), budget);
     if let Some(mut f) = cache.open(digest, recipe.size) {
         f.seek(SeekFrom::Start(start))
-            .map_err(|e| format!("seeking cached {digest}: {e}"))?;
-        return stream_reader(out, &mut io::BufReader::new(f), len, None);
+            .map_err(|e| StreamFailure::Other(format!("seeking cached {digest}: {e}")))?;
+        let sent = stream_reader(out, &mut io::BufReader::new(f), len, None, verify);
+        if let Err(StreamFailure::Mismatch(why)) = &sent {
+            eprintln!("blockreg-guest: cached {why}; entry dropped");
+            let _ = cache.remove(digest);
+        }
+        return sent;
     }
     let whole = start == 0 && end == recipe.size;
     let mut fill = if whole {
@@ -169,7 +232,7 @@ fn stream_blob(
         None
     };
     let mut r = rebuild::Rebuild::new(store.root(), recipe, start);
-    let sent = stream_reader(out, &mut r, len, fill.as_mut());
+    let sent = stream_reader(out, &mut r, len, fill.as_mut(), verify);
     // Commit even when the client failed: one that closes as soon as it has
     // every byte makes the final flush fail. A partial entry fails its
     // digest check inside commit and is dropped.
@@ -182,12 +245,14 @@ fn stream_blob(
 }
 
 fn send(store: Option<&Store>, resp: Response, out: ResponseOutparam) {
-    let fields: Vec<(String, Vec<u8>)> = resp
-        .headers
-        .iter()
-        .map(|(n, v)| (n.to_ascii_lowercase(), v.clone().into_bytes()))
-        .collect();
-    let headers = Fields::from_list(&fields).unwrap_or_else(|_| Fields::new());
+    // One by one: a value the host refuses is dropped alone (and logged),
+    // never the whole header list with it.
+    let headers = Fields::new();
+    for (n, v) in &resp.headers {
+        if let Err(e) = headers.append(&n.to_ascii_lowercase(), v.as_bytes()) {
+            eprintln!("blockreg-guest: header {n} dropped: {e:?}");
+        }
+    }
     let response = OutgoingResponse::new(headers);
     let _ = response.set_status_code(resp.status);
     if matches!(resp.body, Body::None) {
@@ -210,7 +275,9 @@ fn send(store: Option<&Store>, resp: Response, out: ResponseOutparam) {
             start,
             end,
         } => match store {
-            Some(store) => stream_blob(store, &stream, &digest, source, start, end),
+            Some(store) => {
+                stream_blob(store, &stream, &digest, source, start, end).map_err(|e| e.to_string())
+            }
             None => Err("no store".into()),
         },
     };

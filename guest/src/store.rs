@@ -24,6 +24,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::oci::{Digest, RepoName, Tag};
 use crate::recipe::Recipe;
@@ -32,6 +33,8 @@ use crate::recipe::Recipe;
 const ORIGINAL: &str = "original";
 /// Marker (with the reason inside) for a blob conversion gave up on.
 const FAILED: &str = "conversion-failed";
+/// An original that did not hash to its digest, set aside.
+const DAMAGED: &str = "damaged-original";
 
 /// Where a blob is served from.
 #[derive(Debug)]
@@ -91,6 +94,242 @@ pub struct Upload {
     pub size: u64,
 }
 
+/// Name prefix of a session's bytes while a request holds the session.
+const HELD: &str = "held-";
+
+/// The lease in a `held-` file name: until when its holder may use the
+/// session, and the size the client was last told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Lease {
+    expiry: u64,
+    size: u64,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Lease {
+    fn new(lease: Duration, size: u64) -> Self {
+        Self {
+            expiry: unix_now().saturating_add(lease.as_secs().max(1)),
+            size,
+        }
+    }
+
+    /// `held-<expiry>-<size>-<nonce>`; the nonce keeps two holders' names
+    /// apart even within one second.
+    fn file_name(&self) -> String {
+        format!(
+            "{HELD}{}-{}-{}",
+            self.expiry,
+            self.size,
+            crate::hex::encode(&crate::sys::random_bytes(6))
+        )
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        let mut parts = name.strip_prefix(HELD)?.splitn(3, '-');
+        let expiry = parts.next()?.parse().ok()?;
+        let size = parts.next()?.parse().ok()?;
+        parts.next()?;
+        Some(Self { expiry, size })
+    }
+
+    fn expired(&self) -> bool {
+        unix_now() >= self.expiry
+    }
+}
+
+/// The `held-` file of a session directory, if a request holds it.
+fn held_file(dir: &Path) -> io::Result<Option<(String, Lease)>> {
+    Ok(list_dir(dir)?
+        .into_iter()
+        .find_map(|(name, _)| Lease::parse(&name).map(|l| (name, l))))
+}
+
+/// Counts (and with `remove`, removes) the `.tmp-` files under `dir`, at
+/// any depth: `(files, bytes)`.
+fn temporaries(dir: &Path, remove: bool) -> io::Result<(u64, u64)> {
+    let (mut files, mut bytes) = (0, 0);
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if is_not_found(&e) => return Ok((0, 0)),
+        Err(e) => return Err(e),
+    };
+    for entry in rd {
+        let entry = entry?;
+        let ty = entry.file_type()?;
+        let path = entry.path();
+        if ty.is_dir() {
+            let (f, b) = temporaries(&path, remove)?;
+            files += f;
+            bytes += b;
+        } else if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+            files += 1;
+            bytes += entry.metadata().map_or(0, |m| m.len());
+            if remove {
+                remove_existing(&path)?;
+            }
+        }
+    }
+    Ok((files, bytes))
+}
+
+/// Removes a session directory, its commit point first so that a crash
+/// half-way leaves no live session.
+fn remove_session(dir: &Path) -> io::Result<()> {
+    remove_existing(&dir.join("repo"))?;
+    match fs::remove_dir_all(dir) {
+        Err(e) if !is_not_found(&e) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// What [`Store::hold_upload`] found.
+#[derive(Debug)]
+pub enum Hold {
+    /// The session is this request's until the hold is dropped.
+    Held(HeldUpload),
+    /// Another request holds it; `size` is what its client was last told.
+    Busy { size: u64 },
+    /// No such session: never started, finished or cancelled.
+    Unknown,
+}
+
+/// Why appending a request body to a session failed. The session is cut
+/// back to its size before the request either way.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Reading the request body failed: the client went away or sent a
+    /// broken body.
+    #[error("reading the request body: {0}")]
+    Body(io::Error),
+    /// The body's length differs from what the request announced.
+    #[error("the body has {got}{} bytes, the request announced {expected}", if *.more { "+" } else { "" })]
+    Length { expected: u64, got: u64, more: bool },
+    /// Writing to the store failed (a full disk, an I/O error).
+    #[error("writing the upload: {0}")]
+    Store(io::Error),
+}
+
+/// An upload session held by one request (see [`Store::hold_upload`]).
+/// Dropping it releases the session at its acknowledged size.
+#[derive(Debug)]
+pub struct HeldUpload {
+    dir: PathBuf,
+    /// The session's bytes, under this holder's `held-` name.
+    path: PathBuf,
+    /// The repository the session belongs to.
+    pub repo: String,
+    /// Bytes acknowledged to the client (or appended by this request).
+    size: u64,
+    /// Committed or cancelled: nothing to release.
+    done: bool,
+}
+
+impl HeldUpload {
+    /// The session's size, including what this request appended.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends the whole of `body`; `expected` is the length the request
+    /// announced. On failure the session is cut back to its size before.
+    ///
+    /// # Errors
+    /// See [`AppendError`].
+    pub fn append(
+        &mut self,
+        body: &mut dyn Read,
+        expected: Option<u64>,
+    ) -> Result<u64, AppendError> {
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(AppendError::Store)?;
+        let before = self.size;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n = 0u64;
+        let result = loop {
+            let k = match body.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(k) => k,
+                Err(e) => break Err(AppendError::Body(e)),
+            };
+            if let Err(e) = f.write_all(&buf[..k]) {
+                break Err(AppendError::Store(e));
+            }
+            n += k as u64;
+            if expected.is_some_and(|e| n > e) {
+                break Ok(());
+            }
+        };
+        let result = result.and_then(|()| match expected {
+            Some(e) if e != n => Err(AppendError::Length {
+                expected: e,
+                got: n,
+                more: n > e,
+            }),
+            _ => Ok(n),
+        });
+        match &result {
+            Ok(n) => self.size = before + n,
+            Err(_) => {
+                let _ = f.set_len(before);
+            }
+        }
+        result
+    }
+
+    /// Opens the held bytes for reading (to verify them).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn open(&self) -> io::Result<File> {
+        File::open(&self.path)
+    }
+
+    /// Cancels the session: its bytes and the session are removed.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn cancel(mut self) -> io::Result<()> {
+        self.done = true;
+        remove_session(&self.dir)
+    }
+
+    /// Gives the session back for the next request, at its current size.
+    ///
+    /// # Errors
+    /// I/O errors; `NotFound` when the lease had expired and another
+    /// request took the session over.
+    pub fn release(mut self) -> io::Result<()> {
+        self.done = true;
+        self.give_back()
+    }
+
+    fn give_back(&self) -> io::Result<()> {
+        // Bytes past the acknowledged size belong to no answered request.
+        if let Ok(f) = OpenOptions::new().write(true).open(&self.path) {
+            if f.metadata().is_ok_and(|m| m.len() > self.size) {
+                f.set_len(self.size)?;
+            }
+        }
+        fs::rename(&self.path, self.dir.join("data"))
+    }
+}
+
+impl Drop for HeldUpload {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.give_back();
+        }
+    }
+}
+
 fn is_not_found(e: &io::Error) -> bool {
     e.kind() == ErrorKind::NotFound
 }
@@ -141,7 +380,13 @@ fn list_dir(path: &Path) -> io::Result<Vec<(String, fs::FileType)>> {
         if name.starts_with(".tmp-") {
             continue;
         }
-        out.push((name, entry.file_type()?));
+        // An entry removed since the directory was read (a concurrent
+        // delete) is simply not listed.
+        match entry.file_type() {
+            Ok(ty) => out.push((name, ty)),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(out)
 }
@@ -264,21 +509,22 @@ impl Store {
         }
     }
 
-    /// Commits a verified upload: its data file becomes the blob's original
-    /// (fsync, then rename), to be converted to blocks in the background.
-    /// Does nothing if the blob is already committed.
+    /// Sets aside an original found not to hash to its digest (store
+    /// damage), as `damaged-original`: the blob is then unknown, so the
+    /// next push of it is accepted and repairs it. `size` is the size of
+    /// the file found damaged; an original of another size was replaced
+    /// meanwhile (by such a push) and is left alone.
     ///
     /// # Errors
     /// I/O errors.
-    pub fn commit_original(&self, id: &UploadId, digest: &Digest) -> io::Result<()> {
-        if self.has_blob(digest) {
-            return Ok(());
+    pub fn quarantine_original(&self, digest: &Digest, size: u64) -> io::Result<()> {
+        let path = self.original_path(digest);
+        match fs::metadata(&path) {
+            Ok(m) if m.len() == size => fs::rename(&path, self.layer_dir(digest).join(DAMAGED)),
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(e),
         }
-        let data = self.upload_dir(id).join("data");
-        File::open(&data)?.sync_all()?;
-        let dir = self.layer_dir(digest);
-        fs::create_dir_all(&dir)?;
-        fs::rename(&data, dir.join(ORIGINAL))
     }
 
     /// Blobs whose original still exists (conversion pending, or its
@@ -363,7 +609,11 @@ impl Store {
             && self.has_blob(digest)
     }
 
-    /// Stores a manifest byte-exact with its media type.
+    /// Stores a manifest byte-exact with its media type, in one file (the
+    /// media type on the first line, then the bytes), so a manifest is
+    /// either there whole or not at all whatever races with it. The media
+    /// type must be valid ([`crate::oci::media::is_valid_media_type`]): it
+    /// has no line break.
     ///
     /// # Errors
     /// I/O errors.
@@ -374,16 +624,19 @@ impl Store {
         media_type: &str,
         bytes: &[u8],
     ) -> io::Result<()> {
+        debug_assert!(crate::oci::media::is_valid_media_type(media_type));
         let dir = self.repo_dir(repo).join("_manifests");
-        let name = digest.to_string();
-        write_atomic(&dir.join(format!("{name}.type")), media_type.as_bytes())?;
-        write_atomic(&dir.join(name), bytes)
+        let mut file = Vec::with_capacity(media_type.len() + 1 + bytes.len());
+        file.extend_from_slice(media_type.as_bytes());
+        file.push(b'\n');
+        file.extend_from_slice(bytes);
+        write_atomic(&dir.join(digest.to_string()), &file)
     }
 
     /// A stored manifest: `(media type, bytes)`.
     ///
     /// # Errors
-    /// I/O errors.
+    /// I/O errors, `InvalidData` for a damaged file.
     pub fn manifest(
         &self,
         repo: &RepoName,
@@ -391,14 +644,30 @@ impl Store {
     ) -> io::Result<Option<(String, Vec<u8>)>> {
         let dir = self.repo_dir(repo).join("_manifests");
         let name = digest.to_string();
-        let Some(bytes) = read_optional(&dir.join(&name))? else {
+        let Some(mut bytes) = read_optional(&dir.join(&name))? else {
             return Ok(None);
         };
+        let corrupt =
+            |what: &str| io::Error::new(ErrorKind::InvalidData, format!("{name}: {what}"));
+        // A manifest is JSON, so it starts with `{` or white space; a media
+        // type starts with a letter or digit.
+        if bytes.first().is_some_and(u8::is_ascii_alphanumeric) {
+            let nl = bytes
+                .iter()
+                .position(|&b| b == b'\n')
+                .ok_or_else(|| corrupt("no media type line"))?;
+            let media_type = std::str::from_utf8(&bytes[..nl])
+                .ok()
+                .filter(|t| crate::oci::media::is_valid_media_type(t))
+                .ok_or_else(|| corrupt("invalid media type"))?
+                .to_string();
+            bytes.drain(..=nl);
+            return Ok(Some((media_type, bytes)));
+        }
+        // Data format 2: the media type in a `.type` file beside the bytes.
         let media_type = read_optional(&dir.join(format!("{name}.type")))?
             .and_then(|t| String::from_utf8(t).ok())
-            .ok_or_else(|| {
-                io::Error::new(ErrorKind::InvalidData, format!("{name}: no media type"))
-            })?;
+            .ok_or_else(|| corrupt("no media type"))?;
         Ok(Some((media_type, bytes)))
     }
 
@@ -610,6 +879,18 @@ impl Store {
     }
 
     // --- uploads ---
+    //
+    // A session is `uploads/<id>/repo` (its commit point) and its bytes. The
+    // bytes are `data` while no request uses the session; a request that
+    // appends, commits or cancels first *holds* it by renaming `data` to
+    // `held-<lease expiry>-<acknowledged size>-<nonce>`, a name only it
+    // knows. Rename is atomic, so one request at a time holds a session, and
+    // no other request has the file open for writing when its holder
+    // commits it as a blob or removes it. A holder that died (its instance
+    // dropped at the request timeout, or a crash) leaves its `held-` file
+    // behind; once its lease has expired the next request takes it over,
+    // cutting it back to the acknowledged size, and `recover` (at start)
+    // releases every `held-` file the same way.
 
     fn upload_dir(&self, id: &UploadId) -> PathBuf {
         self.root.join("uploads").join(id.as_str())
@@ -629,89 +910,193 @@ impl Store {
         Ok(id)
     }
 
-    /// A session's repository and current size; `None` if unknown.
+    /// A session's repository and acknowledged size (what the client was
+    /// told it has, not bytes of a request still in flight); `None` if
+    /// unknown.
     ///
     /// # Errors
     /// I/O errors.
     pub fn upload(&self, id: &UploadId) -> io::Result<Option<Upload>> {
         let dir = self.upload_dir(id);
-        let Some(repo) = read_optional(&dir.join("repo"))? else {
-            return Ok(None);
-        };
-        let size = fs::metadata(dir.join("data"))?.len();
-        Ok(Some(Upload {
-            repo: String::from_utf8_lossy(&repo).into_owned(),
-            size,
-        }))
-    }
-
-    /// Appends the whole of `body` to a session. On any failure the session
-    /// is cut back to its previous size, so a broken request leaves no
-    /// partial chunk behind.
-    ///
-    /// # Errors
-    /// I/O errors from the body or the disk; `InvalidInput` if `expected`
-    /// is given and the body's length differs.
-    pub fn append_upload(
-        &self,
-        id: &UploadId,
-        body: &mut dyn Read,
-        expected: Option<u64>,
-    ) -> io::Result<u64> {
-        let path = self.upload_dir(id).join("data");
-        let mut f = OpenOptions::new().append(true).open(&path)?;
-        let before = f.metadata()?.len();
-        let result = (|| {
-            let mut buf = vec![0u8; 256 * 1024];
-            let mut n = 0u64;
-            loop {
-                let k = body.read(&mut buf)?;
-                if k == 0 {
-                    break;
+        for _ in 0..3 {
+            let Some(repo) = read_optional(&dir.join("repo"))? else {
+                return Ok(None);
+            };
+            let repo = String::from_utf8_lossy(&repo).into_owned();
+            match fs::metadata(dir.join("data")) {
+                Ok(m) => {
+                    return Ok(Some(Upload {
+                        repo,
+                        size: m.len(),
+                    }))
                 }
-                f.write_all(&buf[..k])?;
-                n += k as u64;
-                if expected.is_some_and(|e| n > e) {
-                    break;
-                }
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e),
             }
-            match expected {
-                Some(e) if e != n => Err(io::Error::new(
-                    ErrorKind::InvalidInput,
-                    format!("body has {n}+ bytes, Content-Length said {e}"),
-                )),
-                _ => Ok(n),
+            if let Some((_, lease)) = held_file(&dir)? {
+                return Ok(Some(Upload {
+                    repo,
+                    size: lease.size,
+                }));
             }
-        })();
-        if result.is_err() {
-            let _ = f.set_len(before);
+            // Released or committed between the two looks: look again.
         }
-        result
+        Ok(None)
     }
 
-    /// Opens a session's data for reading.
+    /// Holds session `id` for this request (see the section comment),
+    /// waiting up to `wait` while another request holds it. The hold
+    /// expires `lease` from now, which must outlast the request.
     ///
     /// # Errors
     /// I/O errors.
-    pub fn open_upload_data(&self, id: &UploadId) -> io::Result<File> {
-        File::open(self.upload_dir(id).join("data"))
+    pub fn hold_upload(&self, id: &UploadId, lease: Duration, wait: Duration) -> io::Result<Hold> {
+        let deadline = Instant::now() + wait;
+        loop {
+            match self.try_hold(id, lease)? {
+                Hold::Busy { .. } if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return Ok(other),
+            }
+        }
     }
 
-    /// Removes a session (finished or cancelled).
+    fn try_hold(&self, id: &UploadId, lease: Duration) -> io::Result<Hold> {
+        let dir = self.upload_dir(id);
+        for _ in 0..3 {
+            let Some(repo) = read_optional(&dir.join("repo"))? else {
+                return Ok(Hold::Unknown);
+            };
+            let repo = String::from_utf8_lossy(&repo).into_owned();
+            let held = |size: u64| HeldUpload {
+                path: dir.join(Lease::new(lease, size).file_name()),
+                dir: dir.clone(),
+                repo: repo.clone(),
+                size,
+                done: false,
+            };
+            match fs::metadata(dir.join("data")) {
+                Ok(m) => {
+                    let h = held(m.len());
+                    match fs::rename(dir.join("data"), &h.path) {
+                        Ok(()) => return Ok(Hold::Held(h)),
+                        Err(e) if is_not_found(&e) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e),
+            }
+            match held_file(&dir)? {
+                Some((name, old)) if old.expired() => {
+                    // Its holder is gone: take over, dropping the bytes it
+                    // never acknowledged.
+                    let h = held(old.size);
+                    match fs::rename(dir.join(name), &h.path) {
+                        Ok(()) => {
+                            OpenOptions::new()
+                                .write(true)
+                                .open(&h.path)?
+                                .set_len(old.size)?;
+                            return Ok(Hold::Held(h));
+                        }
+                        Err(e) if is_not_found(&e) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Some((_, lease)) => return Ok(Hold::Busy { size: lease.size }),
+                // Released, committed or cancelled between the two looks.
+                None => continue,
+            }
+        }
+        Ok(if dir.join("repo").is_file() {
+            Hold::Busy { size: 0 }
+        } else {
+            Hold::Unknown
+        })
+    }
+
+    /// Commits a held session whose bytes were verified to hash to
+    /// `digest`: they become the blob's original (fsync, then rename) and
+    /// the session is removed. A blob already converted keeps its proven
+    /// recipe; an unconverted original is replaced by these verified bytes,
+    /// which repairs one that was damaged.
     ///
     /// # Errors
-    /// I/O errors other than the session already being gone.
-    pub fn delete_upload(&self, id: &UploadId) -> io::Result<()> {
-        let dir = self.upload_dir(id);
-        // Remove the commit point first, so a crash half-way leaves no live session.
-        match fs::remove_file(dir.join("repo")) {
-            Err(e) if !is_not_found(&e) => return Err(e),
-            _ => {}
+    /// I/O errors; the session is then released as it was.
+    pub fn commit_upload(&self, mut held: HeldUpload, digest: &Digest) -> io::Result<()> {
+        let dir = self.layer_dir(digest);
+        if !dir.join("recipe.json").is_file() {
+            File::open(&held.path)?.sync_all()?;
+            fs::create_dir_all(&dir)?;
+            fs::rename(&held.path, dir.join(ORIGINAL))?;
+            // New verified bytes: whatever made conversion give up on the
+            // old ones, or set them aside as damaged, is gone.
+            remove_existing(&dir.join(FAILED))?;
+            remove_existing(&dir.join(DAMAGED))?;
         }
-        match fs::remove_dir_all(&dir) {
-            Err(e) if !is_not_found(&e) => Err(e),
-            _ => Ok(()),
+        held.done = true;
+        remove_session(&held.dir)
+    }
+
+    // --- recovery ---
+
+    /// Finishes what a crash cut off. Must run while nothing else uses the
+    /// store (the host calls it at start, before it serves): it removes
+    /// every temporary file (a write that never reached its rename),
+    /// removes upload folders without their commit point (a session half
+    /// created or half removed), and releases sessions held by requests
+    /// that never finished, cut back to the size their clients were told.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn recover(&self) -> io::Result<Recovery> {
+        let mut r = Recovery::default();
+        (r.temporaries, r.temporary_bytes) = temporaries(&self.root, true)?;
+        let uploads = self.root.join("uploads");
+        for (name, ty) in list_dir(&uploads)? {
+            let dir = uploads.join(&name);
+            if !ty.is_dir() {
+                remove_existing(&dir)?;
+                r.sessions_removed += 1;
+                continue;
+            }
+            if !dir.join("repo").is_file() {
+                remove_session(&dir)?;
+                r.sessions_removed += 1;
+                continue;
+            }
+            for (file, _) in list_dir(&dir)? {
+                let Some(lease) = Lease::parse(&file) else {
+                    continue;
+                };
+                let released = HeldUpload {
+                    dir: dir.clone(),
+                    path: dir.join(&file),
+                    repo: String::new(),
+                    size: lease.size,
+                    done: true,
+                };
+                if dir.join("data").exists() {
+                    // Cannot happen with one holder at a time; keep `data`.
+                    remove_existing(&released.path)?;
+                } else {
+                    released.give_back()?;
+                }
+                r.sessions_released += 1;
+            }
         }
+        Ok(r)
+    }
+
+    /// Temporary files under the store and their bytes (writes in flight,
+    /// or cut off by a crash until the next start removes them).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn temporaries(&self) -> io::Result<(u64, u64)> {
+        temporaries(&self.root, false)
     }
 
     // --- stats ---
@@ -769,6 +1154,9 @@ pub struct Settings {
     pub max_correction_ratio: f64,
     /// Byte budget of the cache of recreated blobs (`cache/`).
     pub cache_bytes: u64,
+    /// The host's per-request time limit: a request that held an upload
+    /// session longer than this is gone, so its hold may be taken over.
+    pub request_timeout_secs: u64,
 }
 
 impl Default for Settings {
@@ -777,8 +1165,21 @@ impl Default for Settings {
             delete_enabled: true,
             max_correction_ratio: 0.05,
             cache_bytes: 2 << 30,
+            request_timeout_secs: 1800,
         }
     }
+}
+
+/// What [`Store::recover`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Temporary files removed, and their bytes.
+    pub temporaries: u64,
+    pub temporary_bytes: u64,
+    /// Upload sessions released from a request that never finished.
+    pub sessions_released: u64,
+    /// Upload folders without a commit point, removed.
+    pub sessions_removed: u64,
 }
 
 /// Totals computed by [`Store::usage`].
@@ -805,6 +1206,7 @@ pub struct Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oci::media::{OCI_INDEX, OCI_MANIFEST};
     use crate::oci::Algorithm;
     use crate::test_support::scratch_store;
 
@@ -827,26 +1229,207 @@ mod tests {
         }
     }
 
+    fn held(store: &Store, id: &UploadId) -> HeldUpload {
+        crate::test_support::hold(store, id)
+    }
+
     #[test]
     fn a_failed_append_leaves_the_upload_as_it_was() {
         let store = scratch_store("store-append");
         let id = store.create_upload(&name("a")).unwrap();
-        store
-            .append_upload(&id, &mut &b"12345"[..], Some(5))
-            .unwrap();
+        let mut h = held(&store, &id);
+        h.append(&mut &b"12345"[..], Some(5)).unwrap();
         // Content-Length promised 10 bytes, the body had 3: nothing is kept.
-        let err = store
-            .append_upload(&id, &mut &b"678"[..], Some(10))
-            .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidInput);
-        assert_eq!(store.upload(&id).unwrap().unwrap().size, 5);
+        let err = h.append(&mut &b"678"[..], Some(10)).unwrap_err();
+        assert!(matches!(
+            err,
+            AppendError::Length {
+                expected: 10,
+                got: 3,
+                ..
+            }
+        ));
+        assert_eq!(h.size(), 5);
         // A body longer than promised is refused too.
-        assert!(store
-            .append_upload(&id, &mut &b"6789"[..], Some(2))
-            .is_err());
+        assert!(h.append(&mut &b"6789"[..], Some(2)).is_err());
+        h.release().unwrap();
         assert_eq!(store.upload(&id).unwrap().unwrap().size, 5);
-        store.delete_upload(&id).unwrap();
+        held(&store, &id).cancel().unwrap();
         assert!(store.upload(&id).unwrap().is_none());
+    }
+
+    /// A body that yields some bytes, then fails as a vanished client does.
+    struct BrokenBody(bool);
+
+    impl Read for BrokenBody {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if std::mem::replace(&mut self.0, true) {
+                Err(io::Error::new(ErrorKind::ConnectionAborted, "gone"))
+            } else {
+                buf[..3].copy_from_slice(b"abc");
+                Ok(3)
+            }
+        }
+    }
+
+    #[test]
+    fn a_broken_body_is_a_body_error_and_keeps_nothing() {
+        let store = scratch_store("store-broken-body");
+        let id = store.create_upload(&name("a")).unwrap();
+        let mut h = held(&store, &id);
+        let err = h.append(&mut BrokenBody(false), None).unwrap_err();
+        assert!(matches!(err, AppendError::Body(_)), "{err:?}");
+        drop(h);
+        assert_eq!(store.upload(&id).unwrap().unwrap().size, 0);
+    }
+
+    #[test]
+    fn one_request_at_a_time_holds_a_session() {
+        let store = scratch_store("store-hold");
+        let id = store.create_upload(&name("a")).unwrap();
+        let lease = Duration::from_secs(60);
+        let mut first = held(&store, &id);
+        first.append(&mut &b"12345"[..], None).unwrap();
+        // While held, others are told it is busy, with the size acknowledged so far.
+        match store.hold_upload(&id, lease, Duration::ZERO).unwrap() {
+            Hold::Busy { size: 0 } => {}
+            other => panic!("expected busy, got {other:?}"),
+        }
+        assert_eq!(store.upload(&id).unwrap().unwrap().size, 0);
+        first.release().unwrap();
+        assert_eq!(store.upload(&id).unwrap().unwrap().size, 5);
+        // Dropping a hold gives the session back too.
+        drop(held(&store, &id));
+        assert_eq!(held(&store, &id).size(), 5);
+    }
+
+    #[test]
+    fn a_committed_session_is_gone_for_every_other_request() {
+        let store = scratch_store("store-commit-takes");
+        let id = store.create_upload(&name("a")).unwrap();
+        let mut h = held(&store, &id);
+        h.append(&mut &b"layer"[..], None).unwrap();
+        let d = Digest::of(Algorithm::Sha256, b"layer");
+        store.commit_upload(h, &d).unwrap();
+        let lease = Duration::from_secs(60);
+        assert!(matches!(
+            store.hold_upload(&id, lease, Duration::ZERO).unwrap(),
+            Hold::Unknown
+        ));
+        assert!(store.upload(&id).unwrap().is_none());
+        assert_eq!(fs::read(store.original_path(&d)).unwrap(), b"layer");
+    }
+
+    #[test]
+    fn an_expired_hold_is_taken_over_without_its_unacknowledged_bytes() {
+        let store = scratch_store("store-expired");
+        let id = store.create_upload(&name("a")).unwrap();
+        let mut h = held(&store, &id);
+        h.append(&mut &b"12345"[..], None).unwrap();
+        h.release().unwrap();
+        // A holder whose lease ran out mid-chunk (its instance was dropped).
+        let dir = store.upload_dir(&id);
+        let stale = Lease {
+            expiry: unix_now() - 1,
+            size: 5,
+        };
+        fs::rename(dir.join("data"), dir.join(stale.file_name())).unwrap();
+        let path = dir.join(held_file(&dir).unwrap().unwrap().0);
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"partial")
+            .unwrap();
+        let next = held(&store, &id);
+        assert_eq!(next.size(), 5);
+        assert_eq!(fs::read(&next.path).unwrap(), b"12345");
+    }
+
+    #[test]
+    fn recovery_releases_held_sessions_and_removes_leftovers() {
+        let store = scratch_store("store-recover");
+        let id = store.create_upload(&name("a")).unwrap();
+        let mut h = held(&store, &id);
+        h.append(&mut &b"12345"[..], None).unwrap();
+        let path = h.path.clone();
+        // A crash: the hold is never released, and more bytes came in.
+        std::mem::forget(h);
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"xx")
+            .unwrap();
+        // A session half created, and temporaries of writes cut off.
+        fs::create_dir_all(
+            store
+                .root
+                .join("uploads/0c0c0c0c-0000-4000-8000-000000000000"),
+        )
+        .unwrap();
+        fs::write(store.root.join("manifests/.tmp-x-1"), b"123").unwrap();
+        fs::create_dir_all(store.root.join("cache")).unwrap();
+        fs::write(store.root.join("cache/.tmp-y-2"), b"4567").unwrap();
+        assert_eq!(store.temporaries().unwrap(), (2, 7));
+        let r = store.recover().unwrap();
+        assert_eq!(
+            r,
+            Recovery {
+                temporaries: 2,
+                temporary_bytes: 7,
+                sessions_released: 1,
+                sessions_removed: 1,
+            }
+        );
+        assert_eq!(store.temporaries().unwrap(), (0, 0));
+        // Released at the size its client was told when the crashed
+        // request took it (none of that request's bytes were answered),
+        // and holdable again.
+        assert_eq!(store.upload(&id).unwrap().unwrap().size, 0);
+        assert_eq!(held(&store, &id).size(), 0);
+        assert_eq!(list_dir(&store.root.join("uploads")).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_push_of_a_blob_replaces_an_original_set_aside_as_damaged() {
+        let store = scratch_store("store-repair");
+        let d = crate::test_support::commit_blob(&store, b"good bytes");
+        // Damage found while serving it: set aside, the blob is unknown.
+        fs::write(store.original_path(&d), b"bad bytes!").unwrap();
+        store.quarantine_original(&d, 10).unwrap();
+        assert!(!store.has_blob(&d));
+        // The next push is committed and repairs it.
+        assert_eq!(crate::test_support::commit_blob(&store, b"good bytes"), d);
+        assert_eq!(fs::read(store.original_path(&d)).unwrap(), b"good bytes");
+        assert!(!store.layer_dir(&d).join(DAMAGED).exists());
+    }
+
+    #[test]
+    fn a_manifest_is_one_file_and_the_old_two_file_form_is_still_read() {
+        let store = scratch_store("store-manifest-file");
+        let repo = name("r");
+        let d = Digest::of(Algorithm::Sha256, b"{}");
+        store.put_manifest(&repo, &d, OCI_INDEX, b"{}").unwrap();
+        let dir = store.repo_dir(&repo).join("_manifests");
+        assert_eq!(list_dir(&dir).unwrap().len(), 1, "no .type file");
+        assert_eq!(
+            store.manifest(&repo, &d).unwrap().unwrap(),
+            (OCI_INDEX.to_string(), b"{}".to_vec())
+        );
+        // Data format 2: the bytes alone, the media type beside them.
+        let old = Digest::of(Algorithm::Sha256, b" {\"a\":1}");
+        fs::write(dir.join(old.to_string()), b" {\"a\":1}").unwrap();
+        fs::write(dir.join(format!("{old}.type")), OCI_MANIFEST).unwrap();
+        assert_eq!(
+            store.manifest(&repo, &old).unwrap().unwrap(),
+            (OCI_MANIFEST.to_string(), b" {\"a\":1}".to_vec())
+        );
+        assert!(store.delete_manifest(&repo, &old).unwrap());
+        assert!(list_dir(&dir)
+            .unwrap()
+            .iter()
+            .all(|(n, _)| !n.starts_with(&old.to_string())));
     }
 
     #[test]
@@ -855,7 +1438,7 @@ mod tests {
         let d = Digest::of(Algorithm::Sha256, b"{}");
         for repo in ["b/c", "a", "b"] {
             store
-                .put_manifest(&name(repo), &d, "application/json", b"{}")
+                .put_manifest(&name(repo), &d, OCI_INDEX, b"{}")
                 .unwrap();
         }
         for tag in ["v2", "latest", "v10"] {
@@ -884,10 +1467,10 @@ mod tests {
         let b = Digest::of(Algorithm::Sha256, b"{\"b\":1}");
         let repo = name("r");
         store
-            .put_manifest(&repo, &a, "application/json", b"{\"a\":1}")
+            .put_manifest(&repo, &a, OCI_MANIFEST, b"{\"a\":1}")
             .unwrap();
         store
-            .put_manifest(&repo, &b, "application/json", b"{\"b\":1}")
+            .put_manifest(&repo, &b, OCI_MANIFEST, b"{\"b\":1}")
             .unwrap();
         store.put_tag(&repo, &"one".parse().unwrap(), &a).unwrap();
         store.put_tag(&repo, &"two".parse().unwrap(), &a).unwrap();
@@ -954,8 +1537,9 @@ mod tests {
         let store = scratch_store("store-links");
         let d = Digest::of(Algorithm::Sha256, b"layer");
         let id = store.create_upload(&name("a")).unwrap();
-        store.append_upload(&id, &mut &b"layer"[..], None).unwrap();
-        crate::ingest::commit_upload(&store, &id, &d).unwrap();
+        let mut h = held(&store, &id);
+        h.append(&mut &b"layer"[..], None).unwrap();
+        crate::ingest::commit_upload(&store, h, &d).unwrap();
         assert!(store.has_blob(&d));
         store.link_blob(&name("a"), &d).unwrap();
         assert!(store.blob_in_repo(&name("a"), &d));

@@ -61,9 +61,22 @@ pub fn gzip(data: &[u8], level: u32) -> Vec<u8> {
 pub fn commit_blob(store: &Store, data: &[u8]) -> crate::oci::Digest {
     let d = crate::oci::Digest::of(crate::oci::Algorithm::Sha256, data);
     let id = store.create_upload(&"t/r".parse().unwrap()).unwrap();
-    store.append_upload(&id, &mut &data[..], None).unwrap();
-    crate::ingest::commit_upload(store, &id, &d).unwrap();
+    let mut held = hold(store, &id);
+    held.append(&mut &data[..], None).unwrap();
+    crate::ingest::commit_upload(store, held, &d).unwrap();
     d
+}
+
+/// Holds a session that no other request uses.
+pub fn hold(store: &Store, id: &crate::store::UploadId) -> crate::store::HeldUpload {
+    let lease = std::time::Duration::from_secs(60);
+    match store
+        .hold_upload(id, lease, std::time::Duration::ZERO)
+        .unwrap()
+    {
+        crate::store::Hold::Held(h) => h,
+        other => panic!("session not holdable: {other:?}"),
+    }
 }
 
 /// Mostly-text pseudo-random bytes that compress like real files.

@@ -12,7 +12,7 @@ mod generated {
 
 /// Records and the error variant of the `admin` interface.
 pub(crate) use generated::exports::blockreg::registry::admin::{
-    Error as AdminError, GuestInfo, Stats,
+    Error as AdminError, GuestInfo, Recovery, Stats,
 };
 /// Pre-instantiated `admin-host` world: the guest's `admin` export.
 pub(crate) use generated::AdminHostPre;

@@ -56,7 +56,9 @@ fn open(path: &Path, create: bool) -> anyhow::Result<(PathBuf, Dir)> {
 /// Prepares the directory for serving and records the operator's settings
 /// in `config.json`, which the guest reads (it sees no environment):
 /// `{"delete_enabled", "cache_bytes", "max_correction_ratio"}` (see
-/// [`GuestSettings`]). Written atomically: temp file, fsync, rename.
+/// [`GuestSettings`]) and `request_timeout_secs` (the host's per-request
+/// limit, after which an upload session held by a request that never
+/// finished may be taken over). Written atomically: temp file, fsync, rename.
 ///
 /// # Errors
 ///
@@ -64,6 +66,7 @@ fn open(path: &Path, create: bool) -> anyhow::Result<(PathBuf, Dir)> {
 pub(crate) fn prepare_for_serving(
     path: &Path,
     settings: &GuestSettings,
+    request_timeout: std::time::Duration,
 ) -> anyhow::Result<PathBuf> {
     use std::io::Write as _;
     let (path, dir) = open(path, true)?;
@@ -71,6 +74,7 @@ pub(crate) fn prepare_for_serving(
         "delete_enabled": settings.delete_enabled,
         "cache_bytes": settings.cache_bytes,
         "max_correction_ratio": settings.max_correction_ratio,
+        "request_timeout_secs": request_timeout.as_secs(),
     });
     let tmp = format!(".tmp-config.json-{}", std::process::id());
     let write = || -> std::io::Result<()> {
@@ -112,12 +116,19 @@ mod tests {
                 delete_enabled: false,
                 ..GuestSettings::default()
             },
+            std::time::Duration::from_secs(60),
         )
         .unwrap();
         let v: serde_json::Value =
             serde_json::from_slice(&std::fs::read(data.join("config.json")).unwrap()).unwrap();
         assert_eq!(v["delete_enabled"], false);
-        prepare_for_serving(&data, &GuestSettings::default()).unwrap();
+        assert_eq!(v["request_timeout_secs"], 60);
+        prepare_for_serving(
+            &data,
+            &GuestSettings::default(),
+            std::time::Duration::from_secs(60),
+        )
+        .unwrap();
         let v: serde_json::Value =
             serde_json::from_slice(&std::fs::read(data.join("config.json")).unwrap()).unwrap();
         assert_eq!(v["delete_enabled"], true);

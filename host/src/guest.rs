@@ -24,7 +24,7 @@ use tokio::sync::{watch, OnceCell};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
-use crate::bindings::{AdminHostPre, GuestInfo, ProxyPre};
+use crate::bindings::{AdminHostPre, GuestInfo, ProxyPre, Recovery};
 use crate::config::{GuestSource, Limits};
 use crate::ctx::{self, Sandbox};
 use crate::error::wasm_err;
@@ -149,6 +149,37 @@ pub(crate) async fn load(
         .map_err(wasm_err)
         .context("calling admin describe")?;
     Ok(Arc::new(LoadedGuest { proxy, admin, info }))
+}
+
+/// Runs the guest's `admin.recover` on the store in `data_dir`: removes
+/// what writes cut off by a crash left behind and releases upload sessions
+/// of requests that never finished. Only while nothing else uses the store.
+///
+/// # Errors
+///
+/// Fails when the guest traps or reports an `admin` error.
+pub(crate) async fn recover(
+    loaded: &LoadedGuest,
+    data_dir: &Path,
+    limits: &Limits,
+) -> anyhow::Result<Recovery> {
+    let runtime = runtime()?;
+    let mut store = ctx::new_store(&runtime.engine, data_dir, limits.max_memory_bytes)
+        .map_err(wasm_err)
+        .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
+    let call = async {
+        let instance = loaded.admin.instantiate_async(&mut store).await?;
+        instance
+            .blockreg_registry_admin()
+            .call_recover(&mut store)
+            .await
+    };
+    tokio::time::timeout(limits.request_timeout, call)
+        .await
+        .context("admin recover timed out")?
+        .map_err(wasm_err)
+        .context("calling admin recover")?
+        .map_err(|e| anyhow::anyhow!("recovering the store: {e:?}"))
 }
 
 /// The embedded guest, compiled once per process: tests start many servers.

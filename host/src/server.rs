@@ -59,10 +59,22 @@ pub async fn serve(
         settings,
         background_conversion,
     } = config;
-    let data_dir = crate::datadir::prepare_for_serving(&data_dir, &settings)?;
+    let data_dir =
+        crate::datadir::prepare_for_serving(&data_dir, &settings, limits.request_timeout)?;
 
     let loaded = guest::load(&source, &data_dir, &limits).await?;
     tracing::info!("guest loaded: {}", loaded.info.version);
+    // Nothing serves yet: the one moment to finish what a crash cut off.
+    let recovered = guest::recover(&loaded, &data_dir, &limits).await?;
+    if recovered.temporaries + recovered.sessions_released + recovered.sessions_removed > 0 {
+        tracing::info!(
+            "recovered the store: {} temporary file(s) ({} bytes) removed, {} upload session(s) released, {} half-made session(s) removed",
+            recovered.temporaries,
+            recovered.temporary_bytes,
+            recovered.sessions_released,
+            recovered.sessions_removed
+        );
+    }
     let slot = Arc::new(GuestSlot::new(loaded));
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -42,6 +42,8 @@ pub struct StoreStats {
     pub manifests: u64,
     /// Upload sessions in progress.
     pub uploads: u64,
+    /// Bytes of temporary files (writes in flight or cut off by a crash).
+    pub temporary_bytes: u64,
 }
 
 impl From<Stats> for StoreStats {
@@ -59,6 +61,7 @@ impl From<Stats> for StoreStats {
             repositories: stats.repositories,
             manifests: stats.manifests,
             uploads: stats.uploads,
+            temporary_bytes: stats.temporary_bytes,
         }
     }
 }
@@ -115,7 +118,8 @@ impl fmt::Display for StoreStats {
         writeln!(f, "failed         {}", self.failed)?;
         writeln!(f, "repositories   {}", self.repositories)?;
         writeln!(f, "manifests      {}", self.manifests)?;
-        write!(f, "uploads        {}", self.uploads)
+        writeln!(f, "uploads        {}", self.uploads)?;
+        write!(f, "temporary      {}", bytes(self.temporary_bytes))
     }
 }
 
@@ -187,6 +191,7 @@ mod tests {
             repositories: 1,
             manifests: 2,
             uploads: 0,
+            temporary_bytes: 0,
         }
     }
 
@@ -211,7 +216,8 @@ mod tests {
             serde_json::json!({
                 "logical_bytes": 10_000, "blobs": 4, "blocks": 3, "block_bytes": 12_000,
                 "packs": 1, "stored_bytes": 4_000, "cache_bytes": 100, "pending": 1,
-                "failed": 0, "repositories": 1, "manifests": 2, "uploads": 0, "ratio": 0.4
+                "failed": 0, "repositories": 1, "manifests": 2, "uploads": 0, "temporary_bytes": 0,
+                "ratio": 0.4
             })
         );
     }
@@ -232,6 +238,7 @@ mod tests {
             "repositories",
             "manifests",
             "uploads",
+            "temporary",
         ] {
             assert!(text.contains(label), "{label} missing from:\n{text}");
         }

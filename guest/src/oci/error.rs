@@ -112,8 +112,20 @@ impl RegistryError {
         self
     }
 
-    /// The store failed while serving the request.
+    /// The store failed while serving the request: 500, or 507 when it
+    /// is full (the request can be retried once space was freed).
     pub fn storage(context: &str, err: &std::io::Error) -> Self {
+        use std::io::ErrorKind;
+        if matches!(
+            err.kind(),
+            ErrorKind::StorageFull | ErrorKind::QuotaExceeded
+        ) {
+            return Self::new(
+                ErrorCode::Unknown,
+                format!("the store is full: {context}: {err}"),
+            )
+            .with_status(507);
+        }
         Self::new(
             ErrorCode::Unknown,
             format!("storage error: {context}: {err}"),
@@ -173,6 +185,16 @@ mod tests {
         assert_eq!(v["errors"][0]["code"], "DIGEST_INVALID");
         assert_eq!(v["errors"][0]["message"], "nope");
         assert_eq!(v["errors"][0]["detail"]["digest"], "sha256:x");
+    }
+
+    #[test]
+    fn a_full_store_is_507_and_says_so() {
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let e = RegistryError::storage("writing an upload", &full);
+        assert_eq!((e.code, e.http_status()), (ErrorCode::Unknown, 507));
+        assert!(e.message.contains("full"), "{}", e.message);
+        let other = std::io::Error::other("disk on fire");
+        assert_eq!(RegistryError::storage("x", &other).http_status(), 500);
     }
 
     #[test]

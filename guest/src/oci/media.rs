@@ -66,6 +66,29 @@ pub struct ManifestInfo {
     pub annotations: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
+/// Whether `s` is a media type as RFC 6838 section 4.2 restricts them:
+/// `type/subtype`, each 1–127 characters, starting with a letter or digit,
+/// then letters, digits and ``!#$&-^_.+``. No parameters, no spaces, no
+/// control characters: a stored media type is sent back as the
+/// `Content-Type` of the manifest, so it must be a valid header value.
+pub fn is_valid_media_type(s: &str) -> bool {
+    fn restricted_name(n: &str) -> bool {
+        let b = n.as_bytes();
+        !b.is_empty()
+            && b.len() <= 127
+            && b[0].is_ascii_alphanumeric()
+            && b.iter().all(|c| {
+                c.is_ascii_alphanumeric()
+                    || matches!(
+                        c,
+                        b'!' | b'#' | b'$' | b'&' | b'-' | b'^' | b'_' | b'.' | b'+'
+                    )
+            })
+    }
+    s.split_once('/')
+        .is_some_and(|(t, sub)| restricted_name(t) && restricted_name(sub))
+}
+
 fn invalid(msg: impl Into<String>) -> RegistryError {
     RegistryError::new(ErrorCode::ManifestInvalid, msg)
 }
@@ -77,6 +100,11 @@ fn descriptor_digest(d: &RawDescriptor) -> Result<Digest> {
     d.digest
         .parse()
         .map_err(|_| invalid(format!("descriptor with an invalid digest: {:?}", d.digest)))
+}
+
+/// At most the first 64 characters of `s`, for messages about a bad value.
+fn truncated(s: &str) -> &str {
+    s.char_indices().nth(64).map_or(s, |(i, _)| &s[..i])
 }
 
 /// Parses `body` sent with `content_type` (the request's header, if any).
@@ -110,6 +138,22 @@ pub fn parse_manifest(body: &[u8], content_type: Option<&str>) -> Result<Manifes
                 OCI_MANIFEST.to_string()
             }
         });
+    if !is_valid_media_type(&media_type) {
+        return Err(invalid(format!(
+            "the media type {:?} is not a valid media type (RFC 6838)",
+            truncated(&media_type)
+        )));
+    }
+    if let Some(t) = raw
+        .artifact_type
+        .as_deref()
+        .filter(|t| !is_valid_media_type(t))
+    {
+        return Err(invalid(format!(
+            "the artifactType {:?} is not a valid media type (RFC 6838)",
+            truncated(t)
+        )));
+    }
     let mut blobs = Vec::new();
     if let Some(c) = &raw.config {
         blobs.push(descriptor_digest(c)?);
@@ -134,7 +178,8 @@ pub fn parse_manifest(body: &[u8], content_type: Option<&str>) -> Result<Manifes
     let artifact_type = raw
         .artifact_type
         .clone()
-        .or_else(|| raw.config.as_ref().and_then(|c| c.media_type.clone()));
+        .or_else(|| raw.config.as_ref().and_then(|c| c.media_type.clone()))
+        .filter(|t| is_valid_media_type(t));
     Ok(ManifestInfo {
         media_type,
         blobs,
@@ -148,6 +193,37 @@ pub fn parse_manifest(body: &[u8], content_type: Option<&str>) -> Result<Manifes
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_types_follow_rfc_6838_restricted_names() {
+        for ok in [
+            OCI_MANIFEST,
+            DOCKER_MANIFEST_LIST,
+            "application/vnd.example+json",
+            "x/y",
+            "a1/b-c.d_e!f#g$h&i^j",
+        ] {
+            assert!(is_valid_media_type(ok), "{ok}");
+        }
+        let long = format!("a/{}", "b".repeat(128));
+        for bad in [
+            "",
+            "a",
+            "/b",
+            "a/",
+            "a/b/c",
+            "a/b; charset=utf-8",
+            "a /b",
+            "a/b\r\n",
+            "a/b\0",
+            "-a/b",
+            "a/.b",
+            "é/b",
+            long.as_str(),
+        ] {
+            assert!(!is_valid_media_type(bad), "{bad:?}");
+        }
+    }
 
     const D1: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
     const D2: &str = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
@@ -201,6 +277,25 @@ mod tests {
             ),
             (mismatch, Some(OCI_MANIFEST)),
             (r#"{"schemaVersion":2}"#.to_string(), Some(OCI_MANIFEST)),
+            (
+                r#"{"schemaVersion":2,"mediaType":"a/b\r\nX-Evil: 1","manifests":[]}"#.to_string(),
+                Some("application/json"),
+            ),
+            (
+                r#"{"schemaVersion":2,"mediaType":"a/b\u0000","manifests":[]}"#.to_string(),
+                None,
+            ),
+            (
+                format!(
+                    r#"{{"schemaVersion":2,"mediaType":"a/{}","manifests":[]}}"#,
+                    "b".repeat(100_000)
+                ),
+                None,
+            ),
+            (
+                r#"{"schemaVersion":2,"manifests":[],"artifactType":"no slash"}"#.to_string(),
+                None,
+            ),
         ] {
             let err = parse_manifest(body.as_bytes(), ct).unwrap_err();
             assert_eq!(err.code, ErrorCode::ManifestInvalid, "{body}");

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::http::{Request, Response};
 use crate::oci::media::{
-    parse_manifest, DOCKER_MANIFEST_LIST, MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST,
+    parse_manifest, ManifestInfo, DOCKER_MANIFEST_LIST, MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST,
 };
 use crate::oci::{Algorithm, Digest, ErrorCode, Reference, RegistryError, RepoName, Result};
 use crate::store::Store;
@@ -158,8 +158,45 @@ pub fn put(
         )
         .with_detail(json!({ "digest": d.to_string() })));
     }
+    // Each write below is one atomic file. A DELETE of this digest racing
+    // them may remove the manifest after it was written, and a tag written
+    // next would then name nothing; so the manifest is checked last and
+    // written again when gone: this PUT then takes effect after that DELETE.
+    let mut attempts = 0;
+    loop {
+        write_manifest(store, name, &reference, &digest, &info, &bytes)?;
+        if store.has_manifest(name, &digest) {
+            break;
+        }
+        attempts += 1;
+        if attempts == 5 {
+            return Err(RegistryError::new(
+                ErrorCode::Unknown,
+                "the manifest kept being deleted while it was pushed",
+            ));
+        }
+    }
+    let mut resp = Response::new(201)
+        .header("Location", format!("/v2/{name}/manifests/{digest}"))
+        .header("Docker-Content-Digest", digest.to_string())
+        .header("Content-Length", "0");
+    if let Some(subject) = &info.subject {
+        resp = resp.header("OCI-Subject", subject.to_string());
+    }
+    Ok(resp)
+}
+
+/// Writes a manifest, its referrers entry and its tag, in that order.
+fn write_manifest(
+    store: &Store,
+    name: &RepoName,
+    reference: &Reference,
+    digest: &Digest,
+    info: &ManifestInfo,
+    bytes: &[u8],
+) -> Result<()> {
     store
-        .put_manifest(name, &digest, &info.media_type, &bytes)
+        .put_manifest(name, digest, &info.media_type, bytes)
         .map_err(|e| RegistryError::storage("writing a manifest", &e))?;
     if let Some(subject) = &info.subject {
         let mut descriptor = json!({
@@ -174,22 +211,15 @@ pub fn put(
             descriptor["annotations"] = json!(a);
         }
         store
-            .put_referrer(name, subject, &digest, &descriptor)
+            .put_referrer(name, subject, digest, &descriptor)
             .map_err(|e| RegistryError::storage("recording a referrer", &e))?;
     }
-    if let Reference::Tag(tag) = &reference {
+    if let Reference::Tag(tag) = reference {
         store
-            .put_tag(name, tag, &digest)
+            .put_tag(name, tag, digest)
             .map_err(|e| RegistryError::storage("writing a tag", &e))?;
     }
-    let mut resp = Response::new(201)
-        .header("Location", format!("/v2/{name}/manifests/{digest}"))
-        .header("Docker-Content-Digest", digest.to_string())
-        .header("Content-Length", "0");
-    if let Some(subject) = &info.subject {
-        resp = resp.header("OCI-Subject", subject.to_string());
-    }
-    Ok(resp)
+    Ok(())
 }
 
 /// Deletes a tag (`DELETE …/manifests/<tag>`), or a manifest with every tag

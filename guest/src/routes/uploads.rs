@@ -2,12 +2,13 @@
 //! `PUT` (finish), `GET` (status), `DELETE` (cancel).
 
 use std::io::Read;
+use std::time::Duration;
 
 use super::upload_range;
 use crate::http::{Request, Response};
 use crate::ingest::commit_upload;
 use crate::oci::{Digest, ErrorCode, RegistryError, RepoName, Result};
-use crate::store::{Store, Upload, UploadId};
+use crate::store::{AppendError, HeldUpload, Hold, Store, Upload, UploadId};
 
 fn session_unknown() -> RegistryError {
     RegistryError::new(
@@ -16,7 +17,39 @@ fn session_unknown() -> RegistryError {
     )
 }
 
-/// Finds a session of this repository; another repository's session is unknown here.
+/// How long a request waits for another one to let go of a session.
+const HOLD_WAIT: Duration = Duration::from_secs(10);
+
+/// Holds a session of this repository for this request: one request at a
+/// time appends to, commits or cancels a session (see `store.rs`). Another
+/// repository's session is unknown here; one still busy after
+/// [`HOLD_WAIT`] is answered as an out-of-order chunk would be (416 with
+/// the acknowledged `Range`).
+fn hold(store: &Store, name: &RepoName, id: &str) -> Result<HeldUpload> {
+    let id = UploadId::parse(id).ok_or_else(session_unknown)?;
+    let settings = store
+        .settings()
+        .map_err(|e| RegistryError::storage("reading settings", &e))?;
+    // The lease outlives the request: the host drops an instance at the
+    // request timeout, so an expired lease has no live holder.
+    let lease = Duration::from_secs(settings.request_timeout_secs.saturating_add(60));
+    match store
+        .hold_upload(&id, lease, HOLD_WAIT)
+        .map_err(|e| RegistryError::storage("holding an upload", &e))?
+    {
+        Hold::Held(held) if held.repo == name.as_str() => Ok(held),
+        Hold::Held(_) | Hold::Unknown => Err(session_unknown()),
+        Hold::Busy { size } => Err(RegistryError::new(
+            ErrorCode::BlobUploadInvalid,
+            "the upload session is in use by another request",
+        )
+        .with_status(416)
+        .with_header("Range", upload_range(size))
+        .with_header("Docker-Upload-UUID", id.as_str())),
+    }
+}
+
+/// A session of this repository, for its status.
 fn session(store: &Store, name: &RepoName, id: &str) -> Result<(UploadId, Upload)> {
     let id = UploadId::parse(id).ok_or_else(session_unknown)?;
     let upload = store
@@ -55,36 +88,35 @@ fn content_length(req: &Request) -> Result<Option<u64>> {
         .transpose()
 }
 
-/// Appends the request body, honouring `Content-Range` (must start at the
-/// current size, else 416 with the current `Range`).
-fn append(
-    store: &Store,
-    req: &Request,
-    id: &UploadId,
-    size: u64,
-    body: &mut dyn Read,
-) -> Result<u64> {
+/// Appends the request body to a held session, honouring `Content-Range`
+/// (must start at the current size, else 416 with the current `Range`).
+/// Returns the session's new size.
+fn append(req: &Request, held: &mut HeldUpload, body: &mut dyn Read) -> Result<u64> {
+    let size = held.size();
     let mut expected = content_length(req)?;
-    if let Some(cr) = req.header("Content-Range") {
+    if let Some(raw) = req.header_bytes("Content-Range") {
+        let malformed = || {
+            RegistryError::new(ErrorCode::BlobUploadInvalid, "malformed Content-Range")
+                .with_status(416)
+                .with_header("Range", upload_range(size))
+        };
+        // Bytes that are not text are as malformed as any other garbage.
+        let cr = std::str::from_utf8(raw).map_err(|_| malformed())?.trim();
         let cr = cr.strip_prefix("bytes ").unwrap_or(cr);
         let parsed = cr.split_once('-').and_then(|(a, b)| {
             Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?))
         });
-        let (start, end) = parsed.filter(|(a, b)| b >= a).ok_or_else(|| {
-            RegistryError::new(ErrorCode::BlobUploadInvalid, "malformed Content-Range")
-                .with_status(416)
-                .with_header("Range", upload_range(size))
-        })?;
+        let (start, end) = parsed.filter(|(a, b)| b >= a).ok_or_else(malformed)?;
         if start != size {
             return Err(RegistryError::new(
                 ErrorCode::BlobUploadInvalid,
                 format!("chunk starts at {start}, the upload has {size} bytes"),
             )
             .with_status(416)
-            .with_header("Range", upload_range(size))
-            .with_header("Docker-Upload-UUID", id.as_str()));
+            .with_header("Range", upload_range(size)));
         }
-        let len = end - start + 1;
+        // `0-18446744073709551615` is a length no body has.
+        let len = (end - start).checked_add(1).ok_or_else(malformed)?;
         if expected.is_some_and(|e| e != len) {
             return Err(RegistryError::new(
                 ErrorCode::SizeInvalid,
@@ -93,32 +125,22 @@ fn append(
         }
         expected = Some(len);
     }
-    let n = store.append_upload(id, body, expected).map_err(|e| {
-        RegistryError::new(
+    held.append(body, expected).map_err(|e| match e {
+        AppendError::Store(e) => RegistryError::storage("writing an upload", &e),
+        e => RegistryError::new(
             ErrorCode::BlobUploadInvalid,
             format!("upload body failed: {e}"),
-        )
-    })?;
-    Ok(size + n)
+        ),
+    })
 }
 
-/// Verifies and commits a session's bytes as `digest`, links the blob to the
-/// repository, and removes the session.
-fn commit(store: &Store, name: &RepoName, id: &UploadId, digest: &Digest) -> Result<Response> {
-    let result = commit_upload(store, id, digest);
-    if let Err(e) = &result {
-        if e.code == ErrorCode::DigestInvalid {
-            // The client must start over; keep no bytes that can never commit.
-            let _ = store.delete_upload(id);
-        }
-    }
-    result?;
+/// Verifies and commits a held session's bytes as `digest`, links the blob
+/// to the repository; the session is gone afterwards.
+fn commit(store: &Store, name: &RepoName, held: HeldUpload, digest: &Digest) -> Result<Response> {
+    commit_upload(store, held, digest)?;
     store
         .link_blob(name, digest)
         .map_err(|e| RegistryError::storage("linking a blob", &e))?;
-    store
-        .delete_upload(id)
-        .map_err(|e| RegistryError::storage("removing an upload", &e))?;
     Ok(created(name, digest))
 }
 
@@ -160,11 +182,13 @@ pub fn start(
         .create_upload(name)
         .map_err(|e| RegistryError::storage("creating an upload", &e))?;
     if let Some(digest) = digest {
-        let r = append(store, req, &id, 0, body).and_then(|_| commit(store, name, &id, &digest));
-        if r.is_err() {
-            let _ = store.delete_upload(&id);
+        // A monolithic upload: the session never outlives this request.
+        let mut held = hold(store, name, id.as_str())?;
+        if let Err(e) = append(req, &mut held, body) {
+            let _ = held.cancel();
+            return Err(e);
         }
-        return r;
+        return commit(store, name, held, &digest);
     }
     Ok(session_response(202, name, &id, 0))
 }
@@ -183,8 +207,11 @@ pub fn patch(
     id: &str,
     body: &mut dyn Read,
 ) -> Result<Response> {
-    let (id, upload) = session(store, name, id)?;
-    let size = append(store, req, &id, upload.size, body)?;
+    let mut held = hold(store, name, id)?;
+    let size = append(req, &mut held, body)?;
+    held.release()
+        .map_err(|e| RegistryError::storage("releasing an upload", &e))?;
+    let id = UploadId::parse(id).ok_or_else(session_unknown)?;
     Ok(session_response(202, name, &id, size))
 }
 
@@ -196,19 +223,18 @@ pub fn finish(
     id: &str,
     body: &mut dyn Read,
 ) -> Result<Response> {
-    let (id, upload) = session(store, name, id)?;
     let digest = digest_param(req)?;
-    append(store, req, &id, upload.size, body)?;
-    commit(store, name, &id, &digest)
+    let mut held = hold(store, name, id)?;
+    append(req, &mut held, body)?;
+    commit(store, name, held, &digest)
 }
 
 /// `DELETE`: cancel the session.
 pub fn cancel(store: &Store, name: &RepoName, id: &str) -> Result<Response> {
-    let (id, _) = session(store, name, id)?;
-    store
-        .delete_upload(&id)
+    let held = hold(store, name, id)?;
+    held.cancel()
         .map_err(|e| RegistryError::storage("removing an upload", &e))?;
     Ok(Response::new(204)
         .header("Content-Length", "0")
-        .header("Docker-Upload-UUID", id.as_str()))
+        .header("Docker-Upload-UUID", id))
 }
