@@ -161,7 +161,12 @@ fn temporaries(dir: &Path, remove: bool) -> io::Result<(u64, u64)> {
     };
     for entry in rd {
         let entry = entry?;
-        let ty = entry.file_type()?;
+        // Entries come and go while the store serves: skip vanished ones.
+        let ty = match entry.file_type() {
+            Ok(ty) => ty,
+            Err(e) if is_not_found(&e) => continue,
+            Err(e) => return Err(e),
+        };
         let path = entry.path();
         if ty.is_dir() {
             let (f, b) = temporaries(&path, remove)?;

@@ -126,12 +126,17 @@ fn append(req: &Request, held: &mut HeldUpload, body: &mut dyn Read) -> Result<u
         expected = Some(len);
     }
     held.append(body, expected).map_err(|e| match e {
-        AppendError::Store(e) => RegistryError::storage("writing an upload", &e),
+        // WASI reports most write failures as EIO whatever their cause,
+        // a full disk included: say so, since the operator can act on it.
+        AppendError::Store(e) => {
+            RegistryError::storage("writing an upload (is the store full?)", &e)
+        }
         e => RegistryError::new(
             ErrorCode::BlobUploadInvalid,
             format!("upload body failed: {e}"),
         ),
-    })
+    })?;
+    Ok(held.size())
 }
 
 /// Verifies and commits a held session's bytes as `digest`, links the blob
