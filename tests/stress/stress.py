@@ -55,6 +55,9 @@ REQUEST_TIMEOUT = 120.0
 # Content of pushed blobs kept in memory for Range checks, at most this much.
 CONTENT_BUDGET = 256 << 20
 TAGS_PER_REPO = 6
+# Violations printed as they happen, and listed at the end, per kind.
+LIVE_PER_KIND = 3
+LISTED_PER_KIND = 8
 
 
 def sha256(data: bytes) -> str:
@@ -275,6 +278,7 @@ class Results:
         self.lock = threading.Lock()
         self.passed = 0
         self.violations: dict = {}  # (kind, key) -> (request, status, detail, count)
+        self.kinds: dict = {}  # kind -> distinct violations
         self.ops = 0
         self.rounds = 0
         self.race_rounds = 0
@@ -295,7 +299,10 @@ class Results:
                 self.violations[k] = (r, s, d, n + 1)
                 return
             self.violations[k] = (request, status, detail, 1)
-        print(f"stress: VIOLATION {kind}: {request} -> {status}: {detail}", flush=True)
+            self.kinds[kind] = self.kinds.get(kind, 0) + 1
+            if self.kinds[kind] > LIVE_PER_KIND:
+                return
+        print(f"stress: VIOLATION {kind}: {request} -> {status}: {detail[:300]}", flush=True)
 
     def count_request(self, method: str, status: int) -> None:
         with self.lock:
@@ -403,7 +410,8 @@ class Client:
         h.results.count_request(method, r.status)
         resp = Resp(r.status, r.headers, data)
         if r.status >= 500:
-            h.results.violation("http_5xx", f"{method} {path}", label, r.status,
+            # One entry per kind of request and status; "seen Nx" counts them.
+            h.results.violation("http_5xx", f"{what or method} -> {r.status}", label, r.status,
                                 data[:300].decode("utf-8", "replace"))
         return resp
 
@@ -864,9 +872,8 @@ class Harness:
             # A blob certainly in `from` must mount.
             self.results.violation("mount_refused", f"{from_repo}@{d}", f"POST /v2/{repo}/blobs/uploads/?{q}",
                                    202, "blob acknowledged in the source repository and never deleted")
-            c.request("DELETE", r.header("Location") or "", what="cancel mount session")
-        else:
-            c.request("DELETE", r.header("Location") or "", what="cancel mount session")
+        if r.status == 202 and (r.header("Location") or "").startswith("/v2/"):
+            c.request("DELETE", r.header("Location"), what="cancel mount session")
 
     # -------------------------------------------------------------- manifests
 
@@ -1157,12 +1164,18 @@ class Harness:
         first = rng.randbytes(rng.randint(1, 100_000))
         more = rng.randbytes(rng.randint(1, 100_000))
         d = self.ledger.made(first)
-        sock = socket.create_connection(("127.0.0.1", self.server.port), timeout=30)
+        sock = socket.socket()
         try:
+            sock.settimeout(30)
+            sock.connect(("127.0.0.1", self.server.port))
             sock.sendall(f"PATCH {loc} HTTP/1.1\r\nHost: 127.0.0.1:{self.server.port}\r\n"
                          "Content-Type: application/octet-stream\r\n"
                          "Transfer-Encoding: chunked\r\n\r\n".encode())
             sock.sendall(b"%x\r\n" % len(first) + first + b"\r\n")
+        except OSError as e:
+            sock.close()
+            raise Abort(f"held PATCH: {e!r}") from None
+        try:
             # Wait until the session holds the first bytes.
             want = f"0-{len(first) - 1}"
             end = time.monotonic() + 10
@@ -1190,8 +1203,13 @@ class Harness:
                 line = head.split(b"\r\n", 1)[0].decode("latin-1")
                 parts = line.split()
                 status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+            except TimeoutError:
+                status, line = 0, ""
+                if not self.server.changed_since(gen):
+                    self.results.violation("timeout", "held PATCH", f"chunked PATCH {loc} (held)", "-",
+                                           f"no answer within {REQUEST_TIMEOUT:.0f} s after its last chunk")
             except OSError:
-                status = 0  # the server may close the PATCH once the session is gone
+                status, line = 0, ""  # the server may close the PATCH once the session is gone
             if status:
                 self.results.count_request("PATCH", status)
             if status >= 500:
@@ -1396,8 +1414,13 @@ class Harness:
         for (kind, _), (_, _, _, n) in r.violations.items():
             by_kind[kind] = by_kind.get(kind, 0) + 1
         print(self.summary("done", f"seconds={elapsed:.0f} by_kind={by_kind}"))
+        shown: dict = {}
         for (kind, key), (req, status, detail, n) in sorted(r.violations.items()):
-            print(f"  {kind}: {req} -> {status} (seen {n}x): {detail[:400]}")
+            shown[kind] = shown.get(kind, 0) + 1
+            if shown[kind] <= LISTED_PER_KIND:
+                print(f"  {kind}: {req} -> {status} (seen {n}x): {detail[:400]}")
+            elif shown[kind] == LISTED_PER_KIND + 1:
+                print(f"  {kind}: … {by_kind[kind] - LISTED_PER_KIND} more distinct")
         if r.violations:
             self.show_server_errors()
         print(f"{r.passed} passed, {len(r.violations)} failed")
@@ -1409,7 +1432,8 @@ class Harness:
                 lines = f.read().decode("utf-8", "replace").splitlines()
         except OSError:
             return
-        bad = [ln for ln in lines if any(w in ln.lower() for w in ("error", "panic", "fail"))]
+        bad = [ln for ln in lines if any(w in ln.lower() for w in ("error", "panic", "fail"))
+               and "StreamError::Closed" not in ln]
         if bad:
             print(f"stress: server log, last {min(20, len(bad))} of {len(bad)} error lines:")
             for ln in bad[-20:]:
