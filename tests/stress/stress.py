@@ -1414,6 +1414,14 @@ class Harness:
         for (kind, _), (_, _, _, n) in r.violations.items():
             by_kind[kind] = by_kind.get(kind, 0) + 1
         print(self.summary("done", f"seconds={elapsed:.0f} by_kind={by_kind}"))
+        # Range and HEAD mismatches of a blob whose whole GET already
+        # mismatched are the same corruption seen again.
+        corrupt = {key.split("@")[-1] for (kind, key) in r.violations if kind == "blob_digest_mismatch"}
+        for kind in ("blob_range_mismatch", "blob_bad_headers"):
+            keys = [key.split("@")[-1] for (k, key) in r.violations if k == kind]
+            if keys:
+                same = sum(1 for k in keys if k in corrupt)
+                print(f"stress: {kind}: {same} of {len(keys)} on blobs whose GET mismatched their digest")
         shown: dict = {}
         for (kind, key), (req, status, detail, n) in sorted(r.violations.items()):
             shown[kind] = shown.get(kind, 0) + 1
@@ -1466,6 +1474,8 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    # Also when started with SIGINT ignored (a background job of a script).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return h.run()
     except KeyboardInterrupt:
