@@ -57,6 +57,9 @@ INTEROP_GUEST="$PWD/target/guests/guest-default.wasm" \
 INTEROP_GUEST_FASTCDC="$PWD/target/guests/guest-fastcdc.wasm" \
   bash tests/e2e/interop.sh
 
+step "stress (randomized races on sessions, blobs, manifests and tags; kill -9)"
+python3 tests/stress/stress.py --blockreg "$PWD/target/release/blockreg" --seconds 120 --kills 10
+
 step "all tiers passed"
 # cargo's "test result: ok. N passed; M failed" and e2e's "N passed, M failed".
 sed -nE 's/^test result: [a-z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/p; s/^([0-9]+) passed, ([0-9]+) failed$/\1 \2/p' "$log" |

@@ -24,6 +24,8 @@ pub mod http;
 pub mod ingest;
 pub mod oci;
 pub mod packs;
+#[cfg(test)]
+mod proptests;
 pub mod rebuild;
 pub mod recipe;
 pub mod routes;
