@@ -823,4 +823,172 @@ mod tests {
         assert_eq!(c.encoding, "gzip", "{:?}", c.fallback);
         assert_eq!(rebuild_all(&store, &d, 0), layer);
     }
+
+    /// Bytes the store holds for blob data: packs, index shards, recipes.
+    fn stored_bytes(store: &Store) -> u64 {
+        fn walk(dir: &std::path::Path, only: Option<&str>) -> u64 {
+            let Ok(rd) = std::fs::read_dir(dir) else {
+                return 0;
+            };
+            rd.map(|e| e.unwrap())
+                .map(|e| {
+                    let m = e.metadata().unwrap();
+                    if m.is_dir() {
+                        walk(&e.path(), only)
+                    } else if only.is_none_or(|n| e.file_name() == n) {
+                        m.len()
+                    } else {
+                        0
+                    }
+                })
+                .sum()
+        }
+        walk(&store.root().join("blocks"), None)
+            + walk(&store.root().join("layers"), Some("recipe.json"))
+    }
+
+    fn set_config(store: &Store, json: &str) {
+        crate::store::write_atomic(&store.root().join("config.json"), json.as_bytes()).unwrap();
+    }
+
+    /// Gzip (level 6) of `n` zero bytes, without holding them in memory.
+    fn gzipped_zeros(n: u64) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        let chunk = vec![0u8; 1 << 20];
+        for _ in 0..n / chunk.len() as u64 {
+            e.write_all(&chunk).unwrap();
+        }
+        e.finish().unwrap()
+    }
+
+    fn memory_bytes() -> u64 {
+        #[cfg(target_arch = "wasm32")]
+        {
+            core::arch::wasm32::memory_size(0) as u64 * 65_536
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            0
+        }
+    }
+
+    #[test]
+    fn a_blob_whose_attempts_trap_waits_then_fails_while_later_blobs_convert() {
+        let store = scratch_store("convert-poisoned");
+        let poisoned = commit_blob(&store, &seeded_bytes(31, 10_000));
+        let ordinary = commit_blob(&store, &seeded_bytes(32, 10_000));
+        let t0 = 1_800_000_000;
+        // The poisoned blob's first attempt killed its instance: only the
+        // record written before it started remains.
+        store.begin_conversion_attempt(&poisoned, t0).unwrap();
+        let (d, r) = convert_next(&store, t0 + 1).unwrap().expect("work");
+        assert_eq!(d, ordinary, "the blob in backoff is skipped");
+        assert!(r.is_ok());
+        assert!(store.conversion_attempts(&ordinary).unwrap().is_none());
+        assert!(
+            convert_next(&store, t0 + 2).unwrap().is_none(),
+            "waits 30 s"
+        );
+        // Two more trapped attempts, each after its delay …
+        assert_eq!(retry_delay(1), 30);
+        assert_eq!(retry_delay(2), 60);
+        store.begin_conversion_attempt(&poisoned, t0 + 31).unwrap();
+        assert!(convert_next(&store, t0 + 31 + 59).unwrap().is_none());
+        store.begin_conversion_attempt(&poisoned, t0 + 91).unwrap();
+        // … and after the third it is failed for good, served as pushed.
+        assert!(convert_next(&store, t0 + 10_000).unwrap().is_none());
+        assert!(store.original_path(&poisoned).exists());
+        assert!(store.conversion_attempts(&poisoned).unwrap().is_none());
+        let u = store.usage().unwrap();
+        assert_eq!((u.pending, u.failed), (0, 1));
+    }
+
+    #[test]
+    fn an_attempt_that_finishes_clears_its_record() {
+        let store = scratch_store("convert-attempt-cleared");
+        let d = commit_blob(&store, &seeded_bytes(33, 5000));
+        store.begin_conversion_attempt(&d, 100).unwrap();
+        assert!(convert_next(&store, 129).unwrap().is_none());
+        let (got, r) = convert_next(&store, 130).unwrap().unwrap();
+        assert_eq!(got, d);
+        assert_eq!(r.unwrap().encoding, "raw");
+        assert!(store.conversion_attempts(&d).unwrap().is_none());
+        assert!(store.pending_blobs().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_stored_raw_quickly_in_bounded_memory() {
+        let store = scratch_store("convert-bomb");
+        let bomb = gzipped_zeros(1 << 30);
+        let d = commit_blob(&store, &bomb);
+        let before = memory_bytes();
+        let c = convert(&store, &d).unwrap();
+        let grown = memory_bytes() - before;
+        assert_eq!(c.encoding, "raw");
+        let why = c.fallback.unwrap_or_default();
+        assert!(why.contains("max_decoded_ratio"), "{why}");
+        assert!(c.content_bytes <= bomb.len() as u64);
+        assert!(grown < 24 << 20, "memory grew by {grown} bytes");
+        assert!(stored_bytes(&store) <= bomb.len() as u64 + COST_SLACK);
+        assert_eq!(rebuild_all(&store, &d, 0), bomb);
+    }
+
+    #[test]
+    fn a_size_limit_stores_a_large_decoded_layer_as_opaque_blocks() {
+        let store = scratch_store("convert-size-limit");
+        set_config(&store, r#"{"max_decoded_bytes": 100000}"#);
+        let layer = gzip(&files(7, false), 6);
+        let d = commit_blob(&store, &layer);
+        let c = convert(&store, &d).unwrap();
+        assert_eq!(c.encoding, "raw");
+        assert!(c.fallback.unwrap().contains("max_decoded_bytes"));
+        assert_eq!(c.new_blocks, 1, "one opaque block");
+        assert_eq!(rebuild_all(&store, &d, 100), layer[100..]);
+    }
+
+    #[test]
+    fn compressible_unique_data_costs_no_more_than_the_blob_as_it_came() {
+        let store = scratch_store("convert-cost-cap");
+        // 16 MiB of distinct 4 KiB blocks that are almost all zeros.
+        let mut body = vec![0u8; 16 << 20];
+        for (i, block) in body.chunks_mut(4096).enumerate() {
+            block[..8].copy_from_slice(&(i as u64 * 0x9e37_79b9).to_le_bytes());
+        }
+        let layer = gzip(&tar_of(&[("big.bin", &body, 1)]), 6);
+        let d = commit_blob(&store, &layer);
+        let c = convert(&store, &d).unwrap();
+        let stored = stored_bytes(&store);
+        assert!(
+            stored <= layer.len() as u64 + COST_SLACK,
+            "{stored} bytes stored for a {}-byte blob ({:?})",
+            layer.len(),
+            c.fallback
+        );
+        assert_eq!(c.encoding, "raw");
+        assert!(c.fallback.unwrap().contains("would add"));
+        assert_eq!(rebuild_all(&store, &d, 0), layer);
+    }
+
+    #[test]
+    fn zeros_convert_to_a_recipe_of_a_few_kilobytes() {
+        let store = scratch_store("convert-zeros");
+        set_config(&store, r#"{"max_decoded_ratio": 1e9}"#);
+        let layer = gzipped_zeros(64 << 20);
+        let d = commit_blob(&store, &layer);
+        let c = convert(&store, &d).unwrap();
+        assert_eq!(c.encoding, "gzip", "{:?}", c.fallback);
+        let recipe = std::fs::metadata(
+            store
+                .root()
+                .join("layers")
+                .join(d.to_string())
+                .join("recipe.json"),
+        )
+        .unwrap()
+        .len();
+        assert!(recipe < 16 * 1024, "recipe of {recipe} bytes");
+        assert!(stored_bytes(&store) <= layer.len() as u64 + COST_SLACK);
+        assert_eq!(rebuild_all(&store, &d, 0), layer);
+    }
 }
