@@ -54,11 +54,10 @@ impl Guest for crate::Component {
 
     fn convert_next() -> Result<Option<Conversion>, Error> {
         let store = Store::open(DATA_ROOT).map_err(io_error)?;
-        let Some(digest) = store.pending_blobs().map_err(io_error)?.into_iter().next() else {
-            return Ok(None);
-        };
-        match crate::convert::convert(&store, &digest) {
-            Ok(c) => Ok(Some(Conversion {
+        let now = crate::convert::now_secs();
+        match crate::convert::convert_next(&store, now).map_err(io_error)? {
+            None => Ok(None),
+            Some((_, Ok(c))) => Ok(Some(Conversion {
                 digest: c.digest.to_string(),
                 size: c.size,
                 encoding: c.encoding,
@@ -67,16 +66,8 @@ impl Guest for crate::Component {
                 new_bytes: c.new_bytes,
                 fallback: c.fallback,
             })),
-            Err(e) => {
-                // Data errors (a block with a SHA-1 collision attack, a raw
-                // recipe that does not rebuild) will not heal by retrying:
-                // the blob stays served from its original. I/O errors may
-                // (a full disk): the blob stays pending.
-                if e.kind() == std::io::ErrorKind::InvalidData {
-                    let _ = store.mark_conversion_failed(&digest, &e.to_string());
-                }
-                Err(Error::Other(format!("converting {digest}: {e}")))
-            }
+            // Recorded by `convert_next`: failed for good, or retried later.
+            Some((digest, Err(e))) => Err(Error::Other(format!("converting {digest}: {e}"))),
         }
     }
 

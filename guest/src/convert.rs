@@ -8,24 +8,39 @@
 //! bit. The tar (or any other blob) is cut by the build's chunker: at tar
 //! member boundaries, so an unchanged file gives the same blocks wherever it
 //! sits. Anything that fails — not gzip, a corrupt stream, corrections above
-//! the configured share, a recreation that does not match — is stored as
-//! raw blocks of its own bytes instead: never refused, never lost.
+//! the configured share, a recreation that does not match, a decoded size or
+//! ratio above the configured limits (a decompression bomb), a converted
+//! form that would cost more than the blob itself — is stored as raw blocks
+//! of its own bytes instead: never refused, never lost.
+//!
+//! Bounded work: memory grows with the number of content blocks, which the
+//! decoded-size limit caps; a blob larger than it, or a compressed blob whose
+//! content-aware form was refused, is cut into opaque 1 MiB blocks
+//! ([`OPAQUE_BLOCK`]), so its recipe and index cost about 0.01 % of it.
+//!
+//! Robustness ([`convert_next`]): each attempt is recorded in the store
+//! before it starts, because an attempt that traps (a panic, running out of
+//! memory, the host's timeout) cannot report anything. A blob with an
+//! unfinished attempt waits [`retry_delay`] before the next one, and after
+//! [`MAX_ATTEMPTS`] it is marked failed (served from its original for
+//! good); other blobs convert meanwhile.
 //!
 //! Crash safety: the original stays until the recipe is committed, so a
 //! conversion killed at any point is simply run again.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufReader, ErrorKind, Read};
 
 use crate::block::BlockId;
-use crate::chunker::Chunker;
+use crate::chunker::{Chunker, FixedChunker};
 use crate::deflate::{self, AnalyzeConfig, Event, GzipAnalyzer};
 use crate::oci::{Digest, Hasher};
-use crate::packs::{Located, PackWriter, Packs, Pending};
+use crate::packs::{Located, PackWriter, Packs, Pending, RECORD_LEN};
 use crate::rebuild::Rebuild;
 use crate::recipe::{BlockRef, Frame, Location, Op, Recipe, Segment};
-use crate::store::Store;
+use crate::store::{Settings, Store};
 use crate::tarchunk::TarChunker;
 
 /// Segment sizes (compressed input per preflate call) and plain-text limits
@@ -41,6 +56,25 @@ const GZIP_ATTEMPTS: [(usize, usize); 3] = [
 const CORRECTION_BLOCK: usize = 64 * 1024;
 /// Literal bytes (gzip headers, trailers, trailing data) kept in a recipe.
 const MAX_LITERAL: usize = 256 * 1024;
+/// Block size for content that is not cut by meaning: a compressed blob
+/// stored as it is, or a blob above the decoded-size limit. One block per
+/// pack frame; its index record and recipe entry cost ~0.01 % of it.
+pub const OPAQUE_BLOCK: usize = 1 << 20;
+/// Decoded bytes before the decoded/compressed ratio is checked, so that
+/// small, very compressible layers (a config tarball, an empty file tree)
+/// are not judged on their first bytes.
+const RATIO_FLOOR: u64 = 64 << 20;
+/// What a converted form may cost beyond the blob it replaces: recipe JSON
+/// and index records of a small blob.
+pub const COST_SLACK: u64 = 16 * 1024;
+/// Unfinished attempts after which a blob is marked failed.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// Seconds to wait after `count` unfinished attempts: 30 s · 2^(count-1).
+#[must_use]
+pub fn retry_delay(count: u32) -> u64 {
+    30u64 << count.saturating_sub(1).min(20)
+}
 
 /// The chunker this guest build cuts content with.
 pub fn chunker() -> TarChunker {
@@ -127,25 +161,53 @@ impl<'a> Builder<'a> {
         Ok(Draft { id, len, placed })
     }
 
-    /// Drops the pack being written (an analysis that failed).
-    fn writer_abandon(self) {
-        self.writer.abandon();
-    }
-
-    /// Makes the new pack durable and indexed; returns the frame table and
-    /// a function from drafts to final block references.
-    fn finish(self) -> io::Result<FrameTable> {
-        let new_frames = if self.writer.is_empty() {
-            self.writer.abandon();
-            Vec::new()
-        } else {
-            self.writer.finish(self.packs)?
-        };
-        Ok(FrameTable {
-            new_frames,
+    /// Closes the pack's last frame, so every draft has its final frame;
+    /// returns what the new pack adds to the store (its bytes and its index
+    /// records) and the frame table to build the recipe with. Nothing is
+    /// durable yet: [`Sealed::commit`] or [`Sealed::abandon`] follows.
+    fn seal(mut self) -> io::Result<Sealed<'a>> {
+        let (pack_bytes, records) = self.writer.seal()?;
+        let table = FrameTable {
+            new_frames: self.writer.frames().to_vec(),
             frames: Vec::new(),
             index: HashMap::new(),
+        };
+        Ok(Sealed {
+            packs: self.packs,
+            writer: self.writer,
+            table,
+            added_bytes: pack_bytes + records * RECORD_LEN as u64,
+            new_blocks: self.new_blocks,
+            new_bytes: self.new_bytes,
         })
+    }
+}
+
+/// A conversion's new pack, complete but not yet durable.
+struct Sealed<'a> {
+    packs: &'a mut Packs,
+    writer: PackWriter,
+    table: FrameTable,
+    /// Pack bytes plus index record bytes the pack would add.
+    added_bytes: u64,
+    new_blocks: u64,
+    new_bytes: u64,
+}
+
+impl Sealed<'_> {
+    /// Makes the pack durable and indexes its blocks (nothing to do when no
+    /// block was new).
+    fn commit(self) -> io::Result<()> {
+        if self.writer.is_empty() {
+            self.writer.abandon();
+            Ok(())
+        } else {
+            self.writer.finish(self.packs).map(|_| ())
+        }
+    }
+
+    fn abandon(self) {
+        self.writer.abandon();
     }
 }
 
@@ -187,6 +249,66 @@ fn open_original(store: &Store, digest: &Digest) -> io::Result<BufReader<File>> 
     ))
 }
 
+/// Seconds since the Unix epoch, by the wall clock (WASI's).
+#[must_use]
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Converts the oldest pending blob that is not waiting out a retry delay;
+/// `None` when there is none. Returns the blob's digest with the outcome.
+///
+/// Before converting, the attempt is recorded in the store (count and
+/// time), so that a trap counts; success removes the record. A blob whose
+/// last attempt did not finish waits [`retry_delay`]; one with
+/// [`MAX_ATTEMPTS`] unfinished attempts is marked failed (it keeps being
+/// served from its original). A data error (store damage, a block carrying
+/// a SHA-1 collision attack) marks the blob failed at once; an I/O error
+/// leaves the record, so the blob is retried after the delay.
+///
+/// # Errors
+/// I/O errors listing the store or writing the attempt record.
+pub fn convert_next(
+    store: &Store,
+    now: u64,
+) -> io::Result<Option<(Digest, io::Result<Converted>)>> {
+    for digest in store.pending_blobs()? {
+        if let Some(a) = store.conversion_attempts(&digest)? {
+            if a.count >= MAX_ATTEMPTS {
+                store.mark_conversion_failed(
+                    &digest,
+                    &format!(
+                        "{} conversion attempts did not finish (the guest trapped: a \
+                         panic, running out of memory, or the host's timeout); kept as pushed",
+                        a.count
+                    ),
+                )?;
+                store.clear_conversion_attempts(&digest)?;
+                continue;
+            }
+            if now < a.last.saturating_add(retry_delay(a.count)) {
+                continue;
+            }
+        }
+        store.begin_conversion_attempt(&digest, now)?;
+        let outcome = convert(store, &digest);
+        match &outcome {
+            Ok(_) => store.clear_conversion_attempts(&digest)?,
+            Err(e) if e.kind() == ErrorKind::InvalidData => {
+                // Will not heal by retrying: the blob stays served from its
+                // original.
+                store.mark_conversion_failed(&digest, &e.to_string())?;
+                store.clear_conversion_attempts(&digest)?;
+            }
+            Err(_) => {}
+        }
+        return Ok(Some((digest, outcome)));
+    }
+    Ok(None)
+}
+
 /// Converts one pending blob, and removes its original once its recipe is
 /// committed. A blob whose recipe already exists only loses its original.
 ///
@@ -223,8 +345,9 @@ pub fn convert_with(
     let settings = store.settings()?;
     let mut head = [0u8; 3];
     let n = open_original(store, digest)?.read(&mut head)?;
+    let gzip = deflate::is_gzip(&head[..n]);
     let mut fallback = None;
-    if deflate::is_gzip(&head[..n]) {
+    if gzip {
         // preflate-rs 0.7's streaming sometimes loses a match at a segment
         // boundary ("PredictionFailure"), depending only on where segments
         // end: other segment sizes move the boundaries away from it.
@@ -236,7 +359,7 @@ pub fn convert_with(
                 max_pending: plain_text_limit.max(2 * segment_input),
                 ..AnalyzeConfig::default()
             };
-            match convert_gzip(store, &mut packs, digest, new_chunker(), cfg) {
+            match convert_gzip(store, &mut packs, digest, new_chunker(), cfg, &settings) {
                 Ok(done) => return Ok(done),
                 Err(e) if e.kind() == ErrorKind::Unsupported => {
                     let why = e.to_string();
@@ -250,7 +373,21 @@ pub fn convert_with(
             }
         }
     }
-    let mut done = convert_raw(store, &mut packs, digest, new_chunker())?;
+    let size = std::fs::metadata(store.original_path(digest))?.len();
+    let mut done = if gzip || size > settings.max_decoded_bytes {
+        // Compressed bytes do not dedup below the blob, nor shrink: big
+        // stored blocks keep the recipe and index tiny. So does a blob too
+        // large to cut by content within the memory bound.
+        convert_raw(
+            store,
+            &mut packs,
+            digest,
+            FixedChunker::new(OPAQUE_BLOCK),
+            !gzip,
+        )?
+    } else {
+        convert_raw(store, &mut packs, digest, new_chunker(), true)?
+    };
     done.fallback = fallback;
     Ok(done)
 }
@@ -291,10 +428,14 @@ fn convert_raw(
     store: &Store,
     packs: &mut Packs,
     digest: &Digest,
-    mut chunker: TarChunker,
+    mut chunker: impl Chunker,
+    compress: bool,
 ) -> io::Result<Converted> {
     let mut input = open_original(store, digest)?;
     let mut builder = Builder::new(packs)?;
+    if !compress {
+        builder.writer.store_only();
+    }
     let name = chunker.name();
     let mut drafts = Vec::new();
     let mut emit = |piece: &[u8]| -> io::Result<()> {
@@ -312,10 +453,14 @@ fn convert_raw(
         chunker.feed(&buf[..n], &mut emit)?;
     }
     chunker.finish(&mut emit)?;
-    let (new_blocks, new_bytes) = (builder.new_blocks, builder.new_bytes);
-    let mut table = builder.finish()?;
+    let mut sealed = builder.seal()?;
+    let (new_blocks, new_bytes) = (sealed.new_blocks, sealed.new_bytes);
+    let table = &mut sealed.table;
     let content: Vec<BlockRef> = drafts.iter().map(|d| table.block(d)).collect();
-    let recipe = Recipe::raw(digest.clone(), name, table.frames, content);
+    drop(drafts);
+    let frames = std::mem::take(&mut table.frames);
+    let recipe = Recipe::raw(digest.clone(), name, frames, content);
+    sealed.commit()?;
     prove_and_commit(store, &recipe).map_err(|e| {
         // A raw recipe that does not rebuild is store damage, not a format
         // this guest cannot handle: report it as such.
@@ -332,12 +477,32 @@ fn convert_raw(
     })
 }
 
+/// Fails once the decoded bytes exceed the configured size, or exceed the
+/// configured ratio to the compressed bytes read so far.
+fn check_decoded(decoded: u64, compressed: u64, settings: &Settings) -> io::Result<()> {
+    if decoded > settings.max_decoded_bytes {
+        return Err(unsupported(format!(
+            "decodes to more than {} bytes (max_decoded_bytes)",
+            settings.max_decoded_bytes
+        )));
+    }
+    if decoded > RATIO_FLOOR && decoded as f64 > settings.max_decoded_ratio * compressed as f64 {
+        return Err(unsupported(format!(
+            "decodes to over {}× its compressed size ({decoded} bytes from {compressed}; \
+             max_decoded_ratio)",
+            settings.max_decoded_ratio
+        )));
+    }
+    Ok(())
+}
+
 fn convert_gzip(
     store: &Store,
     packs: &mut Packs,
     digest: &Digest,
     mut chunker: TarChunker,
     cfg: AnalyzeConfig,
+    settings: &Settings,
 ) -> io::Result<Converted> {
     let mut input = open_original(store, digest)?;
     let mut builder = Builder::new(packs)?;
@@ -346,6 +511,8 @@ fn convert_gzip(
     let mut layout: Vec<DraftOp> = Vec::new();
     let mut seg_plain = 0u64;
     let mut literal = 0usize;
+    let mut decoded = 0u64;
+    let read = Cell::new(0u64);
     let mut analyzer = GzipAnalyzer::new(cfg);
     let mut on_event = |ev: Event<'_>| -> io::Result<()> {
         match ev {
@@ -367,6 +534,8 @@ fn convert_gzip(
             }
             Event::Plain(bytes) => {
                 seg_plain += bytes.len() as u64;
+                decoded += bytes.len() as u64;
+                check_decoded(decoded, read.get(), settings)?;
                 chunker.feed(bytes, &mut |piece: &[u8]| -> io::Result<()> {
                     content.push(builder.put(piece)?);
                     Ok(())
@@ -392,14 +561,13 @@ fn convert_gzip(
         Ok(())
     };
     let mut buf = vec![0u8; 1024 * 1024];
-    let mut size = 0u64;
     let analysed: io::Result<()> = (|| {
         loop {
             let n = input.read(&mut buf)?;
             if n == 0 {
                 break;
             }
-            size += n as u64;
+            read.set(read.get() + n as u64);
             analyzer
                 .feed(&buf[..n], &mut on_event)
                 .map_err(analyze_error)?;
@@ -408,16 +576,20 @@ fn convert_gzip(
         Ok(())
     })();
     if let Err(e) = analysed {
-        builder.writer_abandon();
+        builder.writer.abandon();
         return Err(e);
     }
+    let size = read.get();
     chunker.finish(&mut |piece: &[u8]| -> io::Result<()> {
         content.push(builder.put(piece)?);
         Ok(())
     })?;
-    let (new_blocks, new_bytes) = (builder.new_blocks, builder.new_bytes);
-    let mut table = builder.finish()?;
+    drop(buf);
+    let mut sealed = builder.seal()?;
+    let (new_blocks, new_bytes) = (sealed.new_blocks, sealed.new_bytes);
+    let table = &mut sealed.table;
     let content_refs: Vec<BlockRef> = content.iter().map(|d| table.block(d)).collect();
+    drop(content);
     let layout: Vec<Op> = layout
         .into_iter()
         .map(|op| match op {
@@ -437,10 +609,19 @@ fn convert_gzip(
         size,
         chunker: name,
         encoding: "gzip".into(),
-        frames: table.frames,
+        frames: std::mem::take(&mut table.frames),
         content: content_refs,
         layout,
     };
+    // Worth it only if it costs no more than the blob as it came.
+    let cost = sealed.added_bytes + recipe.to_json().len() as u64;
+    if cost > size + COST_SLACK {
+        sealed.abandon();
+        return Err(unsupported(format!(
+            "its decoded form would add {cost} bytes, more than the blob's {size}"
+        )));
+    }
+    sealed.commit()?;
     let content_bytes = recipe.content_len();
     prove_and_commit(store, &recipe)?;
     Ok(Converted {
@@ -640,6 +821,174 @@ mod tests {
         let d = commit_blob(&store, &layer);
         let c = convert(&store, &d).unwrap();
         assert_eq!(c.encoding, "gzip", "{:?}", c.fallback);
+        assert_eq!(rebuild_all(&store, &d, 0), layer);
+    }
+
+    /// Bytes the store holds for blob data: packs, index shards, recipes.
+    fn stored_bytes(store: &Store) -> u64 {
+        fn walk(dir: &std::path::Path, only: Option<&str>) -> u64 {
+            let Ok(rd) = std::fs::read_dir(dir) else {
+                return 0;
+            };
+            rd.map(|e| e.unwrap())
+                .map(|e| {
+                    let m = e.metadata().unwrap();
+                    if m.is_dir() {
+                        walk(&e.path(), only)
+                    } else if only.is_none_or(|n| e.file_name() == n) {
+                        m.len()
+                    } else {
+                        0
+                    }
+                })
+                .sum()
+        }
+        walk(&store.root().join("blocks"), None)
+            + walk(&store.root().join("layers"), Some("recipe.json"))
+    }
+
+    fn set_config(store: &Store, json: &str) {
+        crate::store::write_atomic(&store.root().join("config.json"), json.as_bytes()).unwrap();
+    }
+
+    /// Gzip (level 6) of `n` zero bytes, without holding them in memory.
+    fn gzipped_zeros(n: u64) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        let chunk = vec![0u8; 1 << 20];
+        for _ in 0..n / chunk.len() as u64 {
+            e.write_all(&chunk).unwrap();
+        }
+        e.finish().unwrap()
+    }
+
+    fn memory_bytes() -> u64 {
+        #[cfg(target_arch = "wasm32")]
+        {
+            core::arch::wasm32::memory_size(0) as u64 * 65_536
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            0
+        }
+    }
+
+    #[test]
+    fn a_blob_whose_attempts_trap_waits_then_fails_while_later_blobs_convert() {
+        let store = scratch_store("convert-poisoned");
+        let poisoned = commit_blob(&store, &seeded_bytes(31, 10_000));
+        let ordinary = commit_blob(&store, &seeded_bytes(32, 10_000));
+        let t0 = 1_800_000_000;
+        // The poisoned blob's first attempt killed its instance: only the
+        // record written before it started remains.
+        store.begin_conversion_attempt(&poisoned, t0).unwrap();
+        let (d, r) = convert_next(&store, t0 + 1).unwrap().expect("work");
+        assert_eq!(d, ordinary, "the blob in backoff is skipped");
+        assert!(r.is_ok());
+        assert!(store.conversion_attempts(&ordinary).unwrap().is_none());
+        assert!(
+            convert_next(&store, t0 + 2).unwrap().is_none(),
+            "waits 30 s"
+        );
+        // Two more trapped attempts, each after its delay …
+        assert_eq!(retry_delay(1), 30);
+        assert_eq!(retry_delay(2), 60);
+        store.begin_conversion_attempt(&poisoned, t0 + 31).unwrap();
+        assert!(convert_next(&store, t0 + 31 + 59).unwrap().is_none());
+        store.begin_conversion_attempt(&poisoned, t0 + 91).unwrap();
+        // … and after the third it is failed for good, served as pushed.
+        assert!(convert_next(&store, t0 + 10_000).unwrap().is_none());
+        assert!(store.original_path(&poisoned).exists());
+        assert!(store.conversion_attempts(&poisoned).unwrap().is_none());
+        let u = store.usage().unwrap();
+        assert_eq!((u.pending, u.failed), (0, 1));
+    }
+
+    #[test]
+    fn an_attempt_that_finishes_clears_its_record() {
+        let store = scratch_store("convert-attempt-cleared");
+        let d = commit_blob(&store, &seeded_bytes(33, 5000));
+        store.begin_conversion_attempt(&d, 100).unwrap();
+        assert!(convert_next(&store, 129).unwrap().is_none());
+        let (got, r) = convert_next(&store, 130).unwrap().unwrap();
+        assert_eq!(got, d);
+        assert_eq!(r.unwrap().encoding, "raw");
+        assert!(store.conversion_attempts(&d).unwrap().is_none());
+        assert!(store.pending_blobs().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_stored_raw_quickly_in_bounded_memory() {
+        let store = scratch_store("convert-bomb");
+        let bomb = gzipped_zeros(1 << 30);
+        let d = commit_blob(&store, &bomb);
+        let before = memory_bytes();
+        let c = convert(&store, &d).unwrap();
+        let grown = memory_bytes() - before;
+        assert_eq!(c.encoding, "raw");
+        let why = c.fallback.unwrap_or_default();
+        assert!(why.contains("max_decoded_ratio"), "{why}");
+        assert!(c.content_bytes <= bomb.len() as u64);
+        assert!(grown < 24 << 20, "memory grew by {grown} bytes");
+        assert!(stored_bytes(&store) <= bomb.len() as u64 + COST_SLACK);
+        assert_eq!(rebuild_all(&store, &d, 0), bomb);
+    }
+
+    #[test]
+    fn a_size_limit_stores_a_large_decoded_layer_as_opaque_blocks() {
+        let store = scratch_store("convert-size-limit");
+        set_config(&store, r#"{"max_decoded_bytes": 100000}"#);
+        let layer = gzip(&files(7, false), 6);
+        let d = commit_blob(&store, &layer);
+        let c = convert(&store, &d).unwrap();
+        assert_eq!(c.encoding, "raw");
+        assert!(c.fallback.unwrap().contains("max_decoded_bytes"));
+        assert_eq!(c.new_blocks, 1, "one opaque block");
+        assert_eq!(rebuild_all(&store, &d, 100), layer[100..]);
+    }
+
+    #[test]
+    fn compressible_unique_data_costs_no_more_than_the_blob_as_it_came() {
+        let store = scratch_store("convert-cost-cap");
+        // 16 MiB of distinct 4 KiB blocks that are almost all zeros.
+        let mut body = vec![0u8; 16 << 20];
+        for (i, block) in body.chunks_mut(4096).enumerate() {
+            block[..8].copy_from_slice(&(i as u64 * 0x9e37_79b9).to_le_bytes());
+        }
+        let layer = gzip(&tar_of(&[("big.bin", &body, 1)]), 6);
+        let d = commit_blob(&store, &layer);
+        let c = convert(&store, &d).unwrap();
+        let stored = stored_bytes(&store);
+        assert!(
+            stored <= layer.len() as u64 + COST_SLACK,
+            "{stored} bytes stored for a {}-byte blob ({:?})",
+            layer.len(),
+            c.fallback
+        );
+        assert_eq!(c.encoding, "raw");
+        assert!(c.fallback.unwrap().contains("would add"));
+        assert_eq!(rebuild_all(&store, &d, 0), layer);
+    }
+
+    #[test]
+    fn zeros_convert_to_a_recipe_of_a_few_kilobytes() {
+        let store = scratch_store("convert-zeros");
+        set_config(&store, r#"{"max_decoded_ratio": 1e9}"#);
+        let layer = gzipped_zeros(64 << 20);
+        let d = commit_blob(&store, &layer);
+        let c = convert(&store, &d).unwrap();
+        assert_eq!(c.encoding, "gzip", "{:?}", c.fallback);
+        let recipe = std::fs::metadata(
+            store
+                .root()
+                .join("layers")
+                .join(d.to_string())
+                .join("recipe.json"),
+        )
+        .unwrap()
+        .len();
+        assert!(recipe < 16 * 1024, "recipe of {recipe} bytes");
+        assert!(stored_bytes(&store) <= layer.len() as u64 + COST_SLACK);
         assert_eq!(rebuild_all(&store, &d, 0), layer);
     }
 }

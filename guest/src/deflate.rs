@@ -1120,6 +1120,48 @@ mod tests {
         );
     }
 
+    /// preflate-rs guesses the compressor's hash chain from the first
+    /// segment. On this zlib level-9 tar (ordinary-looking files, as Python's
+    /// `tarfile` + `gzip` write them) it guesses libdeflate's, which later
+    /// cannot reach one of zlib's matches; 0.7.6 then hit a `todo!()` (a
+    /// trap in the guest, retried forever). It must be an ordinary error.
+    #[test]
+    fn a_match_the_guessed_hash_chain_cannot_reach_is_an_error_not_a_panic() {
+        use crate::test_support::{seeded_bytes, tar_of, texty_bytes};
+        let seed = 225u64;
+        let sizes = seeded_bytes(seed * 7 + 3, 64);
+        let files: Vec<(String, Vec<u8>, u64)> = (0..30u64)
+            .map(|i| {
+                let pick = |k: u64| u64::from(sizes[(k % 64) as usize]);
+                let len = (pick(i) * 100_000 / 256) as usize + 1;
+                let body = if pick(i + 32) < 40 {
+                    seeded_bytes(seed * 1000 + i, len)
+                } else {
+                    texty_bytes(seed * 1000 + i, len)
+                };
+                (
+                    format!("usr/share/f{seed}/{i}.txt"),
+                    body,
+                    1_700_000_000 + i,
+                )
+            })
+            .collect();
+        let entries: Vec<(&str, &[u8], u64)> = files
+            .iter()
+            .map(|(n, b, m)| (n.as_str(), b.as_slice(), *m))
+            .collect();
+        let tar = tar_of(&entries);
+        let gz = gzip(&tar, 9);
+        match run(GzipAnalyzer::new(cfg(65_536)), &gz, 1 << 20) {
+            Err(AnalyzeError::Preflate(why)) => assert!(why.contains("MatchNotFound"), "{why}"),
+            Err(other) => panic!("unexpected error {other}"),
+            Ok((events, _)) => assert_same(&recreate(&events).0, &gz),
+        }
+        // Whole-stream segments model it: conversion retries with those.
+        let (_, plains) = round_trip(&gz, 1 << 20, cfg(1 << 20));
+        assert_eq!(plains, vec![tar]);
+    }
+
     #[test]
     fn recreator_rejects_missing_stream_parameters() {
         // The first segment's corrections start with the stream's parameters.

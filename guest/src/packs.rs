@@ -282,6 +282,9 @@ pub struct PackWriter {
     frame_blocks: Vec<(BlockId, u32, u32)>,
     frames: Vec<Frame>,
     records: Vec<(BlockId, Located)>,
+    /// Whether frames are compressed (off for content known not to shrink,
+    /// such as the bytes of a gzip blob).
+    compress: bool,
 }
 
 impl PackWriter {
@@ -308,7 +311,30 @@ impl PackWriter {
             frame_blocks: Vec::new(),
             frames: Vec::new(),
             records: Vec::new(),
+            compress: true,
         })
+    }
+
+    /// Stores the frames that follow as they are, without trying to
+    /// compress them (already compressed content).
+    pub fn store_only(&mut self) {
+        self.compress = false;
+    }
+
+    /// Closes the frame being filled; returns the bytes the pack holds so
+    /// far and how many blocks it indexes. Blocks added before this call
+    /// have their final frames (see [`PackWriter::frames`]).
+    ///
+    /// # Errors
+    /// I/O errors writing the frame.
+    pub fn seal(&mut self) -> io::Result<(u64, u64)> {
+        self.close_frame()?;
+        Ok((self.written, self.records.len() as u64))
+    }
+
+    /// The closed frames, by sequence number.
+    pub fn frames(&self) -> &[Frame] {
+        &self.frames
     }
 
     /// Whether no block was added.
@@ -341,7 +367,7 @@ impl PackWriter {
             return Ok(());
         }
         let mut compressed = Vec::with_capacity(self.frame.len() / 2);
-        {
+        if self.compress {
             let mut enc = brotli::CompressorWriter::new(
                 &mut compressed,
                 64 * 1024,
@@ -351,7 +377,7 @@ impl PackWriter {
             enc.write_all(&self.frame)?;
             enc.flush()?;
         }
-        let (codec, bytes) = if compressed.len() < self.frame.len() {
+        let (codec, bytes) = if self.compress && compressed.len() < self.frame.len() {
             (Codec::Brotli, compressed.as_slice())
         } else {
             (Codec::Stored, self.frame.as_slice())

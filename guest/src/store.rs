@@ -35,6 +35,21 @@ const ORIGINAL: &str = "original";
 const FAILED: &str = "conversion-failed";
 /// An original that did not hash to its digest, set aside.
 const DAMAGED: &str = "damaged-original";
+/// Conversion attempts of a blob that have not finished (see [`Attempts`]).
+const ATTEMPTS: &str = "conversion-attempts";
+
+/// Conversion attempts of one blob that did not end in a recipe or a
+/// recorded failure, kept in `layers/<digest>/conversion-attempts` as
+/// `{"count":n,"last":unix_seconds}`. Written before each attempt, so an
+/// attempt that kills its instance (a trap, running out of memory, the
+/// host's timeout) still counts: the instance cannot report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Attempts {
+    /// Attempts started.
+    pub count: u32,
+    /// When the last one started (seconds since the Unix epoch).
+    pub last: u64,
+}
 
 /// Where a blob is served from.
 #[derive(Debug)]
@@ -566,6 +581,41 @@ impl Store {
     /// I/O errors.
     pub fn mark_conversion_failed(&self, digest: &Digest, why: &str) -> io::Result<()> {
         write_atomic(&self.layer_dir(digest).join(FAILED), why.as_bytes())
+    }
+
+    /// The unfinished conversion attempts of a blob; `None` when there are
+    /// none. A record that does not parse counts as one attempt long ago.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn conversion_attempts(&self, digest: &Digest) -> io::Result<Option<Attempts>> {
+        Ok(read_optional(&self.layer_dir(digest).join(ATTEMPTS))?
+            .map(|bytes| serde_json::from_slice(&bytes).unwrap_or(Attempts { count: 1, last: 0 })))
+    }
+
+    /// Records (atomically) that a conversion of `digest` starts at `now`;
+    /// returns the updated record.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn begin_conversion_attempt(&self, digest: &Digest, now: u64) -> io::Result<Attempts> {
+        let count = self
+            .conversion_attempts(digest)?
+            .map_or(0, |a| a.count)
+            .saturating_add(1);
+        let a = Attempts { count, last: now };
+        let bytes = serde_json::to_vec(&a).expect("attempts always serialize");
+        write_atomic(&self.layer_dir(digest).join(ATTEMPTS), &bytes)?;
+        Ok(a)
+    }
+
+    /// Forgets a blob's conversion attempts (it converted, or is marked
+    /// failed).
+    ///
+    /// # Errors
+    /// I/O errors other than the record being gone already.
+    pub fn clear_conversion_attempts(&self, digest: &Digest) -> io::Result<()> {
+        remove_existing(&self.layer_dir(digest).join(ATTEMPTS)).map(|_| ())
     }
 
     /// Removes a converted blob's original (its recipe is committed).
@@ -1162,6 +1212,20 @@ pub struct Settings {
     /// The host's per-request time limit: a request that held an upload
     /// session longer than this is gone, so its hold may be taken over.
     pub request_timeout_secs: u64,
+    /// A compressed blob decoding to more than this many bytes, or a blob
+    /// larger than this, is stored as opaque 1 MiB blocks of its own bytes
+    /// instead of being cut by content. Conversion memory grows with the
+    /// number of content blocks (about 250 bytes per 4 KiB block at peak),
+    /// so this bounds it: the default 4 GiB keeps a conversion near 256 MiB,
+    /// half the per-instance memory limit.
+    pub max_decoded_bytes: u64,
+    /// A compressed blob whose decoded bytes exceed this multiple of the
+    /// compressed bytes read so far (checked past 64 MiB decoded) is stored
+    /// as opaque blocks: a decompression bomb is refused after decoding a
+    /// few hundred MiB at most. Ordinary layers decode to 2–10×; above 100×
+    /// a recipe (about 1 % of the decoded size) would cost as much as the
+    /// blob itself.
+    pub max_decoded_ratio: f64,
 }
 
 impl Default for Settings {
@@ -1171,6 +1235,8 @@ impl Default for Settings {
             max_correction_ratio: 0.05,
             cache_bytes: 2 << 30,
             request_timeout_secs: 1800,
+            max_decoded_bytes: 4 << 30,
+            max_decoded_ratio: 100.0,
         }
     }
 }

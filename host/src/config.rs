@@ -83,6 +83,13 @@ pub struct GuestSettings {
     /// A gzip blob whose recreation data exceeds this share of its decoded
     /// size is stored as raw blocks instead.
     pub max_correction_ratio: f64,
+    /// A compressed blob decoding to more than this many bytes (or any blob
+    /// larger than this) is stored as opaque blocks of its own bytes: the
+    /// guest's conversion memory grows with the decoded size.
+    pub max_decoded_bytes: u64,
+    /// A compressed blob decoding to more than this multiple of its
+    /// compressed size is stored as opaque blocks (a decompression bomb).
+    pub max_decoded_ratio: f64,
 }
 
 impl Default for GuestSettings {
@@ -91,6 +98,8 @@ impl Default for GuestSettings {
             delete_enabled: true,
             cache_bytes: 2 << 30,
             max_correction_ratio: 0.05,
+            max_decoded_bytes: 4 << 30,
+            max_decoded_ratio: 100.0,
         }
     }
 }

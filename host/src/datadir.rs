@@ -55,10 +55,11 @@ fn open(path: &Path, create: bool) -> anyhow::Result<(PathBuf, Dir)> {
 
 /// Prepares the directory for serving and records the operator's settings
 /// in `config.json`, which the guest reads (it sees no environment):
-/// `{"delete_enabled", "cache_bytes", "max_correction_ratio"}` (see
-/// [`GuestSettings`]) and `request_timeout_secs` (the host's per-request
-/// limit, after which an upload session held by a request that never
-/// finished may be taken over). Written atomically: temp file, fsync, rename.
+/// `{"delete_enabled", "cache_bytes", "max_correction_ratio",
+/// "max_decoded_bytes", "max_decoded_ratio"}` (see [`GuestSettings`]) and
+/// `request_timeout_secs` (the host's per-request limit, after which an
+/// upload session held by a request that never finished may be taken
+/// over). Written atomically: temp file, fsync, rename.
 ///
 /// # Errors
 ///
@@ -74,6 +75,8 @@ pub(crate) fn prepare_for_serving(
         "delete_enabled": settings.delete_enabled,
         "cache_bytes": settings.cache_bytes,
         "max_correction_ratio": settings.max_correction_ratio,
+        "max_decoded_bytes": settings.max_decoded_bytes,
+        "max_decoded_ratio": settings.max_decoded_ratio,
         "request_timeout_secs": request_timeout.as_secs(),
     });
     let tmp = format!(".tmp-config.json-{}", std::process::id());
@@ -122,6 +125,8 @@ mod tests {
         let v: serde_json::Value =
             serde_json::from_slice(&std::fs::read(data.join("config.json")).unwrap()).unwrap();
         assert_eq!(v["delete_enabled"], false);
+        assert_eq!(v["max_decoded_bytes"], 4u64 << 30);
+        assert_eq!(v["max_decoded_ratio"], 100.0);
         assert_eq!(v["request_timeout_secs"], 60);
         prepare_for_serving(
             &data,

@@ -64,6 +64,14 @@ struct ServeArgs {
     /// share of its decoded size.
     #[arg(long, default_value_t = 0.05)]
     max_correction_ratio: f64,
+    /// Store a compressed blob as opaque blocks of its own bytes when it
+    /// decodes to more than this many MiB (bounds conversion memory).
+    #[arg(long, default_value_t = 4096)]
+    max_decoded_mib: u64,
+    /// Store a compressed blob as opaque blocks of its own bytes when it
+    /// decodes to more than this multiple of its size (decompression bombs).
+    #[arg(long, default_value_t = 100.0)]
+    max_decoded_ratio: f64,
     /// Keep pushed blobs as they are: no background conversion to blocks.
     #[arg(long)]
     no_conversion: bool,
@@ -160,6 +168,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             delete_enabled: !args.no_delete,
             cache_bytes: args.cache_mib << 20,
             max_correction_ratio: args.max_correction_ratio,
+            max_decoded_bytes: args.max_decoded_mib << 20,
+            max_decoded_ratio: args.max_decoded_ratio,
         },
         background_conversion: !args.no_conversion,
     };

@@ -246,8 +246,12 @@ impl<H: HashChain + 'static> HashChainHolder for HashChainHolderImpl<H> {
 
             max_chain -= 1;
         }
-        self.hash.assert_dictionary_valid(*target_reference, input);
-
+        // blockreg patch: upstream called `self.hash.assert_dictionary_valid`
+        // here, a debugging aid that prints to stdout for the zlib hash chains
+        // and is `todo!()` (a panic) for the libdeflate one. A match the
+        // chosen hash chain cannot reach is an ordinary prediction failure
+        // (the estimator guessed the hash from the first chunk only): report
+        // it as the error it is.
         err_exit_code(ExitCode::MatchNotFound, "no match found")
     }
 
