@@ -342,6 +342,7 @@ pub fn convert_with(
             fallback: None,
         });
     }
+    verify_original(store, digest)?;
     let settings = store.settings()?;
     let mut head = [0u8; 3];
     let n = open_original(store, digest)?.read(&mut head)?;
@@ -390,6 +391,36 @@ pub fn convert_with(
     };
     done.fallback = fallback;
     Ok(done)
+}
+
+/// Checks that a blob's original hashes to its digest before anything is
+/// built from it. Damaged bytes are set aside (`Store::quarantine_original`:
+/// the blob is then unknown and its next push repairs it), never converted.
+///
+/// # Errors
+/// `InvalidData` for a damaged original; I/O errors.
+fn verify_original(store: &Store, digest: &Digest) -> io::Result<()> {
+    let mut input = open_original(store, digest)?;
+    let mut hasher = Hasher::new(digest.algorithm());
+    let mut buf = vec![0u8; 1024 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    let actual = hasher.finish();
+    if &actual == digest {
+        return Ok(());
+    }
+    store.quarantine_original(digest, size)?;
+    Err(io::Error::new(
+        ErrorKind::InvalidData,
+        format!("the original of {digest} hashes to {actual}: set aside as damaged"),
+    ))
 }
 
 fn unsupported(msg: String) -> io::Error {
@@ -750,6 +781,26 @@ mod tests {
         let c = convert(&store, &d).unwrap();
         assert_eq!(c.encoding, "raw");
         assert!(c.fallback.is_some());
+        assert_eq!(rebuild_all(&store, &d, 0), layer);
+    }
+
+    #[test]
+    fn a_damaged_original_is_set_aside_not_converted() {
+        let store = scratch_store("convert-damaged");
+        let layer = gzip(&files(2, false), 6);
+        let d = commit_blob(&store, &layer);
+        let mut damaged = layer.clone();
+        damaged[10] ^= 1;
+        std::fs::write(store.original_path(&d), &damaged).unwrap();
+        let err = convert(&store, &d).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData);
+        assert!(
+            !store.has_blob(&d),
+            "a damaged blob is unknown, so a push repairs it"
+        );
+        assert!(store.recipe(&d).unwrap().is_none());
+        assert_eq!(commit_blob(&store, &layer), d);
+        assert_eq!(convert(&store, &d).unwrap().size, layer.len() as u64);
         assert_eq!(rebuild_all(&store, &d, 0), layer);
     }
 

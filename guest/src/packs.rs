@@ -32,6 +32,9 @@ use crate::store::write_atomic;
 
 /// Frames close once they hold this many uncompressed bytes.
 pub const FRAME_TARGET: usize = 1024 * 1024;
+/// Largest frame a reader accepts: a frame closes once it reaches
+/// [`FRAME_TARGET`], so it holds at most that plus one block.
+const MAX_FRAME_BYTES: usize = 16 * FRAME_TARGET;
 /// Brotli quality and window (log2) for new frames.
 const BROTLI_QUALITY: u32 = 7;
 const BROTLI_WINDOW: u32 = 22;
@@ -467,6 +470,20 @@ impl FrameReader {
                     .join(format!("{}.pack", pack_name(frame.pack))),
             )?),
         };
+        // Lengths come from recipes and index records on disk: a damaged
+        // one must be an error, not an allocation of whatever it says.
+        if frame.stored_len as usize > MAX_FRAME_BYTES || frame.len as usize > MAX_FRAME_BYTES {
+            return Err(io::Error::new(
+                ErrorKind::InvalidData,
+                format!(
+                    "frame at {} of pack {} claims {} stored / {} bytes, over the {MAX_FRAME_BYTES} limit",
+                    frame.offset,
+                    pack_name(frame.pack),
+                    frame.stored_len,
+                    frame.len
+                ),
+            ));
+        }
         file.seek(SeekFrom::Start(frame.offset))?;
         let mut stored = vec![0u8; frame.stored_len as usize];
         file.read_exact(&mut stored)?;

@@ -518,20 +518,18 @@ fn content_range() -> impl Strategy<Value = Option<Vec<u8>>> {
         vec(any::<u8>(), 0..20).prop_map(Some),
         "(bytes )?[0-9]{0,4}-[0-9]{0,4}(/[0-9*]{1,3})?".prop_map(|s| Some(s.into_bytes())),
         (0u64..50, 0u64..50).prop_map(|(a, b)| Some(format!("{a}-{b}").into_bytes())),
-        // Ends near u64::MAX, short of the one that wraps (see the ignored
-        // test below).
+        // Ends near u64::MAX, including the one whose length wraps.
         (0u64..3).prop_map(|a| Some(format!("{a}-18446744073709551614").into_bytes())),
-        Just(Some(b"1-18446744073709551615".to_vec())),
+        (0u64..3).prop_map(|a| Some(format!("{a}-18446744073709551615").into_bytes())),
     ]
 }
 
 /// Finding of `chunk_headers_are_honoured_or_refused_without_5xx`: the
 /// chunk length `end - start + 1` wraps to 0 for `0-18446744073709551615`,
-/// so an empty PATCH claiming 2^64 bytes is accepted (202) in release
-/// builds (in debug builds the subtraction panics). Ignored until
-/// `routes/uploads.rs` computes the length with checked arithmetic.
+/// so an empty PATCH claiming 2^64 bytes was accepted (202) in release
+/// builds (in debug builds the subtraction panics). Fixed: `routes/uploads.rs`
+/// computes the length with checked arithmetic.
 #[test]
-#[ignore = "finding: Content-Range 0-18446744073709551615 wraps to an empty chunk (routes/uploads.rs)"]
 fn content_range_ending_at_u64_max_is_refused() -> Result<(), String> {
     let store = scratch_store("proptest-content-range-max");
     let post = Request::new("POST", "/v2/p/c/blobs/uploads/", vec![]);
@@ -1762,10 +1760,8 @@ fn damaged_packs_and_index_shards_never_panic() -> Result<(), String> {
 /// a recipe or index record says, so one damaged record naming a frame of
 /// 4 GiB aborts the guest instance (`capacity overflow` panic, measured;
 /// lengths between the memory limit and 2 GiB fail to allocate) instead of
-/// returning an error. Ignored (it aborts the test binary) until
-/// `packs.rs` bounds the lengths by the pack file's size and `FRAME_TARGET`.
+/// returning an error. Fixed: `packs.rs` bounds both lengths.
 #[test]
-#[ignore = "finding: FrameReader::frame allocates a damaged frame length blindly (packs.rs); aborts"]
 fn damaged_frame_lengths_are_refused_without_allocating_them() -> Result<(), String> {
     let root = scratch_root("proptest-frame-length");
     std::fs::create_dir_all(root.join("blocks/packs")).unwrap();
