@@ -102,8 +102,23 @@ impl Cache {
         };
         let mut out = Vec::new();
         for entry in rd {
-            let entry = entry?;
-            let meta = entry.metadata()?;
+            // An entry removed while the directory is read (the store serves
+            // meanwhile) is not listed.
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            // Fills in progress are temporaries, not entries (stats counts
+            // them apart); an entry evicted since the listing is gone.
+            if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                continue;
+            }
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             if meta.is_file() {
                 let t = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
                 out.push((entry.path(), meta.len(), t));

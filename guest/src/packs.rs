@@ -237,7 +237,13 @@ impl Packs {
             Err(e) => return Err(e),
         };
         for entry in entries {
-            let entry = entry?;
+            // An entry removed while the directory is read (the store serves
+            // meanwhile) is not listed.
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             if entry.file_name().to_string_lossy().starts_with(".tmp-") {
                 fs::remove_file(entry.path())?;
             }
@@ -257,10 +263,25 @@ impl Packs {
         };
         let (mut n, mut bytes) = (0, 0);
         for entry in entries {
-            let entry = entry?;
-            if entry.file_name().to_string_lossy().ends_with(".pack") {
-                n += 1;
-                bytes += entry.metadata()?.len();
+            // An entry removed while the directory is read (the store serves
+            // meanwhile) is not listed.
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".pack") && !name.starts_with(".tmp-") {
+                // A `.tmp-` pack renamed or removed since the listing is
+                // not counted.
+                match entry.metadata() {
+                    Ok(m) => {
+                        n += 1;
+                        bytes += m.len();
+                    }
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok((n, bytes))

@@ -175,7 +175,13 @@ fn temporaries(dir: &Path, remove: bool) -> io::Result<(u64, u64)> {
         Err(e) => return Err(e),
     };
     for entry in rd {
-        let entry = entry?;
+        // An entry removed while the directory is read (the store serves
+        // meanwhile) is not listed.
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         // Entries come and go while the store serves: skip vanished ones.
         let ty = match entry.file_type() {
             Ok(ty) => ty,
@@ -393,7 +399,13 @@ fn list_dir(path: &Path) -> io::Result<Vec<(String, fs::FileType)>> {
     };
     let mut out = Vec::new();
     for entry in rd {
-        let entry = entry?;
+        // An entry removed while the directory is read (the store serves
+        // meanwhile) is not listed.
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         let Ok(name) = entry.file_name().into_string() else {
             continue;
         };
@@ -834,20 +846,31 @@ impl Store {
     /// # Errors
     /// I/O errors.
     pub fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> io::Result<bool> {
-        let dir = self.repo_dir(repo);
         // Tags first: a crash part-way leaves a manifest without tags, never
-        // a tag naming a missing manifest.
+        // a tag naming a missing manifest. Tags again after the manifest is
+        // gone: a PUT racing this one may have tagged it in between (that
+        // PUT then finds the manifest gone and writes it again, see
+        // `routes/manifests.rs`), so no tag outlives it.
+        self.untag(repo, digest)?;
+        let name = digest.to_string();
+        let dir = self.repo_dir(repo);
+        let existed = remove_existing(&dir.join("_manifests").join(&name))?;
+        remove_existing(&dir.join("_manifests").join(format!("{name}.type")))?;
+        self.untag(repo, digest)?;
+        Ok(existed)
+    }
+
+    /// Removes every tag of `repo` that points at `digest`.
+    fn untag(&self, repo: &RepoName, digest: &Digest) -> io::Result<()> {
+        let tags = self.repo_dir(repo).join("_tags");
         let target = digest.to_string();
-        for (tag, _) in list_dir(&dir.join("_tags"))? {
-            let path = dir.join("_tags").join(&tag);
+        for (tag, _) in list_dir(&tags)? {
+            let path = tags.join(&tag);
             if read_optional(&path)?.is_some_and(|d| d.trim_ascii() == target.as_bytes()) {
                 remove_existing(&path)?;
             }
         }
-        let name = digest.to_string();
-        let existed = remove_existing(&dir.join("_manifests").join(&name))?;
-        remove_existing(&dir.join("_manifests").join(format!("{name}.type")))?;
-        Ok(existed)
+        Ok(())
     }
 
     /// Removes a blob from a repository (the blocks stay for other users).

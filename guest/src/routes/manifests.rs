@@ -234,19 +234,26 @@ pub fn delete(store: &Store, name: &RepoName, reference: &str) -> Result<Respons
             let stored = store
                 .manifest(name, &digest)
                 .map_err(storage("reading a manifest"))?;
-            if let Some((media_type, bytes)) = &stored {
-                // Stored manifests parsed when they were pushed; a subject, if any, is still there.
-                if let Ok(Some(subject)) =
-                    parse_manifest(bytes, Some(media_type)).map(|info| info.subject)
-                {
-                    store
-                        .delete_referrer(name, &subject, &digest)
-                        .map_err(storage("removing a referrer"))?;
-                }
-            }
-            store
+            // Stored manifests parsed when they were pushed; a subject, if any, is still there.
+            let subject = stored.as_ref().and_then(|(media_type, bytes)| {
+                parse_manifest(bytes, Some(media_type))
+                    .ok()
+                    .and_then(|info| info.subject)
+            });
+            let unrefer = || match &subject {
+                Some(subject) => store
+                    .delete_referrer(name, subject, &digest)
+                    .map_err(storage("removing a referrer")),
+                None => Ok(()),
+            };
+            unrefer()?;
+            let found = store
                 .delete_manifest(name, &digest)
-                .map_err(storage("deleting a manifest"))?
+                .map_err(storage("deleting a manifest"))?;
+            // Again once it is gone, as for its tags: a racing PUT may have
+            // recorded it meanwhile.
+            unrefer()?;
+            found
         }
     };
     if !found {
