@@ -10,7 +10,8 @@
 //! sits. Anything that fails — not gzip, a corrupt stream, corrections above
 //! the configured share, a recreation that does not match, a decoded size or
 //! ratio above the configured limits (a decompression bomb), a converted
-//! form that would cost more than the blob itself — is stored as raw blocks
+//! form that would cost clearly more than the blob itself ([`COST_SLACK`],
+//! [`COST_TOLERANCE_DIVISOR`]) — is stored as raw blocks
 //! of its own bytes instead: never refused, never lost.
 //!
 //! Bounded work: memory grows with the number of content blocks, which the
@@ -67,6 +68,12 @@ const RATIO_FLOOR: u64 = 64 << 20;
 /// What a converted form may cost beyond the blob it replaces: recipe JSON
 /// and index records of a small blob.
 pub const COST_SLACK: u64 = 16 * 1024;
+/// … plus this share of the blob (1/16). A layer of mostly incompressible
+/// files costs about 3 % more decoded (index records, recipe, corrections)
+/// than gzipped, yet its blocks are what later versions of it dedup
+/// against; a recipe that costs many times the blob (runs, tiny blocks of
+/// very compressible data) is still refused.
+pub const COST_TOLERANCE_DIVISOR: u64 = 16;
 /// Unfinished attempts after which a blob is marked failed.
 pub const MAX_ATTEMPTS: u32 = 3;
 
@@ -615,7 +622,7 @@ fn convert_gzip(
     };
     // Worth it only if it costs no more than the blob as it came.
     let cost = sealed.added_bytes + recipe.to_json().len() as u64;
-    if cost > size + COST_SLACK {
+    if cost > size + size / COST_TOLERANCE_DIVISOR + COST_SLACK {
         sealed.abandon();
         return Err(unsupported(format!(
             "its decoded form would add {cost} bytes, more than the blob's {size}"
