@@ -255,9 +255,20 @@ impl Packs {
         let (mut n, mut bytes) = (0, 0);
         for entry in entries {
             let entry = entry?;
-            if entry.file_name().to_string_lossy().ends_with(".pack") {
-                n += 1;
-                bytes += entry.metadata()?.len();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            // A pack being written (`.tmp-…`) is renamed or removed at any
+            // moment by a running conversion: not a pack yet.
+            if name.starts_with(".tmp-") || !name.ends_with(".pack") {
+                continue;
+            }
+            match entry.metadata() {
+                Ok(m) => {
+                    n += 1;
+                    bytes += m.len();
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
             }
         }
         Ok((n, bytes))
