@@ -10,7 +10,8 @@
 //! sits. Anything that fails — not gzip, a corrupt stream, corrections above
 //! the configured share, a recreation that does not match, a decoded size or
 //! ratio above the configured limits (a decompression bomb), a converted
-//! form that would cost more than the blob itself — is stored as raw blocks
+//! form that would cost clearly more than the blob itself
+//! ([`cost_allowance`]) — is stored as raw blocks
 //! of its own bytes instead: never refused, never lost.
 //!
 //! Bounded work: memory grows with the number of content blocks, which the
