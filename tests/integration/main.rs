@@ -11,6 +11,7 @@ mod confinement;
 mod content_management;
 mod conversion;
 mod errors;
+mod load;
 mod manifests;
 mod tags_catalog;
 mod uploads;
