@@ -132,3 +132,30 @@ impl Default for GuestSettings {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_leave_a_quarter_of_the_slots_to_reads_by_default() {
+        let limits = Limits::default();
+        assert_eq!(limits.write_slots(), 192);
+        let one = Limits {
+            max_concurrency: 1,
+            ..Limits::default()
+        };
+        assert_eq!(one.write_slots(), 1, "a single slot serves writes too");
+        let capped = Limits {
+            max_concurrency: 8,
+            max_write_concurrency: Some(100),
+            ..Limits::default()
+        };
+        assert_eq!(capped.write_slots(), 8);
+        let none = Limits {
+            max_write_concurrency: Some(0),
+            ..Limits::default()
+        };
+        assert_eq!(none.write_slots(), 1, "writes always get a slot");
+    }
+}
