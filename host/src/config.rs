@@ -67,7 +67,7 @@ pub struct Limits {
     /// Longest a request body may leave the guest waiting with no byte; the
     /// body then fails (the guest drops the partial chunk), the client gets
     /// 408 and the slot is freed. Time the guest spends away from the body
-    /// does not count.
+    /// does not count. Zero turns pacing off (and `min_body_rate` with it).
     pub body_idle_timeout: Duration,
     /// Slowest sustained body rate, in bytes per second (0: no minimum).
     /// Each byte earns `1 / min_body_rate` s of waiting, banked up to
@@ -77,6 +77,7 @@ pub struct Limits {
     pub min_body_rate: u64,
     /// Longest a client may take to send a request's head (and longest an
     /// idle keep-alive connection is kept); the connection is then closed.
+    /// Zero: no limit.
     pub header_read_timeout: Duration,
 }
 

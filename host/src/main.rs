@@ -60,7 +60,7 @@ struct ServeArgs {
     #[arg(long)]
     max_write_concurrency: Option<usize>,
     /// Seconds a request body may send nothing before it fails with 408
-    /// and its slot is freed.
+    /// and its slot is freed (0: no limit on slow bodies).
     #[arg(long, default_value_t = 60)]
     body_idle_timeout_secs: u64,
     /// Slowest sustained request body rate in bytes per second, averaged over
@@ -68,7 +68,7 @@ struct ServeArgs {
     #[arg(long, default_value_t = 1024)]
     min_body_rate: u64,
     /// Seconds a client may take to send a request's headers, and that an
-    /// idle keep-alive connection is kept open.
+    /// idle keep-alive connection is kept open (0: no limit).
     #[arg(long, default_value_t = 30)]
     header_read_timeout_secs: u64,
     /// Refuse DELETE of manifests, tags and blobs (405 UNSUPPORTED).
