@@ -174,8 +174,9 @@ def busy_client(port, index, stop, counts):
             errors += 1
             conn.close()
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-    counts[f"requests{index}"] = done
-    counts[f"errors{index}"] = errors
+        # Every round, so a client still busy at the end is counted too.
+        counts[f"requests{index}"] = done
+        counts[f"errors{index}"] = errors
 
 
 def trickle_client(port, stop):
@@ -240,12 +241,14 @@ def run_phase(name, args, seed_dir, work, backlog, head_digest):
         time.sleep(0.5)
     load_until = time.time()
     rss = server.peak_rss_mib()
-    stop.set()
-    for p in workers:
-        p.join(timeout=600)
-    server.stop()
     requests = sum(v for k, v in counts.items() if k.startswith("requests"))
     errors = sum(v for k, v in counts.items() if k.startswith("errors"))
+    stop.set()
+    for p in workers:
+        p.join(timeout=60)
+        if p.is_alive():
+            p.terminate()
+    server.stop()
     manager.shutdown()
     window = [v for v in done.values() if v[0] >= load_from - 0.05] if name != "idle" \
         else list(done.values())
