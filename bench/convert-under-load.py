@@ -252,13 +252,14 @@ def run_phase(name, args, seed_dir, work, backlog, head_digest):
     manager.shutdown()
     window = [v for v in done.values() if v[0] >= load_from - 0.05] if name != "idle" \
         else list(done.values())
+    rps = requests / (load_until - load_from)
     if len(window) < 2:
         return dict(name=name, mibps=float("nan"), blobs=len(window), total=len(done),
-                    rss=rss, rps=0, errors=errors)
+                    rss=rss, rps=rps, errors=errors)
     span = max(e for _, e, _ in window) - min(s for s, _, _ in window)
     mib = sum(size for _, _, size in window) / (1 << 20)
     return dict(name=name, mibps=mib / span, blobs=len(window), total=len(done), rss=rss,
-                rps=requests / (load_until - load_from), errors=errors, span=span)
+                rps=rps, errors=errors, span=span)
 
 
 def main():
