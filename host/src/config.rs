@@ -45,7 +45,8 @@ pub enum GuestSource {
     File(PathBuf),
 }
 
-/// Resource limits applied to every guest instance.
+/// Resource limits applied to every guest instance, and to the clients
+/// that hold one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Maximum linear memory of one instance, in bytes; a `memory.grow`
@@ -58,6 +59,36 @@ pub struct Limits {
     pub max_body_bytes: u64,
     /// Guest instances alive at once; further requests wait for a slot.
     pub max_concurrency: usize,
+    /// Of those, how many may serve writes (requests with a body, or `POST`,
+    /// `PUT`, `PATCH`); the rest stay free for reads, so uploads cannot
+    /// starve pulls. `None`: three quarters of `max_concurrency`. Clamped to
+    /// `1..=max_concurrency` (see [`Limits::write_slots`]).
+    pub max_write_concurrency: Option<usize>,
+    /// Longest a request body may leave the guest waiting with no byte; the
+    /// body then fails (the guest drops the partial chunk), the client gets
+    /// 408 and the slot is freed. Time the guest spends away from the body
+    /// does not count. Zero turns pacing off (and `min_body_rate` with it).
+    pub body_idle_timeout: Duration,
+    /// Slowest sustained body rate, in bytes per second (0: no minimum).
+    /// Each byte earns `1 / min_body_rate` s of waiting, banked up to
+    /// `body_idle_timeout`; a body whose bank runs dry fails as an idle one
+    /// does. A trickle at half this rate is cut after about twice the idle
+    /// timeout.
+    pub min_body_rate: u64,
+    /// Longest a client may take to send a request's head (and longest an
+    /// idle keep-alive connection is kept); the connection is then closed.
+    /// Zero: no limit.
+    pub header_read_timeout: Duration,
+}
+
+impl Limits {
+    /// Slots writes may hold at once; see [`Limits::max_write_concurrency`].
+    pub fn write_slots(&self) -> usize {
+        let total = self.max_concurrency.max(1);
+        self.max_write_concurrency
+            .unwrap_or(total * 3 / 4)
+            .clamp(1, total)
+    }
 }
 
 impl Default for Limits {
@@ -67,6 +98,14 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(1800),
             max_body_bytes: 16 << 30,
             max_concurrency: 256,
+            max_write_concurrency: None,
+            // nginx's client_body_timeout and registry:2 behind it.
+            body_idle_timeout: Duration::from_secs(60),
+            // Apache's mod_reqtimeout default (body MinRate=500) is of the
+            // same order: far below any working link.
+            min_body_rate: 1024,
+            // hyper's default, stated so it is a documented limit.
+            header_read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -101,5 +140,32 @@ impl Default for GuestSettings {
             max_decoded_bytes: 4 << 30,
             max_decoded_ratio: 100.0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_leave_a_quarter_of_the_slots_to_reads_by_default() {
+        let limits = Limits::default();
+        assert_eq!(limits.write_slots(), 192);
+        let one = Limits {
+            max_concurrency: 1,
+            ..Limits::default()
+        };
+        assert_eq!(one.write_slots(), 1, "a single slot serves writes too");
+        let capped = Limits {
+            max_concurrency: 8,
+            max_write_concurrency: Some(100),
+            ..Limits::default()
+        };
+        assert_eq!(capped.write_slots(), 8);
+        let none = Limits {
+            max_write_concurrency: Some(0),
+            ..Limits::default()
+        };
+        assert_eq!(none.write_slots(), 1, "writes always get a slot");
     }
 }

@@ -5,21 +5,35 @@
 //!
 //! One conversion runs at a time, in its own guest instance under the
 //! per-instance memory limit, always with the guest that serves at that
-//! moment (a hot swap takes effect at the next blob). It yields to requests:
-//! while any request is in flight the conversion's instance is not polled
-//! (it pauses at its next epoch yield), for at most [`MAX_PAUSE`] in a row,
-//! so a continuously busy registry still converts. Stopping the server drops
-//! a conversion mid-way; the guest keeps a blob's original until its recipe
-//! is committed, so the next start simply converts it again.
+//! moment (a hot swap takes effect at the next blob).
+//!
+//! Scheduling: the converter has an OS thread of its own
+//! (`blockreg-convert`, a current-thread tokio runtime), and is never paused
+//! for requests. The kernel's scheduler shares the CPU between it and the
+//! request workers, so conversion makes steady progress however busy the
+//! registry is (one runnable thread among the workers: a fair share, at
+//! most one core), and requests keep every other core. Its guest file I/O
+//! blocks only its own thread. An earlier design ran it on the request
+//! runtime and stopped polling it while any request was open; one client
+//! trickling a body then slowed conversion fivefold, and 8 busy clients
+//! nearly stopped it (issue 13, defect 10).
+//!
+//! The loop asks for the next blob as soon as one is done. It pauses only
+//! when the guest has nothing to convert (until a blob is committed, or
+//! [`IDLE_POLL`]) or after [`ERRORS_BEFORE_BACKOFF`] failures in a row
+//! (growing to [`MAX_BACKOFF`]): a single failure is the blob's, and the
+//! guest records it and moves on; a run of them is the store's (disk full, a
+//! broken guest). Progress is logged as blobs and bytes per [`REPORT_EVERY`].
+//!
+//! Stopping the server drops a conversion mid-way; the guest keeps a blob's
+//! original until its recipe is committed, so the next start simply converts
+//! it again.
 
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use tokio::sync::{watch, Notify};
 
 use crate::config::Limits;
@@ -27,93 +41,82 @@ use crate::ctx;
 use crate::error::wasm_err;
 use crate::guest::{self, GuestSlot};
 
-/// Longest a conversion waits for requests to finish before it runs anyway.
-const MAX_PAUSE: Duration = Duration::from_secs(5);
-/// How long a conversion then runs before it may pause again.
-const MIN_RUN: Duration = Duration::from_secs(1);
 /// How often an idle converter looks for work it was not told about.
 const IDLE_POLL: Duration = Duration::from_secs(5);
 /// Wall-clock budget of one blob's conversion.
 const CONVERT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Failures in a row retried at once, before the converter backs off.
+const ERRORS_BEFORE_BACKOFF: u32 = 3;
+/// The first pause after that many failures; it doubles with each further
+/// failure, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often progress is logged while there is work.
+const REPORT_EVERY: Duration = Duration::from_secs(60);
 
-/// Requests in flight, and a bell rung when a blob was committed.
+/// A bell rung when a blob was committed: wakes an idle converter.
 #[derive(Debug, Default)]
-pub(crate) struct Activity {
-    active: AtomicUsize,
-    committed: Notify,
-}
+pub(crate) struct NewBlobs(Notify);
 
-/// Counts one request as in flight until dropped.
-pub(crate) struct InFlight(Arc<Activity>);
-
-impl Activity {
-    pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
-        self.active.fetch_add(1, Ordering::SeqCst);
-        InFlight(self.clone())
-    }
-
+impl NewBlobs {
     /// Tells the converter that a new blob may be waiting.
-    pub(crate) fn blob_committed(&self) {
-        self.committed.notify_one();
-    }
-
-    fn busy(&self) -> bool {
-        self.active.load(Ordering::SeqCst) > 0
+    pub(crate) fn committed(&self) {
+        self.0.notify_one();
     }
 }
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::SeqCst);
-    }
+/// The running converter thread.
+pub(crate) struct Converter {
+    thread: std::thread::JoinHandle<()>,
 }
 
-/// Polls `inner` only while no request is in flight, within the bounds of
-/// [`MAX_PAUSE`] and [`MIN_RUN`].
-struct Yielding<F> {
-    inner: Pin<Box<F>>,
-    activity: Arc<Activity>,
-    paused_since: Option<Instant>,
-    running_since: Option<Instant>,
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl<F: Future> Future for Yielding<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let now = Instant::now();
-        let must_run = self
-            .running_since
-            .is_some_and(|t| now.duration_since(t) < MIN_RUN);
-        if self.activity.busy() && !must_run {
-            let since = *self.paused_since.get_or_insert(now);
-            if now.duration_since(since) < MAX_PAUSE {
-                self.running_since = None;
-                let sleep = self
-                    .sleep
-                    .insert(Box::pin(tokio::time::sleep(Duration::from_millis(20))));
-                if sleep.as_mut().poll(cx).is_ready() {
-                    cx.waker().wake_by_ref();
-                }
-                return Poll::Pending;
-            }
-            self.running_since = Some(now);
+impl Converter {
+    /// Waits, off the async executor, until the thread has ended (after
+    /// `stop` turned true).
+    pub(crate) async fn join(self) {
+        let thread = self.thread;
+        if let Ok(Err(_)) = tokio::task::spawn_blocking(move || thread.join()).await {
+            tracing::error!("the converter thread panicked");
         }
-        if !must_run && !self.activity.busy() {
-            self.running_since = None;
-        }
-        self.paused_since = None;
-        self.inner.as_mut().poll(cx)
     }
 }
 
-/// Runs conversions until `stop` turns true.
-pub(crate) async fn run(
+/// Starts converting on a thread of its own until `stop` turns true.
+///
+/// # Errors
+///
+/// Fails when the thread or its runtime cannot be created.
+pub(crate) fn spawn(
     slot: Arc<GuestSlot>,
     data_dir: PathBuf,
     limits: Limits,
-    activity: Arc<Activity>,
+    new_blobs: Arc<NewBlobs>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Converter> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("creating the converter's runtime")?;
+    let thread = std::thread::Builder::new()
+        .name("blockreg-convert".into())
+        .spawn(move || runtime.block_on(run(slot, data_dir, limits, new_blobs, stop)))
+        .context("starting the converter thread")?;
+    Ok(Converter { thread })
+}
+
+/// What one call of `convert-next` came to.
+enum Outcome {
+    Converted { bytes: u64 },
+    NothingToDo,
+    Failed,
+}
+
+/// Runs conversions until `stop` turns true.
+async fn run(
+    slot: Arc<GuestSlot>,
+    data_dir: PathBuf,
+    limits: Limits,
+    new_blobs: Arc<NewBlobs>,
     mut stop: watch::Receiver<bool>,
 ) {
     let engine = match guest::runtime() {
@@ -123,76 +126,172 @@ pub(crate) async fn run(
             return;
         }
     };
+    let mut failures: u32 = 0;
+    let mut progress = Progress::new(Instant::now());
     loop {
         if *stop.borrow() {
             return;
         }
-        let loaded = slot.current();
-        let mut store = match ctx::new_store(&engine, &data_dir, limits.max_memory_bytes) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("converter: cannot prepare an instance: {:#}", wasm_err(e));
-                return;
-            }
-        };
-        let started = Instant::now();
-        let call = async {
-            let admin = loaded.admin.instantiate_async(&mut store).await?;
-            admin
-                .blockreg_registry_admin()
-                .call_convert_next(&mut store)
-                .await
-        };
-        let gated = Yielding {
-            inner: Box::pin(tokio::time::timeout(CONVERT_TIMEOUT, call)),
-            activity: activity.clone(),
-            paused_since: None,
-            running_since: None,
-            sleep: None,
-        };
         let outcome = tokio::select! {
-            r = gated => r,
+            outcome = convert_one(&engine, &slot, &data_dir, &limits) => outcome,
             () = guest::stopped(&mut stop) => return,
         };
-        let wait = match outcome {
-            Ok(Ok(Ok(Some(c)))) => {
-                let how = match &c.fallback {
-                    Some(why) => format!("raw ({why})"),
-                    None => c.encoding.clone(),
-                };
-                tracing::info!(
-                    target: "blockreg::convert",
-                    "converted {} as {how}: {} bytes, {} content bytes, {} new blocks ({} bytes) in {:.1}s",
-                    c.digest,
-                    c.size,
-                    c.content_bytes,
-                    c.new_blocks,
-                    c.new_bytes,
-                    started.elapsed().as_secs_f64()
-                );
+        let pause = match outcome {
+            Outcome::Converted { bytes } => {
+                failures = 0;
+                progress.converted(bytes);
                 None
             }
-            Ok(Ok(Ok(None))) => Some(IDLE_POLL),
-            Ok(Ok(Err(e))) => {
-                tracing::warn!(target: "blockreg::convert", "conversion failed: {e:?}");
-                Some(Duration::from_secs(10))
+            Outcome::NothingToDo => {
+                failures = 0;
+                progress.idle(Instant::now());
+                Some((IDLE_POLL, true))
             }
-            Ok(Err(trap)) => {
-                tracing::error!(target: "blockreg::convert", "conversion trapped: {:#}", wasm_err(trap));
-                Some(Duration::from_secs(10))
-            }
-            Err(_) => {
-                tracing::error!(target: "blockreg::convert", "conversion timed out");
-                Some(Duration::from_secs(10))
+            Outcome::Failed => {
+                failures += 1;
+                backoff(failures).map(|pause| (pause, false))
             }
         };
-        drop(store);
-        if let Some(wait) = wait {
+        progress.report_if_due(Instant::now());
+        if let Some((pause, wake_on_commit)) = pause {
             tokio::select! {
-                () = activity.committed.notified() => {}
-                () = tokio::time::sleep(wait) => {}
+                () = new_blobs.0.notified(), if wake_on_commit => {}
+                () = tokio::time::sleep(pause) => {}
                 () = guest::stopped(&mut stop) => return,
             }
         }
+    }
+}
+
+/// Converts the next blob, if any, in a fresh instance of the current guest,
+/// and logs what happened.
+async fn convert_one(
+    engine: &wasmtime::Engine,
+    slot: &GuestSlot,
+    data_dir: &std::path::Path,
+    limits: &Limits,
+) -> Outcome {
+    let loaded = slot.current();
+    let mut store = match ctx::new_store(engine, data_dir, limits.max_memory_bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("converter: cannot prepare an instance: {:#}", wasm_err(e));
+            return Outcome::Failed;
+        }
+    };
+    let started = Instant::now();
+    let call = async {
+        let admin = loaded.admin.instantiate_async(&mut store).await?;
+        admin
+            .blockreg_registry_admin()
+            .call_convert_next(&mut store)
+            .await
+    };
+    match tokio::time::timeout(CONVERT_TIMEOUT, call).await {
+        Ok(Ok(Ok(Some(c)))) => {
+            let how = match &c.fallback {
+                Some(why) => format!("raw ({why})"),
+                None => c.encoding.clone(),
+            };
+            tracing::info!(
+                target: "blockreg::convert",
+                "converted {} as {how}: {} bytes, {} content bytes, {} new blocks ({} bytes) in {:.1}s",
+                c.digest,
+                c.size,
+                c.content_bytes,
+                c.new_blocks,
+                c.new_bytes,
+                started.elapsed().as_secs_f64()
+            );
+            Outcome::Converted { bytes: c.size }
+        }
+        Ok(Ok(Ok(None))) => Outcome::NothingToDo,
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(target: "blockreg::convert", "conversion failed: {e:?}");
+            Outcome::Failed
+        }
+        Ok(Err(trap)) => {
+            tracing::error!(target: "blockreg::convert", "conversion trapped: {:#}", wasm_err(trap));
+            Outcome::Failed
+        }
+        Err(_) => {
+            tracing::error!(target: "blockreg::convert", "conversion timed out");
+            Outcome::Failed
+        }
+    }
+}
+
+/// The pause after `failures` failed calls in a row, if any.
+fn backoff(failures: u32) -> Option<Duration> {
+    let beyond = failures.checked_sub(ERRORS_BEFORE_BACKOFF)?;
+    let factor = 1u32.checked_shl(beyond).unwrap_or(u32::MAX);
+    Some(FIRST_BACKOFF.saturating_mul(factor).min(MAX_BACKOFF))
+}
+
+/// Blobs and bytes converted since the last report.
+struct Progress {
+    since: Instant,
+    blobs: u64,
+    bytes: u64,
+}
+
+impl Progress {
+    fn new(now: Instant) -> Self {
+        Self {
+            since: now,
+            blobs: 0,
+            bytes: 0,
+        }
+    }
+
+    fn converted(&mut self, bytes: u64) {
+        self.blobs += 1;
+        self.bytes += bytes;
+    }
+
+    /// The backlog is done: reports what is left to report and restarts
+    /// the window, so a quiet period does not dilute the next rate.
+    fn idle(&mut self, now: Instant) {
+        if self.blobs > 0 {
+            self.report(now);
+        }
+        *self = Self::new(now);
+    }
+
+    fn report_if_due(&mut self, now: Instant) {
+        if now.duration_since(self.since) >= REPORT_EVERY {
+            if self.blobs > 0 {
+                self.report(now);
+            }
+            *self = Self::new(now);
+        }
+    }
+
+    fn report(&self, now: Instant) {
+        let secs = now.duration_since(self.since).as_secs_f64().max(0.001);
+        tracing::info!(
+            target: "blockreg::convert",
+            "progress: {} blobs, {:.1} MiB in {secs:.0}s ({:.0} blobs/min, {:.1} MiB/min)",
+            self.blobs,
+            self.bytes as f64 / f64::from(1 << 20),
+            self.blobs as f64 * 60.0 / secs,
+            self.bytes as f64 / f64::from(1 << 20) * 60.0 / secs,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_retried_at_once_then_ever_more_slowly() {
+        for failures in 1..ERRORS_BEFORE_BACKOFF {
+            assert_eq!(backoff(failures), None, "after {failures} failures");
+        }
+        assert_eq!(backoff(ERRORS_BEFORE_BACKOFF), Some(FIRST_BACKOFF));
+        assert_eq!(backoff(ERRORS_BEFORE_BACKOFF + 1), Some(FIRST_BACKOFF * 2));
+        assert_eq!(backoff(ERRORS_BEFORE_BACKOFF + 40), Some(MAX_BACKOFF));
+        assert_eq!(backoff(u32::MAX), Some(MAX_BACKOFF));
     }
 }

@@ -7,11 +7,13 @@
 //!   converts at the boundary and keeps the cause chain.
 //! - HTTP errors are the guest's business. The host answers by itself only
 //!   when the guest cannot: a body over the configured limit (413
-//!   `SIZE_INVALID`, a distribution-spec code), a request that ran out of time
-//!   (503 `UNAVAILABLE`), and a host or guest failure such as a trap or a
-//!   guest that never set a response (500 `UNKNOWN`). The last two codes are
-//!   the ones the reference registry (distribution/distribution) uses for
-//!   those statuses. All three bodies have the OCI shape
+//!   `SIZE_INVALID`, a distribution-spec code), a body that stalled or
+//!   trickled below the minimum rate (408, code `UNKNOWN`: the spec has no
+//!   code for it, the status says "send it again"), a request that ran out
+//!   of time (503 `UNAVAILABLE`), and a host or guest failure such as a trap
+//!   or a guest that never set a response (500 `UNKNOWN`). `UNKNOWN` and
+//!   `UNAVAILABLE` are the codes the reference registry
+//!   (distribution/distribution) uses for 5xx. All bodies have the OCI shape
 //!   `{"errors":[{"code","message","detail"}]}`.
 //! - Host hooks given to the guest return WIT errors the guest can react to
 //!   (an outgoing request is refused with `HTTP-request-denied`); traps are
@@ -29,6 +31,9 @@ pub(crate) fn wasm_err(error: wasmtime::Error) -> anyhow::Error {
 pub(crate) enum HostErrorCode {
     /// The request body is larger than `--max-body-bytes`.
     SizeInvalid,
+    /// The request body stalled for `--body-idle-timeout-secs` or stayed
+    /// below `--min-body-rate`.
+    BodyTimeout,
     /// The request did not finish within `--request-timeout-secs`.
     Unavailable,
     /// The guest trapped, failed to instantiate or gave no response.
@@ -41,7 +46,7 @@ impl HostErrorCode {
         match self {
             Self::SizeInvalid => "SIZE_INVALID",
             Self::Unavailable => "UNAVAILABLE",
-            Self::Unknown => "UNKNOWN",
+            Self::BodyTimeout | Self::Unknown => "UNKNOWN",
         }
     }
 
@@ -49,6 +54,7 @@ impl HostErrorCode {
     pub(crate) fn status(self) -> StatusCode {
         match self {
             Self::SizeInvalid => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -82,6 +88,7 @@ mod tests {
     #[test]
     fn each_code_maps_to_its_status() {
         assert_eq!(HostErrorCode::SizeInvalid.status(), 413);
+        assert_eq!(HostErrorCode::BodyTimeout.status(), 408);
         assert_eq!(HostErrorCode::Unavailable.status(), 503);
         assert_eq!(HostErrorCode::Unknown.status(), 500);
     }

@@ -3,8 +3,10 @@
 //! request.
 //!
 //! Where to look:
-//! - `server.rs`: accept loop, per-request instantiation, body limits,
-//!   timeouts, graceful shutdown, the access log.
+//! - `server.rs`: accept loop, per-request instantiation, read and write
+//!   slots, body limits and pacing, timeouts, graceful shutdown, the access
+//!   log.
+//! - `convert.rs`: the background converter's thread and loop.
 //! - `guest.rs`: the engine, loading and validating a component, hot swap on
 //!   SIGHUP or file change.
 //! - `ctx.rs`: the sandbox of one instance (`/data` preopen, no network);

@@ -54,6 +54,23 @@ struct ServeArgs {
     /// Guest instances alive at once; further requests wait.
     #[arg(long, default_value_t = 256)]
     max_concurrency: usize,
+    /// Of those, how many may serve writes (POST, PUT, PATCH, or any request
+    /// with a body); the rest are kept for reads. Default: three quarters of
+    /// --max-concurrency.
+    #[arg(long)]
+    max_write_concurrency: Option<usize>,
+    /// Seconds a request body may send nothing before it fails with 408
+    /// and its slot is freed (0: no limit on slow bodies).
+    #[arg(long, default_value_t = 60)]
+    body_idle_timeout_secs: u64,
+    /// Slowest sustained request body rate in bytes per second, averaged over
+    /// about --body-idle-timeout-secs; a slower body fails with 408 (0: off).
+    #[arg(long, default_value_t = 1024)]
+    min_body_rate: u64,
+    /// Seconds a client may take to send a request's headers, and that an
+    /// idle keep-alive connection is kept open (0: no limit).
+    #[arg(long, default_value_t = 30)]
+    header_read_timeout_secs: u64,
     /// Refuse DELETE of manifests, tags and blobs (405 UNSUPPORTED).
     #[arg(long)]
     no_delete: bool,
@@ -163,6 +180,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             request_timeout: Duration::from_secs(args.request_timeout_secs),
             max_body_bytes: args.max_body_bytes,
             max_concurrency: args.max_concurrency,
+            max_write_concurrency: args.max_write_concurrency,
+            body_idle_timeout: Duration::from_secs(args.body_idle_timeout_secs),
+            min_body_rate: args.min_body_rate,
+            header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
         },
         settings: GuestSettings {
             delete_enabled: !args.no_delete,

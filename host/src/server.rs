@@ -5,6 +5,19 @@
 //! frame through [`LimitedBody`], and the guest's response body streams back
 //! through wasmtime-wasi-http's bounded channel (see `ctx.rs`). The host
 //! writes a response itself only in the cases listed in `error.rs`.
+//!
+//! A live guest instance is a slot (`--max-concurrency`), and slots are what
+//! a slow client could hoard, so three limits keep them moving:
+//! - Writes (`POST`, `PUT`, `PATCH`, or any request with a body) may hold at
+//!   most [`Limits::write_slots`] of them; the rest are for reads, so
+//!   however many uploads are open, `GET` and `HEAD` find a slot.
+//! - A request body is paced ([`Pace`]): a body that leaves the guest waiting
+//!   for `body_idle_timeout`, or trickles below `min_body_rate`, fails. The
+//!   guest sees a read error and drops the partial chunk (as on any body
+//!   error), the client gets 408, and the slot is free again. Only time spent
+//!   waiting on the client counts, not time the guest spends writing to disk.
+//! - A request head must arrive within `header_read_timeout` (hyper's timer),
+//!   which also closes idle keep-alive connections; neither holds a slot.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -32,7 +45,7 @@ use wasmtime_wasi_http::WasiHttpView as _;
 
 use crate::bindings::Scheme;
 use crate::config::{Limits, ServeConfig};
-use crate::convert::{self, Activity, InFlight};
+use crate::convert::{self, NewBlobs};
 use crate::ctx;
 use crate::error::{wasm_err, HostErrorCode};
 use crate::guest::{self, GuestSlot};
@@ -86,23 +99,26 @@ pub async fn serve(
         stop_rx.clone(),
     ));
 
-    let activity = Arc::new(Activity::default());
-    let converter = background_conversion.then(|| {
-        tokio::spawn(convert::run(
+    let new_blobs = Arc::new(NewBlobs::default());
+    let converter = if background_conversion {
+        Some(convert::spawn(
             slot.clone(),
             data_dir.clone(),
             limits.clone(),
-            activity.clone(),
+            new_blobs.clone(),
             stop_rx.clone(),
-        ))
-    });
+        )?)
+    } else {
+        None
+    };
 
     let state = Arc::new(Server {
         engine: guest::runtime()?.engine.clone(),
         slot,
-        activity,
+        new_blobs,
         data_dir,
         permits: Arc::new(Semaphore::new(limits.max_concurrency.max(1))),
+        write_permits: Arc::new(Semaphore::new(limits.write_slots())),
         limits,
     });
     tracing::info!(
@@ -149,7 +165,7 @@ pub async fn serve(
     }
     let _ = watcher.await;
     if let Some(converter) = converter {
-        let _ = converter.await;
+        converter.join().await;
     }
     Ok(())
 }
@@ -158,12 +174,14 @@ pub async fn serve(
 struct Server {
     engine: wasmtime::Engine,
     slot: Arc<GuestSlot>,
-    /// Requests in flight, for the background converter to yield to.
-    activity: Arc<Activity>,
+    /// Rung when a blob is committed, to wake the background converter.
+    new_blobs: Arc<NewBlobs>,
     data_dir: PathBuf,
     limits: Limits,
     /// One permit per live guest instance.
     permits: Arc<Semaphore>,
+    /// One more per live instance serving a write; see the module docs.
+    write_permits: Arc<Semaphore>,
 }
 
 async fn serve_connection(
@@ -173,6 +191,8 @@ async fn serve_connection(
     mut stop: watch::Receiver<bool>,
 ) {
     let local = socket.local_addr().ok();
+    let header_read_timeout =
+        Some(server.limits.header_read_timeout).filter(|timeout| !timeout.is_zero());
     let service = hyper::service::service_fn(move |request| {
         let server = server.clone();
         async move { Ok::<_, Infallible>(server.handle(request, local).await) }
@@ -180,6 +200,7 @@ async fn serve_connection(
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .keep_alive(true)
+        .header_read_timeout(header_read_timeout)
         .serve_connection(TokioIo::new(socket), service);
     let mut connection = std::pin::pin!(connection);
     let mut stopping = false;
@@ -215,11 +236,10 @@ impl Server {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let start = Instant::now();
-        let in_flight = self.activity.begin();
         let (response, guest_failed) = self.dispatch(request, local).await;
         let (parts, body) = response.into_parts();
         if parts.status == StatusCode::CREATED && path.contains("/blobs/") {
-            self.activity.blob_committed();
+            self.new_blobs.committed();
         }
         let log = RequestLog {
             method,
@@ -234,7 +254,6 @@ impl Server {
                 inner: body,
                 guest_failed,
                 log,
-                _in_flight: in_flight,
             },
         )
     }
@@ -261,14 +280,15 @@ impl Server {
             }
         }
 
-        let permit = match self.permits.clone().acquire_owned().await {
-            Ok(permit) => permit,
-            Err(_) => {
-                return (
-                    host_error(HostErrorCode::Unavailable, "server is stopping"),
-                    None,
-                )
-            }
+        let is_write = matches!(
+            *request.method(),
+            Method::POST | Method::PUT | Method::PATCH
+        ) || !request.body().is_end_stream();
+        let Some(permit) = self.acquire_slot(is_write).await else {
+            return (
+                host_error(HostErrorCode::Unavailable, "server is stopping"),
+                None,
+            );
         };
         let guest = self.slot.current();
         let mut store =
@@ -286,11 +306,18 @@ impl Server {
         let request_method = request.method().clone();
         let request_path = request.uri().path().to_owned();
         let overflow = Arc::new(AtomicBool::new(false));
+        let too_slow = Arc::new(AtomicBool::new(false));
+        let pace = Pace::new(
+            self.limits.body_idle_timeout,
+            self.limits.min_body_rate,
+            too_slow.clone(),
+        );
         let request = request.map(|body| LimitedBody {
             inner: body,
             seen: 0,
             max: max_body,
             overflow: overflow.clone(),
+            pace,
         });
         let (sender, receiver) = oneshot::channel();
         let resources = store
@@ -350,6 +377,11 @@ impl Server {
         if overflow.load(Ordering::SeqCst) {
             return (too_large(max_body), None);
         }
+        if too_slow.load(Ordering::SeqCst) {
+            let message = too_slow_message(&self.limits);
+            tracing::info!("{label}: {message}");
+            return (host_error(HostErrorCode::BodyTimeout, &message), None);
+        }
         match response {
             Ok(response) => (response, Some(guest_failed)),
             Err(Some(message)) => {
@@ -361,6 +393,41 @@ impl Server {
                 None,
             ),
         }
+    }
+}
+
+impl Server {
+    /// Waits for a slot: a write first takes one of the write slots, so
+    /// writes never hold more than those; `None` once the server is closing.
+    async fn acquire_slot(&self, is_write: bool) -> Option<Slot> {
+        let write = if is_write {
+            Some(self.write_permits.clone().acquire_owned().await.ok()?)
+        } else {
+            None
+        };
+        let any = self.permits.clone().acquire_owned().await.ok()?;
+        Some(Slot {
+            _any: any,
+            _write: write,
+        })
+    }
+}
+
+/// A live guest instance's place in the pools; freed when dropped.
+struct Slot {
+    _any: OwnedSemaphorePermit,
+    _write: Option<OwnedSemaphorePermit>,
+}
+
+fn too_slow_message(limits: &Limits) -> String {
+    let idle = limits.body_idle_timeout.as_secs_f64();
+    if limits.min_body_rate == 0 {
+        format!("request body timed out: no bytes for {idle:.0} s")
+    } else {
+        format!(
+            "request body timed out: no bytes for {idle:.0} s, or slower than {} bytes/s",
+            limits.min_body_rate
+        )
     }
 }
 
@@ -378,7 +445,7 @@ struct Instance {
 /// true if it fails, so the body can be cut off visibly.
 fn spawn_instance(
     instance: Instance,
-    permit: OwnedSemaphorePermit,
+    permit: Slot,
     timeout: Duration,
     overflow: Arc<AtomicBool>,
     label: String,
@@ -456,12 +523,14 @@ fn host_error(code: HostErrorCode, message: &str) -> Response<HyperOutgoingBody>
 }
 
 /// The request body as the guest sees it: passed through frame by frame,
-/// cut off with an error once it exceeds the limit.
+/// cut off with an error once it exceeds the limit or falls behind its
+/// [`Pace`].
 struct LimitedBody {
     inner: Incoming,
     seen: u64,
     max: u64,
     overflow: Arc<AtomicBool>,
+    pace: Pace,
 }
 
 impl Body for LimitedBody {
@@ -472,13 +541,23 @@ impl Body for LimitedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        if self.seen > self.max {
+        if self.seen > self.max || self.pace.failed() {
             return Poll::Ready(None);
         }
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        let now = Instant::now();
+        if self.pace.is_late(now) {
+            return Poll::Ready(Some(Err(self.pace.fail())));
+        }
+        let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) else {
+            return match self.pace.poll_deadline(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(self.pace.fail()))),
+                Poll::Pending => Poll::Pending,
+            };
+        };
         if let Some(Ok(frame)) = &frame {
             if let Some(data) = frame.data_ref() {
-                self.seen += data.len() as u64;
+                let len = data.len() as u64;
+                self.seen += len;
                 if self.seen > self.max {
                     self.overflow.store(true, Ordering::SeqCst);
                     let seen = self.seen;
@@ -486,6 +565,7 @@ impl Body for LimitedBody {
                         Some(seen),
                     ))));
                 }
+                self.pace.received(len, now);
             }
         }
         Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
@@ -500,6 +580,96 @@ impl Body for LimitedBody {
     }
 }
 
+/// How slow a request body may be: a bank of waiting time, filled to
+/// `idle` at the first read, drained by the clock while the guest waits for
+/// the client, and refilled by `1 / min_rate` s per byte received (to full at
+/// once when there is no minimum rate). An empty bank fails the body.
+///
+/// Only waiting counts: the time between handing the guest a frame and its
+/// next read (the guest writing to disk, or hashing) is added back.
+struct Pace {
+    idle: Duration,
+    min_rate: u64,
+    /// When the bank runs dry; set at the first read.
+    deadline: Option<Instant>,
+    /// When the last frame was handed to the guest.
+    handed_out: Option<Instant>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Set once the body failed, for the response to say why.
+    too_slow: Arc<AtomicBool>,
+}
+
+impl Pace {
+    fn new(idle: Duration, min_rate: u64, too_slow: Arc<AtomicBool>) -> Self {
+        Self {
+            idle,
+            min_rate,
+            deadline: None,
+            handed_out: None,
+            timer: None,
+            too_slow,
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        !self.idle.is_zero()
+    }
+
+    fn failed(&self) -> bool {
+        self.too_slow.load(Ordering::SeqCst)
+    }
+
+    /// Starts the clock at the first read and adds back the guest's time
+    /// since the last frame; true if the bank is already empty.
+    fn is_late(&mut self, now: Instant) -> bool {
+        if !self.enabled() {
+            return false;
+        }
+        let deadline = match (self.deadline, self.handed_out.take()) {
+            (None, _) => now + self.idle,
+            (Some(deadline), Some(handed_out)) => deadline + now.duration_since(handed_out),
+            (Some(deadline), None) => deadline,
+        };
+        self.deadline = Some(deadline);
+        now >= deadline
+    }
+
+    /// Credits `len` bytes received at `now`.
+    fn received(&mut self, len: u64, now: Instant) {
+        let Some(deadline) = self.deadline else {
+            return;
+        };
+        let full = now + self.idle;
+        let credited = if self.min_rate == 0 {
+            full
+        } else {
+            deadline + Duration::from_secs_f64(len as f64 / self.min_rate as f64)
+        };
+        self.deadline = Some(credited.min(full));
+        self.handed_out = Some(now);
+    }
+
+    /// Arms the timer for the deadline; ready once it has passed.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(deadline) = self.deadline else {
+            return Poll::Pending;
+        };
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut().poll(cx)
+    }
+
+    fn fail(&mut self) -> wasmtime_wasi_http::Error {
+        self.too_slow.store(true, Ordering::SeqCst);
+        wasmtime_wasi_http::Error::ConnectionReadTimeout
+    }
+}
+
 /// The response body as hyper sends it: the guest's (or the host's) body,
 /// turned into an error if the guest failed mid-body so the client sees a
 /// broken transfer rather than a short one, and logged once dropped.
@@ -507,8 +677,6 @@ struct ResponseBody {
     inner: HyperOutgoingBody,
     guest_failed: Option<Arc<AtomicBool>>,
     log: RequestLog,
-    /// The request counts as in flight until its body is sent or dropped.
-    _in_flight: InFlight,
 }
 
 impl Body for ResponseBody {
@@ -612,6 +780,77 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Running { addr, stop, task }
+    }
+
+    fn pace(idle_secs: u64, min_rate: u64) -> Pace {
+        Pace::new(
+            Duration::from_secs(idle_secs),
+            min_rate,
+            Arc::new(AtomicBool::new(false)),
+        )
+    }
+
+    #[test]
+    fn without_a_minimum_rate_any_byte_refills_the_idle_bank() {
+        let t0 = Instant::now();
+        let mut pace = pace(10, 0);
+        assert!(!pace.is_late(t0));
+        pace.received(1, t0 + Duration::from_secs(9));
+        // The guest reads again at once and waits.
+        assert!(!pace.is_late(t0 + Duration::from_secs(9)));
+        assert!(!pace.is_late(t0 + Duration::from_secs(18)));
+        assert!(pace.is_late(t0 + Duration::from_secs(19)));
+    }
+
+    #[test]
+    fn bytes_below_the_minimum_rate_do_not_keep_a_body_alive() {
+        let t0 = Instant::now();
+        let mut pace = pace(10, 100);
+        assert!(!pace.is_late(t0));
+        // 10 bytes a second at a minimum of 100: the bank drains at 0.9 s/s.
+        let mut t = t0;
+        let mut late_at = None;
+        for second in 1..60 {
+            t = t0 + Duration::from_secs(second);
+            if pace.is_late(t) {
+                late_at = Some(second);
+                break;
+            }
+            pace.received(10, t);
+            assert!(!pace.is_late(t));
+        }
+        assert_eq!(late_at, Some(11), "cut off at {t:?}");
+    }
+
+    #[test]
+    fn fast_bytes_bank_no_more_than_the_idle_timeout() {
+        let t0 = Instant::now();
+        let mut pace = pace(10, 100);
+        assert!(!pace.is_late(t0));
+        pace.received(1 << 30, t0);
+        assert!(!pace.is_late(t0));
+        assert!(!pace.is_late(t0 + Duration::from_secs(9)));
+        assert!(pace.is_late(t0 + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn time_the_guest_spends_away_from_the_body_is_not_counted() {
+        let t0 = Instant::now();
+        let mut pace = pace(10, 0);
+        assert!(!pace.is_late(t0));
+        pace.received(1, t0);
+        // The guest reads again 60 s later (say, hashing a large upload).
+        assert!(!pace.is_late(t0 + Duration::from_secs(60)));
+        assert!(!pace.is_late(t0 + Duration::from_secs(69)));
+        assert!(pace.is_late(t0 + Duration::from_secs(70)));
+    }
+
+    #[test]
+    fn a_zero_idle_timeout_turns_pacing_off() {
+        let t0 = Instant::now();
+        let mut pace = pace(0, 100);
+        assert!(!pace.is_late(t0));
+        assert!(!pace.is_late(t0 + Duration::from_secs(3600)));
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -3,7 +3,7 @@
 //! concurrent requests and returns once its shutdown future completes.
 
 use hyper::Method;
-use tests::{seeded_bytes, sha256_digest, Server, GUEST_VERSION};
+use tests::{join_all, seeded_bytes, sha256_digest, Server, GUEST_VERSION};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn version_check_returns_200_with_api_version_header() {
@@ -73,12 +73,12 @@ async fn concurrent_pushes_and_reads_all_succeed() {
         let srv = &srv;
         async move { srv.push_blob(&format!("conc/r{}", i % 3), data).await }
     });
-    let digests = futures_join_all(pushes).await;
+    let digests = join_all(pushes).await;
     let reads = digests.iter().enumerate().map(|(i, digest)| {
         let srv = &srv;
         async move { srv.get(format!("/v2/conc/r{}/blobs/{digest}", i % 3)).await }
     });
-    for (resp, data) in futures_join_all(reads).await.iter().zip(&blobs) {
+    for (resp, data) in join_all(reads).await.iter().zip(&blobs) {
         resp.assert_status(200).assert_body(data);
     }
 }
@@ -90,7 +90,7 @@ async fn requests_beyond_max_concurrency_wait_for_a_slot() {
     let pushes = blobs
         .iter()
         .map(|data| srv.push_blob("one-at-a-time", data));
-    let digests = futures_join_all(pushes).await;
+    let digests = join_all(pushes).await;
     for (digest, data) in digests.iter().zip(&blobs) {
         srv.get(format!("/v2/one-at-a-time/blobs/{digest}"))
             .await
@@ -112,33 +112,4 @@ async fn serve_returns_ok_once_shutdown_completes_and_stops_listening() {
         refused.is_err(),
         "server still accepts connections after shutdown"
     );
-}
-
-/// Runs the futures concurrently on this task (no extra crate for join_all).
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl IntoIterator<Item = F>,
-) -> Vec<F::Output> {
-    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (fut, out) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if out.is_none() {
-                match fut.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *out = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs
-        .into_iter()
-        .map(|o| o.expect("every future finished"))
-        .collect()
 }

@@ -12,6 +12,7 @@ mod content_management;
 mod conversion;
 mod errors;
 mod integrity;
+mod load;
 mod manifests;
 mod tags_catalog;
 mod uploads;
