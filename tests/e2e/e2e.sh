@@ -373,7 +373,11 @@ else
     while read -r d s; do
         r="$DATA/layers/$d/recipe.json"
         if [[ ! -f "$r" ]]; then badrecipe="no layers/$d/recipe.json"; break; fi
-        if [[ "$(jq -r .version "$r" 2>/dev/null)" != 2 ]]; then badrecipe="layers/$d/recipe.json is not version 2"; break; fi
+        # Format 2, or 3 when the content holds runs of a repeated block.
+        case "$(jq -r .version "$r" 2>/dev/null)" in
+            2 | 3) ;;
+            *) badrecipe="layers/$d/recipe.json is not version 2 or 3"; break ;;
+        esac
         if [[ -e "$DATA/layers/$d/original" ]]; then badrecipe="layers/$d/original still there after conversion"; break; fi
     done < <(blob_sizes "$IMG_V2")
     largest="$(for img in "${CORPUS_IMAGES[@]}"; do jq -r '.layers[].size' "${MANIFEST_FILE[$img]}"; done | sort -n | tail -n1)"
