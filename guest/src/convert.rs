@@ -412,19 +412,8 @@ pub fn convert_with(
 /// # Errors
 /// `InvalidData` for a damaged original; I/O errors.
 fn verify_original(store: &Store, digest: &Digest) -> io::Result<()> {
-    let mut input = open_original(store, digest)?;
-    let mut hasher = Hasher::new(digest.algorithm());
-    let mut buf = vec![0u8; 1024 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = input.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        hasher.update(&buf[..n]);
-    }
-    let actual = hasher.finish();
+    let (actual, size) =
+        Hasher::digest_reader(digest.algorithm(), &mut open_original(store, digest)?)?;
     if &actual == digest {
         return Ok(());
     }
@@ -442,22 +431,10 @@ fn unsupported(msg: String) -> io::Error {
 /// Rebuilds the blob from `recipe` and checks size and digest; only then
 /// commits the recipe and drops the original.
 fn prove_and_commit(store: &Store, recipe: &Recipe) -> io::Result<()> {
-    let mut hasher = Hasher::new(recipe.digest.algorithm());
-    let mut rebuild = Rebuild::new(store.root(), recipe.clone(), 0);
-    let mut buf = vec![0u8; 1024 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = rebuild.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        if size > recipe.size {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    if size != recipe.size || hasher.finish() != recipe.digest {
+    // One byte past the size is enough to tell a recipe that rebuilds too much.
+    let mut rebuild = Rebuild::new(store.root(), recipe.clone(), 0).take(recipe.size + 1);
+    let (actual, size) = Hasher::digest_reader(recipe.digest.algorithm(), &mut rebuild)?;
+    if size != recipe.size || actual != recipe.digest {
         return Err(unsupported(format!(
             "the {} recipe does not rebuild {} ({} bytes rebuilt)",
             recipe.encoding, recipe.digest, size

@@ -17,20 +17,8 @@ use crate::store::{HeldUpload, Store};
 /// # Errors
 /// `UNKNOWN` when reading fails.
 pub fn hash_all(data: &mut dyn Read, expected: &Digest) -> Result<(Digest, u64)> {
-    let mut hasher = Hasher::new(expected.algorithm());
-    let mut size = 0u64;
-    let mut buf = vec![0u8; 1024 * 1024];
-    loop {
-        let n = data
-            .read(&mut buf)
-            .map_err(|e| RegistryError::storage("reading upload", &e))?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        hasher.update(&buf[..n]);
-    }
-    Ok((hasher.finish(), size))
+    Hasher::digest_reader(expected.algorithm(), data)
+        .map_err(|e| RegistryError::storage("reading upload", &e))
 }
 
 /// Verifies a held upload session's bytes against `expected` and commits

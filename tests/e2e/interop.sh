@@ -965,7 +965,10 @@ if is_blockreg && [[ -n "$INTEROP_GUEST_FASTCDC" ]]; then
         P6="$BR_PID" U6="$BR_URL" H6="$BR_HOST"
         bad=""
         [[ "$(guest_of "$U6")" == *+fastcdc ]] || why "serving $(guest_of "$U6"), want the +fastcdc build"
-        skopeo_q copy --dest-tls-verify=false "oci:$L:base" "docker://$H6/chunk/base:v1" || why "skopeo push of the base to the FastCDC guest failed"
+        # Compressed by skopeo (pgzip), which preflate models: the layers are
+        # then cut by content. (The layout's own gzip is not modelled, and
+        # such layers are stored as opaque 1 MiB blocks whatever the chunker.)
+        skopeo_q copy --dest-tls-verify=false --dest-compress "oci:$L:base" "docker://$H6/chunk/base:v1" || why "skopeo push of the base to the FastCDC guest failed"
         wait_pending "$D6" || why "conversion still pending after 5 min"
         curl -s -H "Accept: $MT_MANIFEST" "$U6/v2/chunk/base/manifests/v1" >"$WORK_DIR/br6/base.json"
         c="$(chunkers_of "$WORK_DIR/br6/base.json")"

@@ -116,6 +116,27 @@ impl Hasher {
         }
     }
 
+    /// Hashes everything `input` yields: `(digest, bytes read)`.
+    ///
+    /// # Errors
+    /// Errors reading `input`.
+    pub fn digest_reader(
+        algorithm: Algorithm,
+        input: &mut dyn std::io::Read,
+    ) -> std::io::Result<(Digest, u64)> {
+        let mut hasher = Self::new(algorithm);
+        let mut buf = vec![0u8; 1024 * 1024];
+        let mut size = 0u64;
+        loop {
+            let n = input.read(&mut buf)?;
+            if n == 0 {
+                return Ok((hasher.finish(), size));
+            }
+            size += n as u64;
+            hasher.update(&buf[..n]);
+        }
+    }
+
     pub fn finish(self) -> Digest {
         let (algorithm, bytes) = match self {
             Self::Sha256(h) => (Algorithm::Sha256, h.finalize().to_vec()),
