@@ -103,8 +103,17 @@ async fn gzip_layer_is_stored_as_its_tar_and_pulled_bit_for_bit() {
         .assert_status(200)
         .assert_header("Docker-Content-Digest", &digest)
         .assert_body(&data);
-    // The first full pull recreated the stream and cached it.
-    assert_eq!(srv.stats().await.cache_bytes, data.len() as u64);
+    // The first full pull recreated the stream and cached it. The entry is
+    // committed once its last byte was sent, so the client can be first.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while srv.stats().await.cache_bytes != data.len() as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no cache entry 10 s after the first pull: {:?}",
+            srv.stats().await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     srv.get(format!("/v2/gz/blobs/{digest}"))
         .await
         .assert_status(200)
