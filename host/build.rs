@@ -8,6 +8,14 @@
 //! (flags for the host target, wrappers such as clippy-driver) are removed,
 //! while the jobserver (`CARGO_MAKEFLAGS`) is kept so the nested build shares
 //! the outer build's job slots.
+//!
+//! A toolchain installed before `rust-toolchain.toml` asked for the
+//! `wasm32-wasip2` target does not get it (rustup adds the targets of that
+//! file only when it installs the toolchain), so the first `cargo run` on such
+//! a machine would stop with "can't find crate for `core`". When the target's
+//! standard library is missing and the toolchain is rustup's, the build adds
+//! it (`rustup target add`), saying so in a warning; otherwise it stops with
+//! the command to run.
 
 use std::env;
 use std::ffi::OsString;
@@ -70,6 +78,8 @@ fn build_guest() -> Result<(), String> {
         );
     }
 
+    ensure_guest_target()?;
+
     let target_dir = workspace.join("target").join("guest-build");
     let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let mut cmd = Command::new(cargo);
@@ -109,6 +119,62 @@ fn build_guest() -> Result<(), String> {
     fs::write(out_dir.join(GUEST_ARTIFACT), &bytes)
         .map_err(|e| format!("could not copy the guest into OUT_DIR: {e}"))?;
     Ok(())
+}
+
+/// Makes sure the toolchain building the host can also build the guest: its
+/// sysroot holds the standard library for [`GUEST_TARGET`], or rustup adds it.
+fn ensure_guest_target() -> Result<(), String> {
+    // Re-check when the toolchain changes (another RUSTUP_HOME or channel).
+    println!("cargo:rerun-if-env-changed=RUSTUP_HOME");
+    println!("cargo:rerun-if-env-changed=RUSTUP_TOOLCHAIN");
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| OsString::from("rustc"));
+    if target_installed(&rustc)? {
+        return Ok(());
+    }
+    let toolchain = env::var("RUSTUP_TOOLCHAIN").ok();
+    let mut rustup = Command::new("rustup");
+    rustup.args(["target", "add", GUEST_TARGET]);
+    if let Some(toolchain) = &toolchain {
+        rustup.args(["--toolchain", toolchain]);
+    }
+    let added = match rustup.status() {
+        Ok(status) => status.success(),
+        Err(_) => false,
+    };
+    if added && target_installed(&rustc)? {
+        println!(
+            "cargo:warning=added the {GUEST_TARGET} target to the toolchain {} (the guest \
+             component is built for it)",
+            toolchain.as_deref().unwrap_or("in use")
+        );
+        return Ok(());
+    }
+    Err(format!(
+        "the Rust toolchain building blockreg has no standard library for {GUEST_TARGET}, \
+         which the embedded guest component is built for, and `rustup target add \
+         {GUEST_TARGET}` did not add it. Install the target for this toolchain \
+         (rustup target add {GUEST_TARGET}) and build again."
+    ))
+}
+
+/// Whether `rustc`'s sysroot holds a compiled `core` for [`GUEST_TARGET`].
+fn target_installed(rustc: &OsString) -> Result<bool, String> {
+    let output = Command::new(rustc)
+        .args(["--print", "target-libdir", "--target", GUEST_TARGET])
+        .output()
+        .map_err(|e| format!("could not run rustc to find its {GUEST_TARGET} library: {e}"))?;
+    if !output.status.success() {
+        return Ok(false);
+    }
+    let libdir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    let Ok(entries) = fs::read_dir(&libdir) else {
+        return Ok(false);
+    };
+    Ok(entries.flatten().any(|entry| {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        name.starts_with("libcore-") && name.ends_with(".rlib")
+    }))
 }
 
 /// Fails on a core module (the wrong target) and warns when an export the

@@ -35,6 +35,9 @@ cp target/wasm32-wasip2/release/guest.wasm target/guests/guest-fastcdc.wasm
 cargo build --release -p guest --target wasm32-wasip2
 cp target/wasm32-wasip2/release/guest.wasm target/guests/guest-default.wasm
 
+step "the README's run command on a toolchain without the wasm32-wasip2 target"
+bash tests/fresh-toolchain.sh
+
 step "lint"
 cargo clippy --release --workspace --exclude guest --all-targets -- -D warnings
 cargo clippy --release -p guest --target wasm32-wasip2 --all-targets -- -D warnings
