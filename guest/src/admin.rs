@@ -2,10 +2,11 @@
 //! guest's identity.
 
 use crate::bindings::exports::blockreg::registry::admin::{
-    Conversion, Error, Guest, GuestInfo, Recovery, Stats,
+    Conversion, Encoding, Error, Guest, GuestInfo, Recovery, Stats,
 };
 use crate::cache::Cache;
 use crate::chunker::Chunker;
+use crate::convert::ConvertError;
 use crate::packs::Packs;
 use crate::store::Store;
 
@@ -25,11 +26,11 @@ impl Guest for crate::Component {
         let store = Store::open(DATA_ROOT).map_err(io_error)?;
         let usage = store.usage().map_err(io_error)?;
         let repos = store.repositories().map_err(io_error)?;
-        let packs = Packs::new(store.root());
+        let packs = Packs::new(store.layout());
         let index = packs.totals().map_err(io_error)?;
         let (pack_count, pack_bytes) = packs.pack_totals().map_err(io_error)?;
         let index_bytes = index.blocks * crate::packs::RECORD_LEN as u64;
-        let (_, cache_bytes) = Cache::new(store.root(), 0).usage().map_err(io_error)?;
+        let (_, cache_bytes) = Cache::new(store.layout(), 0).usage().map_err(io_error)?;
         let (_, temporary_bytes) = store.temporaries().map_err(io_error)?;
         Ok(Stats {
             blobs: usage.blobs,
@@ -55,19 +56,26 @@ impl Guest for crate::Component {
     fn convert_next() -> Result<Option<Conversion>, Error> {
         let store = Store::open(DATA_ROOT).map_err(io_error)?;
         let now = crate::convert::now_secs();
-        match crate::convert::convert_next(&store, now).map_err(io_error)? {
+        let settings = crate::settings::current();
+        match crate::convert::convert_next(&store, settings, now).map_err(io_error)? {
             None => Ok(None),
             Some((_, Ok(c))) => Ok(Some(Conversion {
                 digest: c.digest.to_string(),
                 size: c.size,
-                encoding: c.encoding,
+                encoding: match c.encoding {
+                    crate::recipe::Encoding::Raw => Encoding::Raw,
+                    crate::recipe::Encoding::Gzip => Encoding::Gzip,
+                },
                 content_bytes: c.content_bytes,
                 new_blocks: c.new_blocks,
                 new_bytes: c.new_bytes,
                 fallback: c.fallback,
             })),
             // Recorded by `convert_next`: failed for good, or retried later.
-            Some((digest, Err(e))) => Err(Error::Other(format!("converting {digest}: {e}"))),
+            Some((digest, Err(e))) => Err(match e {
+                ConvertError::Damaged(why) => Error::Corrupt(format!("converting {digest}: {why}")),
+                ConvertError::Store(e) => Error::Io(format!("converting {digest}: {e}")),
+            }),
         }
     }
 

@@ -1,5 +1,5 @@
 //! The cache of recreated blobs: `cache/<digest>`, least recently used first
-//! out, within a byte budget (`cache_bytes` in `config.json`).
+//! out, within a byte budget (the `cache-bytes` setting).
 //!
 //! Recreating a gzip layer is CPU-bound (preflate-rs), so the first pull of a
 //! converted layer fills the cache while it streams and later pulls read the
@@ -9,9 +9,10 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, ErrorKind, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::SystemTime;
 
+use crate::layout::Layout;
 use crate::oci::{Digest, Hasher};
 
 /// The cache directory of a store.
@@ -22,9 +23,9 @@ pub struct Cache {
 }
 
 impl Cache {
-    pub fn new(store_root: &Path, budget: u64) -> Self {
+    pub fn new(layout: &Layout, budget: u64) -> Self {
         Self {
-            dir: store_root.join("cache"),
+            dir: layout.cache(),
             budget,
         }
     }
@@ -204,7 +205,7 @@ mod tests {
     #[test]
     fn entries_are_kept_only_when_their_digest_matches() {
         let store = scratch_store("cache-digest");
-        let cache = Cache::new(store.root(), 1 << 20);
+        let cache = Cache::new(store.layout(), 1 << 20);
         let d = Digest::of(Algorithm::Sha256, b"hello");
         let mut f = cache.fill(&d, 5).unwrap().unwrap();
         f.write(b"hel");
@@ -223,7 +224,7 @@ mod tests {
     #[test]
     fn least_recently_used_entries_leave_first() {
         let store = scratch_store("cache-lru");
-        let cache = Cache::new(store.root(), 250);
+        let cache = Cache::new(store.layout(), 250);
         let blobs: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 100]).collect();
         let digests: Vec<Digest> = blobs
             .iter()
@@ -250,7 +251,7 @@ mod tests {
     #[test]
     fn blobs_over_the_budget_are_not_cached() {
         let store = scratch_store("cache-budget");
-        let cache = Cache::new(store.root(), 10);
+        let cache = Cache::new(store.layout(), 10);
         let d = Digest::of(Algorithm::Sha256, b"x");
         assert!(cache.fill(&d, 11).unwrap().is_none());
     }

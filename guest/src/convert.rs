@@ -34,14 +34,17 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufReader, ErrorKind, Read};
 
+use thiserror::Error;
+
 use crate::block::BlockId;
 use crate::chunker::{Chunker, FixedChunker};
 use crate::deflate::{self, AnalyzeConfig, Event, GzipAnalyzer};
 use crate::oci::{Digest, Hasher};
 use crate::packs::{Located, PackWriter, Packs, Pending, RECORD_LEN};
 use crate::rebuild::Rebuild;
-use crate::recipe::{BlockRef, Frame, Location, Op, Recipe, Segment};
-use crate::store::{Settings, Store};
+use crate::recipe::{BlockRef, Encoding, Frame, Location, Op, Recipe, Segment};
+use crate::settings::Settings;
+use crate::store::Store;
 use crate::tarchunk::TarChunker;
 
 /// Segment sizes (compressed input per preflate call) and plain-text limits
@@ -97,13 +100,94 @@ pub fn chunker() -> TarChunker {
     }
 }
 
+/// Why converting a blob failed. The blob keeps being served from its
+/// original either way; what differs is whether trying again can help.
+#[derive(Debug, Error)]
+pub enum ConvertError {
+    /// Reading or writing the store failed (a full disk, an I/O error):
+    /// the attempt is retried after [`retry_delay`].
+    #[error("{0}")]
+    Store(io::Error),
+    /// The blob's bytes or the store's data are damaged — an original that
+    /// does not hash to its digest (set aside), a recipe of its own bytes
+    /// that does not rebuild them, a block carrying a SHA-1 collision
+    /// attack: retrying cannot help, the blob is marked failed.
+    #[error("{0}")]
+    Damaged(String),
+}
+
+impl ConvertError {
+    /// Whether a later attempt may succeed.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Store(_))
+    }
+}
+
+/// The store's error policy (store.rs) reports data that does not parse or
+/// verify as `InvalidData`; this is the one place that turns it into a type.
+impl From<io::Error> for ConvertError {
+    fn from(e: io::Error) -> Self {
+        if e.kind() == ErrorKind::InvalidData {
+            Self::Damaged(e.to_string())
+        } else {
+            Self::Store(e)
+        }
+    }
+}
+
+/// Why the content-aware form of a gzip blob was not taken; the blob is
+/// then stored as opaque blocks of its own bytes.
+#[derive(Debug)]
+enum Refusal {
+    /// preflate could not model a segment, or the recipe did not rebuild
+    /// the stream: both depend on where segments end, so the next of
+    /// [`GZIP_ATTEMPTS`] may succeed.
+    Unmodelled(String),
+    /// Final: a limit (decoded size or ratio, bytes outside DEFLATE
+    /// streams, the cost cap) or a stream that is not valid gzip.
+    Final(String),
+}
+
+/// How one content-aware attempt at a gzip blob ended, when not converted.
+#[derive(Debug)]
+enum GzipError {
+    Refused(Refusal),
+    Failed(ConvertError),
+}
+
+impl std::fmt::Display for GzipError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Refused(Refusal::Unmodelled(why) | Refusal::Final(why)) => f.write_str(why),
+            Self::Failed(e) => e.fmt(f),
+        }
+    }
+}
+
+impl From<io::Error> for GzipError {
+    fn from(e: io::Error) -> Self {
+        Self::Failed(e.into())
+    }
+}
+
+impl From<ConvertError> for GzipError {
+    fn from(e: ConvertError) -> Self {
+        Self::Failed(e)
+    }
+}
+
+fn refused(why: String) -> GzipError {
+    GzipError::Refused(Refusal::Final(why))
+}
+
 /// What converting one blob did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Converted {
     pub digest: Digest,
     pub size: u64,
-    /// `gzip` or `raw`.
-    pub encoding: String,
+    /// How the blob is rebuilt from its blocks.
+    pub encoding: Encoding,
     /// Decoded content bytes cut into blocks.
     pub content_bytes: u64,
     /// Blocks not stored before, and their (uncompressed) bytes.
@@ -276,16 +360,17 @@ pub fn now_secs() -> u64 {
 /// time), so that a trap counts; success removes the record. A blob whose
 /// last attempt did not finish waits [`retry_delay`]; one with
 /// [`MAX_ATTEMPTS`] unfinished attempts is marked failed (it keeps being
-/// served from its original). A data error (store damage, a block carrying
-/// a SHA-1 collision attack) marks the blob failed at once; an I/O error
-/// leaves the record, so the blob is retried after the delay.
+/// served from its original). A [`ConvertError::Damaged`] blob is marked
+/// failed at once; a [`ConvertError::Store`] failure leaves the record, so
+/// the blob is retried after the delay.
 ///
 /// # Errors
 /// I/O errors listing the store or writing the attempt record.
 pub fn convert_next(
     store: &Store,
+    settings: &Settings,
     now: u64,
-) -> io::Result<Option<(Digest, io::Result<Converted>)>> {
+) -> io::Result<Option<(Digest, Result<Converted, ConvertError>)>> {
     for digest in store.pending_blobs()? {
         if let Some(a) = store.conversion_attempts(&digest)? {
             if a.count >= MAX_ATTEMPTS {
@@ -305,10 +390,10 @@ pub fn convert_next(
             }
         }
         store.begin_conversion_attempt(&digest, now)?;
-        let outcome = convert(store, &digest);
+        let outcome = convert(store, settings, &digest);
         match &outcome {
             Ok(_) => store.clear_conversion_attempts(&digest)?,
-            Err(e) if e.kind() == ErrorKind::InvalidData => {
+            Err(e) if !e.is_retryable() => {
                 // Will not heal by retrying: the blob stays served from its
                 // original.
                 store.mark_conversion_failed(&digest, &e.to_string())?;
@@ -325,9 +410,14 @@ pub fn convert_next(
 /// committed. A blob whose recipe already exists only loses its original.
 ///
 /// # Errors
-/// I/O errors; the original is then kept and conversion can be retried.
-pub fn convert(store: &Store, digest: &Digest) -> io::Result<Converted> {
-    convert_with(store, digest, chunker)
+/// [`ConvertError`]; the original is then kept (unless damaged, when it
+/// is set aside) and conversion can be retried.
+pub fn convert(
+    store: &Store,
+    settings: &Settings,
+    digest: &Digest,
+) -> Result<Converted, ConvertError> {
+    convert_with(store, settings, digest, chunker)
 }
 
 /// [`convert`] with the chunker `new_chunker` makes (tests use both builds'
@@ -337,10 +427,11 @@ pub fn convert(store: &Store, digest: &Digest) -> io::Result<Converted> {
 /// As [`convert`].
 pub fn convert_with(
     store: &Store,
+    settings: &Settings,
     digest: &Digest,
     new_chunker: fn() -> TarChunker,
-) -> io::Result<Converted> {
-    let mut packs = Packs::new(store.root());
+) -> Result<Converted, ConvertError> {
+    let mut packs = Packs::new(store.layout());
     packs.remove_temporaries()?;
     if let Some(r) = store.recipe(digest)? {
         store.remove_original(digest)?;
@@ -355,7 +446,6 @@ pub fn convert_with(
         });
     }
     verify_original(store, digest)?;
-    let settings = store.settings()?;
     let mut head = [0u8; 3];
     let n = open_original(store, digest)?.read(&mut head)?;
     let gzip = deflate::is_gzip(&head[..n]);
@@ -372,17 +462,14 @@ pub fn convert_with(
                 max_pending: plain_text_limit.max(2 * segment_input),
                 ..AnalyzeConfig::default()
             };
-            match convert_gzip(store, &mut packs, digest, new_chunker(), cfg, &settings) {
+            match convert_gzip(store, &mut packs, digest, new_chunker(), cfg, settings) {
                 Ok(done) => return Ok(done),
-                Err(e) if e.kind() == ErrorKind::Unsupported => {
-                    let why = e.to_string();
-                    let retry = why.contains("preflate") || why.contains("does not rebuild");
+                Err(GzipError::Refused(Refusal::Unmodelled(why))) => fallback = Some(why),
+                Err(GzipError::Refused(Refusal::Final(why))) => {
                     fallback = Some(why);
-                    if !retry {
-                        break;
-                    }
+                    break;
                 }
-                Err(e) => return Err(e),
+                Err(GzipError::Failed(e)) => return Err(e),
             }
         }
     }
@@ -410,38 +497,35 @@ pub fn convert_with(
 /// the blob is then unknown and its next push repairs it), never converted.
 ///
 /// # Errors
-/// `InvalidData` for a damaged original; I/O errors.
-fn verify_original(store: &Store, digest: &Digest) -> io::Result<()> {
+/// [`ConvertError::Damaged`] for a damaged original; store errors.
+fn verify_original(store: &Store, digest: &Digest) -> Result<(), ConvertError> {
     let (actual, size) =
         Hasher::digest_reader(digest.algorithm(), &mut open_original(store, digest)?)?;
     if &actual == digest {
         return Ok(());
     }
     store.quarantine_original(digest, size)?;
-    Err(io::Error::new(
-        ErrorKind::InvalidData,
-        format!("the original of {digest} hashes to {actual}: set aside as damaged"),
-    ))
-}
-
-fn unsupported(msg: String) -> io::Error {
-    io::Error::new(ErrorKind::Unsupported, msg)
+    Err(ConvertError::Damaged(format!(
+        "the original of {digest} hashes to {actual}: set aside as damaged"
+    )))
 }
 
 /// Rebuilds the blob from `recipe` and checks size and digest; only then
-/// commits the recipe and drops the original.
-fn prove_and_commit(store: &Store, recipe: &Recipe) -> io::Result<()> {
+/// commits the recipe and drops the original. `Ok(Err(why))` when the
+/// recipe does not rebuild the blob (nothing was committed).
+fn prove_and_commit(store: &Store, recipe: &Recipe) -> io::Result<Result<(), String>> {
     // One byte past the size is enough to tell a recipe that rebuilds too much.
-    let mut rebuild = Rebuild::new(store.root(), recipe.clone(), 0).take(recipe.size + 1);
+    let mut rebuild = Rebuild::new(store.layout(), recipe.clone(), 0).take(recipe.size + 1);
     let (actual, size) = Hasher::digest_reader(recipe.digest.algorithm(), &mut rebuild)?;
     if size != recipe.size || actual != recipe.digest {
-        return Err(unsupported(format!(
+        return Ok(Err(format!(
             "the {} recipe does not rebuild {} ({} bytes rebuilt)",
             recipe.encoding, recipe.digest, size
         )));
     }
     store.put_recipe(recipe)?;
-    store.remove_original(&recipe.digest)
+    store.remove_original(&recipe.digest)?;
+    Ok(Ok(()))
 }
 
 fn convert_raw(
@@ -450,7 +534,7 @@ fn convert_raw(
     digest: &Digest,
     mut chunker: impl Chunker,
     compress: bool,
-) -> io::Result<Converted> {
+) -> Result<Converted, ConvertError> {
     let mut input = open_original(store, digest)?;
     let mut builder = Builder::new(packs)?;
     if !compress {
@@ -481,15 +565,13 @@ fn convert_raw(
     let frames = std::mem::take(&mut table.frames);
     let recipe = Recipe::raw(digest.clone(), name, frames, content);
     sealed.commit()?;
-    prove_and_commit(store, &recipe).map_err(|e| {
-        // A raw recipe that does not rebuild is store damage, not a format
-        // this guest cannot handle: report it as such.
-        io::Error::new(ErrorKind::InvalidData, e.to_string())
-    })?;
+    // A raw recipe that does not rebuild is store damage, not a format
+    // this guest cannot handle.
+    prove_and_commit(store, &recipe)?.map_err(ConvertError::Damaged)?;
     Ok(Converted {
         digest: digest.clone(),
         size,
-        encoding: "raw".into(),
+        encoding: Encoding::Raw,
         content_bytes: size,
         new_blocks,
         new_bytes,
@@ -499,15 +581,15 @@ fn convert_raw(
 
 /// Fails once the decoded bytes exceed the configured size, or exceed the
 /// configured ratio to the compressed bytes read so far.
-fn check_decoded(decoded: u64, compressed: u64, settings: &Settings) -> io::Result<()> {
+fn check_decoded(decoded: u64, compressed: u64, settings: &Settings) -> Result<(), GzipError> {
     if decoded > settings.max_decoded_bytes {
-        return Err(unsupported(format!(
+        return Err(refused(format!(
             "decodes to more than {} bytes (max_decoded_bytes)",
             settings.max_decoded_bytes
         )));
     }
     if decoded > RATIO_FLOOR && decoded as f64 > settings.max_decoded_ratio * compressed as f64 {
-        return Err(unsupported(format!(
+        return Err(refused(format!(
             "decodes to over {}× its compressed size ({decoded} bytes from {compressed}; \
              max_decoded_ratio)",
             settings.max_decoded_ratio
@@ -523,7 +605,7 @@ fn convert_gzip(
     mut chunker: TarChunker,
     cfg: AnalyzeConfig,
     settings: &Settings,
-) -> io::Result<Converted> {
+) -> Result<Converted, GzipError> {
     let mut input = open_original(store, digest)?;
     let mut builder = Builder::new(packs)?;
     let name = chunker.name();
@@ -534,12 +616,12 @@ fn convert_gzip(
     let mut decoded = 0u64;
     let read = Cell::new(0u64);
     let mut analyzer = GzipAnalyzer::new(cfg);
-    let mut on_event = |ev: Event<'_>| -> io::Result<()> {
+    let mut on_event = |ev: Event<'_>| -> Result<(), GzipError> {
         match ev {
             Event::Literal(bytes) => {
                 literal += bytes.len();
                 if literal > MAX_LITERAL {
-                    return Err(unsupported(format!(
+                    return Err(refused(format!(
                         "more than {MAX_LITERAL} bytes outside DEFLATE streams"
                     )));
                 }
@@ -568,20 +650,20 @@ fn convert_gzip(
                 }
                 match layout.last_mut() {
                     Some(DraftOp::Deflate(segs)) => segs.push((seg_plain, refs)),
-                    _ => return Err(unsupported("segment outside a DEFLATE stream".into())),
+                    _ => return Err(refused("segment outside a DEFLATE stream".into())),
                 }
                 seg_plain = 0;
             }
             Event::DeflateEnd => {
                 if seg_plain != 0 {
-                    return Err(unsupported("DEFLATE stream ended mid-segment".into()));
+                    return Err(refused("DEFLATE stream ended mid-segment".into()));
                 }
             }
         }
         Ok(())
     };
     let mut buf = vec![0u8; 1024 * 1024];
-    let analysed: io::Result<()> = (|| {
+    let analysed: Result<(), GzipError> = (|| {
         loop {
             let n = input.read(&mut buf)?;
             if n == 0 {
@@ -628,7 +710,7 @@ fn convert_gzip(
         digest: digest.clone(),
         size,
         chunker: name,
-        encoding: "gzip".into(),
+        encoding: Encoding::Gzip,
         frames: std::mem::take(&mut table.frames),
         content: content_refs,
         layout,
@@ -637,17 +719,18 @@ fn convert_gzip(
     let cost = sealed.added_bytes + recipe.to_json().len() as u64;
     if cost > cost_allowance(size) {
         sealed.abandon();
-        return Err(unsupported(format!(
+        return Err(refused(format!(
             "its decoded form would add {cost} bytes, more than the blob's {size}"
         )));
     }
     sealed.commit()?;
     let content_bytes = recipe.content_len();
-    prove_and_commit(store, &recipe)?;
+    prove_and_commit(store, &recipe)?
+        .map_err(|why| GzipError::Refused(Refusal::Unmodelled(why)))?;
     Ok(Converted {
         digest: digest.clone(),
         size,
-        encoding: "gzip".into(),
+        encoding: Encoding::Gzip,
         content_bytes,
         new_blocks,
         new_bytes,
@@ -655,10 +738,20 @@ fn convert_gzip(
     })
 }
 
-fn analyze_error(e: deflate::AnalyzeError<io::Error>) -> io::Error {
+/// Preflate's failures, and a block too large for this attempt's bounds,
+/// may pass with other segment sizes; a stream that is not valid gzip, or
+/// corrections above the limit, will not.
+fn analyze_error(e: deflate::AnalyzeError<GzipError>) -> GzipError {
+    use deflate::AnalyzeError as A;
+    let why = format!("gzip analysis: {e}");
     match e {
-        deflate::AnalyzeError::Callback(inner) => inner,
-        other => unsupported(format!("gzip analysis: {other}")),
+        A::Callback(inner) => inner,
+        A::Preflate(_) | A::NoProgress(_) => GzipError::Refused(Refusal::Unmodelled(why)),
+        A::NotGzip
+        | A::BadHeader(_)
+        | A::Corrupt(_)
+        | A::Truncated
+        | A::TooManyCorrections { .. } => refused(why),
     }
 }
 
@@ -666,13 +759,13 @@ fn analyze_error(e: deflate::AnalyzeError<io::Error>) -> io::Error {
 mod tests {
     use super::*;
     use crate::test_support::{
-        commit_blob, gzip, scratch_store, seeded_bytes, tar_of, texty_bytes,
+        commit_blob, gzip, scratch_store, seeded_bytes, settings, tar_of, texty_bytes,
     };
 
     fn rebuild_all(store: &Store, d: &Digest, start: u64) -> Vec<u8> {
         let r = store.recipe(d).unwrap().expect("converted");
         let mut out = Vec::new();
-        Rebuild::new(store.root(), r, start)
+        Rebuild::new(store.layout(), r, start)
             .read_to_end(&mut out)
             .unwrap();
         out
@@ -699,8 +792,8 @@ mod tests {
         let store = scratch_store("convert-raw");
         let data = seeded_bytes(7, 100_000);
         let d = commit_blob(&store, &data);
-        let c = convert(&store, &d).unwrap();
-        assert_eq!(c.encoding, "raw");
+        let c = convert(&store, &settings(), &d).unwrap();
+        assert_eq!(c.encoding, Encoding::Raw);
         assert!(!store.original_path(&d).exists(), "original dropped");
         assert!(store.pending_blobs().unwrap().is_empty());
         assert_eq!(rebuild_all(&store, &d, 0), data);
@@ -712,8 +805,8 @@ mod tests {
         let store = scratch_store("convert-gzip");
         let layer = gzip(&files(1_700_000_000, false), 6);
         let d = commit_blob(&store, &layer);
-        let c = convert(&store, &d).unwrap();
-        assert_eq!(c.encoding, "gzip", "{:?}", c.fallback);
+        let c = convert(&store, &settings(), &d).unwrap();
+        assert_eq!(c.encoding, Encoding::Gzip, "{:?}", c.fallback);
         assert!(c.content_bytes > layer.len() as u64, "content is the tar");
         assert_eq!(rebuild_all(&store, &d, 0), layer);
         assert_eq!(rebuild_all(&store, &d, 5000), layer[5000..]);
@@ -724,12 +817,12 @@ mod tests {
         let store = scratch_store("convert-rebuilt");
         let first = gzip(&files(1_700_000_000, false), 6);
         let d1 = commit_blob(&store, &first);
-        let c1 = convert(&store, &d1).unwrap();
+        let c1 = convert(&store, &settings(), &d1).unwrap();
         // Same files, rebuilt a day later, one small edit: a different gzip stream.
         let second = gzip(&files(1_700_086_400, true), 6);
         let d2 = commit_blob(&store, &second);
-        let c2 = convert(&store, &d2).unwrap();
-        assert_eq!(c2.encoding, "gzip");
+        let c2 = convert(&store, &settings(), &d2).unwrap();
+        assert_eq!(c2.encoding, Encoding::Gzip);
         assert!(
             c2.new_bytes * 10 < c1.new_bytes,
             "second layer added {} of {} bytes",
@@ -747,9 +840,9 @@ mod tests {
         let a = tar_of(&[("a/one", b"short", 1), ("a/file", &body, 1)]);
         let b = tar_of(&[("b/other", &texty_bytes(10, 777), 2), ("b/file", &body, 2)]);
         let da = commit_blob(&store, &a);
-        convert(&store, &da).unwrap();
+        convert(&store, &settings(), &da).unwrap();
         let db = commit_blob(&store, &b);
-        let cb = convert(&store, &db).unwrap();
+        let cb = convert(&store, &settings(), &db).unwrap();
         assert!(
             cb.new_bytes < 8 * 1024,
             "only headers and the small file are new: {}",
@@ -767,8 +860,8 @@ mod tests {
             *b ^= 0x5a;
         }
         let d = commit_blob(&store, &layer);
-        let c = convert(&store, &d).unwrap();
-        assert_eq!(c.encoding, "raw");
+        let c = convert(&store, &settings(), &d).unwrap();
+        assert_eq!(c.encoding, Encoding::Raw);
         assert!(c.fallback.is_some());
         assert_eq!(rebuild_all(&store, &d, 0), layer);
     }
@@ -781,15 +874,18 @@ mod tests {
         let mut damaged = layer.clone();
         damaged[10] ^= 1;
         std::fs::write(store.original_path(&d), &damaged).unwrap();
-        let err = convert(&store, &d).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidData);
+        let err = convert(&store, &settings(), &d).unwrap_err();
+        assert!(matches!(err, ConvertError::Damaged(_)), "{err}");
         assert!(
             !store.has_blob(&d),
             "a damaged blob is unknown, so a push repairs it"
         );
         assert!(store.recipe(&d).unwrap().is_none());
         assert_eq!(commit_blob(&store, &layer), d);
-        assert_eq!(convert(&store, &d).unwrap().size, layer.len() as u64);
+        assert_eq!(
+            convert(&store, &settings(), &d).unwrap().size,
+            layer.len() as u64
+        );
         assert_eq!(rebuild_all(&store, &d, 0), layer);
     }
 
@@ -799,21 +895,21 @@ mod tests {
         let layer = gzip(&files(5, false), 6);
         let d = commit_blob(&store, &layer);
         // A conversion killed mid-pack leaves a temporary pack behind.
-        let packs = Packs::new(store.root());
+        let packs = Packs::new(store.layout());
         let mut w = PackWriter::create(&packs).unwrap();
         w.add(BlockId::compute(b"partial").unwrap(), b"partial")
             .unwrap();
         std::mem::forget(w);
-        let c = convert(&store, &d).unwrap();
-        assert_eq!(c.encoding, "gzip");
+        let c = convert(&store, &settings(), &d).unwrap();
+        assert_eq!(c.encoding, Encoding::Gzip);
         assert_eq!(rebuild_all(&store, &d, 0), layer);
         // Killed after the recipe was committed but before the original went.
         let other = seeded_bytes(11, 5000);
         let d2 = commit_blob(&store, &other);
-        convert(&store, &d2).unwrap();
+        convert(&store, &settings(), &d2).unwrap();
         std::fs::write(store.original_path(&d2), &other).unwrap();
         assert_eq!(store.pending_blobs().unwrap(), vec![d2.clone()]);
-        let again = convert(&store, &d2).unwrap();
+        let again = convert(&store, &settings(), &d2).unwrap();
         assert_eq!(again.new_blocks, 0);
         assert!(store.pending_blobs().unwrap().is_empty());
     }
@@ -824,9 +920,9 @@ mod tests {
         let a = gzip(&files(10, false), 6);
         let b = gzip(&files(20, true), 6);
         let da = commit_blob(&store, &a);
-        let ca = convert_with(&store, &da, TarChunker::default).unwrap();
+        let ca = convert_with(&store, &settings(), &da, TarChunker::default).unwrap();
         let db = commit_blob(&store, &b);
-        let cb = convert_with(&store, &db, TarChunker::fastcdc_default).unwrap();
+        let cb = convert_with(&store, &settings(), &db, TarChunker::fastcdc_default).unwrap();
         let ra = store.recipe(&da).unwrap().unwrap();
         let rb = store.recipe(&db).unwrap().unwrap();
         assert_eq!(ra.chunker, "tar-4096");
@@ -841,7 +937,7 @@ mod tests {
         // Same files cut differently share little, but the store stays exact.
         let c = gzip(&files(30, false), 6);
         let dc = commit_blob(&store, &c);
-        let cc = convert_with(&store, &dc, TarChunker::fastcdc_default).unwrap();
+        let cc = convert_with(&store, &settings(), &dc, TarChunker::fastcdc_default).unwrap();
         assert!(
             cc.new_bytes * 10 < cb.new_bytes,
             "FastCDC dedups against FastCDC: {} vs {}",
@@ -859,8 +955,8 @@ mod tests {
         let mut layer = gzip(a, 9);
         layer.extend(gzip(b, 1));
         let d = commit_blob(&store, &layer);
-        let c = convert(&store, &d).unwrap();
-        assert_eq!(c.encoding, "gzip", "{:?}", c.fallback);
+        let c = convert(&store, &settings(), &d).unwrap();
+        assert_eq!(c.encoding, Encoding::Gzip, "{:?}", c.fallback);
         assert_eq!(rebuild_all(&store, &d, 0), layer);
     }
 
@@ -885,10 +981,6 @@ mod tests {
         }
         walk(&store.root().join("blocks"), None)
             + walk(&store.root().join("layers"), Some("recipe.json"))
-    }
-
-    fn set_config(store: &Store, json: &str) {
-        crate::store::write_atomic(&store.root().join("config.json"), json.as_bytes()).unwrap();
     }
 
     /// Gzip (level 6) of `n` zero bytes, without holding them in memory.
@@ -922,22 +1014,28 @@ mod tests {
         // The poisoned blob's first attempt killed its instance: only the
         // record written before it started remains.
         store.begin_conversion_attempt(&poisoned, t0).unwrap();
-        let (d, r) = convert_next(&store, t0 + 1).unwrap().expect("work");
+        let (d, r) = convert_next(&store, &settings(), t0 + 1)
+            .unwrap()
+            .expect("work");
         assert_eq!(d, ordinary, "the blob in backoff is skipped");
         assert!(r.is_ok());
         assert!(store.conversion_attempts(&ordinary).unwrap().is_none());
         assert!(
-            convert_next(&store, t0 + 2).unwrap().is_none(),
+            convert_next(&store, &settings(), t0 + 2).unwrap().is_none(),
             "waits 30 s"
         );
         // Two more trapped attempts, each after its delay …
         assert_eq!(retry_delay(1), 30);
         assert_eq!(retry_delay(2), 60);
         store.begin_conversion_attempt(&poisoned, t0 + 31).unwrap();
-        assert!(convert_next(&store, t0 + 31 + 59).unwrap().is_none());
+        assert!(convert_next(&store, &settings(), t0 + 31 + 59)
+            .unwrap()
+            .is_none());
         store.begin_conversion_attempt(&poisoned, t0 + 91).unwrap();
         // … and after the third it is failed for good, served as pushed.
-        assert!(convert_next(&store, t0 + 10_000).unwrap().is_none());
+        assert!(convert_next(&store, &settings(), t0 + 10_000)
+            .unwrap()
+            .is_none());
         assert!(store.original_path(&poisoned).exists());
         assert!(store.conversion_attempts(&poisoned).unwrap().is_none());
         let u = store.usage().unwrap();
@@ -949,10 +1047,10 @@ mod tests {
         let store = scratch_store("convert-attempt-cleared");
         let d = commit_blob(&store, &seeded_bytes(33, 5000));
         store.begin_conversion_attempt(&d, 100).unwrap();
-        assert!(convert_next(&store, 129).unwrap().is_none());
-        let (got, r) = convert_next(&store, 130).unwrap().unwrap();
+        assert!(convert_next(&store, &settings(), 129).unwrap().is_none());
+        let (got, r) = convert_next(&store, &settings(), 130).unwrap().unwrap();
         assert_eq!(got, d);
-        assert_eq!(r.unwrap().encoding, "raw");
+        assert_eq!(r.unwrap().encoding, Encoding::Raw);
         assert!(store.conversion_attempts(&d).unwrap().is_none());
         assert!(store.pending_blobs().unwrap().is_empty());
     }
@@ -963,9 +1061,9 @@ mod tests {
         let bomb = gzipped_zeros(1 << 30);
         let d = commit_blob(&store, &bomb);
         let before = memory_bytes();
-        let c = convert(&store, &d).unwrap();
+        let c = convert(&store, &settings(), &d).unwrap();
         let grown = memory_bytes() - before;
-        assert_eq!(c.encoding, "raw");
+        assert_eq!(c.encoding, Encoding::Raw);
         let why = c.fallback.unwrap_or_default();
         assert!(why.contains("max_decoded_ratio"), "{why}");
         assert!(c.content_bytes <= bomb.len() as u64);
@@ -977,11 +1075,14 @@ mod tests {
     #[test]
     fn a_size_limit_stores_a_large_decoded_layer_as_opaque_blocks() {
         let store = scratch_store("convert-size-limit");
-        set_config(&store, r#"{"max_decoded_bytes": 100000}"#);
+        let limited = Settings {
+            max_decoded_bytes: 100_000,
+            ..settings()
+        };
         let layer = gzip(&files(7, false), 6);
         let d = commit_blob(&store, &layer);
-        let c = convert(&store, &d).unwrap();
-        assert_eq!(c.encoding, "raw");
+        let c = convert(&store, &limited, &d).unwrap();
+        assert_eq!(c.encoding, Encoding::Raw);
         assert!(c.fallback.unwrap().contains("max_decoded_bytes"));
         assert_eq!(c.new_blocks, 1, "one opaque block");
         assert_eq!(rebuild_all(&store, &d, 100), layer[100..]);
@@ -997,7 +1098,7 @@ mod tests {
         }
         let layer = gzip(&tar_of(&[("big.bin", &body, 1)]), 6);
         let d = commit_blob(&store, &layer);
-        let c = convert(&store, &d).unwrap();
+        let c = convert(&store, &settings(), &d).unwrap();
         let stored = stored_bytes(&store);
         assert!(
             stored <= cost_allowance(layer.len() as u64),
@@ -1005,7 +1106,7 @@ mod tests {
             layer.len(),
             c.fallback
         );
-        assert_eq!(c.encoding, "raw");
+        assert_eq!(c.encoding, Encoding::Raw);
         assert!(c.fallback.unwrap().contains("would add"));
         assert_eq!(rebuild_all(&store, &d, 0), layer);
     }
@@ -1013,11 +1114,14 @@ mod tests {
     #[test]
     fn zeros_convert_to_a_recipe_of_a_few_kilobytes() {
         let store = scratch_store("convert-zeros");
-        set_config(&store, r#"{"max_decoded_ratio": 1e9}"#);
+        let unlimited = Settings {
+            max_decoded_ratio: 1e9,
+            ..settings()
+        };
         let layer = gzipped_zeros(64 << 20);
         let d = commit_blob(&store, &layer);
-        let c = convert(&store, &d).unwrap();
-        assert_eq!(c.encoding, "gzip", "{:?}", c.fallback);
+        let c = convert(&store, &unlimited, &d).unwrap();
+        assert_eq!(c.encoding, Encoding::Gzip, "{:?}", c.fallback);
         let recipe = std::fs::metadata(
             store
                 .root()

@@ -1,8 +1,7 @@
 //! The HTTP request and response as the routes see them, decoupled from the
 //! `wasi:http` resources so the routing logic stays plain Rust.
 
-use crate::oci::Digest;
-use crate::store::BlobSource;
+use crate::pull::BlobReader;
 
 /// A request's head. The body is passed to routes separately as a reader.
 #[derive(Debug, Default)]
@@ -120,13 +119,9 @@ pub enum Body {
     None,
     /// A small body held in memory (JSON, manifests, errors).
     Bytes(Vec<u8>),
-    /// Bytes `start..end` of a stored blob, streamed from its source.
-    Blob {
-        digest: Digest,
-        source: BlobSource,
-        start: u64,
-        end: u64,
-    },
+    /// Bytes of a stored blob, streamed (and verified when whole) by
+    /// `pull.rs`; a read error cuts the transfer off.
+    Blob(Box<BlobReader>),
 }
 
 /// A response the glue in `lib.rs` turns into `wasi:http` resources.

@@ -22,13 +22,16 @@ pub mod deflate;
 pub mod hex;
 pub mod http;
 pub mod ingest;
+pub mod layout;
 pub mod oci;
 pub mod packs;
 #[cfg(test)]
 mod proptests;
+pub mod pull;
 pub mod rebuild;
 pub mod recipe;
 pub mod routes;
+pub mod settings;
 pub mod store;
 mod sys;
 pub mod tarchunk;
@@ -106,147 +109,23 @@ fn write_all(out: &OutputStream, mut data: &[u8]) -> Result<(), StreamError> {
     Ok(())
 }
 
-/// Why streaming a blob to a client stopped.
-enum StreamFailure {
-    /// The bytes read do not hash to the blob's digest: store damage.
-    Mismatch(String),
-    /// Reading failed, or the client went away.
-    Other(String),
-}
-
-impl std::fmt::Display for StreamFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Mismatch(m) | Self::Other(m) => f.write_str(m),
-        }
-    }
-}
-
-/// Copies `len` bytes of `input` to the client in batches; `tee` sees them
-/// too. With `verify`, the bytes are hashed as they go and the last batch
-/// is held back until the whole matched the digest, so a blob that does
-/// not hash to its digest never reaches a client whole: its transfer is cut
-/// off and the client retries.
-fn stream_reader(
-    out: &OutputStream,
-    input: &mut dyn Read,
-    len: u64,
-    mut tee: Option<&mut cache::Fill>,
-    verify: Option<&oci::Digest>,
-) -> Result<(), StreamFailure> {
-    const BATCH: usize = 256 * 1024;
-    let mut hasher = verify.map(|d| oci::Hasher::new(d.algorithm()));
-    let mut held: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; BATCH];
-    let mut left = len;
-    let send = |bytes: &[u8]| {
-        write_all(out, bytes).map_err(|e| StreamFailure::Other(format!("client went away: {e:?}")))
-    };
-    while left > 0 {
-        let want = (left as usize).min(BATCH);
-        let n = input
-            .read(&mut buf[..want])
-            .map_err(|e| StreamFailure::Other(format!("reading the blob: {e}")))?;
+/// Copies a blob's bytes to the client. An error (the blob failed its
+/// digest, reading failed, the client went away) leaves the body unfinished.
+fn copy_blob(out: &OutputStream, blob: &mut dyn Read) -> Result<(), String> {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = blob
+            .read(&mut buf)
+            .map_err(|e| format!("reading the blob: {e}"))?;
         if n == 0 {
-            return Err(StreamFailure::Other(format!(
-                "the blob ended {left} bytes early"
-            )));
+            break;
         }
-        if let Some(t) = tee.as_deref_mut() {
-            t.write(&buf[..n]);
-        }
-        match &mut hasher {
-            Some(h) => {
-                h.update(&buf[..n]);
-                send(&held)?;
-                held.clear();
-                held.extend_from_slice(&buf[..n]);
-            }
-            None => send(&buf[..n])?,
-        }
-        left -= n as u64;
+        write_all(out, &buf[..n]).map_err(|e| format!("client went away: {e:?}"))?;
     }
-    if let (Some(h), Some(expected)) = (hasher, verify) {
-        let actual = h.finish();
-        if &actual != expected {
-            return Err(StreamFailure::Mismatch(format!(
-                "{expected} reads back as {actual}: transfer cut off"
-            )));
-        }
-        send(&held)?;
-    }
-    out.blocking_flush()
-        .map_err(|e| StreamFailure::Other(format!("flush: {e:?}")))
+    out.blocking_flush().map_err(|e| format!("flush: {e:?}"))
 }
 
-/// Streams bytes `start..end` of a blob from wherever it is right now: its
-/// original, the cache, or recreated from its recipe (filling the cache).
-/// A whole blob is verified against its digest as it goes (see
-/// [`stream_reader`]); a damaged original is set aside so the blob is
-/// unknown until pushed again, a damaged cache entry is dropped.
-fn stream_blob(
-    store: &Store,
-    out: &OutputStream,
-    digest: &oci::Digest,
-    source: store::BlobSource,
-    start: u64,
-    end: u64,
-) -> Result<(), StreamFailure> {
-    use std::io::{Seek, SeekFrom};
-    let len = end - start;
-    let recipe = match source {
-        store::BlobSource::Original(mut f, size) => {
-            let verify = (start == 0 && end == size).then_some(digest);
-            f.seek(SeekFrom::Start(start))
-                .map_err(|e| StreamFailure::Other(format!("seeking {digest}: {e}")))?;
-            let sent = stream_reader(out, &mut io::BufReader::new(f), len, None, verify);
-            if let Err(StreamFailure::Mismatch(why)) = &sent {
-                eprintln!("blockreg-guest: original of {why}; set aside");
-                if let Err(e) = store.quarantine_original(digest, size) {
-                    eprintln!("blockreg-guest: setting {digest} aside: {e}");
-                }
-            }
-            return sent;
-        }
-        store::BlobSource::Recipe(r) => r,
-    };
-    let verify = (start == 0 && end == recipe.size).then_some(digest);
-    if recipe.is_verbatim() {
-        let mut r = rebuild::Rebuild::new(store.root(), recipe, start);
-        return stream_reader(out, &mut r, len, None, verify);
-    }
-    let budget = store.settings().map(|s| s.cache_bytes).unwrap_or(0);
-    let cache = cache::Cache::new(store.root(), budget);
-    if let Some(mut f) = cache.open(digest, recipe.size) {
-        f.seek(SeekFrom::Start(start))
-            .map_err(|e| StreamFailure::Other(format!("seeking cached {digest}: {e}")))?;
-        let sent = stream_reader(out, &mut io::BufReader::new(f), len, None, verify);
-        if let Err(StreamFailure::Mismatch(why)) = &sent {
-            eprintln!("blockreg-guest: cached {why}; entry dropped");
-            let _ = cache.remove(digest);
-        }
-        return sent;
-    }
-    let whole = start == 0 && end == recipe.size;
-    let mut fill = if whole {
-        cache.fill(digest, recipe.size).ok().flatten()
-    } else {
-        None
-    };
-    let mut r = rebuild::Rebuild::new(store.root(), recipe, start);
-    let sent = stream_reader(out, &mut r, len, fill.as_mut(), verify);
-    // Commit even when the client failed: one that closes as soon as it has
-    // every byte makes the final flush fail. A partial entry fails its
-    // digest check inside commit and is dropped.
-    if let Some(f) = fill {
-        if let Err(e) = f.commit() {
-            eprintln!("blockreg-guest: caching {digest}: {e}");
-        }
-    }
-    sent
-}
-
-fn send(store: Option<&Store>, resp: Response, out: ResponseOutparam) {
+fn send(resp: Response, out: ResponseOutparam) {
     // One by one: a value the host refuses is dropped alone (and logged),
     // never the whole header list with it.
     let headers = Fields::new();
@@ -271,17 +150,7 @@ fn send(store: Option<&Store>, resp: Response, out: ResponseOutparam) {
         Body::Bytes(bytes) => write_all(&stream, &bytes)
             .and_then(|()| stream.blocking_flush())
             .map_err(|e| format!("{e:?}")),
-        Body::Blob {
-            digest,
-            source,
-            start,
-            end,
-        } => match store {
-            Some(store) => {
-                stream_blob(store, &stream, &digest, source, start, end).map_err(|e| e.to_string())
-            }
-            None => Err("no store".into()),
-        },
+        Body::Blob(mut blob) => copy_blob(&stream, &mut blob),
     };
     drop(stream);
     match result {
@@ -306,7 +175,7 @@ impl IncomingHandler for Component {
             Ok(s) => s,
             Err(e) => {
                 let err = RegistryError::new(ErrorCode::Unknown, format!("store unavailable: {e}"));
-                send(None, err.into(), out);
+                send(err.into(), out);
                 return;
             }
         };
@@ -320,8 +189,8 @@ impl IncomingHandler for Component {
                 _body: None,
             },
         };
-        let resp = routes::handle(&store, &head, &mut reader);
+        let resp = routes::handle(&store, settings::current(), &head, &mut reader);
         drop(reader);
-        send(Some(&store), resp, out);
+        send(resp, out);
     }
 }

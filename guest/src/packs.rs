@@ -23,10 +23,11 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, ErrorKind, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 
 use crate::block::BlockId;
+use crate::layout::Layout;
 use crate::recipe::{pack_name, Codec, Frame};
 use crate::store::write_atomic;
 
@@ -54,10 +55,6 @@ pub struct Located {
 fn shard_of(id: &BlockId) -> usize {
     let b = id.as_bytes();
     (usize::from(b[0]) << 4) | usize::from(b[1] >> 4)
-}
-
-fn shard_name(shard: usize) -> String {
-    format!("{shard:03x}")
 }
 
 fn encode_record(id: &BlockId, at: &Located) -> [u8; RECORD_LEN] {
@@ -106,32 +103,32 @@ pub struct IndexTotals {
     pub bytes: u64,
 }
 
-/// The block index and the packs, under a store root.
+/// The block index and the packs of a store.
 #[derive(Debug)]
 pub struct Packs {
-    root: PathBuf,
+    layout: Layout,
     open_shards: HashMap<usize, Option<File>>,
 }
 
 impl Packs {
-    pub fn new(store_root: &Path) -> Self {
+    pub fn new(layout: &Layout) -> Self {
         Self {
-            root: store_root.join("blocks"),
+            layout: layout.clone(),
             open_shards: HashMap::new(),
         }
     }
 
     fn packs_dir(&self) -> PathBuf {
-        self.root.join("packs")
+        self.layout.packs()
     }
 
     fn shard_path(&self, shard: usize) -> PathBuf {
-        self.root.join("index").join(shard_name(shard))
+        self.layout.index_shard(shard)
     }
 
     /// Path of a pack file.
     pub fn pack_path(&self, pack: u64) -> PathBuf {
-        self.packs_dir().join(format!("{}.pack", pack_name(pack)))
+        self.layout.pack(pack)
     }
 
     /// Finds a block by SHA-1.
@@ -324,7 +321,7 @@ impl PackWriter {
         );
         let dir = packs.packs_dir();
         fs::create_dir_all(&dir)?;
-        let tmp = dir.join(format!(".tmp-{}.pack", pack_name(id)));
+        let tmp = packs.layout.pack_temporary(id);
         let out = BufWriter::with_capacity(256 * 1024, File::create(&tmp)?);
         Ok(Self {
             id,
@@ -453,7 +450,7 @@ impl PackWriter {
 
 /// Reads blocks out of packs, keeping the last few decompressed frames.
 pub struct FrameReader {
-    packs_dir: PathBuf,
+    layout: Layout,
     files: HashMap<u64, File>,
     recent: Vec<(Frame, Rc<Vec<u8>>)>,
 }
@@ -461,9 +458,9 @@ pub struct FrameReader {
 const RECENT_FRAMES: usize = 8;
 
 impl FrameReader {
-    pub fn new(store_root: &Path) -> Self {
+    pub fn new(layout: &Layout) -> Self {
         Self {
-            packs_dir: store_root.join("blocks").join("packs"),
+            layout: layout.clone(),
             files: HashMap::new(),
             recent: Vec::new(),
         }
@@ -486,10 +483,9 @@ impl FrameReader {
         }
         let file = match self.files.entry(frame.pack) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => v.insert(File::open(
-                self.packs_dir
-                    .join(format!("{}.pack", pack_name(frame.pack))),
-            )?),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(File::open(self.layout.pack(frame.pack))?)
+            }
         };
         // Lengths come from recipes and index records on disk: a damaged
         // one must be an error, not an allocation of whatever it says.
@@ -554,7 +550,7 @@ mod tests {
     #[test]
     fn blocks_written_to_a_pack_are_found_and_read_back() {
         let store = scratch_store("packs-roundtrip");
-        let mut packs = Packs::new(store.root());
+        let mut packs = Packs::new(store.layout());
         let mut w = PackWriter::create(&packs).unwrap();
         let blocks: Vec<Vec<u8>> = (0..300)
             .map(|i| {
@@ -571,7 +567,7 @@ mod tests {
         let frames = w.finish(&mut packs).unwrap();
         assert_eq!(frames.len(), 2, "300 × 4 KiB span two 1 MiB frames");
         assert!(frames.iter().all(|f| f.codec == Codec::Brotli));
-        let mut reader = FrameReader::new(store.root());
+        let mut reader = FrameReader::new(store.layout());
         for ((id, p), b) in pending.iter().zip(&blocks) {
             let at = packs.lookup(id).unwrap().expect("indexed");
             assert_eq!(at.frame, frames[p.seq as usize]);
@@ -595,20 +591,20 @@ mod tests {
     #[test]
     fn incompressible_frames_are_stored_as_they_are() {
         let store = scratch_store("packs-stored");
-        let mut packs = Packs::new(store.root());
+        let mut packs = Packs::new(store.layout());
         let mut w = PackWriter::create(&packs).unwrap();
         let b = seeded_bytes(9, 4096);
         w.add(BlockId::compute(&b).unwrap(), &b).unwrap();
         let frames = w.finish(&mut packs).unwrap();
         assert_eq!(frames[0].codec, Codec::Stored);
-        let mut reader = FrameReader::new(store.root());
+        let mut reader = FrameReader::new(store.layout());
         assert_eq!(*reader.frame(&frames[0]).unwrap(), b);
     }
 
     #[test]
     fn index_merges_keep_shards_sorted_and_unique() {
         let store = scratch_store("packs-merge");
-        let mut packs = Packs::new(store.root());
+        let mut packs = Packs::new(store.layout());
         for round in 0..3u64 {
             let mut w = PackWriter::create(&packs).unwrap();
             for i in 0..300u64 {
@@ -624,16 +620,14 @@ mod tests {
     #[test]
     fn abandoned_and_interrupted_packs_leave_no_file() {
         let store = scratch_store("packs-abandon");
-        let packs = Packs::new(store.root());
+        let packs = Packs::new(store.layout());
         let mut w = PackWriter::create(&packs).unwrap();
         w.add(BlockId::compute(b"abc").unwrap(), b"abc").unwrap();
         w.abandon();
         let w2 = PackWriter::create(&packs).unwrap();
         drop(w2); // as if the process died: a temporary stays behind
         packs.remove_temporaries().unwrap();
-        let left: Vec<_> = fs::read_dir(store.root().join("blocks/packs"))
-            .unwrap()
-            .collect();
+        let left: Vec<_> = fs::read_dir(store.layout().packs()).unwrap().collect();
         assert!(left.is_empty());
         assert_eq!(packs.pack_totals().unwrap(), (0, 0));
     }

@@ -472,10 +472,15 @@ fn range_requests_resolve_inside_the_blob_or_are_refused() -> Result<(), String>
                 &format!("/v2/p/r/blobs/{digest}"),
                 vec![("Range".into(), value.clone())],
             );
-            let resp = crate::routes::handle(&store, &req, &mut std::io::empty());
+            let resp = crate::routes::handle(
+                &store,
+                &crate::test_support::settings(),
+                &req,
+                &mut std::io::empty(),
+            );
             let cl: Option<u64> = resp_header(&resp, "Content-Length").and_then(|v| v.parse().ok());
             let (start, end) = match resp.body {
-                Body::Blob { start, end, .. } => (start, end),
+                Body::Blob(ref blob) => blob.range(),
                 _ => (0, 0),
             };
             match resp.status {
@@ -533,7 +538,12 @@ fn content_range() -> impl Strategy<Value = Option<Vec<u8>>> {
 fn content_range_ending_at_u64_max_is_refused() -> Result<(), String> {
     let store = scratch_store("proptest-content-range-max");
     let post = Request::new("POST", "/v2/p/c/blobs/uploads/", vec![]);
-    let started = crate::routes::handle(&store, &post, &mut std::io::empty());
+    let started = crate::routes::handle(
+        &store,
+        &crate::test_support::settings(),
+        &post,
+        &mut std::io::empty(),
+    );
     let loc = resp_header(&started, "Location").unwrap().to_string();
     let headers = vec![(
         "Content-Range".to_string(),
@@ -541,6 +551,7 @@ fn content_range_ending_at_u64_max_is_refused() -> Result<(), String> {
     )];
     let resp = crate::routes::handle(
         &store,
+        &crate::test_support::settings(),
         &Request::new("PATCH", &loc, headers),
         &mut std::io::empty(),
     );
@@ -575,7 +586,12 @@ fn chunk_headers_are_honoured_or_refused_without_5xx() -> Result<(), String> {
         ),
         |(cr, cl, body, exact_length)| {
             let post = Request::new("POST", "/v2/p/c/blobs/uploads/", vec![]);
-            let started = crate::routes::handle(&store, &post, &mut std::io::empty());
+            let started = crate::routes::handle(
+                &store,
+                &crate::test_support::settings(),
+                &post,
+                &mut std::io::empty(),
+            );
             prop_assert_eq!(started.status, 202);
             let loc = resp_header(&started, "Location").unwrap().to_string();
             let mut headers = Vec::new();
@@ -590,10 +606,16 @@ fn chunk_headers_are_honoured_or_refused_without_5xx() -> Result<(), String> {
                 (None, false) => {}
             }
             let patch = Request::new("PATCH", &loc, headers);
-            let resp = crate::routes::handle(&store, &patch, &mut body.as_slice());
+            let resp = crate::routes::handle(
+                &store,
+                &crate::test_support::settings(),
+                &patch,
+                &mut body.as_slice(),
+            );
             prop_assert!(resp.status < 500, "PATCH answered {}", resp.status);
             let status = crate::routes::handle(
                 &store,
+                &crate::test_support::settings(),
                 &Request::new("GET", &loc, vec![]),
                 &mut std::io::empty(),
             );
@@ -622,6 +644,7 @@ fn chunk_headers_are_honoured_or_refused_without_5xx() -> Result<(), String> {
             }
             crate::routes::handle(
                 &store,
+                &crate::test_support::settings(),
                 &Request::new("DELETE", &loc, vec![]),
                 &mut std::io::empty(),
             );
@@ -723,7 +746,12 @@ fn routes_never_answer_5xx() -> Result<(), String> {
                 .map(|(n, v)| (n.to_string(), v))
                 .collect::<Vec<_>>();
             let req = Request::new(method, &path, headers);
-            let resp = crate::routes::handle(&store, &req, &mut body.as_slice());
+            let resp = crate::routes::handle(
+                &store,
+                &crate::test_support::settings(),
+                &req,
+                &mut body.as_slice(),
+            );
             *statuses.borrow_mut().entry(resp.status).or_default() += 1;
             prop_assert!(
                 resp.status < 500,
@@ -732,7 +760,8 @@ fn routes_never_answer_5xx() -> Result<(), String> {
                 path,
                 resp.status
             );
-            if let Body::Blob { start, end, .. } = resp.body {
+            if let Body::Blob(blob) = resp.body {
+                let (start, end) = blob.range();
                 prop_assert!(start < end);
             }
             Ok(())
@@ -1501,7 +1530,7 @@ fn recipe() -> impl Strategy<Value = Recipe> {
                     digest,
                     size: total / 3 + 17,
                     chunker,
-                    encoding: "gzip".into(),
+                    encoding: crate::recipe::Encoding::Gzip,
                     frames,
                     content,
                     layout,
@@ -1671,9 +1700,9 @@ fn recipes_from_disk_are_refused_or_consistent() -> Result<(), String> {
 
 // ---------------------------------------------------------------- packs
 
-fn scratch_root(name: &str) -> std::path::PathBuf {
+fn scratch_root(name: &str) -> crate::layout::Layout {
     let store: Store = scratch_store(name);
-    store.root().to_path_buf()
+    store.layout().clone()
 }
 
 /// Blocks written to a pack are found in the index and read back exactly.
@@ -1714,8 +1743,8 @@ fn packs_round_trip_blocks() -> Result<(), String> {
 #[test]
 fn damaged_packs_and_index_shards_never_panic() -> Result<(), String> {
     let root = scratch_root("proptest-damaged-packs");
-    std::fs::create_dir_all(root.join("blocks/packs")).unwrap();
-    std::fs::create_dir_all(root.join("blocks/index")).unwrap();
+    std::fs::create_dir_all(root.root().join("blocks/packs")).unwrap();
+    std::fs::create_dir_all(root.root().join("blocks/index")).unwrap();
     let frame = (0u64..300, 0u32..300, 0u32..100_000, 0u8..3);
     let shard_bytes = vec(any::<u8>(), 0..400);
     check(
@@ -1728,7 +1757,11 @@ fn damaged_packs_and_index_shards_never_panic() -> Result<(), String> {
             any::<[u8; 20]>(),
         ),
         |(pack, frames, shard, id)| {
-            std::fs::write(root.join("blocks/packs/00000000000000aa.pack"), &pack).unwrap();
+            std::fs::write(
+                root.root().join("blocks/packs/00000000000000aa.pack"),
+                &pack,
+            )
+            .unwrap();
             let mut reader = FrameReader::new(&root);
             for (offset, stored_len, len, codec) in frames {
                 let f = Frame {
@@ -1745,7 +1778,7 @@ fn damaged_packs_and_index_shards_never_panic() -> Result<(), String> {
             let id = BlockId::from_bytes(id);
             let hex = id.to_hex();
             // Shards are named by the id's first 12 bits (3 hex digits).
-            let shard_path = root.join("blocks/index").join(&hex[..3]);
+            let shard_path = root.root().join("blocks/index").join(&hex[..3]);
             std::fs::write(&shard_path, &shard).unwrap();
             let _ = Packs::new(&root).lookup(&id);
             std::fs::remove_file(&shard_path).unwrap();
@@ -1764,8 +1797,12 @@ fn damaged_packs_and_index_shards_never_panic() -> Result<(), String> {
 #[test]
 fn damaged_frame_lengths_are_refused_without_allocating_them() -> Result<(), String> {
     let root = scratch_root("proptest-frame-length");
-    std::fs::create_dir_all(root.join("blocks/packs")).unwrap();
-    std::fs::write(root.join("blocks/packs/00000000000000bb.pack"), b"tiny").unwrap();
+    std::fs::create_dir_all(root.root().join("blocks/packs")).unwrap();
+    std::fs::write(
+        root.root().join("blocks/packs/00000000000000bb.pack"),
+        b"tiny",
+    )
+    .unwrap();
     let frame = Frame {
         pack: 0xbb,
         offset: 0,

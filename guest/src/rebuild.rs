@@ -7,9 +7,9 @@
 //! others recreate from the start and discard what precedes the offset.
 
 use std::io::{self, ErrorKind, Read};
-use std::path::PathBuf;
 
 use crate::deflate::DeflateRecreator;
+use crate::layout::Layout;
 use crate::packs::FrameReader;
 use crate::recipe::{BlockRef, Location, Op, Recipe};
 
@@ -20,7 +20,7 @@ const COPY_STEP: u64 = 256 * 1024;
 pub struct Rebuild {
     recipe: Recipe,
     frames: FrameReader,
-    loose_dir: PathBuf,
+    layout: Layout,
     /// Next content block, and bytes of it already used.
     block: usize,
     block_used: usize,
@@ -39,10 +39,10 @@ fn damaged(msg: String) -> io::Error {
 
 impl Rebuild {
     /// Starts reading the blob at byte `start`.
-    pub fn new(store_root: &std::path::Path, recipe: Recipe, start: u64) -> Self {
+    pub fn new(layout: &Layout, recipe: Recipe, start: u64) -> Self {
         let mut r = Self {
-            frames: FrameReader::new(store_root),
-            loose_dir: store_root.join("blocks"),
+            frames: FrameReader::new(layout),
+            layout: layout.clone(),
             block: 0,
             block_used: 0,
             op: 0,
@@ -80,7 +80,7 @@ impl Rebuild {
         match b.at {
             Location::Loose => {
                 let hex = b.id.to_hex();
-                let bytes = std::fs::read(self.loose_dir.join(&hex[..2]).join(&hex))?;
+                let bytes = std::fs::read(self.layout.loose_block(&hex))?;
                 if bytes.len() != b.len as usize {
                     return Err(damaged(format!("block {hex} is truncated")));
                 }

@@ -122,6 +122,34 @@ pub enum Op {
     Deflate(Vec<Segment>),
 }
 
+/// What a blob is, relative to the content its blocks hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// The content is the blob, byte for byte.
+    Raw,
+    /// The content is the decoded bytes of a gzip blob, recreated bit for
+    /// bit from the content and preflate corrections.
+    Gzip,
+}
+
+impl Encoding {
+    /// The name recipes and reports use: `raw` or `gzip`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Raw => "raw",
+            Self::Gzip => "gzip",
+        }
+    }
+}
+
+impl std::fmt::Display for Encoding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How to rebuild one blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipe {
@@ -129,8 +157,7 @@ pub struct Recipe {
     pub size: u64,
     /// The chunker that cut the content, e.g. `tar-4096` (informational).
     pub chunker: String,
-    /// `raw` (content is the blob) or `gzip` (content is its decoded bytes).
-    pub encoding: String,
+    pub encoding: Encoding,
     pub frames: Vec<Frame>,
     pub content: Vec<BlockRef>,
     pub layout: Vec<Op>,
@@ -158,7 +185,7 @@ struct RawRecipe {
     size: u64,
     chunker: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    encoding: Option<String>,
+    encoding: Option<Encoding>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     frames: Vec<(String, u64, u32, u32, u8)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -369,7 +396,7 @@ impl Recipe {
             digest,
             size,
             chunker,
-            encoding: "raw".into(),
+            encoding: Encoding::Raw,
             frames,
             layout: if size > 0 {
                 vec![Op::Copy(size)]
@@ -413,7 +440,7 @@ impl Recipe {
             digest: self.digest.to_string(),
             size: self.size,
             chunker: self.chunker.clone(),
-            encoding: Some(self.encoding.clone()),
+            encoding: Some(self.encoding),
             frames: self
                 .frames
                 .iter()
@@ -512,7 +539,7 @@ impl Recipe {
                     digest,
                     size: raw.size,
                     chunker: raw.chunker,
-                    encoding: raw.encoding.unwrap_or_else(|| "raw".into()),
+                    encoding: raw.encoding.unwrap_or(Encoding::Raw),
                     frames,
                     content,
                     layout,
@@ -626,7 +653,7 @@ mod tests {
         let r = sample();
         assert_eq!(Recipe::from_json(&r.to_json()).unwrap(), r);
         let mut g = sample();
-        g.encoding = "gzip".into();
+        g.encoding = Encoding::Gzip;
         g.size = 99;
         g.layout = vec![
             Op::Lit(vec![0x1f, 0x8b]),

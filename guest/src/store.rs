@@ -26,17 +26,9 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::layout::Layout;
 use crate::oci::{Digest, RepoName, Tag};
 use crate::recipe::Recipe;
-
-/// A committed blob's original bytes, kept until conversion replaces them.
-const ORIGINAL: &str = "original";
-/// Marker (with the reason inside) for a blob conversion gave up on.
-const FAILED: &str = "conversion-failed";
-/// An original that did not hash to its digest, set aside.
-const DAMAGED: &str = "damaged-original";
-/// Conversion attempts of a blob that have not finished (see [`Attempts`]).
-const ATTEMPTS: &str = "conversion-attempts";
 
 /// Conversion attempts of one blob that did not end in a recipe or a
 /// recorded failure, kept in `layers/<digest>/conversion-attempts` as
@@ -62,7 +54,7 @@ pub enum BlobSource {
 /// Handle on the store's root directory.
 #[derive(Debug, Clone)]
 pub struct Store {
-    root: PathBuf,
+    layout: Layout,
 }
 
 /// A validated upload session id (a UUID in canonical lowercase form).
@@ -461,39 +453,39 @@ impl Store {
     /// # Errors
     /// When the directories cannot be created.
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
-        let root = root.into();
-        // Every request opens the store: one stat when it is laid out (the
-        // blockreg host does that at start), the folders only when missing
-        // (under another wasi:http host, or a fresh test directory).
-        if !root.join("uploads").is_dir() {
-            for d in ["blocks", "layers", "manifests", "uploads"] {
-                fs::create_dir_all(root.join(d))?;
+        let layout = Layout::new(root);
+        // Every request opens the store: one stat once it is laid out, the
+        // folders only when missing (a new store, a fresh test directory).
+        if !layout.is_laid_out() {
+            for d in layout.folders() {
+                fs::create_dir_all(d)?;
             }
         }
-        Ok(Self { root })
+        Ok(Self { layout })
     }
 
     /// The store's root directory.
     pub fn root(&self) -> &Path {
-        &self.root
+        self.layout.root()
+    }
+
+    /// Where everything is in the store.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
     }
 
     // --- blobs: originals awaiting conversion, and recipes ---
 
-    fn layer_dir(&self, digest: &Digest) -> PathBuf {
-        self.root.join("layers").join(digest.to_string())
-    }
-
     /// The original bytes of a blob whose conversion to blocks is pending.
     pub fn original_path(&self, digest: &Digest) -> PathBuf {
-        self.layer_dir(digest).join(ORIGINAL)
+        self.layout.original(digest)
     }
 
     /// Whether a blob with this digest is committed (as its original bytes
     /// awaiting conversion, or as a recipe).
     pub fn has_blob(&self, digest: &Digest) -> bool {
-        let dir = self.layer_dir(digest);
-        dir.join("recipe.json").is_file() || dir.join(ORIGINAL).is_file()
+        let dir = self.layout.layer(digest);
+        Layout::recipe_in(&dir).is_file() || Layout::original_in(&dir).is_file()
     }
 
     /// Reads a committed blob's recipe; `None` if there is none (yet).
@@ -501,7 +493,7 @@ impl Store {
     /// # Errors
     /// I/O errors, or `InvalidData` for a recipe that does not parse.
     pub fn recipe(&self, digest: &Digest) -> io::Result<Option<Recipe>> {
-        let Some(bytes) = read_optional(&self.layer_dir(digest).join("recipe.json"))? else {
+        let Some(bytes) = read_optional(&self.layout.recipe(digest))? else {
             return Ok(None);
         };
         Recipe::from_json(&bytes)
@@ -531,7 +523,7 @@ impl Store {
     /// # Errors
     /// I/O errors, or `InvalidData` for a recipe that does not parse.
     pub fn blob_size(&self, digest: &Digest) -> io::Result<Option<u64>> {
-        if let Some(bytes) = read_optional(&self.layer_dir(digest).join("recipe.json"))? {
+        if let Some(bytes) = read_optional(&self.layout.recipe(digest))? {
             return recipe_size(&bytes, &digest.to_string()).map(Some);
         }
         match fs::metadata(self.original_path(digest)) {
@@ -552,7 +544,7 @@ impl Store {
     pub fn quarantine_original(&self, digest: &Digest, size: u64) -> io::Result<()> {
         let path = self.original_path(digest);
         match fs::metadata(&path) {
-            Ok(m) if m.len() == size => fs::rename(&path, self.layer_dir(digest).join(DAMAGED)),
+            Ok(m) if m.len() == size => fs::rename(&path, self.layout.damaged_original(digest)),
             Ok(_) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(e),
@@ -567,15 +559,15 @@ impl Store {
     /// I/O errors listing `layers/`.
     pub fn pending_blobs(&self) -> io::Result<Vec<Digest>> {
         let mut out = Vec::new();
-        for (name, ty) in list_dir(&self.root.join("layers"))? {
+        for (name, ty) in list_dir(&self.layout.layers())? {
             if !ty.is_dir() {
                 continue;
             }
-            let dir = self.root.join("layers").join(&name);
-            let Ok(meta) = fs::metadata(dir.join(ORIGINAL)) else {
+            let dir = self.layout.layers().join(&name);
+            let Ok(meta) = fs::metadata(Layout::original_in(&dir)) else {
                 continue;
             };
-            if dir.join(FAILED).exists() {
+            if Layout::conversion_failed_in(&dir).exists() {
                 continue;
             }
             if let Ok(d) = name.parse::<Digest>() {
@@ -592,7 +584,7 @@ impl Store {
     /// # Errors
     /// I/O errors.
     pub fn mark_conversion_failed(&self, digest: &Digest, why: &str) -> io::Result<()> {
-        write_atomic(&self.layer_dir(digest).join(FAILED), why.as_bytes())
+        write_atomic(&self.layout.conversion_failed(digest), why.as_bytes())
     }
 
     /// The unfinished conversion attempts of a blob; `None` when there are
@@ -601,7 +593,7 @@ impl Store {
     /// # Errors
     /// I/O errors.
     pub fn conversion_attempts(&self, digest: &Digest) -> io::Result<Option<Attempts>> {
-        Ok(read_optional(&self.layer_dir(digest).join(ATTEMPTS))?
+        Ok(read_optional(&self.layout.conversion_attempts(digest))?
             .map(|bytes| serde_json::from_slice(&bytes).unwrap_or(Attempts { count: 1, last: 0 })))
     }
 
@@ -617,7 +609,7 @@ impl Store {
             .saturating_add(1);
         let a = Attempts { count, last: now };
         let bytes = serde_json::to_vec(&a).expect("attempts always serialize");
-        write_atomic(&self.layer_dir(digest).join(ATTEMPTS), &bytes)?;
+        write_atomic(&self.layout.conversion_attempts(digest), &bytes)?;
         Ok(a)
     }
 
@@ -627,7 +619,7 @@ impl Store {
     /// # Errors
     /// I/O errors other than the record being gone already.
     pub fn clear_conversion_attempts(&self, digest: &Digest) -> io::Result<()> {
-        remove_existing(&self.layer_dir(digest).join(ATTEMPTS)).map(|_| ())
+        remove_existing(&self.layout.conversion_attempts(digest)).map(|_| ())
     }
 
     /// Removes a converted blob's original (its recipe is committed).
@@ -643,24 +635,17 @@ impl Store {
     /// # Errors
     /// I/O errors.
     pub fn put_recipe(&self, recipe: &Recipe) -> io::Result<()> {
-        write_atomic(
-            &self.layer_dir(&recipe.digest).join("recipe.json"),
-            &recipe.to_json(),
-        )
+        write_atomic(&self.layout.recipe(&recipe.digest), &recipe.to_json())
     }
 
     // --- repositories ---
-
-    fn repo_dir(&self, repo: &RepoName) -> PathBuf {
-        self.root.join("manifests").join(repo.as_str())
-    }
 
     /// Records that `digest` belongs to `repo` (push or mount).
     ///
     /// # Errors
     /// I/O errors.
     pub fn link_blob(&self, repo: &RepoName, digest: &Digest) -> io::Result<()> {
-        let path = self.repo_dir(repo).join("_blobs").join(digest.to_string());
+        let path = self.layout.blob_link(repo, digest);
         if path.is_file() {
             return Ok(());
         }
@@ -669,11 +654,7 @@ impl Store {
 
     /// Whether `digest` is a committed blob of `repo`.
     pub fn blob_in_repo(&self, repo: &RepoName, digest: &Digest) -> bool {
-        self.repo_dir(repo)
-            .join("_blobs")
-            .join(digest.to_string())
-            .is_file()
-            && self.has_blob(digest)
+        self.layout.blob_link(repo, digest).is_file() && self.has_blob(digest)
     }
 
     /// Stores a manifest byte-exact with its media type, in one file (the
@@ -692,12 +673,11 @@ impl Store {
         bytes: &[u8],
     ) -> io::Result<()> {
         debug_assert!(crate::oci::media::is_valid_media_type(media_type));
-        let dir = self.repo_dir(repo).join("_manifests");
         let mut file = Vec::with_capacity(media_type.len() + 1 + bytes.len());
         file.extend_from_slice(media_type.as_bytes());
         file.push(b'\n');
         file.extend_from_slice(bytes);
-        write_atomic(&dir.join(digest.to_string()), &file)
+        write_atomic(&self.layout.manifest(repo, digest), &file)
     }
 
     /// A stored manifest: `(media type, bytes)`.
@@ -709,9 +689,8 @@ impl Store {
         repo: &RepoName,
         digest: &Digest,
     ) -> io::Result<Option<(String, Vec<u8>)>> {
-        let dir = self.repo_dir(repo).join("_manifests");
         let name = digest.to_string();
-        let Some(mut bytes) = read_optional(&dir.join(&name))? else {
+        let Some(mut bytes) = read_optional(&self.layout.manifest(repo, digest))? else {
             return Ok(None);
         };
         let corrupt =
@@ -732,17 +711,14 @@ impl Store {
             return Ok(Some((media_type, bytes)));
         }
         // Data format 2: the media type in a `.type` file beside the bytes.
-        let media_type = read_optional(&dir.join(format!("{name}.type")))?
+        let media_type = read_optional(&self.layout.legacy_media_type(repo, digest))?
             .and_then(|t| String::from_utf8(t).ok())
             .ok_or_else(|| corrupt("no media type"))?;
         Ok(Some((media_type, bytes)))
     }
 
     pub fn has_manifest(&self, repo: &RepoName, digest: &Digest) -> bool {
-        self.repo_dir(repo)
-            .join("_manifests")
-            .join(digest.to_string())
-            .is_file()
+        self.layout.manifest(repo, digest).is_file()
     }
 
     /// Points `tag` at `digest`.
@@ -750,10 +726,7 @@ impl Store {
     /// # Errors
     /// I/O errors.
     pub fn put_tag(&self, repo: &RepoName, tag: &Tag, digest: &Digest) -> io::Result<()> {
-        write_atomic(
-            &self.repo_dir(repo).join("_tags").join(tag.as_str()),
-            digest.to_string().as_bytes(),
-        )
+        write_atomic(&self.layout.tag(repo, tag), digest.to_string().as_bytes())
     }
 
     /// The digest a tag points at.
@@ -761,8 +734,7 @@ impl Store {
     /// # Errors
     /// I/O errors, `InvalidData` for a corrupt tag file.
     pub fn tag(&self, repo: &RepoName, tag: &Tag) -> io::Result<Option<Digest>> {
-        let Some(bytes) = read_optional(&self.repo_dir(repo).join("_tags").join(tag.as_str()))?
-        else {
+        let Some(bytes) = read_optional(&self.layout.tag(repo, tag))? else {
             return Ok(None);
         };
         std::str::from_utf8(&bytes)
@@ -774,8 +746,8 @@ impl Store {
 
     /// Whether the repository has any manifest or tag.
     pub fn repo_exists(&self, repo: &RepoName) -> bool {
-        let dir = self.repo_dir(repo);
-        dir.join("_manifests").is_dir() || dir.join("_tags").is_dir()
+        let dir = self.layout.repository(repo);
+        Layout::manifests_in(&dir).is_dir() || Layout::tags_in(&dir).is_dir()
     }
 
     /// The repository's tags, sorted; `None` if the repository does not exist.
@@ -786,7 +758,7 @@ impl Store {
         if !self.repo_exists(repo) {
             return Ok(None);
         }
-        let mut tags: Vec<String> = list_dir(&self.repo_dir(repo).join("_tags"))?
+        let mut tags: Vec<String> = list_dir(&self.layout.tags(repo))?
             .into_iter()
             .map(|(n, _)| n)
             .collect();
@@ -805,13 +777,13 @@ impl Store {
                 .iter()
                 .any(|(n, _)| n == "_manifests" || n == "_tags")
             {
-                let manifests = list_dir(&dir.join("_manifests"))?
+                let manifests = list_dir(&Layout::manifests_in(&dir))?
                     .iter()
                     .filter(|(n, _)| !n.ends_with(".type"))
                     .count() as u64;
                 // A repository whose manifests and tags were all deleted is
                 // gone from the catalog.
-                if manifests > 0 || !list_dir(&dir.join("_tags"))?.is_empty() {
+                if manifests > 0 || !list_dir(&Layout::tags_in(&dir))?.is_empty() {
                     out.push((prefix.to_string(), manifests));
                 }
             }
@@ -828,7 +800,7 @@ impl Store {
             Ok(())
         }
         let mut out = Vec::new();
-        walk(&self.root.join("manifests"), "", &mut out)?;
+        walk(&self.layout.repositories(), "", &mut out)?;
         out.sort();
         Ok(out)
     }
@@ -838,7 +810,7 @@ impl Store {
     /// # Errors
     /// I/O errors.
     pub fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> io::Result<bool> {
-        remove_existing(&self.repo_dir(repo).join("_tags").join(tag.as_str()))
+        remove_existing(&self.layout.tag(repo, tag))
     }
 
     /// Removes a manifest and every tag pointing at it. Returns whether it existed.
@@ -852,17 +824,15 @@ impl Store {
         // PUT then finds the manifest gone and writes it again, see
         // `routes/manifests.rs`), so no tag outlives it.
         self.untag(repo, digest)?;
-        let name = digest.to_string();
-        let dir = self.repo_dir(repo);
-        let existed = remove_existing(&dir.join("_manifests").join(&name))?;
-        remove_existing(&dir.join("_manifests").join(format!("{name}.type")))?;
+        let existed = remove_existing(&self.layout.manifest(repo, digest))?;
+        remove_existing(&self.layout.legacy_media_type(repo, digest))?;
         self.untag(repo, digest)?;
         Ok(existed)
     }
 
     /// Removes every tag of `repo` that points at `digest`.
     fn untag(&self, repo: &RepoName, digest: &Digest) -> io::Result<()> {
-        let tags = self.repo_dir(repo).join("_tags");
+        let tags = self.layout.tags(repo);
         let target = digest.to_string();
         for (tag, _) in list_dir(&tags)? {
             let path = tags.join(&tag);
@@ -879,13 +849,7 @@ impl Store {
     /// # Errors
     /// I/O errors.
     pub fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> io::Result<bool> {
-        remove_existing(&self.repo_dir(repo).join("_blobs").join(digest.to_string()))
-    }
-
-    fn referrers_dir(&self, repo: &RepoName, subject: &Digest) -> PathBuf {
-        self.repo_dir(repo)
-            .join("_referrers")
-            .join(subject.to_string())
+        remove_existing(&self.layout.blob_link(repo, digest))
     }
 
     /// Records that manifest `digest` refers to `subject`, with the
@@ -901,10 +865,7 @@ impl Store {
         descriptor: &serde_json::Value,
     ) -> io::Result<()> {
         let bytes = serde_json::to_vec(descriptor).expect("a json value always serializes");
-        write_atomic(
-            &self.referrers_dir(repo, subject).join(digest.to_string()),
-            &bytes,
-        )
+        write_atomic(&self.layout.referrer(repo, subject, digest), &bytes)
     }
 
     /// Forgets that `digest` refers to `subject`.
@@ -917,7 +878,7 @@ impl Store {
         subject: &Digest,
         digest: &Digest,
     ) -> io::Result<()> {
-        remove_existing(&self.referrers_dir(repo, subject).join(digest.to_string())).map(|_| ())
+        remove_existing(&self.layout.referrer(repo, subject, digest)).map(|_| ())
     }
 
     /// The descriptors of the manifests referring to `subject`, sorted by digest.
@@ -929,7 +890,7 @@ impl Store {
         repo: &RepoName,
         subject: &Digest,
     ) -> io::Result<Vec<serde_json::Value>> {
-        let dir = self.referrers_dir(repo, subject);
+        let dir = self.layout.referrers(repo, subject);
         let mut names: Vec<String> = list_dir(&dir)?.into_iter().map(|(n, _)| n).collect();
         names.sort();
         let mut out = Vec::new();
@@ -942,18 +903,6 @@ impl Store {
             })?);
         }
         Ok(out)
-    }
-
-    /// Registry settings the host writes to `config.json` from its flags.
-    ///
-    /// # Errors
-    /// I/O errors, `InvalidData` for a file that does not parse.
-    pub fn settings(&self) -> io::Result<Settings> {
-        match read_optional(&self.root.join("config.json"))? {
-            None => Ok(Settings::default()),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| io::Error::new(ErrorKind::InvalidData, format!("config.json: {e}"))),
-        }
     }
 
     // --- uploads ---
@@ -970,17 +919,13 @@ impl Store {
     // cutting it back to the acknowledged size, and `recover` (at start)
     // releases every `held-` file the same way.
 
-    fn upload_dir(&self, id: &UploadId) -> PathBuf {
-        self.root.join("uploads").join(id.as_str())
-    }
-
     /// Starts an upload session for `repo`.
     ///
     /// # Errors
     /// I/O errors.
     pub fn create_upload(&self, repo: &RepoName) -> io::Result<UploadId> {
         let id = UploadId::random();
-        let dir = self.upload_dir(&id);
+        let dir = self.layout.upload(id.as_str());
         fs::create_dir_all(&dir)?;
         File::create(dir.join("data"))?;
         // The repo file is the session's commit point: without it the session does not exist.
@@ -995,7 +940,7 @@ impl Store {
     /// # Errors
     /// I/O errors.
     pub fn upload(&self, id: &UploadId) -> io::Result<Option<Upload>> {
-        let dir = self.upload_dir(id);
+        let dir = self.layout.upload(id.as_str());
         for _ in 0..3 {
             let Some(repo) = read_optional(&dir.join("repo"))? else {
                 return Ok(None);
@@ -1041,7 +986,7 @@ impl Store {
     }
 
     fn try_hold(&self, id: &UploadId, lease: Duration) -> io::Result<Hold> {
-        let dir = self.upload_dir(id);
+        let dir = self.layout.upload(id.as_str());
         for _ in 0..3 {
             let Some(repo) = read_optional(&dir.join("repo"))? else {
                 return Ok(Hold::Unknown);
@@ -1104,15 +1049,15 @@ impl Store {
     /// # Errors
     /// I/O errors; the session is then released as it was.
     pub fn commit_upload(&self, mut held: HeldUpload, digest: &Digest) -> io::Result<()> {
-        let dir = self.layer_dir(digest);
-        if !dir.join("recipe.json").is_file() {
+        let dir = self.layout.layer(digest);
+        if !Layout::recipe_in(&dir).is_file() {
             File::open(&held.path)?.sync_all()?;
             fs::create_dir_all(&dir)?;
-            fs::rename(&held.path, dir.join(ORIGINAL))?;
+            fs::rename(&held.path, Layout::original_in(&dir))?;
             // New verified bytes: whatever made conversion give up on the
             // old ones, or set them aside as damaged, is gone.
-            remove_existing(&dir.join(FAILED))?;
-            remove_existing(&dir.join(DAMAGED))?;
+            remove_existing(&Layout::conversion_failed_in(&dir))?;
+            remove_existing(&Layout::damaged_original_in(&dir))?;
         }
         held.done = true;
         remove_session(&held.dir)
@@ -1131,8 +1076,8 @@ impl Store {
     /// I/O errors.
     pub fn recover(&self) -> io::Result<Recovery> {
         let mut r = Recovery::default();
-        (r.temporaries, r.temporary_bytes) = temporaries(&self.root, true)?;
-        let uploads = self.root.join("uploads");
+        (r.temporaries, r.temporary_bytes) = temporaries(self.layout.root(), true)?;
+        let uploads = self.layout.uploads();
         for (name, ty) in list_dir(&uploads)? {
             let dir = uploads.join(&name);
             if !ty.is_dir() {
@@ -1174,7 +1119,7 @@ impl Store {
     /// # Errors
     /// I/O errors.
     pub fn temporaries(&self) -> io::Result<(u64, u64)> {
-        temporaries(&self.root, false)
+        temporaries(self.layout.root(), false)
     }
 
     // --- stats ---
@@ -1185,82 +1130,39 @@ impl Store {
     /// I/O errors, or a recipe that does not parse.
     pub fn usage(&self) -> io::Result<Usage> {
         let mut u = Usage::default();
-        for (name, _) in list_dir(&self.root.join("layers"))? {
-            let dir = self.root.join("layers").join(&name);
-            if let Some(bytes) = read_optional(&dir.join("recipe.json"))? {
+        for (name, _) in list_dir(&self.layout.layers())? {
+            let dir = self.layout.layers().join(&name);
+            if let Some(bytes) = read_optional(&Layout::recipe_in(&dir))? {
                 u.blobs += 1;
                 u.logical_bytes += recipe_size(&bytes, &name)?;
                 u.recipe_bytes += bytes.len() as u64;
-                if let Ok(m) = fs::metadata(dir.join(ORIGINAL)) {
+                if let Ok(m) = fs::metadata(Layout::original_in(&dir)) {
                     u.pending += 1;
                     u.original_bytes += m.len();
                 }
-            } else if let Ok(m) = fs::metadata(dir.join(ORIGINAL)) {
+            } else if let Ok(m) = fs::metadata(Layout::original_in(&dir)) {
                 u.blobs += 1;
                 u.logical_bytes += m.len();
                 u.original_bytes += m.len();
-                if dir.join(FAILED).exists() {
+                if Layout::conversion_failed_in(&dir).exists() {
                     u.failed += 1;
                 } else {
                     u.pending += 1;
                 }
             }
         }
-        for (shard, ty) in list_dir(&self.root.join("blocks"))? {
+        for (shard, ty) in list_dir(&self.layout.blocks())? {
             if !ty.is_dir() || shard.len() != 2 {
                 continue;
             }
-            let dir = self.root.join("blocks").join(&shard);
+            let dir = self.layout.blocks().join(&shard);
             for (name, _) in list_dir(&dir)? {
                 u.loose_blocks += 1;
                 u.loose_bytes += fs::metadata(dir.join(name))?.len();
             }
         }
-        u.uploads = list_dir(&self.root.join("uploads"))?.len() as u64;
+        u.uploads = list_dir(&self.layout.uploads())?.len() as u64;
         Ok(u)
-    }
-}
-
-/// Registry behaviour chosen by the operator (`data/config.json`).
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-#[serde(default, rename_all = "snake_case")]
-pub struct Settings {
-    /// Whether `DELETE` of manifests, tags and blobs is allowed.
-    pub delete_enabled: bool,
-    /// A compressed blob whose recreation data (preflate corrections)
-    /// exceeds this share of its decoded size is stored as raw blocks.
-    pub max_correction_ratio: f64,
-    /// Byte budget of the cache of recreated blobs (`cache/`).
-    pub cache_bytes: u64,
-    /// The host's per-request time limit: a request that held an upload
-    /// session longer than this is gone, so its hold may be taken over.
-    pub request_timeout_secs: u64,
-    /// A compressed blob decoding to more than this many bytes, or a blob
-    /// larger than this, is stored as opaque 1 MiB blocks of its own bytes
-    /// instead of being cut by content. Conversion memory grows with the
-    /// number of content blocks (about 250 bytes per 4 KiB block at peak),
-    /// so this bounds it: the default 4 GiB keeps a conversion near 256 MiB,
-    /// half the per-instance memory limit.
-    pub max_decoded_bytes: u64,
-    /// A compressed blob whose decoded bytes exceed this multiple of the
-    /// compressed bytes read so far (checked past 64 MiB decoded) is stored
-    /// as opaque blocks: a decompression bomb is refused after decoding a
-    /// few hundred MiB at most. Ordinary layers decode to 2–10×; above 100×
-    /// a recipe (about 1 % of the decoded size) would cost as much as the
-    /// blob itself.
-    pub max_decoded_ratio: f64,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            delete_enabled: true,
-            max_correction_ratio: 0.05,
-            cache_bytes: 2 << 30,
-            request_timeout_secs: 1800,
-            max_decoded_bytes: 4 << 30,
-            max_decoded_ratio: 100.0,
-        }
     }
 }
 
@@ -1462,9 +1364,9 @@ mod tests {
                 .join("uploads/0c0c0c0c-0000-4000-8000-000000000000"),
         )
         .unwrap();
-        fs::write(store.root.join("manifests/.tmp-x-1"), b"123").unwrap();
-        fs::create_dir_all(store.root.join("cache")).unwrap();
-        fs::write(store.root.join("cache/.tmp-y-2"), b"4567").unwrap();
+        fs::write(store.root().join("manifests/.tmp-x-1"), b"123").unwrap();
+        fs::create_dir_all(store.root().join("cache")).unwrap();
+        fs::write(store.root().join("cache/.tmp-y-2"), b"4567").unwrap();
         assert_eq!(store.temporaries().unwrap(), (2, 7));
         let r = store.recover().unwrap();
         assert_eq!(
@@ -1482,7 +1384,7 @@ mod tests {
         // and holdable again.
         assert_eq!(store.upload(&id).unwrap().unwrap().size, 0);
         assert_eq!(held(&store, &id).size(), 0);
-        assert_eq!(list_dir(&store.root.join("uploads")).unwrap().len(), 1);
+        assert_eq!(list_dir(&store.root().join("uploads")).unwrap().len(), 1);
     }
 
     #[test]
@@ -1601,25 +1503,13 @@ mod tests {
     }
 
     #[test]
-    fn settings_default_to_deletion_enabled() {
-        let store = scratch_store("store-settings");
-        assert!(store.settings().unwrap().delete_enabled);
-        write_atomic(
-            &store.root.join("config.json"),
-            br#"{"delete_enabled":false}"#,
-        )
-        .unwrap();
-        assert!(!store.settings().unwrap().delete_enabled);
-    }
-
-    #[test]
     fn atomic_write_replaces_whole_files_and_leaves_no_temporaries() {
         let store = scratch_store("store-atomic");
-        let path = store.root.join("manifests").join("x");
+        let path = store.root().join("manifests").join("x");
         write_atomic(&path, b"first").unwrap();
         write_atomic(&path, b"second").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"second");
-        let names: Vec<String> = fs::read_dir(store.root.join("manifests"))
+        let names: Vec<String> = fs::read_dir(store.root().join("manifests"))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();

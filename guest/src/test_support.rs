@@ -1,7 +1,22 @@
 //! Fixtures for the guest's unit tests, which run under wasmtime through
 //! `blockreg run` with a scratch directory preopened at `/scratch`.
 
+use crate::settings::Settings;
 use crate::store::Store;
+
+/// Settings for tests: those of `blockreg serve` without flags, so a test
+/// sees the registry users run; tests that need a limit change one field.
+pub fn settings() -> Settings {
+    Settings {
+        delete_enabled: true,
+        cache_bytes: 2 << 30,
+        max_correction_ratio: 0.05,
+        max_decoded_bytes: 4 << 30,
+        max_decoded_ratio: 100.0,
+        request_timeout_secs: 1800,
+        accept_foreign_layers: true,
+    }
+}
 
 /// Deterministic pseudo-random bytes (xorshift), so fixtures are stable.
 pub fn seeded_bytes(seed: u64, len: usize) -> Vec<u8> {

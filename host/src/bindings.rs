@@ -1,5 +1,6 @@
 //! Every generated binding the host uses, in one place: the `admin-host`
-//! world from `wit/` plus re-exports of the `wasi:http/proxy` and
+//! world from `wit/` (the `admin` export it calls, the `settings` import it
+//! provides) plus re-exports of the `wasi:http/proxy` and
 //! `wasi:cli/command` bindings that wasmtime's WASI crates already generate.
 
 mod generated {
@@ -10,9 +11,14 @@ mod generated {
     });
 }
 
+/// The `settings` import: the record the guest receives, the trait the
+/// host's sandbox implements, and the function that links it.
+pub(crate) use generated::blockreg::registry::settings::{
+    add_to_linker as add_settings_to_linker, Host as SettingsHost, Settings,
+};
 /// Records and the error variant of the `admin` interface.
 pub(crate) use generated::exports::blockreg::registry::admin::{
-    Error as AdminError, GuestInfo, Recovery, Stats,
+    Encoding, Error as AdminError, GuestInfo, Recovery, Stats,
 };
 /// Pre-instantiated `admin-host` world: the guest's `admin` export.
 pub(crate) use generated::AdminHostPre;

@@ -14,7 +14,7 @@ pub struct ServeConfig {
     pub guest: GuestSource,
     /// Per-request resource limits.
     pub limits: Limits,
-    /// Settings the guest reads from `config.json`.
+    /// Settings every guest instance receives (its `settings` import).
     pub settings: GuestSettings,
     /// Whether pushed blobs are converted to blocks in the background
     /// (`admin.convert-next`); when off they stay as pushed.
@@ -110,9 +110,11 @@ impl Default for Limits {
     }
 }
 
-/// Registry behaviour the guest reads from `data/config.json` (it sees no
-/// environment and no arguments).
-#[derive(Clone, Debug, PartialEq)]
+/// Registry behaviour chosen by the operator. The guest sees no environment
+/// and no arguments: these reach it, with the request timeout of
+/// [`Limits`], as the typed record of `wit/settings.wit`. The defaults here
+/// are the only ones (`blockreg serve`'s flags take theirs from them).
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GuestSettings {
     /// Whether clients may delete manifests, tags and blobs; when off they
     /// get 405 `UNSUPPORTED`.
@@ -129,6 +131,10 @@ pub struct GuestSettings {
     /// A compressed blob decoding to more than this multiple of its
     /// compressed size is stored as opaque blocks (a decompression bomb).
     pub max_decoded_ratio: f64,
+    /// Whether an image manifest may reference non-distributable layers
+    /// (descriptors with `urls`) whose blobs were never pushed here, as the
+    /// OCI conformance suite expects; when off they must be pushed.
+    pub accept_foreign_layers: bool,
 }
 
 impl Default for GuestSettings {
@@ -139,6 +145,7 @@ impl Default for GuestSettings {
             max_correction_ratio: 0.05,
             max_decoded_bytes: 4 << 30,
             max_decoded_ratio: 100.0,
+            accept_foreign_layers: true,
         }
     }
 }

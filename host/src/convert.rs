@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio::sync::{watch, Notify};
 
+use crate::bindings::Encoding;
 use crate::config::Limits;
 use crate::ctx;
 use crate::error::wasm_err;
@@ -172,7 +173,8 @@ async fn convert_one(
     limits: &Limits,
 ) -> Outcome {
     let loaded = slot.current();
-    let mut store = match ctx::new_store(engine, data_dir, limits.max_memory_bytes) {
+    let mut store = match ctx::new_store(engine, data_dir, limits.max_memory_bytes, loaded.settings)
+    {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("converter: cannot prepare an instance: {:#}", wasm_err(e));
@@ -191,7 +193,10 @@ async fn convert_one(
         Ok(Ok(Ok(Some(c)))) => {
             let how = match &c.fallback {
                 Some(why) => format!("raw ({why})"),
-                None => c.encoding.clone(),
+                None => match c.encoding {
+                    Encoding::Raw => "raw".to_string(),
+                    Encoding::Gzip => "gzip".to_string(),
+                },
             };
             tracing::info!(
                 target: "blockreg::convert",

@@ -4,7 +4,11 @@
 //! `/data` with read-write permissions (wasmtime-wasi confines every path
 //! under it with cap-std). It gets no environment variables, no arguments,
 //! no sockets, no name lookups and no outgoing HTTP; its stderr is the
-//! host's, so guest logs appear next to the host's.
+//! host's, so guest logs appear next to the host's. What the operator chose
+//! reaches it as one typed record, the `settings` import
+//! ([`guest_settings`] builds it).
+
+use std::time::Duration;
 
 use std::future::Future;
 use std::path::Path;
@@ -15,6 +19,34 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{
     RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
+
+use crate::bindings::{Settings, SettingsHost};
+use crate::config::GuestSettings;
+
+/// The record the guest's `settings` import returns: the operator's
+/// settings plus the host's request timeout (after which the guest may take
+/// over an upload session whose request never finished). Every field is
+/// named, so a field added to or renamed in `wit/settings.wit` fails to
+/// compile here instead of reaching the guest as a default.
+pub(crate) fn guest_settings(settings: &GuestSettings, request_timeout: Duration) -> Settings {
+    let GuestSettings {
+        delete_enabled,
+        cache_bytes,
+        max_correction_ratio,
+        max_decoded_bytes,
+        max_decoded_ratio,
+        accept_foreign_layers,
+    } = *settings;
+    Settings {
+        delete_enabled,
+        cache_bytes,
+        max_correction_ratio,
+        max_decoded_bytes,
+        max_decoded_ratio,
+        request_timeout_secs: request_timeout.as_secs(),
+        accept_foreign_layers,
+    }
+}
 
 /// Where the data directory appears inside the guest.
 pub(crate) const DATA_GUEST_PATH: &str = "/data";
@@ -36,6 +68,7 @@ pub(crate) struct Sandbox {
     table: ResourceTable,
     hooks: NoOutgoingHttp,
     limits: StoreLimits,
+    settings: Settings,
 }
 
 impl Sandbox {
@@ -44,7 +77,7 @@ impl Sandbox {
     /// # Errors
     ///
     /// Fails when `data_dir` cannot be opened.
-    fn new(data_dir: &Path, max_memory_bytes: usize) -> wasmtime::Result<Self> {
+    fn new(data_dir: &Path, max_memory_bytes: usize, settings: Settings) -> wasmtime::Result<Self> {
         let mut wasi = WasiCtx::builder();
         // File operations run on the calling thread instead of a
         // spawn_blocking hop each: the guest makes several small calls per
@@ -66,12 +99,13 @@ impl Sandbox {
             limits: StoreLimitsBuilder::new()
                 .memory_size(max_memory_bytes)
                 .build(),
+            settings,
         })
     }
 }
 
-/// Creates a store for one guest instance: sandbox, memory limit, and
-/// epoch-based yielding so a CPU-bound guest gives the executor (and the
+/// Creates a store for one guest instance: sandbox, settings, memory limit,
+/// and epoch-based yielding so a CPU-bound guest gives the executor (and the
 /// request timeout) a chance to run.
 ///
 /// # Errors
@@ -81,12 +115,19 @@ pub(crate) fn new_store(
     engine: &Engine,
     data_dir: &Path,
     max_memory_bytes: usize,
+    settings: Settings,
 ) -> wasmtime::Result<Store<Sandbox>> {
-    let mut store = Store::new(engine, Sandbox::new(data_dir, max_memory_bytes)?);
+    let mut store = Store::new(engine, Sandbox::new(data_dir, max_memory_bytes, settings)?);
     store.limiter(|sandbox| &mut sandbox.limits);
     store.set_epoch_deadline(1);
     store.epoch_deadline_async_yield_and_update(1);
     Ok(store)
+}
+
+impl SettingsHost for Sandbox {
+    fn get_settings(&mut self) -> Settings {
+        self.settings
+    }
 }
 
 impl WasiView for Sandbox {

@@ -24,7 +24,7 @@ use tokio::sync::{watch, OnceCell};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
-use crate::bindings::{AdminHostPre, GuestInfo, ProxyPre, Recovery};
+use crate::bindings::{AdminHostPre, GuestInfo, ProxyPre, Recovery, Settings};
 use crate::config::{GuestSource, Limits};
 use crate::ctx::{self, Sandbox};
 use crate::error::wasm_err;
@@ -74,6 +74,11 @@ pub(crate) fn runtime() -> anyhow::Result<&'static Runtime> {
     let mut linker = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wasm_err)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(wasm_err)?;
+    crate::bindings::add_settings_to_linker::<Sandbox, wasmtime::component::HasSelf<Sandbox>>(
+        &mut linker,
+        |sandbox| sandbox,
+    )
+    .map_err(wasm_err)?;
     let runtime = RUNTIME.get_or_init(|| Runtime { engine, linker });
 
     let ticker = runtime.engine.clone();
@@ -95,10 +100,13 @@ pub(crate) struct LoadedGuest {
     pub(crate) admin: AdminHostPre<Sandbox>,
     /// What the guest said about itself when it was loaded.
     pub(crate) info: GuestInfo,
+    /// The settings every instance of it gets.
+    pub(crate) settings: Settings,
 }
 
 /// Compiles and validates the guest named by `source`, then calls its
 /// `describe` with `/data` granted, under the same limits as a request.
+/// Every instance of the loaded guest gets `settings`.
 ///
 /// # Errors
 ///
@@ -108,6 +116,7 @@ pub(crate) async fn load(
     source: &GuestSource,
     data_dir: &Path,
     limits: &Limits,
+    settings: Settings,
 ) -> anyhow::Result<Arc<LoadedGuest>> {
     let runtime = runtime()?;
     let component = match source {
@@ -133,7 +142,7 @@ pub(crate) async fn load(
         .map_err(wasm_err)
         .context("the guest does not export blockreg:registry/admin")?;
 
-    let mut store = ctx::new_store(&runtime.engine, data_dir, limits.max_memory_bytes)
+    let mut store = ctx::new_store(&runtime.engine, data_dir, limits.max_memory_bytes, settings)
         .map_err(wasm_err)
         .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
     let describe = async {
@@ -148,7 +157,12 @@ pub(crate) async fn load(
         .context("admin describe timed out")?
         .map_err(wasm_err)
         .context("calling admin describe")?;
-    Ok(Arc::new(LoadedGuest { proxy, admin, info }))
+    Ok(Arc::new(LoadedGuest {
+        proxy,
+        admin,
+        info,
+        settings,
+    }))
 }
 
 /// Runs the guest's `admin.recover` on the store in `data_dir`: removes
@@ -164,9 +178,14 @@ pub(crate) async fn recover(
     limits: &Limits,
 ) -> anyhow::Result<Recovery> {
     let runtime = runtime()?;
-    let mut store = ctx::new_store(&runtime.engine, data_dir, limits.max_memory_bytes)
-        .map_err(wasm_err)
-        .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
+    let mut store = ctx::new_store(
+        &runtime.engine,
+        data_dir,
+        limits.max_memory_bytes,
+        loaded.settings,
+    )
+    .map_err(wasm_err)
+    .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
     let call = async {
         let instance = loaded.admin.instantiate_async(&mut store).await?;
         instance
@@ -327,7 +346,9 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 async fn reload(slot: &GuestSlot, source: &GuestSource, data_dir: &Path, limits: &Limits) {
-    match load(source, data_dir, limits).await {
+    // The settings do not change with the guest.
+    let settings = slot.current().settings;
+    match load(source, data_dir, limits, settings).await {
         Ok(guest) => {
             tracing::info!("guest loaded: {}", guest.info.version);
             slot.replace(guest);

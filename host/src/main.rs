@@ -75,20 +75,24 @@ struct ServeArgs {
     #[arg(long)]
     no_delete: bool,
     /// Byte budget of the cache of recreated blobs, in MiB.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = GuestSettings::default().cache_bytes >> 20)]
     cache_mib: u64,
     /// Store a gzip blob as raw blocks when its recreation data exceeds this
     /// share of its decoded size.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = GuestSettings::default().max_correction_ratio)]
     max_correction_ratio: f64,
     /// Store a compressed blob as opaque blocks of its own bytes when it
     /// decodes to more than this many MiB (bounds conversion memory).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = GuestSettings::default().max_decoded_bytes >> 20)]
     max_decoded_mib: u64,
     /// Store a compressed blob as opaque blocks of its own bytes when it
     /// decodes to more than this multiple of its size (decompression bombs).
-    #[arg(long, default_value_t = 100.0)]
+    #[arg(long, default_value_t = GuestSettings::default().max_decoded_ratio)]
     max_decoded_ratio: f64,
+    /// Refuse image manifests that reference non-distributable layers
+    /// (descriptors with `urls`) unless their blobs were pushed here.
+    #[arg(long)]
+    refuse_foreign_layers: bool,
     /// Keep pushed blobs as they are: no background conversion to blocks.
     #[arg(long)]
     no_conversion: bool,
@@ -191,6 +195,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_correction_ratio: args.max_correction_ratio,
             max_decoded_bytes: args.max_decoded_mib << 20,
             max_decoded_ratio: args.max_decoded_ratio,
+            accept_foreign_layers: !args.refuse_foreign_layers,
         },
         background_conversion: !args.no_conversion,
     };

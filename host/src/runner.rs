@@ -17,7 +17,7 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxView, WasiView};
 
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::bindings::CommandPre;
+use crate::bindings::{CommandPre, Settings, SettingsHost};
 use crate::ctx::NoOutgoingHttp;
 use crate::error::wasm_err;
 use crate::guest;
@@ -43,6 +43,17 @@ impl WasiHttpView for CommandCtx {
             table: &mut self.table,
             hooks: &mut self.hooks,
         }
+    }
+}
+
+/// Test binaries import `settings` (the guest's library does); tests pass
+/// their own settings to what they test, so the defaults satisfy it.
+impl SettingsHost for CommandCtx {
+    fn get_settings(&mut self) -> Settings {
+        crate::ctx::guest_settings(
+            &crate::GuestSettings::default(),
+            crate::Limits::default().request_timeout,
+        )
     }
 }
 
@@ -79,6 +90,11 @@ pub async fn run_command(file: &Path, args: &[String]) -> anyhow::Result<i32> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wasm_err)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(wasm_err)?;
+    crate::bindings::add_settings_to_linker::<CommandCtx, wasmtime::component::HasSelf<CommandCtx>>(
+        &mut linker,
+        |ctx| ctx,
+    )
+    .map_err(wasm_err)?;
     let pre = linker
         .instantiate_pre(&component)
         .and_then(CommandPre::new)

@@ -72,10 +72,10 @@ pub async fn serve(
         settings,
         background_conversion,
     } = config;
-    let data_dir =
-        crate::datadir::prepare_for_serving(&data_dir, &settings, limits.request_timeout)?;
+    let data_dir = crate::datadir::prepare_for_serving(&data_dir)?;
 
-    let loaded = guest::load(&source, &data_dir, &limits).await?;
+    let settings = crate::ctx::guest_settings(&settings, limits.request_timeout);
+    let loaded = guest::load(&source, &data_dir, &limits, settings).await?;
     tracing::info!("guest loaded: {}", loaded.info.version);
     // Nothing serves yet: the one moment to finish what a crash cut off.
     let recovered = guest::recover(&loaded, &data_dir, &limits).await?;
@@ -291,17 +291,21 @@ impl Server {
             );
         };
         let guest = self.slot.current();
-        let mut store =
-            match ctx::new_store(&self.engine, &self.data_dir, self.limits.max_memory_bytes) {
-                Ok(store) => store,
-                Err(e) => {
-                    tracing::error!("cannot prepare a guest instance: {:#}", wasm_err(e));
-                    return (
-                        host_error(HostErrorCode::Unknown, "cannot open the store"),
-                        None,
-                    );
-                }
-            };
+        let mut store = match ctx::new_store(
+            &self.engine,
+            &self.data_dir,
+            self.limits.max_memory_bytes,
+            guest.settings,
+        ) {
+            Ok(store) => store,
+            Err(e) => {
+                tracing::error!("cannot prepare a guest instance: {:#}", wasm_err(e));
+                return (
+                    host_error(HostErrorCode::Unknown, "cannot open the store"),
+                    None,
+                );
+            }
+        };
 
         let request_method = request.method().clone();
         let request_path = request.uri().path().to_owned();

@@ -150,9 +150,12 @@ fn bytes(n: u64) -> String {
 pub async fn store_stats(data_dir: &Path, guest: &GuestSource) -> anyhow::Result<StoreStats> {
     let data_dir = &crate::datadir::prepare(data_dir, false)?;
     let limits = Limits::default();
-    let loaded = guest::load(guest, data_dir, &limits).await?;
+    // Statistics depend on no setting; the defaults satisfy the import.
+    let settings = ctx::guest_settings(&crate::GuestSettings::default(), limits.request_timeout);
+    let loaded = guest::load(guest, data_dir, &limits, settings).await?;
     let engine = &guest::runtime()?.engine;
-    let mut store = ctx::new_store(engine, data_dir, limits.max_memory_bytes).map_err(wasm_err)?;
+    let mut store = ctx::new_store(engine, data_dir, limits.max_memory_bytes, loaded.settings)
+        .map_err(wasm_err)?;
     let call = async {
         let admin = loaded.admin.instantiate_async(&mut store).await?;
         admin

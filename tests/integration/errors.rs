@@ -156,9 +156,14 @@ async fn malformed_tags_are_rejected_with_400() {
         srv.put_manifest("r", tag, media::DOCKER_MANIFEST, &body)
             .await
             .assert_error(400, &[]);
+        // A reference that cannot be a tag names nothing (as registry:2 and
+        // the OCI conformance suite have it): 404, never 400.
         srv.get(format!("/v2/r/manifests/{tag}"))
             .await
-            .assert_not_5xx();
+            .assert_error(404, &["MANIFEST_UNKNOWN"]);
+        srv.head(format!("/v2/r/manifests/{tag}"))
+            .await
+            .assert_status(404);
     }
     srv.assert_alive().await;
     // Nothing was tagged.

@@ -5,8 +5,8 @@
 
 use hyper::Method;
 use tests::{
-    image_blobs, image_manifest, index_manifest, location_path, media, sha256_digest, Descriptor,
-    Flavor, Pushed, Server,
+    image_blobs, image_manifest, index_manifest, location_path, media, sha256_digest, Described,
+    Descriptor, Flavor, Pushed, Server,
 };
 
 /// Asserts GET and HEAD by tag (if any) and by digest serve `pushed` exactly.
@@ -191,6 +191,71 @@ async fn manifest_naming_a_missing_layer_is_rejected_and_not_stored() {
     srv.get(format!("/v2/missing/manifests/{}", sha256_digest(&body)))
         .await
         .assert_error(404, &["MANIFEST_UNKNOWN"]);
+}
+
+/// An OCI manifest whose second layer is non-distributable: it names URLs
+/// to fetch it from, and its blob is never pushed here.
+fn manifest_with_a_foreign_layer(seed: u64) -> (Vec<u8>, Vec<Described>, Described) {
+    let ((config, config_bytes), layers) = image_blobs(Flavor::Oci, seed);
+    let foreign = b"a layer that lives elsewhere".to_vec();
+    let foreign_desc = Descriptor::of(
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        &foreign,
+    );
+    let mut layer = serde_json::json!({
+        "mediaType": foreign_desc.media_type,
+        "digest": foreign_desc.digest,
+        "size": foreign_desc.size,
+    });
+    layer["urls"] = serde_json::json!(["https://example.com/layer.tar.gz"]);
+    let body = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media::OCI_MANIFEST,
+        "config": {"mediaType": config.media_type, "digest": config.digest, "size": config.size},
+        "layers": [
+            {"mediaType": layers[0].0.media_type, "digest": layers[0].0.digest, "size": layers[0].0.size},
+            layer,
+        ],
+    }))
+    .unwrap();
+    let mut pushed = vec![(config, config_bytes)];
+    pushed.push(layers[0].clone());
+    (body, pushed, (foreign_desc, foreign))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manifest_with_a_foreign_layer_is_accepted_without_its_blob() {
+    let srv = Server::start().await;
+    let (body, blobs, (foreign, _)) = manifest_with_a_foreign_layer(21);
+    for (_, bytes) in &blobs {
+        srv.push_blob("foreign", bytes).await;
+    }
+    let pushed = srv
+        .push_manifest("foreign", "v1", media::OCI_MANIFEST, &body)
+        .await;
+    assert_served(&srv, "foreign", Some("v1"), &pushed).await;
+    // The layer itself is not here: clients fetch it from its URLs.
+    srv.head(format!("/v2/foreign/blobs/{}", foreign.digest))
+        .await
+        .assert_status(404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusing_foreign_layers_requires_their_blobs() {
+    let srv = Server::start_with(|c| c.settings.accept_foreign_layers = false).await;
+    let (body, blobs, (_, foreign_bytes)) = manifest_with_a_foreign_layer(22);
+    for (_, bytes) in &blobs {
+        srv.push_blob("strict", bytes).await;
+    }
+    srv.put_manifest("strict", "v1", media::OCI_MANIFEST, &body)
+        .await
+        .assert_error(400, &["MANIFEST_BLOB_UNKNOWN"]);
+    srv.get("/v2/strict/manifests/v1")
+        .await
+        .assert_error(404, &["MANIFEST_UNKNOWN"]);
+    srv.push_blob("strict", &foreign_bytes).await;
+    srv.push_manifest("strict", "v1", media::OCI_MANIFEST, &body)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -25,6 +25,9 @@ struct RawDescriptor {
     size: Option<i64>,
     #[serde(default)]
     media_type: Option<String>,
+    /// Where a non-distributable layer is fetched from instead.
+    #[serde(default)]
+    urls: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -53,8 +56,11 @@ struct RawManifest {
 pub struct ManifestInfo {
     /// The media type to store and serve it with.
     pub media_type: String,
-    /// Config and layer blobs (image manifests).
+    /// Config and layer blobs (image manifests), foreign layers excluded.
     pub blobs: Vec<Digest>,
+    /// Non-distributable ("foreign") layers: descriptors with `urls`, whose
+    /// blobs clients fetch from those URLs and need not be pushed here.
+    pub foreign: Vec<Digest>,
     /// Child manifests (indexes and manifest lists).
     pub manifests: Vec<Digest>,
     /// The manifest this one refers to (`subject`), for the referrers API.
@@ -155,11 +161,17 @@ pub fn parse_manifest(body: &[u8], content_type: Option<&str>) -> Result<Manifes
         )));
     }
     let mut blobs = Vec::new();
+    let mut foreign = Vec::new();
     if let Some(c) = &raw.config {
         blobs.push(descriptor_digest(c)?);
     }
     for l in raw.layers.iter().flatten() {
-        blobs.push(descriptor_digest(l)?);
+        let digest = descriptor_digest(l)?;
+        if l.urls.as_ref().is_some_and(|u| !u.is_empty()) {
+            foreign.push(digest);
+        } else {
+            blobs.push(digest);
+        }
     }
     let manifests = raw
         .manifests
@@ -183,6 +195,7 @@ pub fn parse_manifest(body: &[u8], content_type: Option<&str>) -> Result<Manifes
     Ok(ManifestInfo {
         media_type,
         blobs,
+        foreign,
         manifests,
         subject,
         artifact_type,
@@ -237,6 +250,16 @@ mod tests {
         assert_eq!(info.media_type, DOCKER_MANIFEST);
         assert_eq!(info.blobs.len(), 2);
         assert!(info.manifests.is_empty());
+    }
+
+    #[test]
+    fn layers_with_urls_are_foreign_not_blobs_to_check() {
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"digest":"{D1}","size":0}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip","digest":"{D2}","size":5,"urls":["https://example.com/layer"]}}]}}"#
+        );
+        let info = parse_manifest(body.as_bytes(), None).unwrap();
+        assert_eq!(info.blobs, [D1.parse().unwrap()]);
+        assert_eq!(info.foreign, [D2.parse().unwrap()]);
     }
 
     #[test]

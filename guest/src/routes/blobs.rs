@@ -4,7 +4,9 @@ use serde_json::json;
 
 use crate::http::{Body, Request, Response};
 use crate::oci::{Digest, ErrorCode, RegistryError, RepoName, Result};
-use crate::store::{BlobSource, Store};
+use crate::pull::Blob;
+use crate::settings::Settings;
+use crate::store::Store;
 
 /// A byte range request, resolved against a blob's size: `start..end`.
 /// `None` when the header is absent or not a single byte range (then the
@@ -40,8 +42,15 @@ fn parse_range(header: Option<&str>, size: u64) -> Option<Result<(u64, u64), ()>
     Some(Ok(range))
 }
 
-/// Serves a blob of the repository, whole or a range.
-pub fn get(store: &Store, req: &Request, name: &RepoName, digest: &str) -> Result<Response> {
+/// Serves a blob of the repository, whole or a range; where its bytes come
+/// from is `pull.rs`'s business.
+pub fn get(
+    store: &Store,
+    settings: &Settings,
+    req: &Request,
+    name: &RepoName,
+    digest: &str,
+) -> Result<Response> {
     let digest: Digest = digest.parse()?;
     let unknown = || {
         RegistryError::new(ErrorCode::BlobUnknown, "blob unknown to registry")
@@ -50,20 +59,18 @@ pub fn get(store: &Store, req: &Request, name: &RepoName, digest: &str) -> Resul
     if !store.blob_in_repo(name, &digest) {
         return Err(unknown());
     }
-    // HEAD needs only the size; GET needs the blob's source too.
-    let source = if req.method == "HEAD" {
+    // HEAD needs only the size; GET opens the blob.
+    let blob = if req.method == "HEAD" {
         None
     } else {
         Some(
-            store
-                .blob_source(&digest)
+            Blob::open(store, &digest)
                 .map_err(|e| RegistryError::storage("opening a blob", &e))?
                 .ok_or_else(unknown)?,
         )
     };
-    let size = match &source {
-        Some(BlobSource::Original(_, size)) => *size,
-        Some(BlobSource::Recipe(r)) => r.size,
+    let size = match &blob {
+        Some(blob) => blob.size(),
         None => store
             .blob_size(&digest)
             .map_err(|e| RegistryError::storage("reading a recipe", &e))?
@@ -90,13 +97,11 @@ pub fn get(store: &Store, req: &Request, name: &RepoName, digest: &str) -> Resul
     if status == 206 {
         resp = resp.header("Content-Range", format!("bytes {start}-{}/{size}", end - 1));
     }
-    resp.body = match source {
-        Some(source) if end > start => Body::Blob {
-            digest,
-            source,
-            start,
-            end,
-        },
+    resp.body = match blob {
+        Some(blob) if end > start => Body::Blob(Box::new(
+            blob.read(store, settings.cache_bytes, start, end)
+                .map_err(|e| RegistryError::storage("opening a blob", &e))?,
+        )),
         _ => Body::None,
     };
     Ok(resp)

@@ -9,6 +9,7 @@ use crate::oci::media::{
     parse_manifest, ManifestInfo, DOCKER_MANIFEST_LIST, MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST,
 };
 use crate::oci::{Algorithm, Digest, ErrorCode, Reference, RegistryError, RepoName, Result};
+use crate::settings::Settings;
 use crate::store::Store;
 
 fn manifest_unknown(reference: &str) -> RegistryError {
@@ -17,9 +18,14 @@ fn manifest_unknown(reference: &str) -> RegistryError {
 }
 
 /// Serves a manifest byte-exact with its stored media type, after content
-/// negotiation on `Accept` as registry:2 does it (see [`negotiate`]).
+/// negotiation on `Accept` as registry:2 does it (see [`negotiate`]). A
+/// reference that is not a valid tag or digest names nothing: 404
+/// `MANIFEST_UNKNOWN`, as registry:2 and the conformance suite expect.
 pub fn get(store: &Store, req: &Request, name: &RepoName, reference: &str) -> Result<Response> {
-    let digest = match reference.parse::<Reference>()? {
+    let parsed = reference
+        .parse::<Reference>()
+        .map_err(|_| manifest_unknown(&reference.chars().take(256).collect::<String>()))?;
+    let digest = match parsed {
         Reference::Digest(d) => d,
         Reference::Tag(t) => store
             .tag(name, &t)
@@ -127,6 +133,7 @@ fn read_limited(body: &mut dyn Read, limit: usize) -> Result<Vec<u8>> {
 /// the repository; tags it when the reference is a tag.
 pub fn put(
     store: &Store,
+    settings: &Settings,
     req: &Request,
     name: &RepoName,
     reference: &str,
@@ -149,7 +156,18 @@ pub fn put(
         Reference::Tag(_) => Digest::of(Algorithm::Sha256, &bytes),
     };
     let info = parse_manifest(&bytes, req.header("Content-Type"))?;
-    let missing_blob = info.blobs.iter().find(|d| !store.blob_in_repo(name, d));
+    // Foreign layers are fetched by clients from their URLs: they need not
+    // be here unless the operator refuses them.
+    let foreign: &[Digest] = if settings.accept_foreign_layers {
+        &[]
+    } else {
+        &info.foreign
+    };
+    let missing_blob = info
+        .blobs
+        .iter()
+        .chain(foreign)
+        .find(|d| !store.blob_in_repo(name, d));
     let missing_manifest = info.manifests.iter().find(|d| !store.has_manifest(name, d));
     if let Some(d) = missing_blob.or(missing_manifest) {
         return Err(RegistryError::new(

@@ -12,6 +12,7 @@ use std::io::Read;
 
 use crate::http::{Request, Response};
 use crate::oci::{ErrorCode, RegistryError, RepoName, Result};
+use crate::settings::Settings;
 use crate::store::Store;
 
 /// The endpoint a path names. Repository names may contain `/`, so the
@@ -87,10 +88,7 @@ fn unsupported(method: &str, allow: &str) -> RegistryError {
 }
 
 /// Deletion can be turned off by the operator (`blockreg serve --no-delete`).
-fn deletion_allowed(store: &Store) -> Result<()> {
-    let settings = store
-        .settings()
-        .map_err(|e| RegistryError::storage("reading settings", &e))?;
+fn deletion_allowed(settings: &Settings) -> Result<()> {
     if settings.delete_enabled {
         Ok(())
     } else {
@@ -101,7 +99,12 @@ fn deletion_allowed(store: &Store) -> Result<()> {
     }
 }
 
-fn route(store: &Store, req: &Request, body: &mut dyn Read) -> Result<Response> {
+fn route(
+    store: &Store,
+    settings: &Settings,
+    req: &Request,
+    body: &mut dyn Read,
+) -> Result<Response> {
     let route = parse_route(&req.path).ok_or_else(not_found)?;
     let name = |n: &str| -> Result<RepoName> { n.parse() };
     let m = req.method.as_str();
@@ -110,20 +113,22 @@ fn route(store: &Store, req: &Request, body: &mut dyn Read) -> Result<Response> 
         (Route::Base, "GET" | "HEAD") => Ok(base::version_check()),
         (Route::Catalog, "GET" | "HEAD") => base::catalog(store, req),
         (Route::Tags(n), "GET" | "HEAD") => tags::list(store, req, &name(n)?),
-        (Route::Blob(n, d), "GET" | "HEAD") => blobs::get(store, req, &name(n)?, d),
-        (Route::Uploads(n), "POST") => uploads::start(store, req, &name(n)?, body),
+        (Route::Blob(n, d), "GET" | "HEAD") => blobs::get(store, settings, req, &name(n)?, d),
+        (Route::Uploads(n), "POST") => uploads::start(store, settings, req, &name(n)?, body),
         (Route::Upload(n, id), "GET") => uploads::status(store, &name(n)?, id),
-        (Route::Upload(n, id), "PATCH") => uploads::patch(store, req, &name(n)?, id, body),
-        (Route::Upload(n, id), "PUT") => uploads::finish(store, req, &name(n)?, id, body),
-        (Route::Upload(n, id), "DELETE") => uploads::cancel(store, &name(n)?, id),
+        (Route::Upload(n, id), "PATCH") => {
+            uploads::patch(store, settings, req, &name(n)?, id, body)
+        }
+        (Route::Upload(n, id), "PUT") => uploads::finish(store, settings, req, &name(n)?, id, body),
+        (Route::Upload(n, id), "DELETE") => uploads::cancel(store, settings, &name(n)?, id),
         (Route::Manifest(n, r), "GET" | "HEAD") => manifests::get(store, req, &name(n)?, r),
-        (Route::Manifest(n, r), "PUT") => manifests::put(store, req, &name(n)?, r, body),
+        (Route::Manifest(n, r), "PUT") => manifests::put(store, settings, req, &name(n)?, r, body),
         (Route::Manifest(n, r), "DELETE") => {
-            deletion_allowed(store)?;
+            deletion_allowed(settings)?;
             manifests::delete(store, &name(n)?, r)
         }
         (Route::Blob(n, d), "DELETE") => {
-            deletion_allowed(store)?;
+            deletion_allowed(settings)?;
             blobs::delete(store, &name(n)?, d)
         }
         (Route::Referrers(n, d), "GET" | "HEAD") => referrers::list(store, req, &name(n)?, d),
@@ -141,9 +146,10 @@ pub fn guest_version() -> String {
     format!("blockreg-guest/{}{suffix}", env!("CARGO_PKG_VERSION"))
 }
 
-/// Answers one request. Never fails: errors become spec error responses.
-pub fn handle(store: &Store, req: &Request, body: &mut dyn Read) -> Response {
-    let resp = route(store, req, body).unwrap_or_else(Response::from);
+/// Answers one request under the operator's `settings`. Never fails:
+/// errors become spec error responses.
+pub fn handle(store: &Store, settings: &Settings, req: &Request, body: &mut dyn Read) -> Response {
+    let resp = route(store, settings, req, body).unwrap_or_else(Response::from);
     let resp = resp
         .header("Docker-Distribution-API-Version", "registry/2.0")
         .header("Blockreg-Guest", guest_version());

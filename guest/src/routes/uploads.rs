@@ -8,6 +8,7 @@ use super::upload_range;
 use crate::http::{Request, Response};
 use crate::ingest::commit_upload;
 use crate::oci::{Digest, ErrorCode, RegistryError, RepoName, Result};
+use crate::settings::Settings;
 use crate::store::{AppendError, HeldUpload, Hold, Store, Upload, UploadId};
 
 fn session_unknown() -> RegistryError {
@@ -25,11 +26,8 @@ const HOLD_WAIT: Duration = Duration::from_secs(10);
 /// repository's session is unknown here; one still busy after
 /// [`HOLD_WAIT`] is answered as an out-of-order chunk would be (416 with
 /// the acknowledged `Range`).
-fn hold(store: &Store, name: &RepoName, id: &str) -> Result<HeldUpload> {
+fn hold(store: &Store, settings: &Settings, name: &RepoName, id: &str) -> Result<HeldUpload> {
     let id = UploadId::parse(id).ok_or_else(session_unknown)?;
-    let settings = store
-        .settings()
-        .map_err(|e| RegistryError::storage("reading settings", &e))?;
     // The lease outlives the request: the host drops an instance at the
     // request timeout, so an expired lease has no live holder.
     let lease = Duration::from_secs(settings.request_timeout_secs.saturating_add(60));
@@ -161,6 +159,7 @@ fn digest_param(req: &Request) -> Result<Digest> {
 /// `POST /v2/<name>/blobs/uploads/`: mount, monolithic upload, or a new session.
 pub fn start(
     store: &Store,
+    settings: &Settings,
     req: &Request,
     name: &RepoName,
     body: &mut dyn Read,
@@ -188,7 +187,7 @@ pub fn start(
         .map_err(|e| RegistryError::storage("creating an upload", &e))?;
     if let Some(digest) = digest {
         // A monolithic upload: the session never outlives this request.
-        let mut held = hold(store, name, id.as_str())?;
+        let mut held = hold(store, settings, name, id.as_str())?;
         if let Err(e) = append(req, &mut held, body) {
             let _ = held.cancel();
             return Err(e);
@@ -207,12 +206,13 @@ pub fn status(store: &Store, name: &RepoName, id: &str) -> Result<Response> {
 /// `PATCH`: one chunk, or the whole body streamed.
 pub fn patch(
     store: &Store,
+    settings: &Settings,
     req: &Request,
     name: &RepoName,
     id: &str,
     body: &mut dyn Read,
 ) -> Result<Response> {
-    let mut held = hold(store, name, id)?;
+    let mut held = hold(store, settings, name, id)?;
     let size = append(req, &mut held, body)?;
     held.release()
         .map_err(|e| RegistryError::storage("releasing an upload", &e))?;
@@ -223,20 +223,21 @@ pub fn patch(
 /// `PUT ?digest=`: the optional last chunk, then verify and commit.
 pub fn finish(
     store: &Store,
+    settings: &Settings,
     req: &Request,
     name: &RepoName,
     id: &str,
     body: &mut dyn Read,
 ) -> Result<Response> {
     let digest = digest_param(req)?;
-    let mut held = hold(store, name, id)?;
+    let mut held = hold(store, settings, name, id)?;
     append(req, &mut held, body)?;
     commit(store, name, held, &digest)
 }
 
 /// `DELETE`: cancel the session.
-pub fn cancel(store: &Store, name: &RepoName, id: &str) -> Result<Response> {
-    let held = hold(store, name, id)?;
+pub fn cancel(store: &Store, settings: &Settings, name: &RepoName, id: &str) -> Result<Response> {
+    let held = hold(store, settings, name, id)?;
     held.cancel()
         .map_err(|e| RegistryError::storage("removing an upload", &e))?;
     Ok(Response::new(204)

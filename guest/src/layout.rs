@@ -1,0 +1,253 @@
+//! The store's layout: where each kind of record lives under the store's
+//! root (`data/FORMAT.md` describes the files). This is the one module that
+//! knows folder and file names; `store.rs`, `packs.rs`, `cache.rs` and
+//! `rebuild.rs` take a [`Layout`] and ask it for paths, and every name,
+//! tag and digest reaching a path here is already a validated newtype.
+
+use std::path::{Path, PathBuf};
+
+use crate::oci::{Digest, RepoName, Tag};
+use crate::recipe::pack_name;
+
+/// The top-level folders; `uploads` last, because its presence says the
+/// store is laid out.
+pub const FOLDERS: [&str; 5] = ["blocks", "cache", "layers", "manifests", "uploads"];
+
+/// A pushed blob's bytes, until conversion replaces them with a recipe.
+const ORIGINAL: &str = "original";
+/// How to rebuild a converted blob.
+const RECIPE: &str = "recipe.json";
+/// Why a blob could not be converted (it stays served from its original).
+const FAILED: &str = "conversion-failed";
+/// Conversion attempts that did not finish.
+const ATTEMPTS: &str = "conversion-attempts";
+/// An original found not to hash to its digest, set aside.
+const DAMAGED: &str = "damaged-original";
+
+/// Paths of one store.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The top-level folders, `uploads` last.
+    pub fn folders(&self) -> impl Iterator<Item = PathBuf> + '_ {
+        FOLDERS.iter().map(|f| self.root.join(f))
+    }
+
+    /// Whether the folders exist (checked by the last one made).
+    pub fn is_laid_out(&self) -> bool {
+        self.uploads().is_dir()
+    }
+
+    // --- blobs: layers/<digest>/ ---
+
+    /// The folder of every committed blob.
+    pub fn layers(&self) -> PathBuf {
+        self.root.join("layers")
+    }
+
+    /// The folder of one blob.
+    pub fn layer(&self, digest: &Digest) -> PathBuf {
+        self.layers().join(digest.to_string())
+    }
+
+    pub fn original(&self, digest: &Digest) -> PathBuf {
+        self.layer(digest).join(ORIGINAL)
+    }
+
+    pub fn recipe(&self, digest: &Digest) -> PathBuf {
+        self.layer(digest).join(RECIPE)
+    }
+
+    pub fn conversion_failed(&self, digest: &Digest) -> PathBuf {
+        self.layer(digest).join(FAILED)
+    }
+
+    pub fn conversion_attempts(&self, digest: &Digest) -> PathBuf {
+        self.layer(digest).join(ATTEMPTS)
+    }
+
+    pub fn damaged_original(&self, digest: &Digest) -> PathBuf {
+        self.layer(digest).join(DAMAGED)
+    }
+
+    /// A blob folder's files, by the folder's name as listed (used by
+    /// walks of `layers/` that have not parsed the name as a digest).
+    pub fn original_in(layer: &Path) -> PathBuf {
+        layer.join(ORIGINAL)
+    }
+
+    pub fn recipe_in(layer: &Path) -> PathBuf {
+        layer.join(RECIPE)
+    }
+
+    pub fn conversion_failed_in(layer: &Path) -> PathBuf {
+        layer.join(FAILED)
+    }
+
+    pub fn damaged_original_in(layer: &Path) -> PathBuf {
+        layer.join(DAMAGED)
+    }
+
+    // --- blocks/ ---
+
+    /// Packs, index shards and (format 1) loose blocks.
+    pub fn blocks(&self) -> PathBuf {
+        self.root.join("blocks")
+    }
+
+    pub fn packs(&self) -> PathBuf {
+        self.blocks().join("packs")
+    }
+
+    pub fn pack(&self, id: u64) -> PathBuf {
+        self.packs().join(format!("{}.pack", pack_name(id)))
+    }
+
+    /// Where a pack is written before its rename.
+    pub fn pack_temporary(&self, id: u64) -> PathBuf {
+        self.packs().join(format!(".tmp-{}.pack", pack_name(id)))
+    }
+
+    pub fn index(&self) -> PathBuf {
+        self.blocks().join("index")
+    }
+
+    /// One of the 4,096 index shards, by the first 12 bits of the SHA-1.
+    pub fn index_shard(&self, shard: usize) -> PathBuf {
+        self.index().join(format!("{shard:03x}"))
+    }
+
+    /// A format-1 loose block, by its SHA-1 in hex.
+    pub fn loose_block(&self, hex: &str) -> PathBuf {
+        self.blocks().join(&hex[..2]).join(hex)
+    }
+
+    // --- cache/ ---
+
+    pub fn cache(&self) -> PathBuf {
+        self.root.join("cache")
+    }
+
+    pub fn cached(&self, digest: &Digest) -> PathBuf {
+        self.cache().join(digest.to_string())
+    }
+
+    // --- manifests/<repo>/ ---
+
+    /// The folder of every repository.
+    pub fn repositories(&self) -> PathBuf {
+        self.root.join("manifests")
+    }
+
+    pub fn repository(&self, repo: &RepoName) -> PathBuf {
+        self.repositories().join(repo.as_str())
+    }
+
+    /// Where a repository's manifests are, by digest.
+    pub fn manifests(&self, repo: &RepoName) -> PathBuf {
+        Self::manifests_in(&self.repository(repo))
+    }
+
+    pub fn manifests_in(repository: &Path) -> PathBuf {
+        repository.join("_manifests")
+    }
+
+    pub fn manifest(&self, repo: &RepoName, digest: &Digest) -> PathBuf {
+        self.manifests(repo).join(digest.to_string())
+    }
+
+    /// A version-2 manifest's media type, beside it.
+    pub fn legacy_media_type(&self, repo: &RepoName, digest: &Digest) -> PathBuf {
+        self.manifests(repo).join(format!("{digest}.type"))
+    }
+
+    pub fn tags(&self, repo: &RepoName) -> PathBuf {
+        Self::tags_in(&self.repository(repo))
+    }
+
+    pub fn tags_in(repository: &Path) -> PathBuf {
+        repository.join("_tags")
+    }
+
+    pub fn tag(&self, repo: &RepoName, tag: &Tag) -> PathBuf {
+        self.tags(repo).join(tag.as_str())
+    }
+
+    /// The link saying a blob belongs to a repository.
+    pub fn blob_link(&self, repo: &RepoName, digest: &Digest) -> PathBuf {
+        self.repository(repo)
+            .join("_blobs")
+            .join(digest.to_string())
+    }
+
+    /// Descriptors of the manifests whose `subject` is `subject`.
+    pub fn referrers(&self, repo: &RepoName, subject: &Digest) -> PathBuf {
+        self.repository(repo)
+            .join("_referrers")
+            .join(subject.to_string())
+    }
+
+    pub fn referrer(&self, repo: &RepoName, subject: &Digest, digest: &Digest) -> PathBuf {
+        self.referrers(repo, subject).join(digest.to_string())
+    }
+
+    // --- uploads/<id>/ ---
+
+    pub fn uploads(&self) -> PathBuf {
+        self.root.join("uploads")
+    }
+
+    /// A session's folder; its files are the sessions' own protocol
+    /// (`store.rs`, uploads section).
+    pub fn upload(&self, id: &str) -> PathBuf {
+        self.uploads().join(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_follow_the_format() {
+        let l = Layout::new("/data");
+        let d: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            .parse()
+            .unwrap();
+        let repo: RepoName = "a/b".parse().unwrap();
+        let tag: Tag = "v1".parse().unwrap();
+        assert_eq!(
+            l.original(&d),
+            Path::new("/data/layers")
+                .join(d.to_string())
+                .join("original")
+        );
+        assert_eq!(
+            l.pack(0xab),
+            Path::new("/data/blocks/packs/00000000000000ab.pack")
+        );
+        assert_eq!(l.index_shard(0xabc), Path::new("/data/blocks/index/abc"));
+        assert_eq!(l.loose_block("abcdef"), Path::new("/data/blocks/ab/abcdef"));
+        assert_eq!(
+            l.tag(&repo, &tag),
+            Path::new("/data/manifests/a/b/_tags/v1")
+        );
+        assert_eq!(
+            l.blob_link(&repo, &d),
+            Path::new("/data/manifests/a/b/_blobs").join(d.to_string())
+        );
+        assert_eq!(l.folders().last().unwrap(), l.uploads());
+    }
+}

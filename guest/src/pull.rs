@@ -1,0 +1,331 @@
+//! Serving a blob: the one owner of where a pull's bytes come from.
+//!
+//! [`Blob::open`] finds a committed blob as it is stored right now — its
+//! original (awaiting conversion, or kept when conversion failed) or its
+//! recipe — and [`Blob::read`] turns it into a [`BlobReader`] over a byte
+//! range: the original as it is, a verbatim recipe straight from its
+//! blocks, otherwise the cache of recreated blobs or, on a miss, the blob
+//! recreated from its recipe while a whole read fills the cache.
+//!
+//! A whole blob is verified against its digest as it streams: the reader
+//! holds its last batch back until everything before hashed right, so a blob
+//! that does not hash to its digest never reaches a client whole — the read
+//! fails instead and the transfer is cut off. The damaged source is then
+//! dealt with here: an original is set aside (`damaged-original`: the blob
+//! becomes unknown, so its next push repairs it), a cache entry dropped.
+//! A range cannot be verified without reading the whole blob; it is served
+//! from the same sources unverified.
+
+use std::fs::File;
+use std::io::{self, BufReader, ErrorKind, Read, Seek, SeekFrom};
+
+use crate::cache::{Cache, Fill};
+use crate::oci::{Digest, Hasher};
+use crate::rebuild::Rebuild;
+use crate::store::{BlobSource, Store};
+
+/// Bytes read from the source at a time, and the most held back.
+const BATCH: usize = 256 * 1024;
+
+/// A committed blob, opened for a GET.
+#[derive(Debug)]
+pub struct Blob {
+    digest: Digest,
+    size: u64,
+    source: BlobSource,
+}
+
+impl Blob {
+    /// Opens `digest` as stored now; `None` when it is not committed.
+    ///
+    /// # Errors
+    /// I/O errors, `InvalidData` for a recipe that does not parse.
+    pub fn open(store: &Store, digest: &Digest) -> io::Result<Option<Self>> {
+        Ok(store.blob_source(digest)?.map(|source| {
+            let size = match &source {
+                BlobSource::Original(_, size) => *size,
+                BlobSource::Recipe(r) => r.size,
+            };
+            Self {
+                digest: digest.clone(),
+                size,
+                source,
+            }
+        }))
+    }
+
+    /// The blob's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// A reader of bytes `start..end` (`end <= size`). `cache_bytes` is
+    /// the cache's budget (0: recreated blobs are not cached).
+    ///
+    /// # Errors
+    /// I/O errors opening or seeking the source.
+    pub fn read(
+        self,
+        store: &Store,
+        cache_bytes: u64,
+        start: u64,
+        end: u64,
+    ) -> io::Result<BlobReader> {
+        let whole = start == 0 && end == self.size;
+        let verify = whole.then(|| (Hasher::new(self.digest.algorithm()), self.digest.clone()));
+        let (input, damage, fill): (Box<dyn Read>, Damage, Option<Fill>) = match self.source {
+            BlobSource::Original(mut f, size) => {
+                f.seek(SeekFrom::Start(start))?;
+                (Box::new(BufReader::new(f)), Damage::Original(size), None)
+            }
+            BlobSource::Recipe(recipe) if recipe.is_verbatim() => (
+                Box::new(Rebuild::new(store.layout(), recipe, start)),
+                Damage::Blocks,
+                None,
+            ),
+            BlobSource::Recipe(recipe) => {
+                let cache = Cache::new(store.layout(), cache_bytes);
+                if let Some(mut f) = cache.open(&self.digest, recipe.size) {
+                    f.seek(SeekFrom::Start(start))?;
+                    let f: BufReader<File> = BufReader::new(f);
+                    (Box::new(f), Damage::Cached(cache), None)
+                } else {
+                    let fill = if whole {
+                        cache.fill(&self.digest, recipe.size).ok().flatten()
+                    } else {
+                        None
+                    };
+                    let rebuild = Rebuild::new(store.layout(), recipe, start);
+                    (Box::new(rebuild), Damage::Blocks, fill)
+                }
+            }
+        };
+        Ok(BlobReader {
+            range: (start, end),
+            store: store.clone(),
+            digest: self.digest,
+            input,
+            left: end - start,
+            verify,
+            damage,
+            fill,
+            ready: Vec::new(),
+            ready_pos: 0,
+            held: Vec::new(),
+            done: false,
+        })
+    }
+}
+
+/// What to do with the source when a whole read does not hash right.
+enum Damage {
+    /// Set the original (of this size) aside.
+    Original(u64),
+    /// Drop the cache entry.
+    Cached(Cache),
+    /// Recreated from blocks: nothing to set aside here (the recipe and
+    /// packs are checked by the integrity check); the transfer is cut off.
+    Blocks,
+}
+
+/// Bytes of one blob, verified when whole; see the module doc.
+pub struct BlobReader {
+    /// The bytes of the blob this reader yields, `start..end`.
+    range: (u64, u64),
+    store: Store,
+    digest: Digest,
+    input: Box<dyn Read>,
+    /// Bytes still to read from `input`.
+    left: u64,
+    verify: Option<(Hasher, Digest)>,
+    damage: Damage,
+    /// The cache entry a whole recreation fills; committed on drop (it
+    /// checks its own digest, so a partial one is discarded).
+    fill: Option<Fill>,
+    /// Bytes released to the caller, from `ready_pos` on.
+    ready: Vec<u8>,
+    ready_pos: usize,
+    /// The last batch read, held back until the digest matched.
+    held: Vec<u8>,
+    done: bool,
+}
+
+impl std::fmt::Debug for BlobReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobReader")
+            .field("digest", &self.digest)
+            .field("range", &self.range)
+            .field("left", &self.left)
+            .field("verified", &self.verify.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlobReader {
+    /// The bytes of the blob this reader yields, `start..end`.
+    #[cfg(test)]
+    pub fn range(&self) -> (u64, u64) {
+        self.range
+    }
+
+    /// Reads the next batch into `ready` (or `held`, when verifying).
+    fn refill(&mut self) -> io::Result<()> {
+        if self.left == 0 {
+            self.done = true;
+            self.ready = std::mem::take(&mut self.held);
+            self.ready_pos = 0;
+            if let Some((hasher, expected)) = self.verify.take() {
+                let actual = hasher.finish();
+                if actual != expected {
+                    self.ready.clear();
+                    return Err(self.damaged(&actual));
+                }
+            }
+            return Ok(());
+        }
+        let want = (self.left as usize).min(BATCH);
+        let mut batch = std::mem::take(&mut self.ready);
+        batch.resize(want, 0);
+        let mut got = 0;
+        while got < want {
+            match self.input.read(&mut batch[got..]) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        ErrorKind::UnexpectedEof,
+                        format!("{} ended {} bytes early", self.digest, self.left),
+                    ))
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.left -= want as u64;
+        if let Some(fill) = &mut self.fill {
+            fill.write(&batch);
+        }
+        match &mut self.verify {
+            Some((hasher, _)) => {
+                hasher.update(&batch);
+                self.ready = std::mem::replace(&mut self.held, batch);
+            }
+            None => self.ready = batch,
+        }
+        self.ready_pos = 0;
+        Ok(())
+    }
+
+    /// Deals with a source found damaged and says so.
+    fn damaged(&mut self, actual: &Digest) -> io::Error {
+        let digest = &self.digest;
+        let what = match &self.damage {
+            Damage::Original(size) => {
+                if let Err(e) = self.store.quarantine_original(digest, *size) {
+                    eprintln!("blockreg-guest: setting {digest} aside: {e}");
+                }
+                "original set aside"
+            }
+            Damage::Cached(cache) => {
+                let _ = cache.remove(digest);
+                "cache entry dropped"
+            }
+            Damage::Blocks => "recreated from its recipe",
+        };
+        let message = format!("{digest} reads back as {actual} ({what}): transfer cut off");
+        eprintln!("blockreg-guest: {message}");
+        io::Error::new(ErrorKind::InvalidData, message)
+    }
+}
+
+impl Read for BlobReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.ready_pos == self.ready.len() {
+            if self.done {
+                return Ok(0);
+            }
+            self.refill()?;
+        }
+        let n = buf.len().min(self.ready.len() - self.ready_pos);
+        buf[..n].copy_from_slice(&self.ready[self.ready_pos..self.ready_pos + n]);
+        self.ready_pos += n;
+        Ok(n)
+    }
+}
+
+impl Drop for BlobReader {
+    /// Commits the cache entry even when the client went away: one that
+    /// closes as soon as it has every byte makes the last write fail.
+    fn drop(&mut self) {
+        if let Some(fill) = self.fill.take() {
+            if let Err(e) = fill.commit() {
+                eprintln!("blockreg-guest: caching {}: {e}", self.digest);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{commit_blob, scratch_store, seeded_bytes};
+
+    fn read_all(r: &mut BlobReader) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 100_000];
+        loop {
+            let n = r.read(&mut buf)?;
+            if n == 0 {
+                return Ok(out);
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    #[test]
+    fn a_range_of_an_original_is_served_as_stored() {
+        let store = scratch_store("pull-range");
+        let data = seeded_bytes(1, 700_000);
+        let d = commit_blob(&store, &data);
+        let blob = Blob::open(&store, &d).unwrap().unwrap();
+        assert_eq!(blob.size(), data.len() as u64);
+        let mut r = blob.read(&store, 0, 1000, 600_000).unwrap();
+        assert_eq!(read_all(&mut r).unwrap(), data[1000..600_000]);
+    }
+
+    #[test]
+    fn a_damaged_original_never_reaches_the_reader_whole_and_is_set_aside() {
+        let store = scratch_store("pull-damaged");
+        let data = seeded_bytes(2, 3 * BATCH + 17);
+        let d = commit_blob(&store, &data);
+        let mut damaged = data.clone();
+        damaged[5] ^= 1;
+        std::fs::write(store.original_path(&d), &damaged).unwrap();
+        let blob = Blob::open(&store, &d).unwrap().unwrap();
+        let mut r = blob.read(&store, 0, 0, data.len() as u64).unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        let err = loop {
+            match r.read(&mut buf) {
+                Ok(0) => panic!("a damaged blob was read to its end"),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), ErrorKind::InvalidData);
+        assert_eq!(
+            got.len(),
+            3 * BATCH,
+            "everything but the last batch is released, never the whole"
+        );
+        assert!(!store.has_blob(&d), "set aside: unknown until pushed again");
+    }
+
+    #[test]
+    fn an_empty_blob_reads_as_nothing() {
+        let store = scratch_store("pull-empty");
+        let d = commit_blob(&store, b"");
+        let blob = Blob::open(&store, &d).unwrap().unwrap();
+        let mut r = blob.read(&store, 0, 0, 0).unwrap();
+        assert!(read_all(&mut r).unwrap().is_empty());
+    }
+}
