@@ -777,13 +777,13 @@ impl Store {
                 .iter()
                 .any(|(n, _)| n == "_manifests" || n == "_tags")
             {
-                let manifests = list_dir(&Layout::manifests_in(&dir))?
+                let manifests = list_dir(&Layout::manifests_in(dir))?
                     .iter()
                     .filter(|(n, _)| !n.ends_with(".type"))
                     .count() as u64;
                 // A repository whose manifests and tags were all deleted is
                 // gone from the catalog.
-                if manifests > 0 || !list_dir(&Layout::tags_in(&dir))?.is_empty() {
+                if manifests > 0 || !list_dir(&Layout::tags_in(dir))?.is_empty() {
                     out.push((prefix.to_string(), manifests));
                 }
             }
@@ -1324,7 +1324,7 @@ mod tests {
         h.append(&mut &b"12345"[..], None).unwrap();
         h.release().unwrap();
         // A holder whose lease ran out mid-chunk (its instance was dropped).
-        let dir = store.upload_dir(&id);
+        let dir = store.layout().upload(id.as_str());
         let stale = Lease {
             expiry: unix_now() - 1,
             size: 5,
@@ -1360,8 +1360,8 @@ mod tests {
         // A session half created, and temporaries of writes cut off.
         fs::create_dir_all(
             store
-                .root
-                .join("uploads/0c0c0c0c-0000-4000-8000-000000000000"),
+                .layout()
+                .upload("0c0c0c0c-0000-4000-8000-000000000000"),
         )
         .unwrap();
         fs::write(store.root().join("manifests/.tmp-x-1"), b"123").unwrap();
@@ -1398,7 +1398,7 @@ mod tests {
         // The next push is committed and repairs it.
         assert_eq!(crate::test_support::commit_blob(&store, b"good bytes"), d);
         assert_eq!(fs::read(store.original_path(&d)).unwrap(), b"good bytes");
-        assert!(!store.layer_dir(&d).join(DAMAGED).exists());
+        assert!(!store.layout().damaged_original(&d).exists());
     }
 
     #[test]
@@ -1407,7 +1407,7 @@ mod tests {
         let repo = name("r");
         let d = Digest::of(Algorithm::Sha256, b"{}");
         store.put_manifest(&repo, &d, OCI_INDEX, b"{}").unwrap();
-        let dir = store.repo_dir(&repo).join("_manifests");
+        let dir = store.layout().manifests(&repo);
         assert_eq!(list_dir(&dir).unwrap().len(), 1, "no .type file");
         assert_eq!(
             store.manifest(&repo, &d).unwrap().unwrap(),
