@@ -14,6 +14,8 @@ mod generated {
 pub(crate) use generated::exports::blockreg::registry::admin::{
     Error as AdminError, GuestInfo, Recovery, Stats,
 };
+/// The `admin` export of one instance.
+pub(crate) use generated::exports::blockreg::registry::admin::Guest as Admin;
 /// Pre-instantiated `admin-host` world: the guest's `admin` export.
 pub(crate) use generated::AdminHostPre;
 

@@ -37,8 +37,6 @@ use anyhow::Context as _;
 use tokio::sync::{watch, Notify};
 
 use crate::config::Limits;
-use crate::ctx;
-use crate::error::wasm_err;
 use crate::guest::{self, GuestSlot};
 
 /// How often an idle converter looks for work it was not told about.
@@ -119,13 +117,6 @@ async fn run(
     new_blobs: Arc<NewBlobs>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let engine = match guest::runtime() {
-        Ok(r) => r.engine.clone(),
-        Err(e) => {
-            tracing::error!("converter not started: {e:#}");
-            return;
-        }
-    };
     let mut failures: u32 = 0;
     let mut progress = Progress::new(Instant::now());
     loop {
@@ -133,7 +124,7 @@ async fn run(
             return;
         }
         let outcome = tokio::select! {
-            outcome = convert_one(&engine, &slot, &data_dir, &limits) => outcome,
+            outcome = convert_one(&slot, &data_dir, &limits) => outcome,
             () = guest::stopped(&mut stop) => return,
         };
         let pause = match outcome {
@@ -165,30 +156,20 @@ async fn run(
 
 /// Converts the next blob, if any, in a fresh instance of the current guest,
 /// and logs what happened.
-async fn convert_one(
-    engine: &wasmtime::Engine,
-    slot: &GuestSlot,
-    data_dir: &std::path::Path,
-    limits: &Limits,
-) -> Outcome {
+async fn convert_one(slot: &GuestSlot, data_dir: &std::path::Path, limits: &Limits) -> Outcome {
     let loaded = slot.current();
-    let mut store = match ctx::new_store(engine, data_dir, limits.max_memory_bytes) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("converter: cannot prepare an instance: {:#}", wasm_err(e));
-            return Outcome::Failed;
-        }
-    };
     let started = Instant::now();
-    let call = async {
-        let admin = loaded.admin.instantiate_async(&mut store).await?;
-        admin
-            .blockreg_registry_admin()
-            .call_convert_next(&mut store)
-            .await
-    };
-    match tokio::time::timeout(CONVERT_TIMEOUT, call).await {
-        Ok(Ok(Ok(Some(c)))) => {
+    let result = guest::call_admin(
+        &loaded.admin,
+        data_dir,
+        limits.max_memory_bytes,
+        CONVERT_TIMEOUT,
+        "convert-next",
+        |admin, store| Box::pin(admin.call_convert_next(store)),
+    )
+    .await;
+    match result {
+        Ok(Ok(Some(c))) => {
             let how = match &c.fallback {
                 Some(why) => format!("raw ({why})"),
                 None => c.encoding.clone(),
@@ -205,17 +186,14 @@ async fn convert_one(
             );
             Outcome::Converted { bytes: c.size }
         }
-        Ok(Ok(Ok(None))) => Outcome::NothingToDo,
-        Ok(Ok(Err(e))) => {
+        Ok(Ok(None)) => Outcome::NothingToDo,
+        Ok(Err(e)) => {
             tracing::warn!(target: "blockreg::convert", "conversion failed: {e:?}");
             Outcome::Failed
         }
-        Ok(Err(trap)) => {
-            tracing::error!(target: "blockreg::convert", "conversion trapped: {:#}", wasm_err(trap));
-            Outcome::Failed
-        }
-        Err(_) => {
-            tracing::error!(target: "blockreg::convert", "conversion timed out");
+        // A trap, a timeout, or a store that cannot be opened.
+        Err(e) => {
+            tracing::error!(target: "blockreg::convert", "conversion failed: {e:#}");
             Outcome::Failed
         }
     }

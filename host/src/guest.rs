@@ -15,16 +15,18 @@
 //! takes an `Arc` of it at its start, so replacing the slot never disturbs
 //! requests in flight.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use tokio::sync::{watch, OnceCell};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, Store};
 
-use crate::bindings::{AdminHostPre, GuestInfo, ProxyPre, Recovery};
+use crate::bindings::{Admin, AdminHostPre, GuestInfo, ProxyPre, Recovery};
 use crate::config::{GuestSource, Limits};
 use crate::ctx::{self, Sandbox};
 use crate::error::wasm_err;
@@ -133,21 +135,15 @@ pub(crate) async fn load(
         .map_err(wasm_err)
         .context("the guest does not export blockreg:registry/admin")?;
 
-    let mut store = ctx::new_store(&runtime.engine, data_dir, limits.max_memory_bytes)
-        .map_err(wasm_err)
-        .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
-    let describe = async {
-        let instance = admin.instantiate_async(&mut store).await?;
-        instance
-            .blockreg_registry_admin()
-            .call_describe(&mut store)
-            .await
-    };
-    let info = tokio::time::timeout(limits.request_timeout, describe)
-        .await
-        .context("admin describe timed out")?
-        .map_err(wasm_err)
-        .context("calling admin describe")?;
+    let info = call_admin(
+        &admin,
+        data_dir,
+        limits.max_memory_bytes,
+        limits.request_timeout,
+        "describe",
+        |admin, store| Box::pin(admin.call_describe(store)),
+    )
+    .await?;
     Ok(Arc::new(LoadedGuest { proxy, admin, info }))
 }
 
@@ -163,23 +159,50 @@ pub(crate) async fn recover(
     data_dir: &Path,
     limits: &Limits,
 ) -> anyhow::Result<Recovery> {
+    call_admin(
+        &loaded.admin,
+        data_dir,
+        limits.max_memory_bytes,
+        limits.request_timeout,
+        "recover",
+        |admin, store| Box::pin(admin.call_recover(store)),
+    )
+    .await?
+    .map_err(|e| anyhow::anyhow!("recovering the store: {e:?}"))
+}
+
+/// One call on the `admin` export, borrowing the instance and its store.
+pub(crate) type AdminCall<'a, T> = Pin<Box<dyn Future<Output = wasmtime::Result<T>> + Send + 'a>>;
+
+/// Instantiates `admin` in a fresh store over `data_dir` and makes one call
+/// on it, which must finish within `timeout`. `name` is the function's WIT
+/// name, for the error messages.
+///
+/// # Errors
+///
+/// Fails when `data_dir` cannot be opened, the guest traps, or the call
+/// times out; an `admin` error the function returns is the caller's `T`.
+pub(crate) async fn call_admin<T>(
+    admin: &AdminHostPre<Sandbox>,
+    data_dir: &Path,
+    max_memory_bytes: usize,
+    timeout: Duration,
+    name: &str,
+    call: impl for<'a> FnOnce(&'a Admin, &'a mut Store<Sandbox>) -> AdminCall<'a, T>,
+) -> anyhow::Result<T> {
     let runtime = runtime()?;
-    let mut store = ctx::new_store(&runtime.engine, data_dir, limits.max_memory_bytes)
+    let mut store = ctx::new_store(&runtime.engine, data_dir, max_memory_bytes)
         .map_err(wasm_err)
         .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
-    let call = async {
-        let instance = loaded.admin.instantiate_async(&mut store).await?;
-        instance
-            .blockreg_registry_admin()
-            .call_recover(&mut store)
-            .await
+    let run = async {
+        let instance = admin.instantiate_async(&mut store).await?;
+        call(instance.blockreg_registry_admin(), &mut store).await
     };
-    tokio::time::timeout(limits.request_timeout, call)
+    tokio::time::timeout(timeout, run)
         .await
-        .context("admin recover timed out")?
+        .with_context(|| format!("admin {name} timed out"))?
         .map_err(wasm_err)
-        .context("calling admin recover")?
-        .map_err(|e| anyhow::anyhow!("recovering the store: {e:?}"))
+        .with_context(|| format!("calling admin {name}"))
 }
 
 /// The embedded guest, compiled once per process: tests start many servers.

@@ -5,13 +5,10 @@
 use std::fmt;
 use std::path::Path;
 
-use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::bindings::{AdminError, Stats};
 use crate::config::{GuestSource, Limits};
-use crate::ctx;
-use crate::error::wasm_err;
 use crate::guest;
 
 /// The figures of `admin.get-stats`; field meanings are documented in
@@ -151,20 +148,15 @@ pub async fn store_stats(data_dir: &Path, guest: &GuestSource) -> anyhow::Result
     let data_dir = &crate::datadir::prepare(data_dir, false)?;
     let limits = Limits::default();
     let loaded = guest::load(guest, data_dir, &limits).await?;
-    let engine = &guest::runtime()?.engine;
-    let mut store = ctx::new_store(engine, data_dir, limits.max_memory_bytes).map_err(wasm_err)?;
-    let call = async {
-        let admin = loaded.admin.instantiate_async(&mut store).await?;
-        admin
-            .blockreg_registry_admin()
-            .call_get_stats(&mut store)
-            .await
-    };
-    let result = tokio::time::timeout(limits.request_timeout, call)
-        .await
-        .context("admin get-stats timed out")?
-        .map_err(wasm_err)
-        .context("calling admin get-stats")?;
+    let result = guest::call_admin(
+        &loaded.admin,
+        data_dir,
+        limits.max_memory_bytes,
+        limits.request_timeout,
+        "get-stats",
+        |admin, store| Box::pin(admin.call_get_stats(store)),
+    )
+    .await?;
     match result {
         Ok(stats) => Ok(stats.into()),
         Err(AdminError::Io(detail)) => anyhow::bail!("the store could not be read: {detail}"),
