@@ -34,10 +34,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
 use crate::config::Limits;
 use crate::guest::{self, GuestSlot};
+use crate::shutdown::Stop;
 
 /// How often an idle converter looks for work it was not told about.
 const IDLE_POLL: Duration = Duration::from_secs(5);
@@ -70,7 +71,7 @@ pub(crate) struct Converter {
 
 impl Converter {
     /// Waits, off the async executor, until the thread has ended (after
-    /// `stop` turned true).
+    /// `stop` was triggered).
     pub(crate) async fn join(self) {
         let thread = self.thread;
         if let Ok(Err(_)) = tokio::task::spawn_blocking(move || thread.join()).await {
@@ -79,7 +80,7 @@ impl Converter {
     }
 }
 
-/// Starts converting on a thread of its own until `stop` turns true.
+/// Starts converting on a thread of its own until `stop` is triggered.
 ///
 /// # Errors
 ///
@@ -89,7 +90,7 @@ pub(crate) fn spawn(
     data_dir: PathBuf,
     limits: Limits,
     new_blobs: Arc<NewBlobs>,
-    stop: watch::Receiver<bool>,
+    stop: Stop,
 ) -> anyhow::Result<Converter> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -109,23 +110,23 @@ enum Outcome {
     Failed,
 }
 
-/// Runs conversions until `stop` turns true.
+/// Runs conversions until `stop` is triggered.
 async fn run(
     slot: Arc<GuestSlot>,
     data_dir: PathBuf,
     limits: Limits,
     new_blobs: Arc<NewBlobs>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Stop,
 ) {
     let mut failures: u32 = 0;
     let mut progress = Progress::new(Instant::now());
     loop {
-        if *stop.borrow() {
+        if stop.is_stopped() {
             return;
         }
         let outcome = tokio::select! {
             outcome = convert_one(&slot, &data_dir, &limits) => outcome,
-            () = guest::stopped(&mut stop) => return,
+            () = stop.stopped() => return,
         };
         let pause = match outcome {
             Outcome::Converted { bytes } => {
@@ -148,7 +149,7 @@ async fn run(
             tokio::select! {
                 () = new_blobs.0.notified(), if wake_on_commit => {}
                 () = tokio::time::sleep(pause) => {}
-                () = guest::stopped(&mut stop) => return,
+                () = stop.stopped() => return,
             }
         }
     }

@@ -22,7 +22,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
-use tokio::sync::{watch, OnceCell};
+use tokio::sync::OnceCell;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store};
 
@@ -30,6 +30,7 @@ use crate::bindings::{Admin, AdminHostPre, GuestInfo, ProxyPre, Recovery};
 use crate::config::{GuestSource, Limits};
 use crate::ctx::{self, Sandbox};
 use crate::error::wasm_err;
+use crate::shutdown::Stop;
 
 /// How often the epoch advances, i.e. how long a guest runs between yields.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -274,14 +275,14 @@ fn stamp(path: &Path) -> Option<FileStamp> {
 }
 
 /// Reloads the guest on SIGHUP and, for a file guest, when the file changes,
-/// until `stop` turns true. A guest that fails to load is logged and the
+/// until `stop` is triggered. A guest that fails to load is logged and the
 /// current one keeps serving.
 pub(crate) async fn watch(
     slot: Arc<GuestSlot>,
     source: GuestSource,
     data_dir: PathBuf,
     limits: Limits,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Stop,
 ) {
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(signal) => Some(signal),
@@ -303,7 +304,7 @@ pub(crate) async fn watch(
 
     loop {
         tokio::select! {
-            () = stopped(&mut stop) => return,
+            () = stop.stopped() => return,
             Some(()) = async { hangup.as_mut()?.recv().await } => {
                 match &path {
                     None => tracing::info!(
@@ -340,13 +341,6 @@ pub(crate) async fn watch(
             }
         }
     }
-}
-
-/// Resolves once `stop` is true (or its sender is gone).
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // The `Ref` that `wait_for` returns holds a lock guard, which must not
-    // live across the caller's `select!`.
-    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 async fn reload(slot: &GuestSlot, source: &GuestSource, data_dir: &Path, limits: &Limits) {

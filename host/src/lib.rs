@@ -4,8 +4,9 @@
 //!
 //! Where to look:
 //! - `server.rs`: accept loop, per-request instantiation, read and write
-//!   slots, body limits and pacing, timeouts, graceful shutdown, the access
-//!   log.
+//!   slots, body limits and pacing, timeouts, the access log.
+//! - `shutdown.rs`: what asks the server to stop (Ctrl-C, SIGTERM), how its
+//!   tasks hear of it, and how long open connections are waited for.
 //! - `convert.rs`: the background converter's thread and loop.
 //! - `guest.rs`: the engine, loading and validating a component, hot swap on
 //!   SIGHUP or file change.
@@ -24,12 +25,14 @@ mod error;
 mod guest;
 mod runner;
 mod server;
+mod shutdown;
 mod stats;
 
 pub use config::{GuestSettings, GuestSource, Limits, ServeConfig};
 pub use guest::embedded_guest;
 pub use runner::run_command;
 pub use server::serve;
+pub use shutdown::signal as shutdown_signal;
 pub use stats::{store_stats, StoreStats};
 
 /// Sends `tracing` output to stderr, filtered by `RUST_LOG` (default `info`).

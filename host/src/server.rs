@@ -1,5 +1,5 @@
 //! The HTTP server: accepts connections, runs each request in a fresh guest
-//! instance, and stops gracefully.
+//! instance, and stops gracefully (see `shutdown.rs`).
 //!
 //! Bodies are never collected: the request body reaches the guest frame by
 //! frame through [`LimitedBody`], and the guest's response body streams back
@@ -36,7 +36,7 @@ use hyper::server::conn::http1;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use wasmtime::component::Resource;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -49,6 +49,7 @@ use crate::convert::{self, NewBlobs};
 use crate::ctx;
 use crate::error::{wasm_err, HostErrorCode};
 use crate::guest::{self, GuestSlot};
+use crate::shutdown::{self, Stop};
 
 /// Serves the registry on `listener` until `shutdown` resolves.
 ///
@@ -90,13 +91,13 @@ pub async fn serve(
     }
     let slot = Arc::new(GuestSlot::new(loaded));
 
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (trigger, stop) = shutdown::channel();
     let watcher = tokio::spawn(guest::watch(
         slot.clone(),
         source,
         data_dir.clone(),
         limits.clone(),
-        stop_rx.clone(),
+        stop.clone(),
     ));
 
     let new_blobs = Arc::new(NewBlobs::default());
@@ -106,7 +107,7 @@ pub async fn serve(
             data_dir.clone(),
             limits.clone(),
             new_blobs.clone(),
-            stop_rx.clone(),
+            stop.clone(),
         )?)
     } else {
         None
@@ -134,7 +135,7 @@ pub async fn serve(
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
-                    connections.spawn(serve_connection(state.clone(), socket, peer, stop_rx.clone()));
+                    connections.spawn(serve_connection(state.clone(), socket, peer, stop.clone()));
                 }
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.
@@ -146,23 +147,9 @@ pub async fn serve(
         }
     }
 
-    tracing::info!(
-        "shutting down: waiting for {} connection(s)",
-        connections.len()
-    );
     drop(listener);
-    let _ = stop_tx.send(true);
-    let drain = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(state.limits.request_timeout, drain)
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "shutdown: closing {} connection(s) still open",
-            connections.len()
-        );
-        connections.shutdown().await;
-    }
+    trigger.stop();
+    shutdown::drain(&mut connections, state.limits.request_timeout).await;
     let _ = watcher.await;
     if let Some(converter) = converter {
         converter.join().await;
@@ -188,7 +175,7 @@ async fn serve_connection(
     server: Arc<Server>,
     socket: TcpStream,
     peer: SocketAddr,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Stop,
 ) {
     let local = socket.local_addr().ok();
     let header_read_timeout =
@@ -212,7 +199,7 @@ async fn serve_connection(
                 }
                 return;
             }
-            () = guest::stopped(&mut stop), if !stopping => {
+            () = stop.stopped(), if !stopping => {
                 stopping = true;
                 connection.as_mut().graceful_shutdown();
             }
