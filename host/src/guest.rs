@@ -49,7 +49,7 @@ pub fn embedded_guest() -> &'static [u8] {
 /// The engine and the linker holding every import a guest may use.
 pub(crate) struct Runtime {
     pub(crate) engine: Engine,
-    linker: Linker<Sandbox>,
+    pub(crate) linker: Linker<Sandbox>,
 }
 
 /// Returns the process-wide runtime, creating it (and its epoch ticker) on
@@ -220,7 +220,10 @@ async fn embedded_component(runtime: &'static Runtime) -> anyhow::Result<Compone
 }
 
 /// Compiles a component off the async executor.
-async fn compile(runtime: &'static Runtime, bytes: Vec<u8>) -> anyhow::Result<Component> {
+pub(crate) async fn compile(
+    runtime: &'static Runtime,
+    bytes: Vec<u8>,
+) -> anyhow::Result<Component> {
     tokio::task::spawn_blocking(move || Component::new(&runtime.engine, &bytes).map_err(wasm_err))
         .await
         .context("the compiler task panicked")?
