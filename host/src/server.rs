@@ -157,6 +157,11 @@ pub async fn serve(
     Ok(())
 }
 
+/// Response header by which the guest says that it committed a blob (see
+/// `admin.convert-next` in `wit/admin.wit`); removed before the response
+/// leaves.
+const COMMITTED_HEADER: &str = "blockreg-committed";
+
 /// Shared state of a running server.
 struct Server {
     engine: wasmtime::Engine,
@@ -224,8 +229,10 @@ impl Server {
         let path = request.uri().path().to_owned();
         let start = Instant::now();
         let (response, guest_failed) = self.dispatch(request, local).await;
-        let (parts, body) = response.into_parts();
-        if parts.status == StatusCode::CREATED && path.contains("/blobs/") {
+        let (mut parts, body) = response.into_parts();
+        // The guest's word for it, not a guess from the status and path; the
+        // header is between guest and host only.
+        if parts.headers.remove(COMMITTED_HEADER).is_some() {
             self.new_blobs.committed();
         }
         let log = RequestLog {

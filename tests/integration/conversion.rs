@@ -4,9 +4,10 @@
 //! first full pull.
 
 use std::io::Write as _;
+use std::time::{Duration, Instant};
 
 use hyper::Method;
-use tests::{seeded_bytes, sha256_digest, Server};
+use tests::{seeded_bytes, sha256_digest, Req, Server};
 
 /// A layer as docker makes one: a tar of `files`, gzip level 6.
 fn layer(files: &[(&str, Vec<u8>)], mtime: u64) -> Vec<u8> {
@@ -203,4 +204,51 @@ async fn same_blob_in_two_repositories_is_converted_once() {
     srv.get(format!("/v2/two/blobs/{digest}"))
         .await
         .assert_body(&data);
+}
+
+/// Sends `req`, a request that commits a blob or mounts one, and expects
+/// 201 without the `blockreg-committed` header that the guest adds for the
+/// host.
+async fn created_without_committed_header(req: Req<'_>) {
+    let resp = req.send().await;
+    resp.assert_status(201);
+    assert_eq!(
+        resp.header("blockreg-committed"),
+        None,
+        "{}",
+        resp.describe()
+    );
+}
+
+/// The guest tells the host of a commit with a `blockreg-committed` response
+/// header: the host wakes the converter on it (at once, not at its next
+/// poll 5 s later) and removes it, so no client ever sees it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_wakes_the_converter_and_its_header_never_reaches_the_client() {
+    let srv = Server::start().await;
+
+    // A monolithic POST commits.
+    let data = seeded_bytes(71, 10_000);
+    let post = format!("/v2/wake/blobs/uploads/?digest={}", sha256_digest(&data));
+    created_without_committed_header(srv.req(Method::POST, post).body(data)).await;
+    srv.wait_converted().await;
+
+    // The converter is idle now. A session's final PUT commits too, and
+    // wakes it.
+    let data = seeded_bytes(72, 10_000);
+    let digest = sha256_digest(&data);
+    let upload = srv.start_upload("wake").await;
+    let committed = Instant::now();
+    created_without_committed_header(srv.req(Method::PUT, upload.with_digest(&digest)).body(data))
+        .await;
+    srv.wait_converted().await;
+    let waited = committed.elapsed();
+    assert!(
+        waited < Duration::from_secs(4),
+        "converted {waited:?} after the commit: the converter was not woken"
+    );
+
+    // A mount links a blob that is already there.
+    let mount = format!("/v2/other/blobs/uploads/?mount={digest}&from=wake");
+    created_without_committed_header(srv.req(Method::POST, mount)).await;
 }
