@@ -7,15 +7,20 @@ mod generated {
         path: "../wit",
         world: "admin-host",
         exports: { default: async },
+        // `blockreg stats --json` prints the `stats` record as it is.
+        additional_derives: [serde::Serialize, PartialEq],
     });
 }
 
-/// Records and the error variant of the `admin` interface.
-pub(crate) use generated::exports::blockreg::registry::admin::{
-    Error as AdminError, GuestInfo, Recovery, Stats,
-};
 /// The `admin` export of one instance.
 pub(crate) use generated::exports::blockreg::registry::admin::Guest as Admin;
+/// The `stats` record of the `admin` interface: the figures of
+/// `blockreg stats`.
+pub use generated::exports::blockreg::registry::admin::Stats as StoreStats;
+/// Records and the error variant of the `admin` interface.
+pub(crate) use generated::exports::blockreg::registry::admin::{
+    Error as AdminError, GuestInfo, Recovery,
+};
 /// Pre-instantiated `admin-host` world: the guest's `admin` export.
 pub(crate) use generated::AdminHostPre;
 

@@ -28,12 +28,13 @@ mod server;
 mod shutdown;
 mod stats;
 
+pub use bindings::StoreStats;
 pub use config::{GuestSettings, GuestSource, Limits, ServeConfig};
 pub use guest::embedded_guest;
 pub use runner::run_command;
 pub use server::serve;
 pub use shutdown::signal as shutdown_signal;
-pub use stats::{store_stats, StoreStats};
+pub use stats::store_stats;
 
 /// Sends `tracing` output to stderr, filtered by `RUST_LOG` (default `info`).
 /// Does nothing if a subscriber is already installed.
