@@ -4,12 +4,14 @@
 //!
 //! Where to look:
 //! - `server.rs`: accept loop, per-request instantiation, read and write
-//!   slots, body limits and pacing, timeouts, the access log.
+//!   slots, body limits and pacing, timeouts, the access log, and the
+//!   `blockreg-committed` header by which the guest reports a commit.
 //! - `shutdown.rs`: what asks the server to stop (Ctrl-C, SIGTERM), how its
 //!   tasks hear of it, and how long open connections are waited for.
 //! - `convert.rs`: the background converter's thread and loop.
 //! - `guest.rs`: the engine, loading and validating a component, hot swap on
-//!   SIGHUP or file change.
+//!   SIGHUP or file change, and `call_admin` (one `admin` call in a fresh
+//!   instance, for describe, recover, get-stats and convert-next).
 //! - `ctx.rs`: the sandbox of one instance (`/data` preopen, no network);
 //!   `datadir.rs`: opening the data directory with cap-std.
 //! - `stats.rs`, `runner.rs`: the `stats` and `run` subcommands.
