@@ -52,7 +52,10 @@ T_START="$(now)"
 
 e2e_init
 ensure_packages
-bench_start_dockerd
+# overlay2 when the kernel allows it: builds, loads and pulls of this corpus
+# with vfs copy every layer's whole tree.
+# shellcheck disable=SC2086
+start_dockerd ${BENCH_STORAGE_DRIVER:-overlay2 vfs}
 t0="$(now)"
 ensure_bench_corpus
 ensure_oci_layouts
@@ -169,8 +172,10 @@ for ((run = 1; run <= BENCH_RUNS; run++)); do
 
     # ---- 1. docker push, store size after each push
     log "run $run/$BENCH_RUNS: docker push of ${#BENCH_IMAGES[@]} images"
-    bench_start_blockreg "$d/br-docker" "$LOG_DIR/br-docker-$run.log" "${HOST[br1]#*:}" BR1_PID || die "blockreg did not start"
-    bench_start_registry2 "$d/r2-docker" "$LOG_DIR/r2-docker-$run.log" "${HOST[r2a]#*:}" R2A_PID || die "registry:2 did not start"
+    WANT_PORT="${HOST[br1]#*:}" start_blockreg "$d/br-docker" "$LOG_DIR/br-docker-$run.log" "${BENCH_GUEST:-}" || die "blockreg did not start"
+    BR1_PID="$BR_PID"
+    WANT_PORT="${HOST[r2a]#*:}" start_registry2 "$d/r2-docker" "$LOG_DIR/r2-docker-$run.log" || die "registry:2 did not start"
+    R2A_PID="$R2_PID"
     declare -A NAMEHOST=([blockreg]="${HOST[br1]}" [registry2]="${HOST[r2a]}")
     tot_br=0 tot_r2=0 tot_wait=0
     for img in "${BENCH_IMAGES[@]}"; do
@@ -206,8 +211,10 @@ for ((run = 1; run <= BENCH_RUNS; run++)); do
 
     # ---- 2. skopeo copy from OCI layouts (uncompressed) into fresh stores
     log "run $run/$BENCH_RUNS: skopeo copy of ${#BENCH_IMAGES[@]} images"
-    bench_start_blockreg "$d/br-skopeo" "$LOG_DIR/br-skopeo-$run.log" "${HOST[br2]#*:}" BR2_PID || die "blockreg did not start"
-    bench_start_registry2 "$d/r2-skopeo" "$LOG_DIR/r2-skopeo-$run.log" "${HOST[r2b]#*:}" R2B_PID || die "registry:2 did not start"
+    WANT_PORT="${HOST[br2]#*:}" start_blockreg "$d/br-skopeo" "$LOG_DIR/br-skopeo-$run.log" "${BENCH_GUEST:-}" || die "blockreg did not start"
+    BR2_PID="$BR_PID"
+    WANT_PORT="${HOST[r2b]#*:}" start_registry2 "$d/r2-skopeo" "$LOG_DIR/r2-skopeo-$run.log" || die "registry:2 did not start"
+    R2B_PID="$R2_PID"
     declare -A NAMEHOST=([blockreg]="${HOST[br2]}" [registry2]="${HOST[r2b]}")
     tot_br=0 tot_r2=0 tot_wait=0
     for img in "${BENCH_IMAGES[@]}"; do
@@ -241,8 +248,10 @@ for ((run = 1; run <= BENCH_RUNS; run++)); do
     stop_pid "$BR1_PID"
     stop_pid "$R2A_PID"
     rm -rf "$d/br-docker/cache"
-    bench_start_blockreg "$d/br-docker" "$LOG_DIR/br-docker-$run.log" "${HOST[br1]#*:}" BR1_PID || die "blockreg did not restart"
-    bench_start_registry2 "$d/r2-docker" "$LOG_DIR/r2-docker-$run.log" "${HOST[r2a]#*:}" R2A_PID || die "registry:2 did not restart"
+    WANT_PORT="${HOST[br1]#*:}" start_blockreg "$d/br-docker" "$LOG_DIR/br-docker-$run.log" "${BENCH_GUEST:-}" || die "blockreg did not restart"
+    BR1_PID="$BR_PID"
+    WANT_PORT="${HOST[r2a]#*:}" start_registry2 "$d/r2-docker" "$LOG_DIR/r2-docker-$run.log" || die "registry:2 did not restart"
+    R2A_PID="$R2_PID"
     declare -A NAMEHOST=([blockreg]="${HOST[br1]}" [registry2]="${HOST[r2a]}")
     for name in "${order[@]}"; do pull_all "$run" "$name" "${NAMEHOST[$name]}" cold; done
     log "run $run/$BENCH_RUNS: warm pulls"
@@ -298,7 +307,7 @@ report="$WORK_DIR/latest.md"
     echo
     echo "$(date -u +%Y-%m-%dT%H:%MZ), ${BR_VERSION:-blockreg}${BENCH_GUEST:+, guest $BENCH_GUEST}," \
         "$BENCH_RUNS run(s)$( ((BENCH_RUNS > 1)) && echo ', median'), ${#BENCH_IMAGES[@]} images" \
-        "($( [[ "${BENCH_QUICK:-}" == 1 ]] && echo quick: )${BENCH_IMAGES[*]}), dockerd storage $BENCH_DRIVER," \
+        "($( [[ "${BENCH_QUICK:-}" == 1 ]] && echo quick: )${BENCH_IMAGES[*]}), dockerd storage $DOCKERD_DRIVER," \
         "$(nproc) cores. Corpus ready in ${T_CORPUS} s, whole run ${T_TOTAL} s."
     echo "Times are wall seconds on loopback; sizes du -sb of the store directory (blockreg: the whole"
     echo "DATA dir; registry:2: its storage root), measured after blockreg's background conversion finished."

@@ -11,7 +11,8 @@
 //! for the few paths the `http` crate refuses to parse (backslashes).
 //!
 //! Fixtures are deterministic: blob contents come from [`seeded_bytes`]
-//! (splitmix64), manifests from [`image_manifest`] and [`index_manifest`].
+//! (splitmix64, the one PRNG of the tests) and [`text_bytes`], layers from
+//! [`gzip_layer`], manifests from [`image_manifest`] and [`index_manifest`].
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -982,6 +983,50 @@ pub fn seeded_bytes(seed: u64, len: usize) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// `len` bytes of text-like content from `seed`: words picked by
+/// [`seeded_bytes`], compressible as real files are.
+pub fn text_bytes(seed: u64, len: usize) -> Vec<u8> {
+    const WORDS: [&[u8]; 8] = [
+        b"registry ",
+        b"layer ",
+        b"block\n",
+        b"tar ",
+        b"gzip ",
+        b"docker ",
+        b"{\"a\":1}\n",
+        b"0x1f ",
+    ];
+    let noise = seeded_bytes(seed, len / 8 + 1);
+    let mut out = Vec::with_capacity(len + 16);
+    let mut i = 0;
+    while out.len() < len {
+        out.extend_from_slice(WORDS[usize::from(noise[i % noise.len()]) % WORDS.len()]);
+        i += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+/// A layer as docker makes one: a tar of `files` (path and content, mode
+/// 0644, modified at `mtime`), gzip level 6.
+pub fn gzip_layer(files: &[(impl AsRef<Path>, Vec<u8>)], mtime: u64) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, data) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(mtime);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, path, data.as_slice())
+            .expect("tar entry");
+    }
+    let tar = builder.into_inner().expect("tar");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    std::io::Write::write_all(&mut gz, &tar).expect("gzip");
+    gz.finish().expect("gzip")
 }
 
 /// `len` bytes of one short pattern repeated: every aligned 4 KiB block of

@@ -8,6 +8,8 @@ mod generated {
         path: "../wit",
         world: "admin-host",
         exports: { default: async },
+        // `blockreg stats --json` prints the `stats` record as it is.
+        additional_derives: [serde::Serialize, PartialEq],
     });
 }
 
@@ -16,9 +18,14 @@ mod generated {
 pub(crate) use generated::blockreg::registry::settings::{
     add_to_linker as add_settings_to_linker, Host as SettingsHost, Settings,
 };
+/// The `admin` export of one instance.
+pub(crate) use generated::exports::blockreg::registry::admin::Guest as Admin;
+/// The `stats` record of the `admin` interface: the figures of
+/// `blockreg stats`.
+pub use generated::exports::blockreg::registry::admin::Stats as StoreStats;
 /// Records and the error variant of the `admin` interface.
 pub(crate) use generated::exports::blockreg::registry::admin::{
-    Encoding, Error as AdminError, GuestInfo, Recovery, Stats,
+    Encoding, Error as AdminError, GuestInfo, Recovery,
 };
 /// Pre-instantiated `admin-host` world: the guest's `admin` export.
 pub(crate) use generated::AdminHostPre;

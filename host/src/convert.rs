@@ -34,13 +34,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
 use crate::bindings::Encoding;
 use crate::config::Limits;
-use crate::ctx;
-use crate::error::wasm_err;
 use crate::guest::{self, GuestSlot};
+use crate::shutdown::Stop;
 
 /// How often an idle converter looks for work it was not told about.
 const IDLE_POLL: Duration = Duration::from_secs(5);
@@ -73,7 +72,7 @@ pub(crate) struct Converter {
 
 impl Converter {
     /// Waits, off the async executor, until the thread has ended (after
-    /// `stop` turned true).
+    /// `stop` was triggered).
     pub(crate) async fn join(self) {
         let thread = self.thread;
         if let Ok(Err(_)) = tokio::task::spawn_blocking(move || thread.join()).await {
@@ -82,7 +81,7 @@ impl Converter {
     }
 }
 
-/// Starts converting on a thread of its own until `stop` turns true.
+/// Starts converting on a thread of its own until `stop` is triggered.
 ///
 /// # Errors
 ///
@@ -92,7 +91,7 @@ pub(crate) fn spawn(
     data_dir: PathBuf,
     limits: Limits,
     new_blobs: Arc<NewBlobs>,
-    stop: watch::Receiver<bool>,
+    stop: Stop,
 ) -> anyhow::Result<Converter> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -112,30 +111,23 @@ enum Outcome {
     Failed,
 }
 
-/// Runs conversions until `stop` turns true.
+/// Runs conversions until `stop` is triggered.
 async fn run(
     slot: Arc<GuestSlot>,
     data_dir: PathBuf,
     limits: Limits,
     new_blobs: Arc<NewBlobs>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Stop,
 ) {
-    let engine = match guest::runtime() {
-        Ok(r) => r.engine.clone(),
-        Err(e) => {
-            tracing::error!("converter not started: {e:#}");
-            return;
-        }
-    };
     let mut failures: u32 = 0;
     let mut progress = Progress::new(Instant::now());
     loop {
-        if *stop.borrow() {
+        if stop.is_stopped() {
             return;
         }
         let outcome = tokio::select! {
-            outcome = convert_one(&engine, &slot, &data_dir, &limits) => outcome,
-            () = guest::stopped(&mut stop) => return,
+            outcome = convert_one(&slot, &data_dir, &limits) => outcome,
+            () = stop.stopped() => return,
         };
         let pause = match outcome {
             Outcome::Converted { bytes } => {
@@ -158,7 +150,7 @@ async fn run(
             tokio::select! {
                 () = new_blobs.0.notified(), if wake_on_commit => {}
                 () = tokio::time::sleep(pause) => {}
-                () = guest::stopped(&mut stop) => return,
+                () = stop.stopped() => return,
             }
         }
     }
@@ -166,31 +158,21 @@ async fn run(
 
 /// Converts the next blob, if any, in a fresh instance of the current guest,
 /// and logs what happened.
-async fn convert_one(
-    engine: &wasmtime::Engine,
-    slot: &GuestSlot,
-    data_dir: &std::path::Path,
-    limits: &Limits,
-) -> Outcome {
+async fn convert_one(slot: &GuestSlot, data_dir: &std::path::Path, limits: &Limits) -> Outcome {
     let loaded = slot.current();
-    let mut store = match ctx::new_store(engine, data_dir, limits.max_memory_bytes, loaded.settings)
-    {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("converter: cannot prepare an instance: {:#}", wasm_err(e));
-            return Outcome::Failed;
-        }
-    };
     let started = Instant::now();
-    let call = async {
-        let admin = loaded.admin.instantiate_async(&mut store).await?;
-        admin
-            .blockreg_registry_admin()
-            .call_convert_next(&mut store)
-            .await
-    };
-    match tokio::time::timeout(CONVERT_TIMEOUT, call).await {
-        Ok(Ok(Ok(Some(c)))) => {
+    let result = guest::call_admin(
+        &loaded.admin,
+        data_dir,
+        limits.max_memory_bytes,
+        loaded.settings,
+        CONVERT_TIMEOUT,
+        "convert-next",
+        |admin, store| Box::pin(admin.call_convert_next(store)),
+    )
+    .await;
+    match result {
+        Ok(Ok(Some(c))) => {
             let how = match &c.fallback {
                 Some(why) => format!("raw ({why})"),
                 None => match c.encoding {
@@ -210,17 +192,14 @@ async fn convert_one(
             );
             Outcome::Converted { bytes: c.size }
         }
-        Ok(Ok(Ok(None))) => Outcome::NothingToDo,
-        Ok(Ok(Err(e))) => {
+        Ok(Ok(None)) => Outcome::NothingToDo,
+        Ok(Err(e)) => {
             tracing::warn!(target: "blockreg::convert", "conversion failed: {e:?}");
             Outcome::Failed
         }
-        Ok(Err(trap)) => {
-            tracing::error!(target: "blockreg::convert", "conversion trapped: {:#}", wasm_err(trap));
-            Outcome::Failed
-        }
-        Err(_) => {
-            tracing::error!(target: "blockreg::convert", "conversion timed out");
+        // A trap, a timeout, or a store that cannot be opened.
+        Err(e) => {
+            tracing::error!(target: "blockreg::convert", "conversion failed: {e:#}");
             Outcome::Failed
         }
     }

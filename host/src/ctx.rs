@@ -8,20 +8,19 @@
 //! reaches it as one typed record, the `settings` import
 //! ([`guest_settings`] builds it).
 
-use std::time::Duration;
-
 use std::future::Future;
 use std::path::Path;
+use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{
     RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
 
 use crate::bindings::{Settings, SettingsHost};
-use crate::config::GuestSettings;
+use crate::config::{GuestSettings, Limits};
 
 /// The record the guest's `settings` import returns: the operator's
 /// settings plus the host's request timeout (after which the guest may take
@@ -46,6 +45,12 @@ pub(crate) fn guest_settings(settings: &GuestSettings, request_timeout: Duration
         request_timeout_secs: request_timeout.as_secs(),
         accept_foreign_layers,
     }
+}
+
+/// The settings of a registry started without flags: for instances that
+/// serve no request (`blockreg stats`, `blockreg run`).
+pub(crate) fn default_guest_settings() -> Settings {
+    guest_settings(&GuestSettings::default(), Limits::default().request_timeout)
 }
 
 /// Where the data directory appears inside the guest.
@@ -78,20 +83,13 @@ impl Sandbox {
     ///
     /// Fails when `data_dir` cannot be opened.
     fn new(data_dir: &Path, max_memory_bytes: usize, settings: Settings) -> wasmtime::Result<Self> {
-        let mut wasi = WasiCtx::builder();
-        // File operations run on the calling thread instead of a
-        // spawn_blocking hop each: the guest makes several small calls per
-        // 4 KiB block, and the hop cost more than the I/O (1.4 ms vs 0.2 ms
-        // per block written). The runtime has extra worker threads so a
-        // request blocked on disk does not stall the others (main.rs).
-        // Must be set before the preopen, which captures it.
-        wasi.allow_blocking_current_thread(true)
-            .inherit_stderr()
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .preopened_dir(data_dir, DATA_GUEST_PATH, FsPerms::ReadWrite)?;
-        Ok(Self {
+        let wasi = wasi_builder(data_dir, DATA_GUEST_PATH)?;
+        Ok(Self::with_wasi(wasi, max_memory_bytes, settings))
+    }
+
+    /// Builds the sandbox around `wasi`, made by [`wasi_builder`].
+    fn with_wasi(mut wasi: WasiCtxBuilder, max_memory_bytes: usize, settings: Settings) -> Self {
+        Self {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
@@ -100,8 +98,33 @@ impl Sandbox {
                 .memory_size(max_memory_bytes)
                 .build(),
             settings,
-        })
+        }
     }
+}
+
+/// The WASI context of an instance, still open to additions: `dir`
+/// preopened read-write at `guest_path`, stderr inherited, and nothing else
+/// (no environment, no arguments, no sockets, no name lookups).
+/// `blockreg run` adds stdio and arguments to it.
+///
+/// # Errors
+///
+/// Fails when `dir` cannot be opened.
+pub(crate) fn wasi_builder(dir: &Path, guest_path: &str) -> wasmtime::Result<WasiCtxBuilder> {
+    let mut wasi = WasiCtx::builder();
+    // File operations run on the calling thread instead of a
+    // spawn_blocking hop each: the guest makes several small calls per
+    // 4 KiB block, and the hop cost more than the I/O (1.4 ms vs 0.2 ms
+    // per block written). The runtime has extra worker threads so a
+    // request blocked on disk does not stall the others (main.rs).
+    // Must be set before the preopen, which captures it.
+    wasi.allow_blocking_current_thread(true)
+        .inherit_stderr()
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .preopened_dir(dir, guest_path, FsPerms::ReadWrite)?;
+    Ok(wasi)
 }
 
 /// Creates a store for one guest instance: sandbox, settings, memory limit,
@@ -117,11 +140,29 @@ pub(crate) fn new_store(
     max_memory_bytes: usize,
     settings: Settings,
 ) -> wasmtime::Result<Store<Sandbox>> {
-    let mut store = Store::new(engine, Sandbox::new(data_dir, max_memory_bytes, settings)?);
+    Ok(store(
+        engine,
+        Sandbox::new(data_dir, max_memory_bytes, settings)?,
+    ))
+}
+
+/// Creates a store like [`new_store`] whose sandbox is built from `wasi`
+/// (made by [`wasi_builder`]): for `blockreg run`.
+pub(crate) fn store_with(
+    engine: &Engine,
+    wasi: WasiCtxBuilder,
+    max_memory_bytes: usize,
+    settings: Settings,
+) -> Store<Sandbox> {
+    store(engine, Sandbox::with_wasi(wasi, max_memory_bytes, settings))
+}
+
+fn store(engine: &Engine, sandbox: Sandbox) -> Store<Sandbox> {
+    let mut store = Store::new(engine, sandbox);
     store.limiter(|sandbox| &mut sandbox.limits);
     store.set_epoch_deadline(1);
     store.epoch_deadline_async_yield_and_update(1);
-    Ok(store)
+    store
 }
 
 impl SettingsHost for Sandbox {
@@ -151,7 +192,7 @@ impl WasiHttpView for Sandbox {
 
 /// `wasi:http` hooks that refuse every outgoing request: the registry has no
 /// reason to call out, and a guest that tries gets `HTTP-request-denied`.
-pub(crate) struct NoOutgoingHttp;
+struct NoOutgoingHttp;
 
 type SendRequestFuture = Box<
     dyn Future<

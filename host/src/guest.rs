@@ -15,19 +15,22 @@
 //! takes an `Arc` of it at its start, so replacing the slot never disturbs
 //! requests in flight.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
-use tokio::sync::{watch, OnceCell};
+use tokio::sync::OnceCell;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, Store};
 
-use crate::bindings::{AdminHostPre, GuestInfo, ProxyPre, Recovery, Settings};
+use crate::bindings::{Admin, AdminHostPre, GuestInfo, ProxyPre, Recovery, Settings};
 use crate::config::{GuestSource, Limits};
 use crate::ctx::{self, Sandbox};
 use crate::error::wasm_err;
+use crate::shutdown::Stop;
 
 /// How often the epoch advances, i.e. how long a guest runs between yields.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -46,7 +49,7 @@ pub fn embedded_guest() -> &'static [u8] {
 /// The engine and the linker holding every import a guest may use.
 pub(crate) struct Runtime {
     pub(crate) engine: Engine,
-    linker: Linker<Sandbox>,
+    pub(crate) linker: Linker<Sandbox>,
 }
 
 /// Returns the process-wide runtime, creating it (and its epoch ticker) on
@@ -106,7 +109,6 @@ pub(crate) struct LoadedGuest {
 
 /// Compiles and validates the guest named by `source`, then calls its
 /// `describe` with `/data` granted, under the same limits as a request.
-/// Every instance of the loaded guest gets `settings`.
 ///
 /// # Errors
 ///
@@ -142,21 +144,16 @@ pub(crate) async fn load(
         .map_err(wasm_err)
         .context("the guest does not export blockreg:registry/admin")?;
 
-    let mut store = ctx::new_store(&runtime.engine, data_dir, limits.max_memory_bytes, settings)
-        .map_err(wasm_err)
-        .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
-    let describe = async {
-        let instance = admin.instantiate_async(&mut store).await?;
-        instance
-            .blockreg_registry_admin()
-            .call_describe(&mut store)
-            .await
-    };
-    let info = tokio::time::timeout(limits.request_timeout, describe)
-        .await
-        .context("admin describe timed out")?
-        .map_err(wasm_err)
-        .context("calling admin describe")?;
+    let info = call_admin(
+        &admin,
+        data_dir,
+        limits.max_memory_bytes,
+        settings,
+        limits.request_timeout,
+        "describe",
+        |admin, store| Box::pin(admin.call_describe(store)),
+    )
+    .await?;
     Ok(Arc::new(LoadedGuest {
         proxy,
         admin,
@@ -177,28 +174,52 @@ pub(crate) async fn recover(
     data_dir: &Path,
     limits: &Limits,
 ) -> anyhow::Result<Recovery> {
-    let runtime = runtime()?;
-    let mut store = ctx::new_store(
-        &runtime.engine,
+    call_admin(
+        &loaded.admin,
         data_dir,
         limits.max_memory_bytes,
         loaded.settings,
+        limits.request_timeout,
+        "recover",
+        |admin, store| Box::pin(admin.call_recover(store)),
     )
-    .map_err(wasm_err)
-    .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
-    let call = async {
-        let instance = loaded.admin.instantiate_async(&mut store).await?;
-        instance
-            .blockreg_registry_admin()
-            .call_recover(&mut store)
-            .await
-    };
-    tokio::time::timeout(limits.request_timeout, call)
-        .await
-        .context("admin recover timed out")?
+    .await?
+    .map_err(|e| anyhow::anyhow!("recovering the store: {e:?}"))
+}
+
+/// One call on the `admin` export, borrowing the instance and its store.
+pub(crate) type AdminCall<'a, T> = Pin<Box<dyn Future<Output = wasmtime::Result<T>> + Send + 'a>>;
+
+/// Instantiates `admin` in a fresh store over `data_dir` and makes one call
+/// on it, which must finish within `timeout`. `name` is the function's WIT
+/// name, for the error messages.
+///
+/// # Errors
+///
+/// Fails when `data_dir` cannot be opened, the guest traps, or the call
+/// times out; an `admin` error the function returns is the caller's `T`.
+pub(crate) async fn call_admin<T>(
+    admin: &AdminHostPre<Sandbox>,
+    data_dir: &Path,
+    max_memory_bytes: usize,
+    settings: Settings,
+    timeout: Duration,
+    name: &str,
+    call: impl for<'a> FnOnce(&'a Admin, &'a mut Store<Sandbox>) -> AdminCall<'a, T>,
+) -> anyhow::Result<T> {
+    let runtime = runtime()?;
+    let mut store = ctx::new_store(&runtime.engine, data_dir, max_memory_bytes, settings)
         .map_err(wasm_err)
-        .context("calling admin recover")?
-        .map_err(|e| anyhow::anyhow!("recovering the store: {e:?}"))
+        .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
+    let run = async {
+        let instance = admin.instantiate_async(&mut store).await?;
+        call(instance.blockreg_registry_admin(), &mut store).await
+    };
+    tokio::time::timeout(timeout, run)
+        .await
+        .with_context(|| format!("admin {name} timed out"))?
+        .map_err(wasm_err)
+        .with_context(|| format!("calling admin {name}"))
 }
 
 /// The embedded guest, compiled once per process: tests start many servers.
@@ -215,7 +236,10 @@ async fn embedded_component(runtime: &'static Runtime) -> anyhow::Result<Compone
 }
 
 /// Compiles a component off the async executor.
-async fn compile(runtime: &'static Runtime, bytes: Vec<u8>) -> anyhow::Result<Component> {
+pub(crate) async fn compile(
+    runtime: &'static Runtime,
+    bytes: Vec<u8>,
+) -> anyhow::Result<Component> {
     tokio::task::spawn_blocking(move || Component::new(&runtime.engine, &bytes).map_err(wasm_err))
         .await
         .context("the compiler task panicked")?
@@ -270,14 +294,14 @@ fn stamp(path: &Path) -> Option<FileStamp> {
 }
 
 /// Reloads the guest on SIGHUP and, for a file guest, when the file changes,
-/// until `stop` turns true. A guest that fails to load is logged and the
+/// until `stop` is triggered. A guest that fails to load is logged and the
 /// current one keeps serving.
 pub(crate) async fn watch(
     slot: Arc<GuestSlot>,
     source: GuestSource,
     data_dir: PathBuf,
     limits: Limits,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Stop,
 ) {
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(signal) => Some(signal),
@@ -299,7 +323,7 @@ pub(crate) async fn watch(
 
     loop {
         tokio::select! {
-            () = stopped(&mut stop) => return,
+            () = stop.stopped() => return,
             Some(()) = async { hangup.as_mut()?.recv().await } => {
                 match &path {
                     None => tracing::info!(
@@ -336,13 +360,6 @@ pub(crate) async fn watch(
             }
         }
     }
-}
-
-/// Resolves once `stop` is true (or its sender is gone).
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // The `Ref` that `wait_for` returns holds a lock guard, which must not
-    // live across the caller's `select!`.
-    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 async fn reload(slot: &GuestSlot, source: &GuestSource, data_dir: &Path, limits: &Limits) {

@@ -4,11 +4,14 @@
 //!
 //! Where to look:
 //! - `server.rs`: accept loop, per-request instantiation, read and write
-//!   slots, body limits and pacing, timeouts, graceful shutdown, the access
-//!   log.
+//!   slots, body limits and pacing, timeouts, the access log, and the
+//!   `blockreg-committed` header by which the guest reports a commit.
+//! - `shutdown.rs`: what asks the server to stop (Ctrl-C, SIGTERM), how its
+//!   tasks hear of it, and how long open connections are waited for.
 //! - `convert.rs`: the background converter's thread and loop.
 //! - `guest.rs`: the engine, loading and validating a component, hot swap on
-//!   SIGHUP or file change.
+//!   SIGHUP or file change, and `call_admin` (one `admin` call in a fresh
+//!   instance, for describe, recover, get-stats and convert-next).
 //! - `ctx.rs`: the sandbox of one instance (`/data` preopen, no network);
 //!   `datadir.rs`: opening the data directory with cap-std.
 //! - `stats.rs`, `runner.rs`: the `stats` and `run` subcommands.
@@ -24,13 +27,16 @@ mod error;
 mod guest;
 mod runner;
 mod server;
+mod shutdown;
 mod stats;
 
+pub use bindings::StoreStats;
 pub use config::{GuestSettings, GuestSource, Limits, ServeConfig};
 pub use guest::embedded_guest;
 pub use runner::run_command;
 pub use server::serve;
-pub use stats::{store_stats, StoreStats};
+pub use shutdown::signal as shutdown_signal;
+pub use stats::store_stats;
 
 /// Sends `tracing` output to stderr, filtered by `RUST_LOG` (default `info`).
 /// Does nothing if a subscriber is already installed.

@@ -202,16 +202,5 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("binding {}", args.addr))?;
-    host::serve(listener, config, shutdown_signal()).await
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        Some(()) = async { terminate.as_mut()?.recv().await } => {}
-    }
-    tracing::info!("shutdown requested");
+    host::serve(listener, config, host::shutdown_signal()).await
 }

@@ -1,8 +1,8 @@
 //! The HTTP server: accepts connections, runs each request in a fresh guest
-//! instance, and stops gracefully.
+//! instance, and stops gracefully (see `shutdown.rs`).
 //!
 //! Bodies are never collected: the request body reaches the guest frame by
-//! frame through [`LimitedBody`], and the guest's response body streams back
+//! frame through a [`MeteredBody`], and the guest's response body streams back
 //! through wasmtime-wasi-http's bounded channel (see `ctx.rs`). The host
 //! writes a response itself only in the cases listed in `error.rs`.
 //!
@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
@@ -36,7 +36,7 @@ use hyper::server::conn::http1;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use wasmtime::component::Resource;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -49,6 +49,7 @@ use crate::convert::{self, NewBlobs};
 use crate::ctx;
 use crate::error::{wasm_err, HostErrorCode};
 use crate::guest::{self, GuestSlot};
+use crate::shutdown::{self, Stop};
 
 /// Serves the registry on `listener` until `shutdown` resolves.
 ///
@@ -90,13 +91,13 @@ pub async fn serve(
     }
     let slot = Arc::new(GuestSlot::new(loaded));
 
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (trigger, stop) = shutdown::channel();
     let watcher = tokio::spawn(guest::watch(
         slot.clone(),
         source,
         data_dir.clone(),
         limits.clone(),
-        stop_rx.clone(),
+        stop.clone(),
     ));
 
     let new_blobs = Arc::new(NewBlobs::default());
@@ -106,7 +107,7 @@ pub async fn serve(
             data_dir.clone(),
             limits.clone(),
             new_blobs.clone(),
-            stop_rx.clone(),
+            stop.clone(),
         )?)
     } else {
         None
@@ -134,7 +135,7 @@ pub async fn serve(
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
-                    connections.spawn(serve_connection(state.clone(), socket, peer, stop_rx.clone()));
+                    connections.spawn(serve_connection(state.clone(), socket, peer, stop.clone()));
                 }
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.
@@ -146,29 +147,20 @@ pub async fn serve(
         }
     }
 
-    tracing::info!(
-        "shutting down: waiting for {} connection(s)",
-        connections.len()
-    );
     drop(listener);
-    let _ = stop_tx.send(true);
-    let drain = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(state.limits.request_timeout, drain)
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "shutdown: closing {} connection(s) still open",
-            connections.len()
-        );
-        connections.shutdown().await;
-    }
+    trigger.stop();
+    shutdown::drain(&mut connections, state.limits.request_timeout).await;
     let _ = watcher.await;
     if let Some(converter) = converter {
         converter.join().await;
     }
     Ok(())
 }
+
+/// Response header by which the guest says that it committed a blob (see
+/// `admin.convert-next` in `wit/admin.wit`); removed before the response
+/// leaves.
+const COMMITTED_HEADER: &str = "blockreg-committed";
 
 /// Shared state of a running server.
 struct Server {
@@ -188,7 +180,7 @@ async fn serve_connection(
     server: Arc<Server>,
     socket: TcpStream,
     peer: SocketAddr,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Stop,
 ) {
     let local = socket.local_addr().ok();
     let header_read_timeout =
@@ -212,7 +204,7 @@ async fn serve_connection(
                 }
                 return;
             }
-            () = guest::stopped(&mut stop), if !stopping => {
+            () = stop.stopped(), if !stopping => {
                 stopping = true;
                 connection.as_mut().graceful_shutdown();
             }
@@ -232,13 +224,15 @@ impl Server {
         self: Arc<Self>,
         request: Request<Incoming>,
         local: Option<SocketAddr>,
-    ) -> Response<ResponseBody> {
+    ) -> Response<MeteredBody<HyperOutgoingBody>> {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let start = Instant::now();
         let (response, guest_failed) = self.dispatch(request, local).await;
-        let (parts, body) = response.into_parts();
-        if parts.status == StatusCode::CREATED && path.contains("/blobs/") {
+        let (mut parts, body) = response.into_parts();
+        // The guest's word for it, not a guess from the status and path; the
+        // header is between guest and host only.
+        if parts.headers.remove(COMMITTED_HEADER).is_some() {
             self.new_blobs.committed();
         }
         let log = RequestLog {
@@ -250,11 +244,7 @@ impl Server {
         };
         Response::from_parts(
             parts,
-            ResponseBody {
-                inner: body,
-                guest_failed,
-                log,
-            },
+            MeteredBody::new(body, Rules::Response { guest_failed, log }),
         )
     }
 
@@ -316,12 +306,13 @@ impl Server {
             self.limits.min_body_rate,
             too_slow.clone(),
         );
-        let request = request.map(|body| LimitedBody {
-            inner: body,
-            seen: 0,
-            max: max_body,
-            overflow: overflow.clone(),
-            pace,
+        let request = request.map(|body| {
+            let rules = Rules::Request {
+                max: max_body,
+                overflow: overflow.clone(),
+                pace,
+            };
+            MeteredBody::new(body, rules)
         });
         let (sender, receiver) = oneshot::channel();
         let resources = store
@@ -526,18 +517,50 @@ fn host_error(code: HostErrorCode, message: &str) -> Response<HyperOutgoingBody>
     response
 }
 
-/// The request body as the guest sees it: passed through frame by frame,
-/// cut off with an error once it exceeds the limit or falls behind its
-/// [`Pace`].
-struct LimitedBody {
-    inner: Incoming,
-    seen: u64,
-    max: u64,
-    overflow: Arc<AtomicBool>,
-    pace: Pace,
+/// A body on its way between client and guest, passed on frame by frame:
+/// its bytes are counted, and the transfer is cut off with an error when the
+/// [`Rules`] of its direction are broken.
+struct MeteredBody<B> {
+    inner: B,
+    /// Data bytes passed on so far.
+    bytes: u64,
+    rules: Rules,
 }
 
-impl Body for LimitedBody {
+/// What a [`MeteredBody`] enforces.
+enum Rules {
+    /// The request body as the guest sees it: at most `max` bytes (beyond,
+    /// `overflow` is set and the body fails), at the client's [`Pace`].
+    Request {
+        max: u64,
+        overflow: Arc<AtomicBool>,
+        pace: Pace,
+    },
+    /// A response body: the guest's (or the host's) as hyper sends it,
+    /// turned into an error if the guest failed mid-body (`guest_failed`)
+    /// so the client sees a broken transfer rather than a short one, and
+    /// logged once dropped.
+    Response {
+        guest_failed: Option<Arc<AtomicBool>>,
+        log: RequestLog,
+    },
+}
+
+impl<B> MeteredBody<B> {
+    fn new(inner: B, rules: Rules) -> Self {
+        Self {
+            inner,
+            bytes: 0,
+            rules,
+        }
+    }
+}
+
+impl<B> Body for MeteredBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
     type Data = Bytes;
     type Error = wasmtime_wasi_http::Error;
 
@@ -545,32 +568,51 @@ impl Body for LimitedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        if self.seen > self.max || self.pace.failed() {
-            return Poll::Ready(None);
-        }
+        let this = &mut *self;
         let now = Instant::now();
-        if self.pace.is_late(now) {
-            return Poll::Ready(Some(Err(self.pace.fail())));
-        }
-        let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) else {
-            return match self.pace.poll_deadline(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(self.pace.fail()))),
-                Poll::Pending => Poll::Pending,
-            };
-        };
-        if let Some(Ok(frame)) = &frame {
-            if let Some(data) = frame.data_ref() {
-                let len = data.len() as u64;
-                self.seen += len;
-                if self.seen > self.max {
-                    self.overflow.store(true, Ordering::SeqCst);
-                    let seen = self.seen;
-                    return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpRequestBodySize(
-                        Some(seen),
-                    ))));
-                }
-                self.pace.received(len, now);
+        if let Rules::Request { max, pace, .. } = &mut this.rules {
+            if this.bytes > *max || pace.failed() {
+                return Poll::Ready(None);
             }
+            if pace.is_late(now) {
+                return Poll::Ready(Some(Err(pace.fail())));
+            }
+        }
+        let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) else {
+            if let Rules::Request { pace, .. } = &mut this.rules {
+                if pace.poll_deadline(cx).is_ready() {
+                    return Poll::Ready(Some(Err(pace.fail())));
+                }
+            }
+            return Poll::Pending;
+        };
+        match (&frame, &mut this.rules) {
+            (Some(Ok(frame)), rules) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    this.bytes += len;
+                    match rules {
+                        Rules::Request { max, overflow, .. } if this.bytes > *max => {
+                            overflow.store(true, Ordering::SeqCst);
+                            return Poll::Ready(Some(Err(
+                                wasmtime_wasi_http::Error::HttpRequestBodySize(Some(this.bytes)),
+                            )));
+                        }
+                        Rules::Request { pace, .. } => pace.received(len, now),
+                        Rules::Response { log, .. } => log.bytes = this.bytes,
+                    }
+                }
+            }
+            (
+                None,
+                Rules::Response {
+                    guest_failed: Some(failed),
+                    ..
+                },
+            ) if failed.load(Ordering::SeqCst) => {
+                return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpResponseIncomplete)));
+            }
+            _ => {}
         }
         Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
     }
@@ -671,53 +713,6 @@ impl Pace {
     fn fail(&mut self) -> wasmtime_wasi_http::Error {
         self.too_slow.store(true, Ordering::SeqCst);
         wasmtime_wasi_http::Error::ConnectionReadTimeout
-    }
-}
-
-/// The response body as hyper sends it: the guest's (or the host's) body,
-/// turned into an error if the guest failed mid-body so the client sees a
-/// broken transfer rather than a short one, and logged once dropped.
-struct ResponseBody {
-    inner: HyperOutgoingBody,
-    guest_failed: Option<Arc<AtomicBool>>,
-    log: RequestLog,
-}
-
-impl Body for ResponseBody {
-    type Data = Bytes;
-    type Error = wasmtime_wasi_http::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        match &frame {
-            Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref() {
-                    self.log.bytes += data.len() as u64;
-                }
-            }
-            Some(Err(_)) => {}
-            None => {
-                if let Some(failed) = &self.guest_failed {
-                    if failed.load(Ordering::SeqCst) {
-                        return Poll::Ready(Some(Err(
-                            wasmtime_wasi_http::Error::HttpResponseIncomplete,
-                        )));
-                    }
-                }
-            }
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

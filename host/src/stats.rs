@@ -1,70 +1,17 @@
 //! `blockreg stats`: the store's size and deduplication figures, computed by
 //! the guest's `admin.get-stats` in a fresh instance with the same `/data`
-//! preopen as requests.
+//! preopen as requests. The figures are the `stats` record generated from
+//! `wit/admin.wit` (its fields are documented there); this file adds the
+//! ratio and the two ways of printing them.
 
 use std::fmt;
 use std::path::Path;
 
-use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::bindings::{AdminError, Stats};
+use crate::bindings::{AdminError, StoreStats};
 use crate::config::{GuestSource, Limits};
-use crate::ctx;
-use crate::error::wasm_err;
-use crate::guest;
-
-/// The figures of `admin.get-stats`; field meanings are documented in
-/// `wit/admin.wit`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct StoreStats {
-    /// Sum of the sizes of all committed blobs: what registry:2 would keep.
-    pub logical_bytes: u64,
-    /// Number of committed blobs.
-    pub blobs: u64,
-    /// Number of unique blocks.
-    pub blocks: u64,
-    /// Uncompressed bytes of all unique blocks (unique content bytes).
-    pub block_bytes: u64,
-    /// Number of pack files.
-    pub packs: u64,
-    /// Bytes on disk holding blob data (packs, index, recipes, originals).
-    pub stored_bytes: u64,
-    /// Bytes of recreated blobs in the cache.
-    pub cache_bytes: u64,
-    /// Blobs awaiting background conversion.
-    pub pending: u64,
-    /// Blobs whose conversion failed (served from their originals).
-    pub failed: u64,
-    /// Repositories with at least one manifest or tag.
-    pub repositories: u64,
-    /// Stored manifests across all repositories.
-    pub manifests: u64,
-    /// Upload sessions in progress.
-    pub uploads: u64,
-    /// Bytes of temporary files (writes in flight or cut off by a crash).
-    pub temporary_bytes: u64,
-}
-
-impl From<Stats> for StoreStats {
-    fn from(stats: Stats) -> Self {
-        Self {
-            logical_bytes: stats.logical_bytes,
-            blobs: stats.blobs,
-            blocks: stats.blocks,
-            block_bytes: stats.block_bytes,
-            packs: stats.packs,
-            stored_bytes: stats.stored_bytes,
-            cache_bytes: stats.cache_bytes,
-            pending: stats.pending,
-            failed: stats.failed,
-            repositories: stats.repositories,
-            manifests: stats.manifests,
-            uploads: stats.uploads,
-            temporary_bytes: stats.temporary_bytes,
-        }
-    }
-}
+use crate::{ctx, guest};
 
 impl StoreStats {
     /// Stored bytes as a share of what a layer-level store (registry:2)
@@ -151,25 +98,19 @@ pub async fn store_stats(data_dir: &Path, guest: &GuestSource) -> anyhow::Result
     let data_dir = &crate::datadir::prepare(data_dir, false)?;
     let limits = Limits::default();
     // Statistics depend on no setting; the defaults satisfy the import.
-    let settings = ctx::guest_settings(&crate::GuestSettings::default(), limits.request_timeout);
-    let loaded = guest::load(guest, data_dir, &limits, settings).await?;
-    let engine = &guest::runtime()?.engine;
-    let mut store = ctx::new_store(engine, data_dir, limits.max_memory_bytes, loaded.settings)
-        .map_err(wasm_err)?;
-    let call = async {
-        let admin = loaded.admin.instantiate_async(&mut store).await?;
-        admin
-            .blockreg_registry_admin()
-            .call_get_stats(&mut store)
-            .await
-    };
-    let result = tokio::time::timeout(limits.request_timeout, call)
-        .await
-        .context("admin get-stats timed out")?
-        .map_err(wasm_err)
-        .context("calling admin get-stats")?;
+    let loaded = guest::load(guest, data_dir, &limits, ctx::default_guest_settings()).await?;
+    let result = guest::call_admin(
+        &loaded.admin,
+        data_dir,
+        limits.max_memory_bytes,
+        loaded.settings,
+        limits.request_timeout,
+        "get-stats",
+        |admin, store| Box::pin(admin.call_get_stats(store)),
+    )
+    .await?;
     match result {
-        Ok(stats) => Ok(stats.into()),
+        Ok(stats) => Ok(stats),
         Err(AdminError::Io(detail)) => anyhow::bail!("the store could not be read: {detail}"),
         Err(AdminError::Corrupt(detail)) => anyhow::bail!("the store is corrupt: {detail}"),
         Err(AdminError::Other(detail)) => anyhow::bail!("get-stats failed: {detail}"),
@@ -206,7 +147,11 @@ mod tests {
 
     #[test]
     fn empty_store_has_ratio_one_and_saves_nothing() {
-        let empty = StoreStats::default();
+        let empty = StoreStats {
+            logical_bytes: 0,
+            stored_bytes: 0,
+            ..sample()
+        };
         assert_eq!(empty.ratio(), 1.0);
         assert_eq!(empty.saved_percent(), 0.0);
     }

@@ -15,59 +15,9 @@ set -uo pipefail
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-E2E_TARGET="${E2E_TARGET:-blockreg}"
-PASSED=0 FAILED=0 SKIPPED=0
-
-pass() { echo "ok $1"; PASSED=$((PASSED + 1)); }
-fail() { echo "FAIL $1: $2"; FAILED=$((FAILED + 1)); }
-skip() { echo "skip $1: $2"; SKIPPED=$((SKIPPED + 1)); }
-summary() {
-    local line="$PASSED passed, $FAILED failed"
-    ((SKIPPED)) && line+=", $SKIPPED skipped"
-    echo "$line"
-}
-# A setup step that cannot go on ends the run with a counted failure.
-setup_failed() {
-    fail "setup" "$1"
-    summary
-    exit 1
-}
-die() { setup_failed "$*"; }
-
-is_blockreg() { [[ "$E2E_TARGET" == blockreg ]]; }
-sha256_file() { sha256sum "$1" | cut -d' ' -f1; }
-
-# http METHOD URL [curl args...]: raw request (no path normalisation); sets
-# CODE, BODY (file) and HDRS (file).
-REQ_N=0
-http() {
-    local method="$1" url="$2"
-    shift 2
-    REQ_N=$((REQ_N + 1))
-    BODY="$WORK_DIR/http/$REQ_N.body"
-    HDRS="$WORK_DIR/http/$REQ_N.hdrs"
-    mkdir -p "$WORK_DIR/http"
-    local m=(-X "$method")
-    [[ "$method" == HEAD ]] && m=(-I)
-    CODE="$(curl -s --path-as-is --max-time 30 "${m[@]}" -o "$BODY" -D "$HDRS" -w '%{http_code}' "$@" "$url")"
-}
-# header NAME: value of a response header of the last http call.
-header() {
-    awk -v n="$(tr '[:upper:]' '[:lower:]' <<<"$1")" '{
-        sub(/\r$/, ""); i = index($0, ":")
-        if (i && tolower(substr($0, 1, i - 1)) == n) { v = substr($0, i + 1); sub(/^[ \t]+/, "", v) }
-    } END { print v }' "$HDRS"
-}
-# describe_last: one line describing the last request's response.
-describe_last() { printf 'HTTP %s, body %s' "$CODE" "$(head -c 300 "$BODY" 2>/dev/null | tr '\n' ' ')"; }
-
 # ------------------------------------------------------------------ setup
 
-e2e_init
-if is_blockreg && [[ ! -x "$BLOCKREG" ]]; then
-    setup_failed "no blockreg binary at $BLOCKREG (cargo build --release -p host)"
-fi
-ensure_packages
+checks_init "${E2E_TARGET:-blockreg}"
 T_START="$(now)"
 start_dockerd
 ensure_corpus
@@ -81,23 +31,14 @@ for img in "${CORPUS_IMAGES[@]}"; do
 done
 
 GUEST_FILE=""
-if is_blockreg; then
-    DATA="$WORK_DIR/br/data"
-    mkdir -p "$WORK_DIR/br"
-    if [[ -f "$GUEST_DEFAULT" ]]; then
-        GUEST_FILE="$WORK_DIR/br/guest.wasm"
-        cp "$GUEST_DEFAULT" "$GUEST_FILE"
-    fi
-    REG_LOG="$LOG_DIR/blockreg.log"
-    start_blockreg "$DATA" "$REG_LOG" "$GUEST_FILE" || setup_failed "blockreg did not start ($BLOCKREG)"
-    REG_PID="$BR_PID" REG_HOST="$BR_HOST" REG_URL="$BR_URL"
-else
-    DATA="$WORK_DIR/br/data"
-    REG_LOG="$LOG_DIR/registry2.log"
-    start_registry2 "$DATA" "$REG_LOG" || setup_failed "docker-registry did not start"
-    REG_PID="$R2_PID" REG_HOST="$R2_HOST" REG_URL="$R2_URL"
+DATA="$WORK_DIR/br/data"
+mkdir -p "$WORK_DIR/br"
+if is_blockreg && [[ -f "$GUEST_DEFAULT" ]]; then
+    GUEST_FILE="$WORK_DIR/br/guest.wasm"
+    cp "$GUEST_DEFAULT" "$GUEST_FILE"
 fi
-log "registry under test: $E2E_TARGET at $REG_URL (corpus ready after $T_CORPUS s)"
+start_target "$DATA" "$GUEST_FILE"
+log "registry under test: $TARGET at $REG_URL (corpus ready after $T_CORPUS s)"
 
 # stats_json [DATA_DIR]: blockreg stats --json (default: the main data dir).
 stats_json() { "$BLOCKREG" stats --data "${1:-$DATA}" --json 2>>"$LOG_DIR/stats.log"; }
@@ -283,19 +224,6 @@ fallback_reason() {
     line="${line#*blockreg::convert: }"
     echo "${line:-no conversion line for $1 in the server log}" | cut -c1-500
 }
-# upload_blob BASE_URL REPO FILE: monolithic POST + PUT ?digest=; sets CODE.
-upload_blob() {
-    local base="$1" repo="$2" file="$3" d loc sep
-    d="sha256:$(sha256_file "$file")"
-    http POST "$base/v2/$repo/blobs/uploads/"
-    [[ "$CODE" == 202 ]] || return 1
-    loc="$(header Location)"
-    [[ "$loc" == /* ]] && loc="$base$loc"
-    sep='?'; [[ "$loc" == *\?* ]] && sep='&'
-    http PUT "$loc${sep}digest=$d" -H 'Content-Type: application/octet-stream' --data-binary "@$file"
-    [[ "$CODE" == 201 ]]
-}
-
 if ! is_blockreg; then
     skip "stats_dedup" "blockreg only"
 elif [[ -z "${MANIFEST_FILE[$IMG_V2]:-}" ]] || ! jq -e '.layers | length > 0' "${MANIFEST_FILE[$IMG_V2]}" >/dev/null 2>&1; then
@@ -658,18 +586,17 @@ fi
 T_C="$(now)"
 SK="$WORK_DIR/skopeo"
 mkdir -p "$SK"
-skopeo_run() { skopeo --insecure-policy "$@" >>"$LOG_DIR/skopeo.log" 2>&1; }
 STATS_PRE_SKOPEO=""
 if stats_valid "$STATS_V2" && wait_converted "$DATA" "before skopeo"; then STATS_PRE_SKOPEO="$WC_STATS"; fi
 if [[ -z "${MANIFEST_FILE[$IMG_V1]:-}" ]]; then
     fail "skopeo_roundtrip" "nginx:v1 was not pushed"
-elif ! skopeo_run copy --src-tls-verify=false "docker://$REG_HOST/e2e/nginx:v1" "oci:$SK/oci:v1"; then
+elif ! skopeo_q copy --src-tls-verify=false "docker://$REG_HOST/e2e/nginx:v1" "oci:$SK/oci:v1"; then
     show_log "$LOG_DIR/skopeo.log" 15
     fail "skopeo_roundtrip" "copy docker:// -> oci: failed"
-elif ! skopeo_run copy --dest-tls-verify=false "oci:$SK/oci:v1" "docker://$REG_HOST/e2e/skopeo-copy:v1"; then
+elif ! skopeo_q copy --dest-tls-verify=false "oci:$SK/oci:v1" "docker://$REG_HOST/e2e/skopeo-copy:v1"; then
     show_log "$LOG_DIR/skopeo.log" 15
     fail "skopeo_roundtrip" "copy oci: -> docker:// (new repo) failed"
-elif ! skopeo_run copy --src-tls-verify=false "docker://$REG_HOST/e2e/skopeo-copy:v1" "dir:$SK/dir"; then
+elif ! skopeo_q copy --src-tls-verify=false "docker://$REG_HOST/e2e/skopeo-copy:v1" "dir:$SK/dir"; then
     show_log "$LOG_DIR/skopeo.log" 15
     fail "skopeo_roundtrip" "copy docker:// -> dir: failed"
 else

@@ -38,7 +38,6 @@ set -uo pipefail
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-INTEROP_TARGET="${INTEROP_TARGET:-blockreg}"
 INTEROP_GUEST="${INTEROP_GUEST:-}"
 INTEROP_GUEST_FASTCDC="${INTEROP_GUEST_FASTCDC:-}"
 LOAD_N="${LOAD_N:-10000}"
@@ -55,54 +54,10 @@ EMPTY_DIGEST=sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caa
 AT_SBOM=application/vnd.example.sbom
 AT_SIG=application/vnd.example.signature
 
-PASSED=0 FAILED=0 SKIPPED=0
-pass() { echo "ok $1"; PASSED=$((PASSED + 1)); }
-fail() { echo "FAIL $1: $2"; FAILED=$((FAILED + 1)); }
-skip() { echo "skip $1: $2"; SKIPPED=$((SKIPPED + 1)); }
-summary() {
-    local line="$PASSED passed, $FAILED failed"
-    ((SKIPPED)) && line+=", $SKIPPED skipped"
-    echo "$line"
-}
 # A check collects its first problem in $bad; why MSG sets it unless set.
 # verdict NAME: pass NAME when $bad is empty, else fail it with $bad.
 why() { [[ -n "$bad" ]] || bad="$1"; }
 verdict() { if [[ -z "$bad" ]]; then pass "$1"; else fail "$1" "$bad"; fi; }
-setup_failed() {
-    fail "setup" "$1"
-    summary
-    exit 1
-}
-die() { setup_failed "$*"; }
-is_blockreg() { [[ "$INTEROP_TARGET" == blockreg ]]; }
-sha256_file() { sha256sum "$1" | cut -d' ' -f1; }
-
-# http METHOD URL [curl args...]: one raw request; sets CODE, BODY (file),
-# HDRS (file) and LAST_REQ (for failure messages).
-REQ_N=0
-http() {
-    local method="$1" url="$2"
-    shift 2
-    REQ_N=$((REQ_N + 1))
-    BODY="$WORK_DIR/http/$REQ_N.body"
-    HDRS="$WORK_DIR/http/$REQ_N.hdrs"
-    LAST_REQ="$method ${url#"$REG_URL"}"
-    mkdir -p "$WORK_DIR/http"
-    local m=(-X "$method")
-    [[ "$method" == HEAD ]] && m=(-I)
-    CODE="$(curl -s --path-as-is --max-time 60 "${m[@]}" -o "$BODY" -D "$HDRS" -w '%{http_code}' "$@" "$url")"
-}
-# header NAME: value of a response header of the last http call.
-header() {
-    awk -v n="$(tr '[:upper:]' '[:lower:]' <<<"$1")" '{
-        sub(/\r$/, ""); i = index($0, ":")
-        if (i && tolower(substr($0, 1, i - 1)) == n) { v = substr($0, i + 1); sub(/^[ \t]+/, "", v) }
-    } END { print v }' "$HDRS"
-}
-# describe_last: the last request and its response, on one line.
-describe_last() {
-    printf '%s -> HTTP %s, body %s' "$LAST_REQ" "$CODE" "$(head -c 300 "$BODY" 2>/dev/null | tr '\n' ' ')"
-}
 # error_code: errors[0].code of the last response body.
 error_code() { jq -r '.errors[0].code' "$BODY" 2>/dev/null; }
 # media_type_is WANT: the last Content-Type is WANT (parameters allowed).
@@ -112,11 +67,7 @@ digest_header_ok() { local d; d="$(header Docker-Content-Digest)"; [[ -z "$d" ||
 
 # ------------------------------------------------------------------ setup
 
-e2e_init
-if is_blockreg && [[ ! -x "$BLOCKREG" ]]; then
-    setup_failed "no blockreg binary at $BLOCKREG (cargo build --release -p host)"
-fi
-ensure_packages
+checks_init "${INTEROP_TARGET:-blockreg}"
 T_START="$(now)"
 
 # 10 000 parallel requests want a few thousand descriptors, in the client
@@ -139,18 +90,13 @@ fi
 
 if is_blockreg; then
     DATA="$WORK_DIR/br/data"
-    REG_LOG="$LOG_DIR/blockreg.log"
     if [[ -n "$INTEROP_GUEST" && ! -f "$INTEROP_GUEST" ]]; then
         setup_failed "INTEROP_GUEST=$INTEROP_GUEST does not exist"
     fi
-    start_blockreg "$DATA" "$REG_LOG" "$INTEROP_GUEST" || setup_failed "blockreg did not start ($BLOCKREG)"
-    REG_PID="$BR_PID" REG_HOST="$BR_HOST" REG_URL="$BR_URL"
 else
     DATA="$WORK_DIR/r2"
-    REG_LOG="$LOG_DIR/registry2.log"
-    start_registry2 "$DATA" "$REG_LOG" || setup_failed "docker-registry did not start"
-    REG_PID="$R2_PID" REG_HOST="$R2_HOST" REG_URL="$R2_URL"
 fi
+start_target "$DATA" "$INTEROP_GUEST"
 is_blockreg && log "registry under test: blockreg at $REG_URL, $(curl -s -o /dev/null -w '%header{blockreg-guest}' "$REG_URL/v2/") ${INTEROP_GUEST:-(embedded)}"
 is_blockreg || log "registry under test: registry:2 at $REG_URL"
 
@@ -294,19 +240,6 @@ push_artifact() {
     ART_STATUS="$CODE" ART_SUBJECT_HDR="$(header OCI-Subject)" ART_DIGEST_HDR="$(header Docker-Content-Digest)"
 }
 
-# upload_blob REPO FILE: POST + PUT of FILE; 0 when the registry answered 201.
-upload_blob() {
-    local loc sep
-    http POST "$REG_URL/v2/$1/blobs/uploads/"
-    loc="$(header Location)"
-    [[ "$CODE" == 202 && -n "$loc" ]] || return 1
-    [[ "$loc" == /* ]] && loc="$REG_URL$loc"
-    sep='?'; [[ "$loc" == *\?* ]] && sep='&'
-    http PUT "$loc${sep}digest=sha256:$(sha256_file "$2")" -H 'Content-Type: application/octet-stream' \
-        --data-binary "@$2"
-    [[ "$CODE" == 201 ]]
-}
-
 # tags_of REPO: TAGS is the repository's tags, sorted, space-separated
 # ("" after a 404).
 tags_of() {
@@ -315,7 +248,6 @@ tags_of() {
     [[ "$CODE" == 200 ]] && TAGS="$(jq -r '.tags // [] | sort | join(" ")' "$BODY" 2>/dev/null)"
 }
 
-skopeo_q() { skopeo --insecure-policy "$@" >>"$LOG_DIR/skopeo.log" 2>&1; }
 
 # ------------------------------------------------------------------ the local index
 
@@ -612,8 +544,9 @@ if [[ -z "$bad" ]]; then
     [[ -z "$bad" && "$ART_STATUS" != 201 ]] && bad="PUT $C:sbom: HTTP $ART_STATUS"
 fi
 if [[ -z "$bad" ]]; then
-    upload_blob "$C" "$WORK_DIR/random.blob" && upload_blob "$K" "$WORK_DIR/random.blob" \
-        && upload_blob "$K" "$WORK_DIR/empty.json" || bad="blob upload: $(describe_last)"
+    upload_blob "$REG_URL" "$C" "$WORK_DIR/random.blob" \
+        && upload_blob "$REG_URL" "$K" "$WORK_DIR/random.blob" \
+        && upload_blob "$REG_URL" "$K" "$WORK_DIR/empty.json" || bad="blob upload: $(describe_last)"
 fi
 if [[ -z "$bad" ]]; then
     http PUT "$REG_URL/v2/$K/manifests/v1" -H "Content-Type: $MT_MANIFEST" --data-binary "@$WORK_DIR/keep.json"

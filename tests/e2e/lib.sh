@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Shared helpers for the end-to-end tests (tests/e2e/e2e.sh), the
 # interoperability checks (tests/e2e/interop.sh) and the comparison benchmark
-# (bench/compare.sh).
+# (bench/compare.sh): processes (dockerd, blockreg, registry:2), the image
+# corpus, and, for the two scripts of checks, counting checks and raw HTTP.
 #
 # Everything these helpers start (dockerd, blockreg, registry:2) runs on
 # loopback only, keeps its state under WORK_DIR, is recorded by PID and is
@@ -36,8 +37,16 @@ E2E_PIDS=()
 E2E_OWN_WORK_DIR=0
 E2E_EXEC_ROOT=""
 
+# Set by checks_init: the sourcing script counts checks (see "checks").
+E2E_CHECKS=0
+
 log() { printf '%s\n' "$*" >&2; }
-die() { log "error: $*"; exit 2; }
+# die MSG: end the run; in a script of checks, as a failed setup step.
+die() {
+    ((E2E_CHECKS)) && setup_failed "$*"
+    log "error: $*"
+    exit 2
+}
 now() { date +%s.%N; }
 # elapsed START -> seconds since START with two decimals.
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
@@ -153,27 +162,38 @@ wait_http() {
 
 # ---------------------------------------------------------------- dockerd
 
-# start_dockerd: an own Docker engine (vfs storage, no bridge, no iptables)
-# with data root, exec root and socket of its own. Exports DOCKER_HOST.
+# start_dockerd [DRIVER...]: an own Docker engine (no bridge, no iptables)
+# with data root, exec root and socket of its own, using the first storage
+# driver that starts (default vfs; the benchmark tries overlay2 first).
+# Exports DOCKER_HOST and DOCKER_CONFIG; sets DOCKERD_PID and DOCKERD_DRIVER.
 start_dockerd() {
-    local d="$WORK_DIR/docker" i
-    mkdir -p "$d/root" "$d/config"
+    local drivers=("${@:-vfs}") drv d i
     # Unix socket paths are limited to 108 bytes; keep containerd's short.
-    E2E_EXEC_ROOT="$(mktemp -d /tmp/bre.XXXXXX)"
-    dockerd --storage-driver=vfs --iptables=false --ip6tables=false --bridge=none \
-        --data-root="$d/root" --exec-root="$E2E_EXEC_ROOT" \
-        --host="unix://$d/docker.sock" --pidfile="$d/docker.pid" \
-        >"$LOG_DIR/dockerd.log" 2>&1 &
-    DOCKERD_PID=$!
-    E2E_PIDS+=("$DOCKERD_PID")
-    export DOCKER_HOST="unix://$d/docker.sock"
-    export DOCKER_CONFIG="$d/config"
-    for ((i = 0; i < 600; i++)); do
-        kill -0 "$DOCKERD_PID" 2>/dev/null || break
-        docker version >/dev/null 2>&1 && return 0
-        sleep 0.1
+    [[ -n "$E2E_EXEC_ROOT" ]] || E2E_EXEC_ROOT="$(mktemp -d /tmp/bre.XXXXXX)"
+    for drv in "${drivers[@]}"; do
+        d="$WORK_DIR/docker-$drv"
+        mkdir -p "$d/root" "$d/config" "$E2E_EXEC_ROOT/$drv"
+        dockerd --storage-driver="$drv" --iptables=false --ip6tables=false --bridge=none \
+            --data-root="$d/root" --exec-root="$E2E_EXEC_ROOT/$drv" \
+            --host="unix://$d/docker.sock" --pidfile="$d/docker.pid" \
+            >"$LOG_DIR/dockerd-$drv.log" 2>&1 &
+        DOCKERD_PID=$!
+        E2E_PIDS+=("$DOCKERD_PID")
+        export DOCKER_HOST="unix://$d/docker.sock"
+        export DOCKER_CONFIG="$d/config"
+        for ((i = 0; i < 600; i++)); do
+            kill -0 "$DOCKERD_PID" 2>/dev/null || break
+            if docker version >/dev/null 2>&1; then
+                DOCKERD_DRIVER="$drv"
+                log "dockerd ($drv) on $DOCKER_HOST"
+                return 0
+            fi
+            sleep 0.1
+        done
+        show_log "$LOG_DIR/dockerd-$drv.log" 10
+        stop_pid "$DOCKERD_PID"
+        log "dockerd with $drv did not start"
     done
-    show_log "$LOG_DIR/dockerd.log"
     die "dockerd did not start"
 }
 
@@ -319,20 +339,24 @@ remove_local_images() {
 
 # ---------------------------------------------------------------- registries
 
-# start_blockreg DATA_DIR LOG [GUEST [SERVE_ARGS...]]: blockreg serve on a
-# free loopback port; an empty GUEST serves the embedded guest, SERVE_ARGS are
-# passed on (e.g. --no-delete). Sets BR_PID, BR_PORT, BR_URL, BR_HOST
-# (host:port as docker names it).
+# Both registries below listen on a free loopback port, or on WANT_PORT when
+# the call sets it (`WANT_PORT=N start_...`: a restart on the same port keeps
+# image references valid), and append to their LOG.
+
+# start_blockreg DATA_DIR LOG [GUEST [SERVE_ARGS...]]: blockreg serve; an
+# empty GUEST serves the embedded guest, SERVE_ARGS are passed on (e.g.
+# --no-delete). Sets BR_PID, BR_PORT, BR_URL, BR_HOST (host:port as docker
+# names it).
 start_blockreg() {
     local data="$1" logf="$2" guest="${3:-}" args
     shift $(($# < 3 ? $# : 3))
     [[ -x "$BLOCKREG" ]] || { log "no blockreg binary at $BLOCKREG"; return 1; }
     mkdir -p "$data"
-    BR_PORT="$(free_port)"
+    BR_PORT="${WANT_PORT:-$(free_port)}"
     args=(serve --addr "127.0.0.1:$BR_PORT" --data "$data")
     [[ -n "$guest" ]] && args+=(--guest "$guest")
     args+=("$@")
-    "$BLOCKREG" "${args[@]}" >"$logf" 2>&1 &
+    "$BLOCKREG" "${args[@]}" >>"$logf" 2>&1 &
     BR_PID=$!
     E2E_PIDS+=("$BR_PID")
     BR_HOST="127.0.0.1:$BR_PORT"
@@ -341,11 +365,12 @@ start_blockreg() {
 }
 
 # start_registry2 ROOT_DIR LOG: CNCF distribution 2.8 (registry:2) with
-# filesystem storage under ROOT_DIR. Sets R2_PID, R2_PORT, R2_URL, R2_HOST.
+# filesystem storage in ROOT_DIR/storage. Sets R2_PID, R2_PORT, R2_URL,
+# R2_HOST.
 start_registry2() {
     local root="$1" logf="$2" conf
     mkdir -p "$root/storage"
-    R2_PORT="$(free_port)"
+    R2_PORT="${WANT_PORT:-$(free_port)}"
     conf="$root/config.yml"
     cat >"$conf" <<EOF
 version: 0.1
@@ -359,7 +384,7 @@ storage:
 http:
   addr: 127.0.0.1:$R2_PORT
 EOF
-    docker-registry serve "$conf" >"$logf" 2>&1 &
+    docker-registry serve "$conf" >>"$logf" 2>&1 &
     R2_PID=$!
     E2E_PIDS+=("$R2_PID")
     R2_HOST="127.0.0.1:$R2_PORT"
@@ -381,4 +406,102 @@ manifest_json() {
     curl -sf -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
         -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
         "$1/v2/$2/manifests/$3"
+}
+
+# ---------------------------------------------------------------- checks
+#
+# For the scripts of checks (e2e.sh, interop.sh): each check prints
+# "ok NAME", "FAIL NAME: reason" or "skip NAME: reason" and the run goes on;
+# summary prints "N passed, N failed[, N skipped]", the line
+# tests/run-all.sh adds up.
+
+# checks_init TARGET: start a script of checks against TARGET (blockreg, or
+# registry2 for CNCF distribution as a self-test of the script): e2e_init,
+# counters at zero, the blockreg binary present, the packages installed.
+checks_init() {
+    TARGET="$1"
+    PASSED=0 FAILED=0 SKIPPED=0
+    E2E_CHECKS=1
+    e2e_init
+    if is_blockreg && [[ ! -x "$BLOCKREG" ]]; then
+        setup_failed "no blockreg binary at $BLOCKREG (cargo build --release -p host)"
+    fi
+    ensure_packages
+}
+
+pass() { echo "ok $1"; PASSED=$((PASSED + 1)); }
+fail() { echo "FAIL $1: $2"; FAILED=$((FAILED + 1)); }
+skip() { echo "skip $1: $2"; SKIPPED=$((SKIPPED + 1)); }
+summary() {
+    local line="$PASSED passed, $FAILED failed"
+    ((SKIPPED)) && line+=", $SKIPPED skipped"
+    echo "$line"
+}
+# setup_failed MSG: a setup step that cannot go on ends the run with a
+# counted failure.
+setup_failed() {
+    fail "setup" "$1"
+    summary
+    exit 1
+}
+is_blockreg() { [[ "$TARGET" == blockreg ]]; }
+sha256_file() { sha256sum "$1" | cut -d' ' -f1; }
+skopeo_q() { skopeo --insecure-policy "$@" >>"$LOG_DIR/skopeo.log" 2>&1; }
+
+# start_target DATA [GUEST]: the registry under test, with its store in
+# DATA: blockreg (serving GUEST, or its embedded guest when empty) or
+# registry:2. Sets REG_PID, REG_HOST, REG_URL and REG_LOG; a registry that
+# does not start ends the run.
+start_target() {
+    local data="$1" guest="${2:-}"
+    if is_blockreg; then
+        REG_LOG="$LOG_DIR/blockreg.log"
+        start_blockreg "$data" "$REG_LOG" "$guest" || setup_failed "blockreg did not start ($BLOCKREG)"
+        REG_PID="$BR_PID" REG_HOST="$BR_HOST" REG_URL="$BR_URL"
+    else
+        REG_LOG="$LOG_DIR/registry2.log"
+        start_registry2 "$data" "$REG_LOG" || setup_failed "docker-registry did not start"
+        REG_PID="$R2_PID" REG_HOST="$R2_HOST" REG_URL="$R2_URL"
+    fi
+}
+
+# http METHOD URL [curl args...]: one raw request (no path normalisation);
+# sets CODE, BODY (file), HDRS (file) and LAST_REQ (for failure messages).
+REQ_N=0
+http() {
+    local method="$1" url="$2"
+    shift 2
+    REQ_N=$((REQ_N + 1))
+    BODY="$WORK_DIR/http/$REQ_N.body"
+    HDRS="$WORK_DIR/http/$REQ_N.hdrs"
+    LAST_REQ="$method ${url#"${REG_URL:-}"}"
+    mkdir -p "$WORK_DIR/http"
+    local m=(-X "$method")
+    [[ "$method" == HEAD ]] && m=(-I)
+    CODE="$(curl -s --path-as-is --max-time 60 "${m[@]}" -o "$BODY" -D "$HDRS" -w '%{http_code}' "$@" "$url")"
+}
+# header NAME: value of a response header of the last http call.
+header() {
+    awk -v n="$(tr '[:upper:]' '[:lower:]' <<<"$1")" '{
+        sub(/\r$/, ""); i = index($0, ":")
+        if (i && tolower(substr($0, 1, i - 1)) == n) { v = substr($0, i + 1); sub(/^[ \t]+/, "", v) }
+    } END { print v }' "$HDRS"
+}
+# describe_last: the last request and its response, on one line.
+describe_last() {
+    printf '%s -> HTTP %s, body %s' "$LAST_REQ" "$CODE" "$(head -c 300 "$BODY" 2>/dev/null | tr '\n' ' ')"
+}
+
+# upload_blob BASE_URL REPO FILE: POST a session, PUT FILE with ?digest=;
+# 0 when the registry answered 201 (CODE is the last status).
+upload_blob() {
+    local base="$1" repo="$2" file="$3" loc sep
+    http POST "$base/v2/$repo/blobs/uploads/"
+    loc="$(header Location)"
+    [[ "$CODE" == 202 && -n "$loc" ]] || return 1
+    [[ "$loc" == /* ]] && loc="$base$loc"
+    sep='?'; [[ "$loc" == *\?* ]] && sep='&'
+    http PUT "$loc${sep}digest=sha256:$(sha256_file "$file")" \
+        -H 'Content-Type: application/octet-stream' --data-binary "@$file"
+    [[ "$CODE" == 201 ]]
 }

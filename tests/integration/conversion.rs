@@ -3,68 +3,26 @@
 //! from blocks — recreated bit for bit for gzip layers, cached after the
 //! first full pull.
 
-use std::io::Write as _;
+use std::time::{Duration, Instant};
 
 use hyper::Method;
-use tests::{seeded_bytes, sha256_digest, Server};
-
-/// A layer as docker makes one: a tar of `files`, gzip level 6.
-fn layer(files: &[(&str, Vec<u8>)], mtime: u64) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (name, data) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_mtime(mtime);
-        header.set_cksum();
-        builder
-            .append_data(&mut header, name, data.as_slice())
-            .expect("tar entry");
-    }
-    let tar = builder.into_inner().expect("tar");
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
-    gz.write_all(&tar).expect("gzip");
-    gz.finish().expect("gzip")
-}
-
-/// Text-like bytes: compressible, as real files are.
-fn texty(seed: u64, len: usize) -> Vec<u8> {
-    let noise = seeded_bytes(seed, len / 8 + 1);
-    let words: [&[u8]; 8] = [
-        b"registry ",
-        b"layer ",
-        b"block\n",
-        b"tar ",
-        b"gzip ",
-        b"docker ",
-        b"{\"a\":1}\n",
-        b"0x1f ",
-    ];
-    let mut out = Vec::with_capacity(len + 16);
-    let mut i = 0;
-    while out.len() < len {
-        out.extend_from_slice(words[usize::from(noise[i % noise.len()]) % words.len()]);
-        i += 1;
-    }
-    out.truncate(len);
-    out
-}
+use tests::{gzip_layer, seeded_bytes, sha256_digest, text_bytes, Req, Server};
 
 fn app_files(version: u8) -> Vec<(&'static str, Vec<u8>)> {
-    let mut config = texty(3, 20_000);
+    let mut config = text_bytes(3, 20_000);
     config[100] = version;
     vec![
         ("usr/lib/libbig.so", seeded_bytes(1, 400_000)),
-        ("usr/share/doc/README", texty(2, 300_000)),
+        ("usr/share/doc/README", text_bytes(2, 300_000)),
         ("etc/app.conf", config),
-        ("srv/app.py", texty(4, 9_000)),
+        ("srv/app.py", text_bytes(4, 9_000)),
     ]
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn blob_is_served_from_its_original_until_converted() {
     let srv = Server::start_with(|c| c.background_conversion = false).await;
-    let data = layer(&app_files(1), 1_700_000_000);
+    let data = gzip_layer(&app_files(1), 1_700_000_000);
     let digest = srv.push_blob("pending", &data).await;
     assert!(srv.original_path(&digest).is_file());
     let stats = srv.stats().await;
@@ -85,7 +43,7 @@ async fn blob_is_served_from_its_original_until_converted() {
 #[tokio::test(flavor = "multi_thread")]
 async fn gzip_layer_is_stored_as_its_tar_and_pulled_bit_for_bit() {
     let srv = Server::start().await;
-    let data = layer(&app_files(1), 1_700_000_000);
+    let data = gzip_layer(&app_files(1), 1_700_000_000);
     let digest = srv.push_blob("gz", &data).await;
     let stats = srv.wait_converted().await;
     assert!(!srv.original_path(&digest).exists(), "original dropped");
@@ -130,7 +88,7 @@ async fn gzip_layer_is_stored_as_its_tar_and_pulled_bit_for_bit() {
 #[tokio::test(flavor = "multi_thread")]
 async fn range_of_a_converted_layer_is_recreated_without_the_cache() {
     let srv = Server::start_with(|c| c.settings.cache_bytes = 0).await;
-    let data = layer(&app_files(2), 1_700_000_000);
+    let data = gzip_layer(&app_files(2), 1_700_000_000);
     let digest = srv.push_blob("nocache", &data).await;
     srv.wait_converted().await;
     for (start, end) in [(0, 100), (1000, 50_000), (data.len() - 8, data.len() - 1)] {
@@ -150,12 +108,12 @@ async fn range_of_a_converted_layer_is_recreated_without_the_cache() {
 #[tokio::test(flavor = "multi_thread")]
 async fn rebuilt_layer_with_new_mtimes_stores_almost_nothing() {
     let srv = Server::start().await;
-    let first = layer(&app_files(1), 1_700_000_000);
+    let first = gzip_layer(&app_files(1), 1_700_000_000);
     srv.push_blob("rebuild", &first).await;
     let before = srv.wait_converted().await;
     // The same files built again a day later, one config byte changed:
     // a gzip stream that shares no 4 KiB block with the first.
-    let second = layer(&app_files(2), 1_700_086_400);
+    let second = gzip_layer(&app_files(2), 1_700_086_400);
     let digest = srv.push_blob("rebuild", &second).await;
     let after = srv.wait_converted().await;
     let added = after.stored_bytes - before.stored_bytes;
@@ -172,7 +130,7 @@ async fn rebuilt_layer_with_new_mtimes_stores_almost_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn corrupt_gzip_is_stored_raw_and_still_pulled_exactly() {
     let srv = Server::start().await;
-    let mut data = layer(&app_files(3), 1);
+    let mut data = gzip_layer(&app_files(3), 1);
     let mid = data.len() / 2;
     for b in &mut data[mid..mid + 100] {
         *b = !*b;
@@ -192,7 +150,7 @@ async fn corrupt_gzip_is_stored_raw_and_still_pulled_exactly() {
 #[tokio::test(flavor = "multi_thread")]
 async fn same_blob_in_two_repositories_is_converted_once() {
     let srv = Server::start().await;
-    let data = layer(&app_files(4), 5);
+    let data = gzip_layer(&app_files(4), 5);
     let digest = sha256_digest(&data);
     srv.push_blob("one", &data).await;
     let first = srv.wait_converted().await;
@@ -203,4 +161,51 @@ async fn same_blob_in_two_repositories_is_converted_once() {
     srv.get(format!("/v2/two/blobs/{digest}"))
         .await
         .assert_body(&data);
+}
+
+/// Sends `req`, a request that commits a blob or mounts one, and expects
+/// 201 without the `blockreg-committed` header that the guest adds for the
+/// host.
+async fn created_without_committed_header(req: Req<'_>) {
+    let resp = req.send().await;
+    resp.assert_status(201);
+    assert_eq!(
+        resp.header("blockreg-committed"),
+        None,
+        "{}",
+        resp.describe()
+    );
+}
+
+/// The guest tells the host of a commit with a `blockreg-committed` response
+/// header: the host wakes the converter on it (at once, not at its next
+/// poll 5 s later) and removes it, so no client ever sees it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_wakes_the_converter_and_its_header_never_reaches_the_client() {
+    let srv = Server::start().await;
+
+    // A monolithic POST commits.
+    let data = seeded_bytes(71, 10_000);
+    let post = format!("/v2/wake/blobs/uploads/?digest={}", sha256_digest(&data));
+    created_without_committed_header(srv.req(Method::POST, post).body(data)).await;
+    srv.wait_converted().await;
+
+    // The converter is idle now. A session's final PUT commits too, and
+    // wakes it.
+    let data = seeded_bytes(72, 10_000);
+    let digest = sha256_digest(&data);
+    let upload = srv.start_upload("wake").await;
+    let committed = Instant::now();
+    created_without_committed_header(srv.req(Method::PUT, upload.with_digest(&digest)).body(data))
+        .await;
+    srv.wait_converted().await;
+    let waited = committed.elapsed();
+    assert!(
+        waited < Duration::from_secs(4),
+        "converted {waited:?} after the commit: the converter was not woken"
+    );
+
+    // A mount links a blob that is already there.
+    let mount = format!("/v2/other/blobs/uploads/?mount={digest}&from=wake");
+    created_without_committed_header(srv.req(Method::POST, mount)).await;
 }

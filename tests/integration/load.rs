@@ -2,11 +2,10 @@
 //! slots for long, uploads cannot starve reads, and background conversion
 //! keeps its pace while requests are open.
 
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tests::{join_all, seeded_bytes, Server};
+use tests::{gzip_layer, join_all, seeded_bytes, text_bytes, Server};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -165,39 +164,17 @@ async fn a_request_head_sent_too_slowly_is_dropped() {
     srv.assert_alive().await;
 }
 
-/// A gzip layer of text-like files, `len` bytes of content.
+/// A gzip layer of text-like files of 256 KiB, `len` bytes of content.
 fn layer(seed: u64, len: usize) -> Vec<u8> {
-    let words: [&[u8]; 8] = [
-        b"registry ",
-        b"layer ",
-        b"block\n",
-        b"tar ",
-        b"gzip ",
-        b"docker ",
-        b"{\"a\":1}\n",
-        b"0x1f ",
-    ];
-    let noise = seeded_bytes(seed, len);
-    let mut builder = tar::Builder::new(Vec::new());
-    for (i, part) in noise.chunks(256 * 1024).enumerate() {
-        let mut data = Vec::with_capacity(part.len() * 6);
-        for &b in part {
-            data.extend_from_slice(words[usize::from(b) % words.len()]);
-        }
-        data.truncate(part.len());
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_mtime(1_700_000_000);
-        header.set_cksum();
-        builder
-            .append_data(&mut header, format!("srv/file{i}.txt"), data.as_slice())
-            .expect("tar entry");
-    }
-    let tar = builder.into_inner().expect("tar");
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
-    gz.write_all(&tar).expect("gzip");
-    gz.finish().expect("gzip")
+    const FILE: usize = 256 * 1024;
+    let files: Vec<_> = (0..len.div_ceil(FILE))
+        .map(|i| {
+            let size = FILE.min(len - i * FILE);
+            let content = text_bytes((seed << 16) + i as u64, size);
+            (format!("srv/file{i}.txt"), content)
+        })
+        .collect();
+    gzip_layer(&files, 1_700_000_000)
 }
 
 /// Pushes `data` and returns how long it took to be converted.

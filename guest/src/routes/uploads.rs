@@ -69,6 +69,11 @@ fn session_response(status: u16, name: &RepoName, id: &UploadId, size: u64) -> R
         .header("Content-Length", "0")
 }
 
+/// Response header naming a blob this request committed: the host wakes its
+/// background converter on it and removes it before the response leaves
+/// (see `admin.convert-next` in `wit/admin.wit`). A mount commits nothing.
+pub const COMMITTED_HEADER: &str = "blockreg-committed";
+
 fn created(name: &RepoName, digest: &Digest) -> Response {
     Response::new(201)
         .header("Location", format!("/v2/{name}/blobs/{digest}"))
@@ -138,13 +143,14 @@ fn append(req: &Request, held: &mut HeldUpload, body: &mut dyn Read) -> Result<u
 }
 
 /// Verifies and commits a held session's bytes as `digest`, links the blob
-/// to the repository; the session is gone afterwards.
+/// to the repository; the session is gone afterwards. The response tells
+/// the host that a blob awaits conversion ([`COMMITTED_HEADER`]).
 fn commit(store: &Store, name: &RepoName, held: HeldUpload, digest: &Digest) -> Result<Response> {
     commit_upload(store, held, digest)?;
     store
         .link_blob(name, digest)
         .map_err(|e| RegistryError::storage("linking a blob", &e))?;
-    Ok(created(name, digest))
+    Ok(created(name, digest).header(COMMITTED_HEADER, digest.to_string()))
 }
 
 fn digest_param(req: &Request) -> Result<Digest> {
