@@ -20,6 +20,8 @@ mod convert;
 mod http;
 mod ingest;
 mod packs;
+#[cfg(test)]
+mod proptests;
 mod rebuild;
 mod routes;
 mod store;
