@@ -42,6 +42,9 @@ step "lint"
 cargo clippy --release --workspace --exclude guest --all-targets -- -D warnings
 cargo clippy --release -p guest --target wasm32-wasip2 --all-targets -- -D warnings
 
+step "core unit tests (native)"
+cargo test --release -p blockreg-core
+
 step "guest unit tests (under wasmtime, via blockreg run)"
 cargo test --release -p guest --target wasm32-wasip2
 

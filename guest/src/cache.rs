@@ -18,6 +18,7 @@ use crate::oci::{Digest, Hasher};
 /// The cache directory of a store.
 #[derive(Debug, Clone)]
 pub struct Cache {
+    layout: Layout,
     dir: PathBuf,
     budget: u64,
 }
@@ -25,13 +26,14 @@ pub struct Cache {
 impl Cache {
     pub fn new(layout: &Layout, budget: u64) -> Self {
         Self {
+            layout: layout.clone(),
             dir: layout.cache(),
             budget,
         }
     }
 
     fn path(&self, digest: &Digest) -> PathBuf {
-        self.dir.join(digest.to_string())
+        self.layout.cached(digest)
     }
 
     /// Opens a cached blob of the expected size, refreshing its place in

@@ -979,8 +979,7 @@ mod tests {
                 })
                 .sum()
         }
-        walk(&store.root().join("blocks"), None)
-            + walk(&store.root().join("layers"), Some("recipe.json"))
+        walk(&store.layout().blocks(), None) + walk(&store.layout().layers(), Some("recipe.json"))
     }
 
     /// Gzip (level 6) of `n` zero bytes, without holding them in memory.
@@ -1122,15 +1121,7 @@ mod tests {
         let d = commit_blob(&store, &layer);
         let c = convert(&store, &unlimited, &d).unwrap();
         assert_eq!(c.encoding, Encoding::Gzip, "{:?}", c.fallback);
-        let recipe = std::fs::metadata(
-            store
-                .root()
-                .join("layers")
-                .join(d.to_string())
-                .join("recipe.json"),
-        )
-        .unwrap()
-        .len();
+        let recipe = std::fs::metadata(store.layout().recipe(&d)).unwrap().len();
         assert!(recipe < 16 * 1024, "recipe of {recipe} bytes");
         assert!(stored_bytes(&store) <= cost_allowance(layer.len() as u64));
         assert_eq!(rebuild_all(&store, &d, 0), layer);

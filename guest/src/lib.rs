@@ -2,41 +2,37 @@
 //! Distribution API and stores blobs as deduplicated blocks under the
 //! `/data` directory its host grants.
 //!
-//! Where to look: `routes/` (one file per endpoint group), `oci/` (digests,
-//! names, media types, error codes); pure block logic in `chunker.rs`,
-//! `tarchunk.rs` (cuts at tar members), `deflate.rs` (gzip analysis and
-//! bit-exact recreation) and `recipe.rs`; `ingest.rs` (upload → committed
-//! original at stream speed), `convert.rs` (original → blocks + recipe, in
-//! the background), `rebuild.rs` (recipe → exact bytes), `packs.rs` (pack
-//! files and block index), `cache.rs` (recreated blobs), `store.rs` (the
-//! rest of the file I/O), `http.rs` (request/response model) and this file
-//! (the glue to the `wasi:http` resources).
+//! Where to look: `routes/` (one file per endpoint group); the pure logic
+//! (`oci/` digests, names, media types, error codes; chunking, gzip analysis
+//! and recipes) lives in the `blockreg-core` crate (`core/src/`), re-exported
+//! here under its module names; `ingest.rs` (upload → committed original at
+//! stream speed), `convert.rs` (original → blocks + recipe, in the
+//! background), `rebuild.rs` (recipe → exact bytes), `packs.rs` (pack files
+//! and block index), `cache.rs` (recreated blobs), `store.rs` (the rest of
+//! the file I/O), `http.rs` (request/response model) and this file (the glue
+//! to the `wasi:http` resources).
 
-pub mod admin;
+mod admin;
+// Public: the bindings hold the generated export glue and the WIT types.
 pub mod bindings;
-pub mod block;
-pub mod cache;
-pub mod chunker;
-pub mod convert;
-pub mod deflate;
-pub mod hex;
-pub mod http;
-pub mod ingest;
-pub mod layout;
-pub mod oci;
-pub mod packs;
+mod cache;
+mod convert;
+mod http;
+mod ingest;
+mod layout;
+mod packs;
 #[cfg(test)]
 mod proptests;
-pub mod pull;
-pub mod rebuild;
-pub mod recipe;
-pub mod routes;
-pub mod settings;
-pub mod store;
+mod pull;
+mod rebuild;
+mod routes;
+mod settings;
+mod store;
 mod sys;
-pub mod tarchunk;
 #[cfg(test)]
 mod test_support;
+
+pub(crate) use blockreg_core::{block, chunker, deflate, hex, oci, recipe, tarchunk};
 
 use std::io::{self, Read};
 

@@ -464,11 +464,6 @@ impl Store {
         Ok(Self { layout })
     }
 
-    /// The store's root directory.
-    pub fn root(&self) -> &Path {
-        self.layout.root()
-    }
-
     /// Where everything is in the store.
     pub fn layout(&self) -> &Layout {
         &self.layout
@@ -1364,9 +1359,9 @@ mod tests {
                 .upload("0c0c0c0c-0000-4000-8000-000000000000"),
         )
         .unwrap();
-        fs::write(store.root().join("manifests/.tmp-x-1"), b"123").unwrap();
-        fs::create_dir_all(store.root().join("cache")).unwrap();
-        fs::write(store.root().join("cache/.tmp-y-2"), b"4567").unwrap();
+        fs::write(store.layout().root().join("manifests/.tmp-x-1"), b"123").unwrap();
+        fs::create_dir_all(store.layout().root().join("cache")).unwrap();
+        fs::write(store.layout().root().join("cache/.tmp-y-2"), b"4567").unwrap();
         assert_eq!(store.temporaries().unwrap(), (2, 7));
         let r = store.recover().unwrap();
         assert_eq!(
@@ -1384,7 +1379,12 @@ mod tests {
         // and holdable again.
         assert_eq!(store.upload(&id).unwrap().unwrap().size, 0);
         assert_eq!(held(&store, &id).size(), 0);
-        assert_eq!(list_dir(&store.root().join("uploads")).unwrap().len(), 1);
+        assert_eq!(
+            list_dir(&store.layout().root().join("uploads"))
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]
@@ -1505,11 +1505,11 @@ mod tests {
     #[test]
     fn atomic_write_replaces_whole_files_and_leaves_no_temporaries() {
         let store = scratch_store("store-atomic");
-        let path = store.root().join("manifests").join("x");
+        let path = store.layout().root().join("manifests").join("x");
         write_atomic(&path, b"first").unwrap();
         write_atomic(&path, b"second").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"second");
-        let names: Vec<String> = fs::read_dir(store.root().join("manifests"))
+        let names: Vec<String> = fs::read_dir(store.layout().root().join("manifests"))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();

@@ -33,7 +33,8 @@ const GNU_ISEXTENDED: usize = 482;
 /// … and in each extension block.
 const EXT_ISEXTENDED: usize = 504;
 
-/// What the parse found so far, so callers can tell whether the tar parsed.
+/// What the parse found so far, so the tests can tell whether the tar parsed.
+#[cfg(test)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TarStats {
     /// Entries seen (files, directories, links, …), not counting PAX and GNU
@@ -102,6 +103,7 @@ pub struct TarChunker {
     data: Vec<u8>,
     size_override: Option<u64>,
     pax: PaxScan,
+    #[cfg(test)]
     stats: TarStats,
 }
 
@@ -160,11 +162,13 @@ impl TarChunker {
             data: Vec::new(),
             size_override: None,
             pax: PaxScan::default(),
+            #[cfg(test)]
             stats: TarStats::default(),
         }
     }
 
     /// What the parse found so far (kept across [`Chunker::finish`]).
+    #[cfg(test)]
     pub fn stats(&self) -> TarStats {
         self.stats
     }
@@ -282,7 +286,10 @@ impl TarChunker {
                 self.gap_bytes(block, emit)?;
                 if is_zero(block) {
                     self.gap_flush(emit)?;
-                    self.stats.end_of_archive = true;
+                    #[cfg(test)]
+                    {
+                        self.stats.end_of_archive = true;
+                    }
                     self.state = State::Raw;
                 } else {
                     self.fall_back();
@@ -331,7 +338,10 @@ impl TarChunker {
             }
             b'g' | b'L' | b'K' => self.state = skip_state(padded, 0),
             flag => {
-                self.stats.members += 1;
+                #[cfg(test)]
+                {
+                    self.stats.members += 1;
+                }
                 let size = self.size_override.take().unwrap_or(header.size);
                 if matches!(flag, b'1'..=b'6') || (flag == 0 && header.dir_by_name) {
                     self.state = State::Block(if size > 0 {
@@ -368,7 +378,10 @@ impl TarChunker {
     }
 
     fn fall_back(&mut self) {
-        self.stats.fallback = true;
+        #[cfg(test)]
+        {
+            self.stats.fallback = true;
+        }
         self.state = State::Raw;
     }
 

@@ -16,7 +16,8 @@ pub trait Chunker {
     fn finish<E>(&mut self, emit: &mut impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E>;
 }
 
-/// The default: blocks of a fixed size (4 KiB), the last one shorter.
+/// Blocks of a fixed size, the last one shorter (the guest cuts blobs it
+/// cannot read as tar this way, in large blocks).
 pub struct FixedChunker {
     size: usize,
     pending: Vec<u8>,
@@ -34,12 +35,6 @@ impl FixedChunker {
             size,
             pending: Vec::with_capacity(size),
         }
-    }
-}
-
-impl Default for FixedChunker {
-    fn default() -> Self {
-        Self::new(DEFAULT_BLOCK_SIZE)
     }
 }
 
@@ -86,6 +81,10 @@ mod tests {
     use crate::test_support::seeded_bytes;
     use std::convert::Infallible;
 
+    fn four_k() -> FixedChunker {
+        FixedChunker::new(DEFAULT_BLOCK_SIZE)
+    }
+
     fn blocks_of(c: &mut FixedChunker, pieces: &[&[u8]]) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         let mut emit = |b: &[u8]| -> Result<(), Infallible> {
@@ -102,7 +101,7 @@ mod tests {
     #[test]
     fn boundaries_fall_every_4096_bytes_with_a_short_tail() {
         let data = seeded_bytes(7, 3 * 4096 + 100);
-        let blocks = blocks_of(&mut FixedChunker::default(), &[&data]);
+        let blocks = blocks_of(&mut four_k(), &[&data]);
         let sizes: Vec<usize> = blocks.iter().map(Vec::len).collect();
         assert_eq!(sizes, [4096, 4096, 4096, 100]);
         assert_eq!(blocks.concat(), data);
@@ -111,17 +110,17 @@ mod tests {
     #[test]
     fn feeding_in_odd_pieces_gives_the_same_blocks() {
         let data = seeded_bytes(9, 5 * 4096 + 1);
-        let whole = blocks_of(&mut FixedChunker::default(), &[&data]);
+        let whole = blocks_of(&mut four_k(), &[&data]);
         let pieces: Vec<&[u8]> = data.chunks(1000).chain(std::iter::once(&[][..])).collect();
-        let split = blocks_of(&mut FixedChunker::default(), &pieces);
+        let split = blocks_of(&mut four_k(), &pieces);
         assert_eq!(whole, split);
     }
 
     #[test]
     fn exact_multiple_has_no_empty_tail_and_empty_input_has_no_blocks() {
         let data = seeded_bytes(3, 2 * 4096);
-        assert_eq!(blocks_of(&mut FixedChunker::default(), &[&data]).len(), 2);
-        assert!(blocks_of(&mut FixedChunker::default(), &[b""]).is_empty());
+        assert_eq!(blocks_of(&mut four_k(), &[&data]).len(), 2);
+        assert!(blocks_of(&mut four_k(), &[b""]).is_empty());
     }
 
     #[test]
@@ -129,7 +128,7 @@ mod tests {
         // 4096 zero bytes and a 1-byte tail: ids pinned so a chunker change is noticed.
         let mut data = vec![0u8; 4096];
         data.push(b'a');
-        let ids: Vec<String> = blocks_of(&mut FixedChunker::default(), &[&data])
+        let ids: Vec<String> = blocks_of(&mut four_k(), &[&data])
             .iter()
             .map(|b| crate::block::BlockId::compute(b).unwrap().to_hex())
             .collect();

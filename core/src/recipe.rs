@@ -552,27 +552,30 @@ impl Recipe {
     }
 
     /// The layout must consume exactly the content, and a verbatim layout
-    /// must add up to the size.
+    /// must add up to the size. Summed in `u128`: lengths come from disk,
+    /// and `u64` sums of them can wrap around to the expected total.
     fn check(&self) -> Result<(), RecipeError> {
-        let mut consumed = 0u64;
-        let mut produced = 0u64;
+        let mut consumed = 0u128;
+        let mut produced = 0u128;
         for op in &self.layout {
             match op {
-                Op::Lit(b) => produced += b.len() as u64,
+                Op::Lit(b) => produced += b.len() as u128,
                 Op::Copy(n) => {
-                    consumed += n;
-                    produced += n;
+                    consumed += u128::from(*n);
+                    produced += u128::from(*n);
                 }
-                Op::Deflate(segs) => consumed += segs.iter().map(|s| s.plain).sum::<u64>(),
+                Op::Deflate(segs) => {
+                    consumed += segs.iter().map(|s| u128::from(s.plain)).sum::<u128>();
+                }
             }
         }
-        if consumed != self.content_len() {
+        if consumed != u128::from(self.content_len()) {
             return Err(bad(format!(
                 "layout uses {consumed} content bytes, content has {}",
                 self.content_len()
             )));
         }
-        if self.is_verbatim() && produced != self.size {
+        if self.is_verbatim() && produced != u128::from(self.size) {
             return Err(bad(format!(
                 "blocks add up to {produced} bytes, recipe says {}",
                 self.size
@@ -697,6 +700,16 @@ mod tests {
         v["version"] = 9.into();
         let err = Recipe::from_json(&serde_json::to_vec(&v).unwrap()).unwrap_err();
         assert!(matches!(err, RecipeError::Version(9)));
+    }
+
+    /// Finding of `recipes_from_disk_are_refused_or_consistent` once it ran
+    /// natively with overflow checks: copies of 2^64 - 1 and 1 bytes summed
+    /// to 0 in a release build, so this empty recipe was accepted.
+    #[test]
+    fn layout_whose_lengths_wrap_around_is_refused() {
+        let json = br#"{"version":2,"digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0,"chunker":"","encoding":"raw","content":"","frames":[["0000000000000000",0,0,0,0]],"layout":[{"copy":18446744073709551615},{"copy":1}]}"#;
+        let err = Recipe::from_json(json).unwrap_err();
+        assert!(matches!(err, RecipeError::Inconsistent(_)), "{err}");
     }
 
     #[test]
