@@ -22,12 +22,20 @@ trap 'rm -rf "$scratch"' EXIT
 mkdir -p "$scratch/toolchains"
 cp "$rustup_home/settings.toml" "$scratch/"
 copy="$scratch/toolchains/$toolchain"
-cp -al "$sysroot" "$copy"
+# The toolchain may be a symlink to another (rustup links a pinned version
+# to a channel that has it): copy what it points at.
+mkdir -p "$copy"
+cp -al "$(readlink -f "$sysroot")/." "$copy/"
 rm -rf "$copy/lib/rustlib/$target" "$copy/lib/rustlib/manifest-rust-std-$target"
-# A new file, not the hard link: rustup rewrites it when it adds the target.
+# rustup's record of installed components, in two files: rewritten as new
+# files (not through the hard links), without the target's standard library.
 grep -v "^rust-std-$target\$" "$copy/lib/rustlib/components" >"$scratch/components"
-rm "$copy/lib/rustlib/components"
-mv "$scratch/components" "$copy/lib/rustlib/components"
+awk -v RS= -v ORS='\n\n' -v t="target = \"$target\"" 'index($0, t) == 0' \
+    "$copy/lib/rustlib/multirust-config.toml" >"$scratch/multirust-config.toml"
+for f in components multirust-config.toml; do
+    rm "$copy/lib/rustlib/$f"
+    mv "$scratch/$f" "$copy/lib/rustlib/$f"
+done
 
 if RUSTUP_HOME="$scratch" rustup target list --installed --toolchain "$toolchain" | grep -qx "$target"; then
     echo "FAIL fresh_toolchain: the scratch toolchain still has $target"

@@ -14,6 +14,7 @@ use std::time::SystemTime;
 
 use crate::layout::Layout;
 use crate::oci::{Digest, Hasher};
+use crate::store::list_dir;
 
 /// The cache directory of a store.
 #[derive(Debug, Clone)]
@@ -98,33 +99,20 @@ impl Cache {
     }
 
     fn entries(&self) -> io::Result<Vec<(PathBuf, u64, SystemTime)>> {
-        let rd = match fs::read_dir(&self.dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
+        // Fills in progress are temporaries, not entries (stats counts them
+        // apart): the listing leaves them out. An entry evicted since the
+        // listing is gone.
         let mut out = Vec::new();
-        for entry in rd {
-            // An entry removed while the directory is read (the store serves
-            // meanwhile) is not listed.
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            // Fills in progress are temporaries, not entries (stats counts
-            // them apart); an entry evicted since the listing is gone.
-            if entry.file_name().to_string_lossy().starts_with(".tmp-") {
-                continue;
-            }
-            let meta = match entry.metadata() {
+        for (name, _) in list_dir(&self.dir)? {
+            let path = self.dir.join(name);
+            let meta = match fs::metadata(&path) {
                 Ok(m) => m,
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
             if meta.is_file() {
                 let t = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-                out.push((entry.path(), meta.len(), t));
+                out.push((path, meta.len(), t));
             }
         }
         Ok(out)

@@ -5,12 +5,15 @@
 //! Where to look: `routes/` (one file per endpoint group); the pure logic
 //! (`oci/` digests, names, media types, error codes; chunking, gzip analysis
 //! and recipes) lives in the `blockreg-core` crate (`core/src/`), re-exported
-//! here under its module names; `ingest.rs` (upload → committed original at
-//! stream speed), `convert.rs` (original → blocks + recipe, in the
-//! background), `rebuild.rs` (recipe → exact bytes), `packs.rs` (pack files
-//! and block index), `cache.rs` (recreated blobs), `store.rs` (the rest of
-//! the file I/O), `http.rs` (request/response model) and this file (the glue
-//! to the `wasi:http` resources).
+//! here under its module names; `settings.rs` (the operator's settings, from
+//! the host), `layout.rs` (every path of the store), `store.rs` (blobs,
+//! manifests, tags, sessions, recovery), `ingest.rs` (upload → committed
+//! original at stream speed), `pull.rs` (a blob's bytes for a GET, verified),
+//! `convert.rs` (original → blocks + recipe, in the background),
+//! `rebuild.rs` (recipe → exact bytes), `packs.rs` (pack files and block
+//! index), `cache.rs` (recreated blobs), `admin.rs` (the `admin` export),
+//! `http.rs` (request/response model) and this file (the glue to the
+//! `wasi:http` resources).
 
 mod admin;
 // Public: the bindings hold the generated export glue and the WIT types.

@@ -382,8 +382,9 @@ fn remove_existing(path: &Path) -> io::Result<bool> {
     }
 }
 
-/// Lists the visible entries of a directory; a missing directory is empty.
-fn list_dir(path: &Path) -> io::Result<Vec<(String, fs::FileType)>> {
+/// Lists the visible entries of a directory (temporaries and entries
+/// removed while it is read left out); a missing directory is empty.
+pub(crate) fn list_dir(path: &Path) -> io::Result<Vec<(String, fs::FileType)>> {
     let rd = match fs::read_dir(path) {
         Ok(rd) => rd,
         Err(e) if is_not_found(&e) => return Ok(Vec::new()),
