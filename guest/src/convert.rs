@@ -29,7 +29,6 @@
 //! Crash safety: the original stays until the recipe is committed, so a
 //! conversion killed at any point is simply run again.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufReader, ErrorKind, Read};
@@ -598,101 +597,125 @@ fn check_decoded(decoded: u64, compressed: u64, settings: &Settings) -> Result<(
     Ok(())
 }
 
-fn convert_gzip(
-    store: &Store,
-    packs: &mut Packs,
-    digest: &Digest,
-    mut chunker: TarChunker,
-    cfg: AnalyzeConfig,
-    settings: &Settings,
-) -> Result<Converted, GzipError> {
-    let mut input = open_original(store, digest)?;
-    let mut builder = Builder::new(packs)?;
-    let name = chunker.name();
-    let mut content: Vec<Draft> = Vec::new();
-    let mut layout: Vec<DraftOp> = Vec::new();
-    let mut seg_plain = 0u64;
-    let mut literal = 0usize;
-    let mut decoded = 0u64;
-    let read = Cell::new(0u64);
-    let mut analyzer = GzipAnalyzer::new(cfg);
-    let mut on_event = |ev: Event<'_>| -> Result<(), GzipError> {
+/// What the analysis of a gzip blob has drafted so far: content blocks cut
+/// from its decoded bytes, and the layout that recreates the stream from
+/// them (literal bytes, DEFLATE segments with their corrections).
+struct GzipDraft<'s> {
+    chunker: TarChunker,
+    settings: &'s Settings,
+    content: Vec<Draft>,
+    layout: Vec<DraftOp>,
+    /// Plain bytes of the segment in progress.
+    seg_plain: u64,
+    /// Bytes outside DEFLATE streams (headers, trailers, trailing data).
+    literal: usize,
+    /// Decoded bytes so far, for the size and ratio limits.
+    decoded: u64,
+}
+
+impl<'s> GzipDraft<'s> {
+    fn new(chunker: TarChunker, settings: &'s Settings) -> Self {
+        Self {
+            chunker,
+            settings,
+            content: Vec::new(),
+            layout: Vec::new(),
+            seg_plain: 0,
+            literal: 0,
+            decoded: 0,
+        }
+    }
+
+    /// Takes one analysis event; `read` is the compressed bytes read so far.
+    fn take(&mut self, builder: &mut Builder, ev: Event<'_>, read: u64) -> Result<(), GzipError> {
         match ev {
             Event::Literal(bytes) => {
-                literal += bytes.len();
-                if literal > MAX_LITERAL {
+                self.literal += bytes.len();
+                if self.literal > MAX_LITERAL {
                     return Err(refused(format!(
                         "more than {MAX_LITERAL} bytes outside DEFLATE streams"
                     )));
                 }
-                match layout.last_mut() {
+                match self.layout.last_mut() {
                     Some(DraftOp::Lit(l)) => l.extend_from_slice(bytes),
-                    _ => layout.push(DraftOp::Lit(bytes.to_vec())),
+                    _ => self.layout.push(DraftOp::Lit(bytes.to_vec())),
                 }
             }
             Event::DeflateStart => {
-                layout.push(DraftOp::Deflate(Vec::new()));
-                seg_plain = 0;
+                self.layout.push(DraftOp::Deflate(Vec::new()));
+                self.seg_plain = 0;
             }
             Event::Plain(bytes) => {
-                seg_plain += bytes.len() as u64;
-                decoded += bytes.len() as u64;
-                check_decoded(decoded, read.get(), settings)?;
-                chunker.feed(bytes, &mut |piece: &[u8]| -> io::Result<()> {
-                    content.push(builder.put(piece)?);
-                    Ok(())
-                })?;
+                self.seg_plain += bytes.len() as u64;
+                self.decoded += bytes.len() as u64;
+                check_decoded(self.decoded, read, self.settings)?;
+                let content = &mut self.content;
+                self.chunker
+                    .feed(bytes, &mut |piece: &[u8]| -> io::Result<()> {
+                        content.push(builder.put(piece)?);
+                        Ok(())
+                    })?;
             }
             Event::SegmentEnd { corrections } => {
                 let mut refs = Vec::new();
                 for part in corrections.chunks(CORRECTION_BLOCK) {
                     refs.push(builder.put(part)?);
                 }
-                match layout.last_mut() {
-                    Some(DraftOp::Deflate(segs)) => segs.push((seg_plain, refs)),
+                match self.layout.last_mut() {
+                    Some(DraftOp::Deflate(segs)) => segs.push((self.seg_plain, refs)),
                     _ => return Err(refused("segment outside a DEFLATE stream".into())),
                 }
-                seg_plain = 0;
+                self.seg_plain = 0;
             }
             Event::DeflateEnd => {
-                if seg_plain != 0 {
+                if self.seg_plain != 0 {
                     return Err(refused("DEFLATE stream ended mid-segment".into()));
                 }
             }
         }
         Ok(())
-    };
-    let mut buf = vec![0u8; 1024 * 1024];
-    let analysed: Result<(), GzipError> = (|| {
-        loop {
-            let n = input.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            read.set(read.get() + n as u64);
-            analyzer
-                .feed(&buf[..n], &mut on_event)
-                .map_err(analyze_error)?;
-        }
-        analyzer.finish(&mut on_event).map_err(analyze_error)?;
-        Ok(())
-    })();
-    if let Err(e) = analysed {
-        builder.writer.abandon();
-        return Err(e);
     }
-    let size = read.get();
-    chunker.finish(&mut |piece: &[u8]| -> io::Result<()> {
-        content.push(builder.put(piece)?);
-        Ok(())
-    })?;
-    drop(buf);
-    let mut sealed = builder.seal()?;
-    let (new_blocks, new_bytes) = (sealed.new_blocks, sealed.new_bytes);
-    let table = &mut sealed.table;
-    let content_refs: Vec<BlockRef> = content.iter().map(|d| table.block(d)).collect();
-    drop(content);
-    let layout: Vec<Op> = layout
+
+    /// Cuts what the chunker still holds; the draft is then complete.
+    fn finish(&mut self, builder: &mut Builder) -> io::Result<()> {
+        let content = &mut self.content;
+        self.chunker.finish(&mut |piece: &[u8]| -> io::Result<()> {
+            content.push(builder.put(piece)?);
+            Ok(())
+        })
+    }
+}
+
+/// Feeds a gzip blob through the analyser into `draft`; returns its size.
+fn analyse_gzip(
+    input: &mut impl Read,
+    builder: &mut Builder,
+    draft: &mut GzipDraft,
+    cfg: AnalyzeConfig,
+) -> Result<u64, GzipError> {
+    let mut analyzer = GzipAnalyzer::new(cfg);
+    let mut buf = vec![0u8; 1024 * 1024];
+    let mut read = 0u64;
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        read += n as u64;
+        analyzer
+            .feed(&buf[..n], &mut |ev| draft.take(builder, ev, read))
+            .map_err(analyze_error)?;
+    }
+    analyzer
+        .finish(&mut |ev| draft.take(builder, ev, read))
+        .map_err(analyze_error)?;
+    draft.finish(builder)?;
+    Ok(read)
+}
+
+/// The layout of a draft with every block reference resolved.
+fn resolve_layout(layout: Vec<DraftOp>, table: &mut FrameTable) -> Vec<Op> {
+    layout
         .into_iter()
         .map(|op| match op {
             DraftOp::Lit(b) => Op::Lit(b),
@@ -705,16 +728,45 @@ fn convert_gzip(
                     .collect(),
             ),
         })
-        .collect();
+        .collect()
+}
+
+/// Converts a gzip blob to its decoded content's blocks plus the layout
+/// that recreates the stream, if the result is exact and worth it.
+fn convert_gzip(
+    store: &Store,
+    packs: &mut Packs,
+    digest: &Digest,
+    chunker: TarChunker,
+    cfg: AnalyzeConfig,
+    settings: &Settings,
+) -> Result<Converted, GzipError> {
+    let mut input = open_original(store, digest)?;
+    let mut builder = Builder::new(packs)?;
+    let name = chunker.name();
+    let mut draft = GzipDraft::new(chunker, settings);
+    let size = match analyse_gzip(&mut input, &mut builder, &mut draft, cfg) {
+        Ok(size) => size,
+        Err(e) => {
+            builder.writer.abandon();
+            return Err(e);
+        }
+    };
+    let mut sealed = builder.seal()?;
+    let (new_blocks, new_bytes) = (sealed.new_blocks, sealed.new_bytes);
+    let table = &mut sealed.table;
+    let content: Vec<BlockRef> = draft.content.iter().map(|d| table.block(d)).collect();
+    let layout = resolve_layout(std::mem::take(&mut draft.layout), table);
     let recipe = Recipe {
         digest: digest.clone(),
         size,
         chunker: name,
         encoding: Encoding::Gzip,
         frames: std::mem::take(&mut table.frames),
-        content: content_refs,
+        content,
         layout,
     };
+    drop(draft);
     // Worth it only if it costs no more than the blob as it came.
     let cost = sealed.added_bytes + recipe.to_json().len() as u64;
     if cost > cost_allowance(size) {

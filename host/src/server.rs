@@ -256,100 +256,26 @@ impl Server {
         mut request: Request<Incoming>,
         local: Option<SocketAddr>,
     ) -> (Response<HyperOutgoingBody>, Option<Arc<AtomicBool>>) {
-        let max_body = self.limits.max_body_bytes;
-        if let Some(length) = content_length(&request) {
-            if length > max_body {
-                return (too_large(max_body), None);
-            }
-        }
-        // wasi:http needs an authority; HTTP/1.0 clients may send no Host.
-        if request.uri().authority().is_none() && !request.headers().contains_key(HOST) {
-            let host = local.map_or_else(|| "localhost".to_owned(), |addr| addr.to_string());
-            if let Ok(value) = HeaderValue::from_str(&host) {
-                request.headers_mut().insert(HOST, value);
-            }
-        }
-
-        let is_write = matches!(
-            *request.method(),
-            Method::POST | Method::PUT | Method::PATCH
-        ) || !request.body().is_end_stream();
+        let is_write = match self.admit(&mut request, local) {
+            Ok(is_write) => is_write,
+            Err(refusal) => return (*refusal, None),
+        };
         let Some(permit) = self.acquire_slot(is_write).await else {
             return (
                 host_error(HostErrorCode::Unavailable, "server is stopping"),
                 None,
             );
         };
-        let guest = self.slot.current();
-        let mut store = match ctx::new_store(
-            &self.engine,
-            &self.data_dir,
-            self.limits.max_memory_bytes,
-            guest.settings,
-        ) {
-            Ok(store) => store,
-            Err(e) => {
-                tracing::error!("cannot prepare a guest instance: {:#}", wasm_err(e));
-                return (
-                    host_error(HostErrorCode::Unknown, "cannot open the store"),
-                    None,
-                );
-            }
-        };
-
-        let request_method = request.method().clone();
-        let request_path = request.uri().path().to_owned();
+        let label = format!("{} {}", request.method(), request.uri().path());
         let overflow = Arc::new(AtomicBool::new(false));
         let too_slow = Arc::new(AtomicBool::new(false));
-        let pace = Pace::new(
-            self.limits.body_idle_timeout,
-            self.limits.min_body_rate,
-            too_slow.clone(),
-        );
-        let request = request.map(|body| {
-            let rules = Rules::Request {
-                max: max_body,
-                overflow: overflow.clone(),
-                pace,
-            };
-            MeteredBody::new(body, rules)
-        });
-        let (sender, receiver) = oneshot::channel();
-        let resources = store
-            .data_mut()
-            .http()
-            .new_incoming_request(Scheme::Http, request)
-            .and_then(|incoming| {
-                Ok((
-                    incoming,
-                    store.data_mut().http().new_response_outparam(sender)?,
-                ))
-            });
-        let (incoming, outparam) = match resources {
-            Ok(resources) => resources,
-            Err(e) => {
-                tracing::error!("cannot hand the request to the guest: {:#}", wasm_err(e));
-                return (
-                    host_error(HostErrorCode::Unknown, "cannot pass the request on"),
-                    None,
-                );
-            }
+        let (instance, receiver) = match self.instance(request, &overflow, &too_slow) {
+            Ok(prepared) => prepared,
+            Err(refusal) => return (*refusal, None),
         };
-
-        let label = format!("{request_method} {request_path}");
         let timeout = self.limits.request_timeout;
-        let (task, guest_failed) = spawn_instance(
-            Instance {
-                store,
-                guest,
-                incoming,
-                outparam,
-            },
-            permit,
-            timeout,
-            overflow.clone(),
-            label.clone(),
-        );
+        let (task, guest_failed) =
+            spawn_instance(instance, permit, timeout, overflow.clone(), label.clone());
 
         let response = match receiver.await {
             Ok(Ok(response)) => Ok(response),
@@ -370,7 +296,7 @@ impl Server {
         // An oversized streamed body makes the guest fail or complain; the
         // client is told what actually happened.
         if overflow.load(Ordering::SeqCst) {
-            return (too_large(max_body), None);
+            return (too_large(self.limits.max_body_bytes), None);
         }
         if too_slow.load(Ordering::SeqCst) {
             let message = too_slow_message(&self.limits);
@@ -388,6 +314,93 @@ impl Server {
                 None,
             ),
         }
+    }
+
+    /// Checks a request before it takes a slot: a declared body over the
+    /// limit is refused, a missing `Host` is filled in (wasi:http needs an
+    /// authority; HTTP/1.0 clients may send none). Returns whether the
+    /// request is a write (it then takes a write slot).
+    fn admit(
+        &self,
+        request: &mut Request<Incoming>,
+        local: Option<SocketAddr>,
+    ) -> Result<bool, Refused> {
+        let max_body = self.limits.max_body_bytes;
+        if content_length(request).is_some_and(|length| length > max_body) {
+            return Err(Box::new(too_large(max_body)));
+        }
+        if request.uri().authority().is_none() && !request.headers().contains_key(HOST) {
+            let host = local.map_or_else(|| "localhost".to_owned(), |addr| addr.to_string());
+            if let Ok(value) = HeaderValue::from_str(&host) {
+                request.headers_mut().insert(HOST, value);
+            }
+        }
+        Ok(matches!(
+            *request.method(),
+            Method::POST | Method::PUT | Method::PATCH
+        ) || !request.body().is_end_stream())
+    }
+
+    /// A fresh instance of the current guest holding `request`, its body
+    /// metered (`overflow` and `too_slow` turn true when it breaks a
+    /// limit), and the channel its response arrives on.
+    fn instance(
+        &self,
+        request: Request<Incoming>,
+        overflow: &Arc<AtomicBool>,
+        too_slow: &Arc<AtomicBool>,
+    ) -> Result<(Instance, oneshot::Receiver<GuestResponse>), Refused> {
+        let guest = self.slot.current();
+        let mut store = ctx::new_store(
+            &self.engine,
+            &self.data_dir,
+            self.limits.max_memory_bytes,
+            guest.settings,
+        )
+        .map_err(|e| {
+            tracing::error!("cannot prepare a guest instance: {:#}", wasm_err(e));
+            Box::new(host_error(HostErrorCode::Unknown, "cannot open the store"))
+        })?;
+        let pace = Pace::new(
+            self.limits.body_idle_timeout,
+            self.limits.min_body_rate,
+            too_slow.clone(),
+        );
+        let request = request.map(|body| {
+            let rules = Rules::Request {
+                max: self.limits.max_body_bytes,
+                overflow: overflow.clone(),
+                pace,
+            };
+            MeteredBody::new(body, rules)
+        });
+        let (sender, receiver) = oneshot::channel();
+        let resources = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)
+            .and_then(|incoming| {
+                Ok((
+                    incoming,
+                    store.data_mut().http().new_response_outparam(sender)?,
+                ))
+            });
+        let (incoming, outparam) = resources.map_err(|e| {
+            tracing::error!("cannot hand the request to the guest: {:#}", wasm_err(e));
+            Box::new(host_error(
+                HostErrorCode::Unknown,
+                "cannot pass the request on",
+            ))
+        })?;
+        Ok((
+            Instance {
+                store,
+                guest,
+                incoming,
+                outparam,
+            },
+            receiver,
+        ))
     }
 }
 
@@ -425,6 +438,13 @@ fn too_slow_message(limits: &Limits) -> String {
         )
     }
 }
+
+/// A response the host gives instead of the guest's (boxed: it is large).
+type Refused = Box<Response<HyperOutgoingBody>>;
+
+/// What a guest hands back through its response outparam.
+type GuestResponse =
+    Result<Response<HyperOutgoingBody>, wasmtime_wasi_http::p2::bindings::http::types::ErrorCode>;
 
 /// A guest instance about to handle one request.
 struct Instance {
