@@ -969,64 +969,23 @@ pub fn sha256_digest(data: &[u8]) -> String {
     out
 }
 
-/// `len` deterministic pseudo-random bytes (splitmix64 from `seed`).
-pub fn seeded_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        out.extend_from_slice(&z.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// `len` bytes of text-like content from `seed`: words picked by
-/// [`seeded_bytes`], compressible as real files are.
-pub fn text_bytes(seed: u64, len: usize) -> Vec<u8> {
-    const WORDS: [&[u8]; 8] = [
-        b"registry ",
-        b"layer ",
-        b"block\n",
-        b"tar ",
-        b"gzip ",
-        b"docker ",
-        b"{\"a\":1}\n",
-        b"0x1f ",
-    ];
-    let noise = seeded_bytes(seed, len / 8 + 1);
-    let mut out = Vec::with_capacity(len + 16);
-    let mut i = 0;
-    while out.len() < len {
-        out.extend_from_slice(WORDS[usize::from(noise[i % noise.len()]) % WORDS.len()]);
-        i += 1;
-    }
-    out.truncate(len);
-    out
-}
+/// The fixtures the guest's and the core's unit tests use too: one PRNG
+/// (`seeded_bytes`), one text generator, one tar writer, one gzip.
+pub use blockreg_core::test_support::{gzip, seeded_bytes, tar_of, texty_bytes as text_bytes};
 
 /// A layer as docker makes one: a tar of `files` (path and content, mode
 /// 0644, modified at `mtime`), gzip level 6.
 pub fn gzip_layer(files: &[(impl AsRef<Path>, Vec<u8>)], mtime: u64) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (path, data) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_mtime(mtime);
-        header.set_cksum();
-        builder
-            .append_data(&mut header, path, data.as_slice())
-            .expect("tar entry");
-    }
-    let tar = builder.into_inner().expect("tar");
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
-    std::io::Write::write_all(&mut gz, &tar).expect("gzip");
-    gz.finish().expect("gzip")
+    let names: Vec<String> = files
+        .iter()
+        .map(|(path, _)| path.as_ref().to_string_lossy().into_owned())
+        .collect();
+    let entries: Vec<(&str, &[u8], u64)> = names
+        .iter()
+        .zip(files)
+        .map(|(name, (_, data))| (name.as_str(), data.as_slice(), mtime))
+        .collect();
+    gzip(&tar_of(&entries), 6)
 }
 
 /// `len` bytes of one short pattern repeated: every aligned 4 KiB block of
