@@ -329,12 +329,17 @@ image_layers() { docker image inspect -f '{{range .RootFS.Layers}}{{println .}}{
 
 # remove_local_images: remove every local image (all tags), so that a pull
 # must fetch every layer from the registry again.
+# Intermediate images count too: a corpus just built (first run, before it
+# is cached) leaves the parents of its build steps, and an image with child
+# images cannot be removed until they are, hence a few rounds.
 remove_local_images() {
-    local ids
-    ids="$(docker images -q | sort -u)"
-    [[ -z "$ids" ]] && return 0
-    # shellcheck disable=SC2086
-    docker rmi -f $ids >>"$LOG_DIR/docker-rmi.log" 2>&1
+    local ids round
+    for round in 1 2 3 4; do
+        ids="$(docker images -aq | sort -u)"
+        [[ -z "$ids" ]] && return 0
+        # shellcheck disable=SC2086
+        docker rmi -f $ids >>"$LOG_DIR/docker-rmi.log" 2>&1 || true
+    done
 }
 
 # ---------------------------------------------------------------- registries
