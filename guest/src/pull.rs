@@ -113,6 +113,7 @@ impl Blob {
             ready_pos: 0,
             held: Vec::new(),
             done: false,
+            mismatched: false,
         })
     }
 }
@@ -148,6 +149,9 @@ pub struct BlobReader {
     /// The last batch read, held back until the digest matched.
     held: Vec<u8>,
     done: bool,
+    /// The whole read did not hash to the digest: every later read fails
+    /// too, so a caller that reads on never sees a clean end.
+    mismatched: bool,
 }
 
 impl std::fmt::Debug for BlobReader {
@@ -178,6 +182,7 @@ impl BlobReader {
                 let actual = hasher.finish();
                 if actual != expected {
                     self.ready.clear();
+                    self.mismatched = true;
                     return Err(self.damaged(&actual));
                 }
             }
@@ -241,6 +246,12 @@ impl Read for BlobReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.ready_pos == self.ready.len() {
             if self.done {
+                if self.mismatched {
+                    return Err(io::Error::new(
+                        ErrorKind::InvalidData,
+                        format!("{} does not match its digest", self.digest),
+                    ));
+                }
                 return Ok(0);
             }
             self.refill()?;
@@ -312,6 +323,11 @@ mod tests {
             }
         };
         assert_eq!(err.kind(), ErrorKind::InvalidData);
+        assert_eq!(
+            r.read(&mut buf).unwrap_err().kind(),
+            ErrorKind::InvalidData,
+            "the failure is sticky, never a clean end"
+        );
         assert_eq!(
             got.len(),
             3 * BATCH,
