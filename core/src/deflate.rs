@@ -563,7 +563,7 @@ impl DeflateRecreator {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::convert::Infallible;
     use std::io::Write;
     use std::time::Instant;
@@ -639,9 +639,9 @@ mod tests {
         e.finish().unwrap()
     }
 
-    /// An [`Event`] kept beyond the callback.
+    /// An [`Event`] kept beyond the callback (the property tests use it too).
     #[derive(Debug)]
-    enum Owned {
+    pub(crate) enum Owned {
         Literal(Vec<u8>),
         Start,
         Plain(Vec<u8>),
@@ -656,7 +656,8 @@ mod tests {
         }
     }
 
-    fn run(
+    /// Analyses `input` fed `feed` bytes at a time, keeping every event.
+    pub(crate) fn run(
         mut analyzer: GzipAnalyzer,
         input: &[u8],
         feed: usize,

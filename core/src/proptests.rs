@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use crate::block::BlockId;
 use crate::chunker::Chunker;
-use crate::deflate::{AnalyzeConfig, AnalyzeError, DeflateRecreator, Event, GzipAnalyzer};
+use crate::deflate::{AnalyzeConfig, AnalyzeError, DeflateRecreator, GzipAnalyzer};
 use crate::oci::media::{
     parse_manifest, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST,
 };
@@ -669,14 +669,7 @@ fn tar_chunking_always_reproduces_its_input() -> Result<(), String> {
 
 // ---------------------------------------------------------------- gzip
 
-#[derive(Debug)]
-enum Owned {
-    Literal(Vec<u8>),
-    Start,
-    Plain(Vec<u8>),
-    SegmentEnd(Vec<u8>),
-    End,
-}
+use crate::deflate::tests::Owned;
 
 fn analyze(
     input: &[u8],
@@ -688,27 +681,12 @@ fn analyze(
         segment_input: segment,
         ..AnalyzeConfig::default()
     };
-    let mut a = if raw {
+    let a = if raw {
         GzipAnalyzer::raw_deflate(cfg)
     } else {
         GzipAnalyzer::new(cfg)
     };
-    let mut events = Vec::new();
-    let mut out = |e: Event<'_>| -> Result<(), Infallible> {
-        events.push(match e {
-            Event::Literal(b) => Owned::Literal(b.to_vec()),
-            Event::DeflateStart => Owned::Start,
-            Event::Plain(b) => Owned::Plain(b.to_vec()),
-            Event::SegmentEnd { corrections } => Owned::SegmentEnd(corrections),
-            Event::DeflateEnd => Owned::End,
-        });
-        Ok(())
-    };
-    for piece in input.chunks(feed.max(1)) {
-        a.feed(piece, &mut out)?;
-    }
-    a.finish(&mut out)?;
-    Ok(events)
+    crate::deflate::tests::run(a, input, feed.max(1)).map(|(events, _)| events)
 }
 
 /// Rebuilds the analysed stream from its events, as a pull does.
