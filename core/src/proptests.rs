@@ -582,6 +582,27 @@ fn build_tar(entries: &[TarEntry], end: bool) -> Vec<u8> {
 
 type Mutations = Vec<(prop::sample::Index, u8)>;
 
+/// Damages `b` as a disk or a client might: bytes overwritten, the end cut
+/// off at `cut`, `tail` appended.
+fn damage(
+    mut b: Vec<u8>,
+    muts: Mutations,
+    cut: Option<prop::sample::Index>,
+    tail: &[u8],
+) -> Vec<u8> {
+    if !b.is_empty() {
+        for (i, x) in muts {
+            let i = i.index(b.len());
+            b[i] = x;
+        }
+    }
+    if let Some(c) = cut {
+        b.truncate(c.index(b.len() + 1));
+    }
+    b.extend_from_slice(tail);
+    b
+}
+
 fn tar_input() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         1 => vec(any::<u8>(), 0..3000),
@@ -594,18 +615,7 @@ fn tar_input() -> impl Strategy<Value = Vec<u8>> {
             vec(any::<u8>(), 0..100),
         )
             .prop_map(|(entries, end, muts, cut, tail): (_, _, Mutations, _, _)| {
-                let mut b = build_tar(&entries, end);
-                if !b.is_empty() {
-                    for (i, x) in muts {
-                        let i = i.index(b.len());
-                        b[i] = x;
-                    }
-                }
-                if let Some(c) = cut {
-                    b.truncate(c.index(b.len() + 1));
-                }
-                b.extend_from_slice(&tail);
-                b
+                damage(build_tar(&entries, end), muts, cut, &tail)
             }),
     ]
 }
@@ -822,16 +832,12 @@ fn damaged_gzip_is_refused_or_recreated_exactly() -> Result<(), String> {
         vec(any::<u8>(), 0..16),
     )
         .prop_map(|(members, muts, cut, tail): (_, Mutations, _, _)| {
-            let mut b: Vec<u8> = members.iter().flat_map(gzip_member).collect();
-            for (i, x) in muts {
-                let i = i.index(b.len());
-                b[i] = x;
-            }
-            if let Some(c) = cut {
-                b.truncate(c.index(b.len() + 1));
-            }
-            b.extend_from_slice(&tail);
-            b
+            damage(
+                members.iter().flat_map(gzip_member).collect(),
+                muts,
+                cut,
+                &tail,
+            )
         });
     let input = prop_oneof![
         2 => damaged,
