@@ -3,6 +3,7 @@
 
     python3 bench/convert-under-load.py                 # idle, busy, trickle
     python3 bench/convert-under-load.py --phases idle,busy --clients 8
+    python3 bench/convert-under-load.py --phases idle,poisoned
 
 Builds a backlog of gzip layers (tar of text-like files, deterministic),
 pushes it into a store with `--no-conversion`, then for each phase copies
@@ -15,6 +16,12 @@ measures how fast the backlog converts, from the converter's own log lines
   chunked push of a unique 1 MiB blob (POST, 4 PATCHes, PUT), a GET of it,
   a GET /v2/ and a HEAD of a backlog layer.
 - trickle: one client keeps a chunked PATCH open sending 1 byte per second.
+- poisoned: nothing else runs, but 20 poisoned blobs were pushed before the
+  backlog (10 decompression bombs of 16 GiB of zeros in 16 MB, 4 truncated
+  and 3 corrupted gzip layers, 3 level-9 layers of the kind that crashed
+  preflate's analyser before it was patched), so they wait first in line.
+  Reported: the time until every backlog layer is converted, against the
+  idle phase's (the issue's target: within 2x).
 
 Throughput counts the backlog layers whose conversion started once the load
 was running: their bytes over the span from the first such start to the last
@@ -48,7 +55,7 @@ WORDS = [b"registry ", b"layer ", b"block\n", b"tar ", b"gzip ", b"docker ",
          b'{"a":1}\n', b"0x1f ", b"usr/lib ", b"import os\n", b"return 0;\n"]
 CONVERTED = re.compile(
     r"^(\S+)\s+INFO\s+blockreg::convert: converted (sha256:[0-9a-f]{64}) as .*"
-    r" in ([0-9.]+)s$")
+    r" in ([0-9.]+)s(?: \(one of \d+ small blobs sharing a pack\))?$")
 
 
 def layer(seed, mib):
@@ -77,11 +84,48 @@ def free_port():
         return s.getsockname()[1]
 
 
+def bomb(seed, gib=16):
+    """A gzip of `gib` GiB of zeros: 256 MiB members, about 1 MB per GiB."""
+    zeros = bytes(256 << 20)
+    z = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = z.compress(zeros) + z.flush()
+    member = (b"\x1f\x8b\x08\x00" + seed.to_bytes(4, "little") + b"\x00\xff" + body
+              + zlib.crc32(zeros).to_bytes(4, "little")
+              + (len(zeros) & 0xFFFFFFFF).to_bytes(4, "little"))
+    return member * (gib * 4)
+
+
+def poisoned_blobs():
+    """The 20 blobs of the poisoned phase (see the module doc)."""
+    blobs = [bomb(1000 + i) for i in range(10)]
+    for i in range(4):
+        ok = layer(2000 + i, 2)
+        blobs.append(ok[: len(ok) * (i + 1) // 5])  # cut mid-stream
+    for i in range(3):
+        bad = bytearray(layer(3000 + i, 2))
+        for j in range(len(bad) // 3, len(bad) // 3 + 64):
+            bad[j] ^= 0x5A
+        blobs.append(bytes(bad))
+    for i in range(3):
+        rng = random.Random(4000 + i)
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            for k in range(300):
+                data = bytes(rng.choices(range(256), k=rng.randrange(0, 64)) * rng.randrange(1, 400))
+                info = tarfile.TarInfo(f"etc/tree{i}/f{k}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        z = zlib.compressobj(9, zlib.DEFLATED, 31)
+        blobs.append(z.compress(out.getvalue()) + z.flush())
+    return blobs
+
+
 class Registry:
     """One `blockreg serve` process on 127.0.0.1."""
 
     def __init__(self, binary, data, log_path, extra=()):
         self.port = free_port()
+        self.started = time.time()
         self.log_path = log_path
         self.log = open(log_path, "w")
         env = dict(os.environ, RUST_LOG="info")
@@ -214,9 +258,9 @@ def parse_log(path, backlog):
     return out
 
 
-def run_phase(name, args, seed_dir, work, backlog, head_digest):
+def run_phase(name, args, seeds, work, backlog, head_digest):
     data = os.path.join(work, name)
-    shutil.copytree(seed_dir, data)
+    shutil.copytree(seeds[name == "poisoned"], data)
     log = os.path.join(work, f"{name}.log")
     server = Registry(args.binary, data, log)
     stop = multiprocessing.Event()
@@ -253,13 +297,27 @@ def run_phase(name, args, seed_dir, work, backlog, head_digest):
     window = [v for v in done.values() if v[0] >= load_from - 0.05] if name != "idle" \
         else list(done.values())
     rps = requests / (load_until - load_from)
+    # From the server's start until the last backlog layer was converted.
+    finish = (max(e for _, e, _ in done.values()) - server.started
+              if len(done) == len(backlog) else float("nan"))
     if len(window) < 2:
         return dict(name=name, mibps=float("nan"), blobs=len(window), total=len(done),
-                    rss=rss, rps=rps, errors=errors)
+                    rss=rss, rps=rps, errors=errors, finish=finish)
     span = max(e for _, e, _ in window) - min(s for s, _, _ in window)
     mib = sum(size for _, _, size in window) / (1 << 20)
     return dict(name=name, mibps=mib / span, blobs=len(window), total=len(done), rss=rss,
-                rps=rps, errors=errors, span=span)
+                rps=rps, errors=errors, span=span, finish=finish)
+
+
+def seed_store(args, path, log, blobs):
+    """A store holding `blobs`, pushed in order with conversion off."""
+    server = Registry(args.binary, path, log, ["--no-conversion"])
+    try:
+        for b in blobs:
+            push(server.port, b)
+            time.sleep(0.01)  # distinct mtimes: conversion takes the oldest first
+    finally:
+        server.stop()
 
 
 def main():
@@ -278,26 +336,29 @@ def main():
     try:
         layers = [layer(i + 1, args.layer_mib) for i in range(args.layers)]
         backlog = {digest(l): len(l) for l in layers}
-        seed_dir = os.path.join(work, "seed")
-        server = Registry(args.binary, seed_dir, os.path.join(work, "seed.log"),
-                          ["--no-conversion"])
-        try:
-            for l in layers:
-                push(server.port, l)
-        finally:
-            server.stop()
+        phases = args.phases.split(",")
+        seeds = [os.path.join(work, "seed"), os.path.join(work, "seed-poisoned")]
+        seed_store(args, seeds[0], os.path.join(work, "seed.log"), layers)
+        if "poisoned" in phases:
+            poison = poisoned_blobs()
+            seed_store(args, seeds[1], os.path.join(work, "seed-poisoned.log"),
+                       poison + layers)
+            print(f"poisoned: {len(poison)} blobs, {sum(map(len, poison)) / (1 << 20):.1f} MiB,"
+                  " pushed before the backlog")
         total = sum(backlog.values()) / (1 << 20)
         print(f"backlog: {len(layers)} gzip layers, {total:.1f} MiB "
               f"({args.layer_mib} MiB of content each); {os.cpu_count()} cores")
-        results = [run_phase(p, args, seed_dir, work, backlog, digest(layers[0]))
-                   for p in args.phases.split(",")]
-        idle = next((r["mibps"] for r in results if r["name"] == "idle"), None)
+        results = [run_phase(p, args, seeds, work, backlog, digest(layers[0]))
+                   for p in phases]
+        idle = next((r for r in results if r["name"] == "idle"), None)
         print(f"{'phase':8} {'MiB/s':>7} {'ratio':>6} {'layers':>7} {'req/s':>7} "
-              f"{'errors':>6} {'peak RSS':>9}")
+              f"{'errors':>6} {'peak RSS':>9} {'all done':>9} {'vs idle':>7}")
         for r in results:
-            ratio = r["mibps"] / idle if idle else float("nan")
+            ratio = r["mibps"] / idle["mibps"] if idle else float("nan")
+            finish = r["finish"] / idle["finish"] if idle else float("nan")
             print(f"{r['name']:8} {r['mibps']:7.2f} {ratio:6.2f} {r['blobs']:>3}/{r['total']:<3} "
-                  f"{r['rps']:7.1f} {r['errors']:6} {r['rss']:7.0f} MiB")
+                  f"{r['rps']:7.1f} {r['errors']:6} {r['rss']:7.0f} MiB {r['finish']:8.1f}s "
+                  f"{finish:7.2f}")
     finally:
         if args.keep:
             print(f"work dir kept: {work}")

@@ -2,7 +2,7 @@
 //! guest's identity.
 
 use crate::bindings::exports::blockreg::registry::admin::{
-    Conversion, Encoding, Error, Guest, GuestInfo, Recovery, Stats,
+    Conversion, Encoding, Error, Failure, Guest, GuestInfo, Recovery, Stats,
 };
 use crate::cache::Cache;
 use crate::chunker::Chunker;
@@ -53,30 +53,36 @@ impl Guest for crate::Component {
         })
     }
 
-    fn convert_next() -> Result<Option<Conversion>, Error> {
+    fn convert_next() -> Result<Vec<Result<Conversion, Failure>>, Error> {
         let store = Store::open(DATA_ROOT).map_err(io_error)?;
         let now = crate::convert::now_secs();
         let settings = crate::settings::current();
-        match crate::convert::convert_next(&store, settings, now).map_err(io_error)? {
-            None => Ok(None),
-            Some((_, Ok(c))) => Ok(Some(Conversion {
-                digest: c.digest.to_string(),
-                size: c.size,
-                encoding: match c.encoding {
-                    crate::recipe::Encoding::Raw => Encoding::Raw,
-                    crate::recipe::Encoding::Gzip => Encoding::Gzip,
-                },
-                content_bytes: c.content_bytes,
-                new_blocks: c.new_blocks,
-                new_bytes: c.new_bytes,
-                fallback: c.fallback,
-            })),
-            // Recorded by `convert_next`: failed for good, or retried later.
-            Some((digest, Err(e))) => Err(match e {
-                ConvertError::Damaged(why) => Error::Corrupt(format!("converting {digest}: {why}")),
-                ConvertError::Store(e) => Error::Io(format!("converting {digest}: {e}")),
-            }),
-        }
+        let outcomes = crate::convert::convert_next(&store, settings, now).map_err(io_error)?;
+        Ok(outcomes
+            .into_iter()
+            .map(|(digest, outcome)| match outcome {
+                Ok(c) => Ok(Conversion {
+                    digest: c.digest.to_string(),
+                    size: c.size,
+                    encoding: match c.encoding {
+                        crate::recipe::Encoding::Raw => Encoding::Raw,
+                        crate::recipe::Encoding::Gzip => Encoding::Gzip,
+                    },
+                    content_bytes: c.content_bytes,
+                    new_blocks: c.new_blocks,
+                    new_bytes: c.new_bytes,
+                    fallback: c.fallback,
+                }),
+                // Recorded by `convert_next`: failed for good, or retried later.
+                Err(e) => Err(Failure {
+                    digest: digest.to_string(),
+                    error: match e {
+                        ConvertError::Damaged(why) => Error::Corrupt(why),
+                        ConvertError::Store(e) => Error::Io(e.to_string()),
+                    },
+                }),
+            })
+            .collect())
     }
 
     fn recover() -> Result<Recovery, Error> {

@@ -39,7 +39,7 @@ use crate::block::BlockId;
 use crate::chunker::{Chunker, FixedChunker};
 use crate::deflate::{self, AnalyzeConfig, Event, GzipAnalyzer};
 use crate::oci::{Digest, Hasher};
-use crate::packs::{Located, PackWriter, Packs, Pending, RECORD_LEN};
+use crate::packs::{Located, PackBatch, PackWriter, Packs, Pending, RECORD_LEN};
 use crate::rebuild::Rebuild;
 use crate::recipe::{BlockRef, Encoding, Frame, Location, Op, Recipe, Segment};
 use crate::settings::Settings;
@@ -83,6 +83,14 @@ pub fn cost_allowance(size: u64) -> u64 {
 }
 /// Unfinished attempts after which a blob is marked failed.
 pub const MAX_ATTEMPTS: u32 = 3;
+/// Blobs up to this size convert in batches that share one pack
+/// ([`convert_next`]), so that many small blobs (image configs, small
+/// layers) do not each leave a pack file.
+pub const SMALL_BLOB: u64 = 1 << 20;
+/// A batch closes at this many blobs, or once its blobs add up to
+/// [`BATCH_BYTES`]: the pack is held in memory until the batch ends.
+pub const BATCH_BLOBS: usize = 64;
+pub const BATCH_BYTES: u64 = 8 << 20;
 
 /// Seconds to wait after `count` unfinished attempts: 30 s · 2^(count-1).
 #[must_use]
@@ -204,10 +212,28 @@ enum Placed {
     Old(Located),
 }
 
-/// Collects blocks for one recipe: dedup against the index and against the
-/// blocks of this conversion, new ones into one new pack.
+/// Where a conversion's new blocks go.
+enum Sink<'b> {
+    /// A new pack of the blob's own, committed before its recipe.
+    OwnPack,
+    /// The shared pack of a batch of small blobs: recipes wait until the
+    /// batch's pack is durable.
+    Batch(&'b mut PackBatch),
+}
+
+/// How far a conversion got: its recipe committed (own pack), or waiting
+/// for its batch's pack.
+enum Landed {
+    Committed,
+    Deferred(Recipe),
+}
+
+/// Collects blocks for one recipe: dedup against the index, the blocks of
+/// its batch and the blocks of this conversion; new ones into one new pack
+/// (or the batch's).
 struct Builder<'a> {
     packs: &'a mut Packs,
+    batch: Option<&'a PackBatch>,
     writer: PackWriter,
     seen: HashMap<BlockId, Placed>,
     new_blocks: u64,
@@ -223,10 +249,14 @@ struct Draft {
 }
 
 impl<'a> Builder<'a> {
-    fn new(packs: &'a mut Packs) -> io::Result<Self> {
-        let writer = PackWriter::create(packs)?;
+    fn new(packs: &'a mut Packs, sink: &'a Sink) -> io::Result<Self> {
+        let (writer, batch) = match sink {
+            Sink::OwnPack => (PackWriter::create(packs)?, None),
+            Sink::Batch(b) => (b.writer(), Some(&**b)),
+        };
         Ok(Self {
             packs,
+            batch,
             writer,
             seen: HashMap::new(),
             new_blocks: 0,
@@ -241,7 +271,11 @@ impl<'a> Builder<'a> {
         let placed = match self.seen.get(&id) {
             Some(p) => *p,
             None => {
-                let p = match self.packs.lookup(&id)? {
+                let known = match self.packs.lookup(&id)? {
+                    None => self.batch.and_then(|b| b.lookup(&id)),
+                    found => found,
+                };
+                let p = match known {
                     Some(at) if at.len == len => Placed::Old(at),
                     _ => {
                         self.new_blocks += 1;
@@ -260,15 +294,19 @@ impl<'a> Builder<'a> {
     /// returns what the new pack adds to the store (its bytes and its index
     /// records) and the frame table to build the recipe with. Nothing is
     /// durable yet: [`Sealed::commit`] or [`Sealed::abandon`] follows.
-    fn seal(mut self) -> io::Result<Sealed<'a>> {
+    fn seal(mut self) -> io::Result<Sealed> {
         let (pack_bytes, records) = self.writer.seal()?;
         let table = FrameTable {
             new_frames: self.writer.frames().to_vec(),
             frames: Vec::new(),
             index: HashMap::new(),
         };
+        // A batch's writer counts the batch's earlier bytes too.
+        let pack_bytes = match self.batch {
+            Some(b) => pack_bytes - b.len(),
+            None => pack_bytes,
+        };
         Ok(Sealed {
-            packs: self.packs,
             writer: self.writer,
             table,
             added_bytes: pack_bytes + records * RECORD_LEN as u64,
@@ -279,8 +317,7 @@ impl<'a> Builder<'a> {
 }
 
 /// A conversion's new pack, complete but not yet durable.
-struct Sealed<'a> {
-    packs: &'a mut Packs,
+struct Sealed {
     writer: PackWriter,
     table: FrameTable,
     /// Pack bytes plus index record bytes the pack would add.
@@ -289,15 +326,30 @@ struct Sealed<'a> {
     new_bytes: u64,
 }
 
-impl Sealed<'_> {
-    /// Makes the pack durable and indexes its blocks (nothing to do when no
-    /// block was new).
-    fn commit(self) -> io::Result<()> {
-        if self.writer.is_empty() {
-            self.writer.abandon();
-            Ok(())
-        } else {
-            self.writer.finish(self.packs).map(|_| ())
+impl Sealed {
+    /// Makes the blob's own pack durable and its recipe committed once
+    /// proven; or hands the blocks to the batch, the recipe waiting for it.
+    /// `Ok(Err(why))` when the recipe does not rebuild the blob.
+    fn land(
+        self,
+        store: &Store,
+        packs: &mut Packs,
+        sink: &mut Sink,
+        recipe: Recipe,
+    ) -> io::Result<Result<Landed, String>> {
+        match sink {
+            Sink::OwnPack => {
+                if self.writer.is_empty() {
+                    self.writer.abandon();
+                } else {
+                    self.writer.finish(packs)?;
+                }
+                Ok(prove_and_commit(store, &recipe)?.map(|()| Landed::Committed))
+            }
+            Sink::Batch(batch) => {
+                batch.absorb(self.writer);
+                Ok(Ok(Landed::Deferred(recipe)))
+            }
         }
     }
 
@@ -353,25 +405,33 @@ pub fn now_secs() -> u64 {
 }
 
 /// Converts the oldest pending blob that is not waiting out a retry delay;
-/// `None` when there is none. Returns the blob's digest with the outcome.
+/// when it is small ([`SMALL_BLOB`]), the other small pending blobs with it,
+/// up to [`BATCH_BLOBS`] or [`BATCH_BYTES`], into one shared pack
+/// ([`convert_batch`]). Returns each blob's digest with its outcome; empty
+/// when nothing is waiting.
 ///
-/// Before converting, the attempt is recorded in the store (count and
+/// Before converting, each attempt is recorded in the store (count and
 /// time), so that a trap counts; success removes the record. A blob whose
-/// last attempt did not finish waits [`retry_delay`]; one with
-/// [`MAX_ATTEMPTS`] unfinished attempts is marked failed (it keeps being
-/// served from its original). A [`ConvertError::Damaged`] blob is marked
-/// failed at once; a [`ConvertError::Store`] failure leaves the record, so
-/// the blob is retried after the delay.
+/// last attempt did not finish waits [`retry_delay`] and is then converted
+/// alone, so that a blob that traps cannot take a batch down twice; one
+/// with [`MAX_ATTEMPTS`] unfinished attempts is marked failed (it keeps
+/// being served from its original). A [`ConvertError::Damaged`] blob is
+/// marked failed at once; a [`ConvertError::Store`] failure leaves the
+/// record, so the blob is retried after the delay.
 ///
 /// # Errors
-/// I/O errors listing the store or writing the attempt record.
+/// I/O errors listing the store or writing the attempt records, or the
+/// batch's pack failing to be written (its blobs are then retried).
 pub fn convert_next(
     store: &Store,
     settings: &Settings,
     now: u64,
-) -> io::Result<Option<(Digest, Result<Converted, ConvertError>)>> {
-    for digest in store.pending_blobs()? {
-        if let Some(a) = store.conversion_attempts(&digest)? {
+) -> io::Result<Vec<(Digest, Result<Converted, ConvertError>)>> {
+    let mut batch: Vec<Digest> = Vec::new();
+    let mut batch_bytes = 0u64;
+    for (digest, size) in store.pending_blob_sizes()? {
+        let attempts = store.conversion_attempts(&digest)?;
+        if let Some(a) = &attempts {
             if a.count >= MAX_ATTEMPTS {
                 store.mark_conversion_failed(
                     &digest,
@@ -388,21 +448,42 @@ pub fn convert_next(
                 continue;
             }
         }
-        store.begin_conversion_attempt(&digest, now)?;
-        let outcome = convert(store, settings, &digest);
-        match &outcome {
-            Ok(_) => store.clear_conversion_attempts(&digest)?,
+        let batchable = attempts.is_none() && size <= SMALL_BLOB;
+        if batch.is_empty() {
+            batch.push(digest);
+            batch_bytes = size;
+            if !batchable {
+                break;
+            }
+        } else if batchable {
+            batch.push(digest);
+            batch_bytes += size;
+        }
+        if batch.len() >= BATCH_BLOBS || batch_bytes >= BATCH_BYTES {
+            break;
+        }
+    }
+    for digest in &batch {
+        store.begin_conversion_attempt(digest, now)?;
+    }
+    let outcomes = match batch.as_slice() {
+        [] => return Ok(Vec::new()),
+        [one] => vec![convert(store, settings, one)],
+        several => convert_batch(store, settings, several, chunker)?,
+    };
+    for (digest, outcome) in batch.iter().zip(&outcomes) {
+        match outcome {
+            Ok(_) => store.clear_conversion_attempts(digest)?,
             Err(e) if !e.is_retryable() => {
                 // Will not heal by retrying: the blob stays served from its
                 // original.
-                store.mark_conversion_failed(&digest, &e.to_string())?;
-                store.clear_conversion_attempts(&digest)?;
+                store.mark_conversion_failed(digest, &e.to_string())?;
+                store.clear_conversion_attempts(digest)?;
             }
             Err(_) => {}
         }
-        return Ok(Some((digest, outcome)));
     }
-    Ok(None)
+    Ok(batch.into_iter().zip(outcomes).collect())
 }
 
 /// Converts one pending blob, and removes its original once its recipe is
@@ -432,17 +513,87 @@ pub fn convert_with(
 ) -> Result<Converted, ConvertError> {
     let mut packs = Packs::new(store.layout());
     packs.remove_temporaries()?;
+    stage(
+        store,
+        &mut packs,
+        &mut Sink::OwnPack,
+        settings,
+        digest,
+        new_chunker,
+    )
+    .map(|(c, _)| c)
+}
+
+/// Converts small blobs together: their new blocks go into one shared
+/// pack, written once all of them are staged, and only then are their
+/// recipes proven and committed. A gzip blob whose recipe does not
+/// rebuild it there is converted again on its own (with every segment
+/// size [`convert`] tries). Returns one outcome per digest, in order.
+///
+/// # Errors
+/// Store errors of the batch as a whole (clearing temporaries, writing the
+/// shared pack); no recipe was committed then.
+pub fn convert_batch(
+    store: &Store,
+    settings: &Settings,
+    digests: &[Digest],
+    new_chunker: fn() -> TarChunker,
+) -> io::Result<Vec<Result<Converted, ConvertError>>> {
+    let mut packs = Packs::new(store.layout());
+    packs.remove_temporaries()?;
+    let mut batch = PackBatch::new();
+    let staged: Vec<_> = digests
+        .iter()
+        .map(|d| {
+            let mut sink = Sink::Batch(&mut batch);
+            stage(store, &mut packs, &mut sink, settings, d, new_chunker)
+        })
+        .collect();
+    batch.finish(&mut packs)?;
+    let mut outcomes = Vec::with_capacity(staged.len());
+    for (digest, staged) in digests.iter().zip(staged) {
+        outcomes.push(match staged {
+            Ok((c, Landed::Committed)) => Ok(c),
+            Err(e) => Err(e),
+            Ok((c, Landed::Deferred(recipe))) => match prove_and_commit(store, &recipe) {
+                Ok(Ok(())) => Ok(c),
+                Ok(Err(_)) if c.encoding == Encoding::Gzip => {
+                    convert_with(store, settings, digest, new_chunker)
+                }
+                Ok(Err(why)) => Err(ConvertError::Damaged(why)),
+                Err(e) => Err(e.into()),
+            },
+        });
+    }
+    Ok(outcomes)
+}
+
+/// Converts one blob with its new blocks going to `sink`: content-aware
+/// for gzip (each of [`GZIP_ATTEMPTS`] in turn), raw blocks otherwise or
+/// when that was refused. A blob whose recipe already exists only loses
+/// its original.
+fn stage(
+    store: &Store,
+    packs: &mut Packs,
+    sink: &mut Sink,
+    settings: &Settings,
+    digest: &Digest,
+    new_chunker: fn() -> TarChunker,
+) -> Result<(Converted, Landed), ConvertError> {
     if let Some(r) = store.recipe(digest)? {
         store.remove_original(digest)?;
-        return Ok(Converted {
-            digest: digest.clone(),
-            size: r.size,
-            content_bytes: r.content_len(),
-            encoding: r.encoding,
-            new_blocks: 0,
-            new_bytes: 0,
-            fallback: None,
-        });
+        return Ok((
+            Converted {
+                digest: digest.clone(),
+                size: r.size,
+                content_bytes: r.content_len(),
+                encoding: r.encoding,
+                new_blocks: 0,
+                new_bytes: 0,
+                fallback: None,
+            },
+            Landed::Committed,
+        ));
     }
     verify_original(store, digest)?;
     let mut head = [0u8; 3];
@@ -461,7 +612,7 @@ pub fn convert_with(
                 max_pending: plain_text_limit.max(2 * segment_input),
                 ..AnalyzeConfig::default()
             };
-            match convert_gzip(store, &mut packs, digest, new_chunker(), cfg, settings) {
+            match convert_gzip(store, packs, sink, digest, new_chunker(), cfg, settings) {
                 Ok(done) => return Ok(done),
                 Err(GzipError::Refused(Refusal::Unmodelled(why))) => fallback = Some(why),
                 Err(GzipError::Refused(Refusal::Final(why))) => {
@@ -473,22 +624,23 @@ pub fn convert_with(
         }
     }
     let size = std::fs::metadata(store.original_path(digest))?.len();
-    let mut done = if gzip || size > settings.max_decoded_bytes {
+    let (mut done, landed) = if gzip || size > settings.max_decoded_bytes {
         // Compressed bytes do not dedup below the blob, nor shrink: big
         // stored blocks keep the recipe and index tiny. So does a blob too
         // large to cut by content within the memory bound.
         convert_raw(
             store,
-            &mut packs,
+            packs,
+            sink,
             digest,
             FixedChunker::new(OPAQUE_BLOCK),
             !gzip,
         )?
     } else {
-        convert_raw(store, &mut packs, digest, new_chunker(), true)?
+        convert_raw(store, packs, sink, digest, new_chunker(), true)?
     };
     done.fallback = fallback;
-    Ok(done)
+    Ok((done, landed))
 }
 
 /// Checks that a blob's original hashes to its digest before anything is
@@ -530,12 +682,13 @@ fn prove_and_commit(store: &Store, recipe: &Recipe) -> io::Result<Result<(), Str
 fn convert_raw(
     store: &Store,
     packs: &mut Packs,
+    sink: &mut Sink,
     digest: &Digest,
     mut chunker: impl Chunker,
     compress: bool,
-) -> Result<Converted, ConvertError> {
+) -> Result<(Converted, Landed), ConvertError> {
     let mut input = open_original(store, digest)?;
-    let mut builder = Builder::new(packs)?;
+    let mut builder = Builder::new(packs, sink)?;
     if !compress {
         builder.writer.store_only();
     }
@@ -563,11 +716,12 @@ fn convert_raw(
     drop(drafts);
     let frames = std::mem::take(&mut table.frames);
     let recipe = Recipe::raw(digest.clone(), name, frames, content);
-    sealed.commit()?;
     // A raw recipe that does not rebuild is store damage, not a format
     // this guest cannot handle.
-    prove_and_commit(store, &recipe)?.map_err(ConvertError::Damaged)?;
-    Ok(Converted {
+    let landed = sealed
+        .land(store, packs, sink, recipe)?
+        .map_err(ConvertError::Damaged)?;
+    let done = Converted {
         digest: digest.clone(),
         size,
         encoding: Encoding::Raw,
@@ -575,7 +729,8 @@ fn convert_raw(
         new_blocks,
         new_bytes,
         fallback: None,
-    })
+    };
+    Ok((done, landed))
 }
 
 /// Fails once the decoded bytes exceed the configured size, or exceed the
@@ -736,13 +891,14 @@ fn resolve_layout(layout: Vec<DraftOp>, table: &mut FrameTable) -> Vec<Op> {
 fn convert_gzip(
     store: &Store,
     packs: &mut Packs,
+    sink: &mut Sink,
     digest: &Digest,
     chunker: TarChunker,
     cfg: AnalyzeConfig,
     settings: &Settings,
-) -> Result<Converted, GzipError> {
+) -> Result<(Converted, Landed), GzipError> {
     let mut input = open_original(store, digest)?;
-    let mut builder = Builder::new(packs)?;
+    let mut builder = Builder::new(packs, sink)?;
     let name = chunker.name();
     let mut draft = GzipDraft::new(chunker, settings);
     let size = match analyse_gzip(&mut input, &mut builder, &mut draft, cfg) {
@@ -775,11 +931,11 @@ fn convert_gzip(
             "its decoded form would add {cost} bytes, more than the blob's {size}"
         )));
     }
-    sealed.commit()?;
     let content_bytes = recipe.content_len();
-    prove_and_commit(store, &recipe)?
+    let landed = sealed
+        .land(store, packs, sink, recipe)?
         .map_err(|why| GzipError::Refused(Refusal::Unmodelled(why)))?;
-    Ok(Converted {
+    let done = Converted {
         digest: digest.clone(),
         size,
         encoding: Encoding::Gzip,
@@ -787,7 +943,8 @@ fn convert_gzip(
         new_blocks,
         new_bytes,
         fallback: None,
-    })
+    };
+    Ok((done, landed))
 }
 
 /// Preflate's failures, and a block too large for this attempt's bounds,
@@ -1065,14 +1222,16 @@ mod tests {
         // The poisoned blob's first attempt killed its instance: only the
         // record written before it started remains.
         store.begin_conversion_attempt(&poisoned, t0).unwrap();
-        let (d, r) = convert_next(&store, &settings(), t0 + 1)
-            .unwrap()
-            .expect("work");
-        assert_eq!(d, ordinary, "the blob in backoff is skipped");
+        let done = convert_next(&store, &settings(), t0 + 1).unwrap();
+        assert_eq!(done.len(), 1, "the blob in backoff is skipped");
+        let (d, r) = &done[0];
+        assert_eq!(d, &ordinary);
         assert!(r.is_ok());
         assert!(store.conversion_attempts(&ordinary).unwrap().is_none());
         assert!(
-            convert_next(&store, &settings(), t0 + 2).unwrap().is_none(),
+            convert_next(&store, &settings(), t0 + 2)
+                .unwrap()
+                .is_empty(),
             "waits 30 s"
         );
         // Two more trapped attempts, each after its delay …
@@ -1081,12 +1240,12 @@ mod tests {
         store.begin_conversion_attempt(&poisoned, t0 + 31).unwrap();
         assert!(convert_next(&store, &settings(), t0 + 31 + 59)
             .unwrap()
-            .is_none());
+            .is_empty());
         store.begin_conversion_attempt(&poisoned, t0 + 91).unwrap();
         // … and after the third it is failed for good, served as pushed.
         assert!(convert_next(&store, &settings(), t0 + 10_000)
             .unwrap()
-            .is_none());
+            .is_empty());
         assert!(store.original_path(&poisoned).exists());
         assert!(store.conversion_attempts(&poisoned).unwrap().is_none());
         let u = store.usage().unwrap();
@@ -1094,12 +1253,92 @@ mod tests {
     }
 
     #[test]
+    fn small_blobs_converted_together_share_one_pack_and_their_blocks() {
+        let store = scratch_store("convert-batch");
+        let mut blobs = Vec::new();
+        for i in 0..12u64 {
+            // Configs and tiny layers: every third one a gzip layer of the
+            // same files with new mtimes, the rest small raw blobs.
+            let bytes = if i % 3 == 0 {
+                gzip(&files(1_700_000_000 + i, false), 6)
+            } else {
+                seeded_bytes(40 + i, 3000 + i as usize * 100)
+            };
+            blobs.push((commit_blob(&store, &bytes), bytes));
+        }
+        let done = convert_next(&store, &settings(), 1_000).unwrap();
+        assert_eq!(done.len(), blobs.len(), "one batch takes them all");
+        assert_eq!(
+            Packs::new(store.layout()).pack_totals().unwrap().0,
+            1,
+            "one pack for the whole batch"
+        );
+        let layers: Vec<_> = done
+            .iter()
+            .map(|(_, r)| r.as_ref().expect("converted"))
+            .filter(|c| c.encoding == Encoding::Gzip)
+            .collect();
+        assert_eq!(layers.len(), 4);
+        for later in &layers[1..] {
+            assert!(
+                later.new_bytes * 10 < layers[0].new_bytes,
+                "a later layer of the batch shares the first one's files: {} of {}",
+                later.new_bytes,
+                layers[0].new_bytes
+            );
+        }
+        assert!(store.pending_blobs().unwrap().is_empty());
+        for (d, bytes) in &blobs {
+            assert!(store.conversion_attempts(d).unwrap().is_none());
+            assert_eq!(&rebuild_all(&store, d, 0), bytes);
+        }
+    }
+
+    #[test]
+    fn a_large_blob_converts_alone_and_small_ones_wait_for_their_batch() {
+        let store = scratch_store("convert-batch-large");
+        let small = commit_blob(&store, &seeded_bytes(60, 2000));
+        let large = commit_blob(&store, &seeded_bytes(61, SMALL_BLOB as usize + 1));
+        let later = commit_blob(&store, &seeded_bytes(62, 2000));
+        // The oldest is small: the small ones go together, the large one
+        // (pushed between them) waits for the next call.
+        let first: Vec<_> = convert_next(&store, &settings(), 1)
+            .unwrap()
+            .into_iter()
+            .map(|(d, r)| (d, r.is_ok()))
+            .collect();
+        assert_eq!(first, vec![(small, true), (later, true)]);
+        let second = convert_next(&store, &settings(), 2).unwrap();
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].0, large);
+        assert!(second[0].1.is_ok());
+        assert_eq!(Packs::new(store.layout()).pack_totals().unwrap().0, 2);
+    }
+
+    #[test]
+    fn a_blob_that_trapped_in_a_batch_is_retried_alone() {
+        let store = scratch_store("convert-batch-trap");
+        let a = commit_blob(&store, &seeded_bytes(70, 2000));
+        let b = commit_blob(&store, &seeded_bytes(71, 2000));
+        // A batch of both trapped: both have an unfinished attempt.
+        store.begin_conversion_attempt(&a, 10).unwrap();
+        store.begin_conversion_attempt(&b, 10).unwrap();
+        let first = convert_next(&store, &settings(), 10 + 30).unwrap();
+        assert_eq!(first.len(), 1, "after a trap, a blob converts on its own");
+        let second = convert_next(&store, &settings(), 10 + 31).unwrap();
+        assert_eq!(second.len(), 1);
+        assert_ne!(first[0].0, second[0].0);
+        assert!(store.pending_blobs().unwrap().is_empty());
+    }
+
+    #[test]
     fn an_attempt_that_finishes_clears_its_record() {
         let store = scratch_store("convert-attempt-cleared");
         let d = commit_blob(&store, &seeded_bytes(33, 5000));
         store.begin_conversion_attempt(&d, 100).unwrap();
-        assert!(convert_next(&store, &settings(), 129).unwrap().is_none());
-        let (got, r) = convert_next(&store, &settings(), 130).unwrap().unwrap();
+        assert!(convert_next(&store, &settings(), 129).unwrap().is_empty());
+        let mut done = convert_next(&store, &settings(), 130).unwrap();
+        let (got, r) = done.pop().unwrap();
         assert_eq!(got, d);
         assert_eq!(r.unwrap().encoding, Encoding::Raw);
         assert!(store.conversion_attempts(&d).unwrap().is_none());

@@ -293,11 +293,21 @@ pub struct Pending {
     pub offset: u32,
 }
 
+/// Where a [`PackWriter`]'s frames go.
+enum Out {
+    /// A pack of its own, under its temporary name until
+    /// [`PackWriter::finish`].
+    File { tmp: PathBuf, out: BufWriter<File> },
+    /// Memory, to join the other blobs of a [`PackBatch`].
+    Memory(Vec<u8>),
+}
+
 /// Writes one new pack: blocks go into frames, frames into the pack.
 pub struct PackWriter {
     id: u64,
-    tmp: PathBuf,
-    out: BufWriter<File>,
+    out: Out,
+    /// Pack bytes before this writer's first frame plus those it wrote:
+    /// the offset of its next frame.
     written: u64,
     frame: Vec<u8>,
     frame_blocks: Vec<(BlockId, u32, u32)>,
@@ -323,17 +333,20 @@ impl PackWriter {
         fs::create_dir_all(&dir)?;
         let tmp = packs.layout.pack_temporary(id);
         let out = BufWriter::with_capacity(256 * 1024, File::create(&tmp)?);
-        Ok(Self {
+        Ok(Self::new(id, Out::File { tmp, out }, 0))
+    }
+
+    fn new(id: u64, out: Out, written: u64) -> Self {
+        Self {
             id,
-            tmp,
             out,
-            written: 0,
+            written,
             frame: Vec::with_capacity(FRAME_TARGET + 16 * 1024),
             frame_blocks: Vec::new(),
             frames: Vec::new(),
             records: Vec::new(),
             compress: true,
-        })
+        }
     }
 
     /// Stores the frames that follow as they are, without trying to
@@ -410,7 +423,10 @@ impl PackWriter {
             len: self.frame.len() as u32,
             codec,
         };
-        self.out.write_all(bytes)?;
+        match &mut self.out {
+            Out::File { out, .. } => out.write_all(bytes)?,
+            Out::Memory(out) => out.extend_from_slice(bytes),
+        }
         self.written += bytes.len() as u64;
         for (id, offset, len) in self.frame_blocks.drain(..) {
             self.records.push((id, Located { frame, offset, len }));
@@ -426,15 +442,21 @@ impl PackWriter {
     /// # Errors
     /// I/O errors; the temporary file is removed when the pack never got
     /// its final name.
+    ///
+    /// # Panics
+    /// On a writer of a [`PackBatch`] (the batch finishes the pack).
     pub fn finish(mut self, packs: &mut Packs) -> io::Result<Vec<Frame>> {
-        let result = (|| {
-            self.close_frame()?;
-            self.out.flush()?;
-            self.out.get_ref().sync_all()?;
-            fs::rename(&self.tmp, packs.pack_path(self.id))
-        })();
+        let result = self.close_frame();
+        let Out::File { tmp, mut out } = self.out else {
+            panic!("a batch's writer is finished by its batch");
+        };
+        let result = result.and_then(|()| {
+            out.flush()?;
+            out.get_ref().sync_all()?;
+            fs::rename(&tmp, packs.pack_path(self.id))
+        });
         if let Err(e) = result {
-            let _ = fs::remove_file(&self.tmp);
+            let _ = fs::remove_file(&tmp);
             return Err(e);
         }
         packs.index(&self.records)?;
@@ -443,8 +465,118 @@ impl PackWriter {
 
     /// Drops the pack (a conversion that failed).
     pub fn abandon(self) {
-        drop(self.out);
-        let _ = fs::remove_file(&self.tmp);
+        if let Out::File { tmp, out } = self.out {
+            drop(out);
+            let _ = fs::remove_file(&tmp);
+        }
+    }
+}
+
+/// One pack shared by several small blobs converted together, so that a
+/// registry of many small blobs (configs, tiny layers) does not keep a
+/// pack file per blob.
+///
+/// Each blob's conversion writes through [`PackBatch::writer`], a writer
+/// whose frames are kept in memory at their final place in the batch's
+/// pack; a conversion that succeeds hands them over with
+/// [`PackBatch::absorb`], a refused one drops them. Blocks absorbed are
+/// found by [`PackBatch::lookup`], so blobs of one batch share blocks
+/// with each other. [`PackBatch::finish`] writes the pack (temporary,
+/// fsync, rename) and indexes it; only then may the blobs' recipes be
+/// committed, exactly as for a pack of one blob.
+pub struct PackBatch {
+    id: u64,
+    bytes: Vec<u8>,
+    records: Vec<(BlockId, Located)>,
+    placed: HashMap<BlockId, Located>,
+}
+
+impl Default for PackBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PackBatch {
+    /// An empty batch with a random pack id.
+    pub fn new() -> Self {
+        Self {
+            id: u64::from_le_bytes(
+                crate::sys::random_bytes(8)
+                    .try_into()
+                    .expect("8 random bytes"),
+            ),
+            bytes: Vec::new(),
+            records: Vec::new(),
+            placed: HashMap::new(),
+        }
+    }
+
+    /// Bytes of frames absorbed so far.
+    pub fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    /// Whether nothing was absorbed.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// A writer whose frames follow those absorbed so far.
+    pub fn writer(&self) -> PackWriter {
+        PackWriter::new(self.id, Out::Memory(Vec::new()), self.len())
+    }
+
+    /// Where an absorbed block is.
+    pub fn lookup(&self, id: &BlockId) -> Option<Located> {
+        self.placed.get(id).copied()
+    }
+
+    /// Takes a writer's frames and blocks into the pack. The writer must
+    /// have been made by [`PackBatch::writer`] after the last `absorb`, and
+    /// sealed ([`PackWriter::seal`]).
+    ///
+    /// # Panics
+    /// On a writer of its own pack, or one made before the last `absorb`.
+    pub fn absorb(&mut self, w: PackWriter) {
+        let Out::Memory(bytes) = w.out else {
+            panic!("only a batch's writer can be absorbed");
+        };
+        assert!(
+            w.id == self.id && w.written == self.len() + bytes.len() as u64,
+            "a writer absorbed out of turn"
+        );
+        assert!(w.frame_blocks.is_empty(), "absorbed before it was sealed");
+        self.bytes.extend_from_slice(&bytes);
+        for (id, at) in &w.records {
+            self.placed.entry(*id).or_insert(*at);
+        }
+        self.records.extend(w.records);
+    }
+
+    /// Makes the pack durable under its final name and indexes its blocks
+    /// (nothing when no block was absorbed).
+    ///
+    /// # Errors
+    /// I/O errors; the temporary file is removed when the pack never got
+    /// its final name.
+    pub fn finish(self, packs: &mut Packs) -> io::Result<()> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        fs::create_dir_all(packs.packs_dir())?;
+        let tmp = packs.layout.pack_temporary(self.id);
+        let result = (|| {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&self.bytes)?;
+            f.sync_all()?;
+            fs::rename(&tmp, packs.pack_path(self.id))
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        packs.index(&self.records)
     }
 }
 

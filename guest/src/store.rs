@@ -553,7 +553,20 @@ impl Store {
     ///
     /// # Errors
     /// I/O errors listing `layers/`.
+    #[cfg(test)]
     pub fn pending_blobs(&self) -> io::Result<Vec<Digest>> {
+        Ok(self
+            .pending_blob_sizes()?
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect())
+    }
+
+    /// [`Store::pending_blobs`] with the size of each original.
+    ///
+    /// # Errors
+    /// I/O errors listing the store.
+    pub fn pending_blob_sizes(&self) -> io::Result<Vec<(Digest, u64)>> {
         let mut out = Vec::new();
         for (name, ty) in list_dir(&self.layout.layers())? {
             if !ty.is_dir() {
@@ -567,11 +580,11 @@ impl Store {
                 continue;
             }
             if let Ok(d) = name.parse::<Digest>() {
-                out.push((meta.modified().ok(), d));
+                out.push((meta.modified().ok(), d, meta.len()));
             }
         }
-        out.sort_by_key(|(t, _)| *t);
-        Ok(out.into_iter().map(|(_, d)| d).collect())
+        out.sort_by_key(|(t, _, _)| *t);
+        Ok(out.into_iter().map(|(_, d, size)| (d, size)).collect())
     }
 
     /// Records that a blob cannot be converted (it stays served from its

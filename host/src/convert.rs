@@ -1,7 +1,8 @@
 //! The background converter: the host schedules the guest's
-//! `admin.convert-next` one blob at a time, so pushes are answered at stream
-//! speed and the slow part (analysing gzip layers so they can be recreated
-//! bit for bit, cutting their tar into blocks) happens afterwards.
+//! `admin.convert-next` one blob (or one batch of small blobs) at a time, so
+//! pushes are answered at stream speed and the slow part (analysing gzip
+//! layers so they can be recreated bit for bit, cutting their tar into
+//! blocks) happens afterwards.
 //!
 //! One conversion runs at a time, in its own guest instance under the
 //! per-instance memory limit, always with the guest that serves at that
@@ -36,7 +37,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio::sync::Notify;
 
-use crate::bindings::Encoding;
+use crate::bindings::{Conversion, Encoding};
 use crate::config::Limits;
 use crate::guest::{self, GuestSlot};
 use crate::shutdown::Stop;
@@ -106,7 +107,12 @@ pub(crate) fn spawn(
 
 /// What one call of `convert-next` came to.
 enum Outcome {
-    Converted { bytes: u64 },
+    /// Blobs were converted (and perhaps some of the batch failed: each
+    /// failure is that blob's, recorded by the guest).
+    Converted {
+        blobs: u64,
+        bytes: u64,
+    },
     NothingToDo,
     Failed,
 }
@@ -130,9 +136,9 @@ async fn run(
             () = stop.stopped() => return,
         };
         let pause = match outcome {
-            Outcome::Converted { bytes } => {
+            Outcome::Converted { blobs, bytes } => {
                 failures = 0;
-                progress.converted(bytes);
+                progress.converted(blobs, bytes);
                 None
             }
             Outcome::NothingToDo => {
@@ -171,38 +177,68 @@ async fn convert_one(slot: &GuestSlot, data_dir: &std::path::Path, limits: &Limi
         |admin, store| Box::pin(admin.call_convert_next(store)),
     )
     .await;
-    match result {
-        Ok(Ok(Some(c))) => {
-            let how = match &c.fallback {
-                Some(why) => format!("raw ({why})"),
-                None => match c.encoding {
-                    Encoding::Raw => "raw".to_string(),
-                    Encoding::Gzip => "gzip".to_string(),
-                },
-            };
-            tracing::info!(
-                target: "blockreg::convert",
-                "converted {} as {how}: {} bytes, {} content bytes, {} new blocks ({} bytes) in {:.1}s",
-                c.digest,
-                c.size,
-                c.content_bytes,
-                c.new_blocks,
-                c.new_bytes,
-                started.elapsed().as_secs_f64()
-            );
-            Outcome::Converted { bytes: c.size }
-        }
-        Ok(Ok(None)) => Outcome::NothingToDo,
+    let outcomes = match result {
+        Ok(Ok(outcomes)) => outcomes,
         Ok(Err(e)) => {
             tracing::warn!(target: "blockreg::convert", "conversion failed: {e:?}");
-            Outcome::Failed
+            return Outcome::Failed;
         }
         // A trap, a timeout, or a store that cannot be opened.
         Err(e) => {
             tracing::error!(target: "blockreg::convert", "conversion failed: {e:#}");
-            Outcome::Failed
+            return Outcome::Failed;
+        }
+    };
+    let secs = started.elapsed().as_secs_f64();
+    let batch = if outcomes.len() > 1 {
+        format!(" (one of {} small blobs sharing a pack)", outcomes.len())
+    } else {
+        String::new()
+    };
+    let (mut blobs, mut bytes) = (0, 0);
+    let mut failed = 0;
+    for outcome in &outcomes {
+        match outcome {
+            Ok(c) => {
+                blobs += 1;
+                bytes += c.size;
+                log_converted(c, &batch, secs);
+            }
+            Err(f) => {
+                failed += 1;
+                tracing::warn!(
+                    target: "blockreg::convert",
+                    "converting {} failed{batch}: {:?}",
+                    f.digest,
+                    f.error
+                );
+            }
         }
     }
+    match (blobs, failed) {
+        (0, 0) => Outcome::NothingToDo,
+        (0, _) => Outcome::Failed,
+        _ => Outcome::Converted { blobs, bytes },
+    }
+}
+
+fn log_converted(c: &Conversion, batch: &str, secs: f64) {
+    let how = match &c.fallback {
+        Some(why) => format!("raw ({why})"),
+        None => match c.encoding {
+            Encoding::Raw => "raw".to_string(),
+            Encoding::Gzip => "gzip".to_string(),
+        },
+    };
+    tracing::info!(
+        target: "blockreg::convert",
+        "converted {} as {how}: {} bytes, {} content bytes, {} new blocks ({} bytes) in {secs:.1}s{batch}",
+        c.digest,
+        c.size,
+        c.content_bytes,
+        c.new_blocks,
+        c.new_bytes,
+    );
 }
 
 /// The pause after `failures` failed calls in a row, if any.
@@ -228,8 +264,8 @@ impl Progress {
         }
     }
 
-    fn converted(&mut self, bytes: u64) {
-        self.blobs += 1;
+    fn converted(&mut self, blobs: u64, bytes: u64) {
+        self.blobs += blobs;
         self.bytes += bytes;
     }
 
