@@ -294,7 +294,7 @@ def run_phase(name, args, seeds, work, backlog, head_digest):
             p.terminate()
     server.stop()
     manager.shutdown()
-    window = [v for v in done.values() if v[0] >= load_from - 0.05] if name != "idle" \
+    window = [v for v in done.values() if v[0] >= load_from - 0.05] if name in ("busy", "trickle") \
         else list(done.values())
     rps = requests / (load_until - load_from)
     # From the server's start until the last backlog layer was converted.

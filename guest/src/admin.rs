@@ -2,7 +2,7 @@
 //! guest's identity.
 
 use crate::bindings::exports::blockreg::registry::admin::{
-    Conversion, Encoding, Error, Failure, Guest, GuestInfo, Recovery, Stats,
+    Conversion, Encoding, Error, Failure, Guest, GuestInfo, Queue, Recovery, Stats,
 };
 use crate::cache::Cache;
 use crate::chunker::Chunker;
@@ -53,11 +53,16 @@ impl Guest for crate::Component {
         })
     }
 
-    fn convert_next() -> Result<Vec<Result<Conversion, Failure>>, Error> {
+    fn convert_next(first: Queue) -> Result<Vec<Result<Conversion, Failure>>, Error> {
         let store = Store::open(DATA_ROOT).map_err(io_error)?;
         let now = crate::convert::now_secs();
         let settings = crate::settings::current();
-        let outcomes = crate::convert::convert_next(&store, settings, now).map_err(io_error)?;
+        let first = match first {
+            Queue::Small => crate::convert::Queue::Small,
+            Queue::Large => crate::convert::Queue::Large,
+        };
+        let outcomes =
+            crate::convert::convert_next(&store, settings, now, first).map_err(io_error)?;
         Ok(outcomes
             .into_iter()
             .map(|(digest, outcome)| match outcome {

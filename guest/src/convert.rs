@@ -84,8 +84,8 @@ pub fn cost_allowance(size: u64) -> u64 {
 /// Unfinished attempts after which a blob is marked failed.
 pub const MAX_ATTEMPTS: u32 = 3;
 /// Blobs up to this size convert in batches that share one pack
-/// ([`convert_next`]), so that many small blobs (image configs, small
-/// layers) do not each leave a pack file.
+/// ([`convert_next`]'s small queue), so that many small blobs (image
+/// configs, small layers) do not each leave a pack file.
 pub const SMALL_BLOB: u64 = 1 << 20;
 /// A batch closes at this many blobs, or once its blobs add up to
 /// [`BATCH_BYTES`]: the pack is held in memory until the batch ends.
@@ -404,11 +404,23 @@ pub fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Converts the oldest pending blob that is not waiting out a retry delay;
-/// when it is small ([`SMALL_BLOB`]), the other small pending blobs with it,
-/// up to [`BATCH_BLOBS`] or [`BATCH_BYTES`], into one shared pack
-/// ([`convert_batch`]). Returns each blob's digest with its outcome; empty
-/// when nothing is waiting.
+/// The two queues of pending blobs (see [`convert_next`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queue {
+    /// Small blobs ([`SMALL_BLOB`]) never tried before, converted in
+    /// batches that share one pack.
+    Small,
+    /// Larger blobs, and blobs with an unfinished attempt: one at a time.
+    Large,
+}
+
+/// Converts the next pending blobs that are not waiting out a retry delay,
+/// from queue `first`, or the other when it has none: the oldest small
+/// blobs together, up to [`BATCH_BLOBS`] or [`BATCH_BYTES`], into one
+/// shared pack ([`convert_batch`]), or the oldest large blob alone.
+/// Returns each blob's digest with its outcome; empty when nothing is
+/// waiting. The host alternates the queues, so that slow blobs (bombs, big
+/// layers, blobs that trapped) and quick ones each get every other turn.
 ///
 /// Before converting, each attempt is recorded in the store (count and
 /// time), so that a trap counts; success removes the record. A blob whose
@@ -426,9 +438,11 @@ pub fn convert_next(
     store: &Store,
     settings: &Settings,
     now: u64,
+    first: Queue,
 ) -> io::Result<Vec<(Digest, Result<Converted, ConvertError>)>> {
-    let mut batch: Vec<Digest> = Vec::new();
-    let mut batch_bytes = 0u64;
+    let mut small: Vec<Digest> = Vec::new();
+    let mut small_bytes = 0u64;
+    let mut large: Option<Digest> = None;
     for (digest, size) in store.pending_blob_sizes()? {
         let attempts = store.conversion_attempts(&digest)?;
         if let Some(a) = &attempts {
@@ -448,21 +462,28 @@ pub fn convert_next(
                 continue;
             }
         }
-        let batchable = attempts.is_none() && size <= SMALL_BLOB;
-        if batch.is_empty() {
-            batch.push(digest);
-            batch_bytes = size;
-            if !batchable {
-                break;
+        let small_full = small.len() >= BATCH_BLOBS || small_bytes >= BATCH_BYTES;
+        if attempts.is_none() && size <= SMALL_BLOB {
+            if !small_full {
+                small.push(digest);
+                small_bytes += size;
             }
-        } else if batchable {
-            batch.push(digest);
-            batch_bytes += size;
+        } else if large.is_none() {
+            large = Some(digest);
         }
-        if batch.len() >= BATCH_BLOBS || batch_bytes >= BATCH_BYTES {
+        let done = match first {
+            Queue::Small => small_full,
+            Queue::Large => large.is_some(),
+        };
+        if done {
             break;
         }
     }
+    let batch = match (first, large) {
+        (Queue::Small, large) if small.is_empty() => large.into_iter().collect(),
+        (Queue::Small, _) | (Queue::Large, None) => small,
+        (Queue::Large, Some(large)) => vec![large],
+    };
     for digest in &batch {
         store.begin_conversion_attempt(digest, now)?;
     }
@@ -1222,14 +1243,14 @@ mod tests {
         // The poisoned blob's first attempt killed its instance: only the
         // record written before it started remains.
         store.begin_conversion_attempt(&poisoned, t0).unwrap();
-        let done = convert_next(&store, &settings(), t0 + 1).unwrap();
+        let done = convert_next(&store, &settings(), t0 + 1, Queue::Small).unwrap();
         assert_eq!(done.len(), 1, "the blob in backoff is skipped");
         let (d, r) = &done[0];
         assert_eq!(d, &ordinary);
         assert!(r.is_ok());
         assert!(store.conversion_attempts(&ordinary).unwrap().is_none());
         assert!(
-            convert_next(&store, &settings(), t0 + 2)
+            convert_next(&store, &settings(), t0 + 2, Queue::Small)
                 .unwrap()
                 .is_empty(),
             "waits 30 s"
@@ -1238,12 +1259,14 @@ mod tests {
         assert_eq!(retry_delay(1), 30);
         assert_eq!(retry_delay(2), 60);
         store.begin_conversion_attempt(&poisoned, t0 + 31).unwrap();
-        assert!(convert_next(&store, &settings(), t0 + 31 + 59)
-            .unwrap()
-            .is_empty());
+        assert!(
+            convert_next(&store, &settings(), t0 + 31 + 59, Queue::Small)
+                .unwrap()
+                .is_empty()
+        );
         store.begin_conversion_attempt(&poisoned, t0 + 91).unwrap();
         // … and after the third it is failed for good, served as pushed.
-        assert!(convert_next(&store, &settings(), t0 + 10_000)
+        assert!(convert_next(&store, &settings(), t0 + 10_000, Queue::Small)
             .unwrap()
             .is_empty());
         assert!(store.original_path(&poisoned).exists());
@@ -1266,7 +1289,7 @@ mod tests {
             };
             blobs.push((commit_blob(&store, &bytes), bytes));
         }
-        let done = convert_next(&store, &settings(), 1_000).unwrap();
+        let done = convert_next(&store, &settings(), 1_000, Queue::Small).unwrap();
         assert_eq!(done.len(), blobs.len(), "one batch takes them all");
         assert_eq!(
             Packs::new(store.layout()).pack_totals().unwrap().0,
@@ -1295,24 +1318,34 @@ mod tests {
     }
 
     #[test]
-    fn a_large_blob_converts_alone_and_small_ones_wait_for_their_batch() {
-        let store = scratch_store("convert-batch-large");
+    fn the_two_queues_each_take_the_oldest_of_their_kind() {
+        let store = scratch_store("convert-queues");
         let small = commit_blob(&store, &seeded_bytes(60, 2000));
         let large = commit_blob(&store, &seeded_bytes(61, SMALL_BLOB as usize + 1));
         let later = commit_blob(&store, &seeded_bytes(62, 2000));
-        // The oldest is small: the small ones go together, the large one
-        // (pushed between them) waits for the next call.
-        let first: Vec<_> = convert_next(&store, &settings(), 1)
-            .unwrap()
-            .into_iter()
-            .map(|(d, r)| (d, r.is_ok()))
-            .collect();
-        assert_eq!(first, vec![(small, true), (later, true)]);
-        let second = convert_next(&store, &settings(), 2).unwrap();
-        assert_eq!(second.len(), 1);
-        assert_eq!(second[0].0, large);
-        assert!(second[0].1.is_ok());
-        assert_eq!(Packs::new(store.layout()).pack_totals().unwrap().0, 2);
+        let large2 = commit_blob(&store, &seeded_bytes(63, SMALL_BLOB as usize + 2));
+        let taken = |q| -> Vec<Digest> {
+            convert_next(&store, &settings(), 1, q)
+                .unwrap()
+                .into_iter()
+                .map(|(d, r)| {
+                    assert!(r.is_ok());
+                    d
+                })
+                .collect()
+        };
+        // The small queue takes both small blobs, skipping the large one
+        // pushed between them; the large queue takes one at a time, oldest
+        // first; an empty queue yields to the other.
+        assert_eq!(taken(Queue::Large), vec![large]);
+        assert_eq!(taken(Queue::Small), vec![small, later]);
+        assert_eq!(taken(Queue::Small), vec![large2]);
+        assert!(taken(Queue::Large).is_empty());
+        assert_eq!(
+            Packs::new(store.layout()).pack_totals().unwrap().0,
+            3,
+            "one pack for the two small blobs"
+        );
     }
 
     #[test]
@@ -1323,9 +1356,9 @@ mod tests {
         // A batch of both trapped: both have an unfinished attempt.
         store.begin_conversion_attempt(&a, 10).unwrap();
         store.begin_conversion_attempt(&b, 10).unwrap();
-        let first = convert_next(&store, &settings(), 10 + 30).unwrap();
+        let first = convert_next(&store, &settings(), 10 + 30, Queue::Small).unwrap();
         assert_eq!(first.len(), 1, "after a trap, a blob converts on its own");
-        let second = convert_next(&store, &settings(), 10 + 31).unwrap();
+        let second = convert_next(&store, &settings(), 10 + 31, Queue::Small).unwrap();
         assert_eq!(second.len(), 1);
         assert_ne!(first[0].0, second[0].0);
         assert!(store.pending_blobs().unwrap().is_empty());
@@ -1336,8 +1369,10 @@ mod tests {
         let store = scratch_store("convert-attempt-cleared");
         let d = commit_blob(&store, &seeded_bytes(33, 5000));
         store.begin_conversion_attempt(&d, 100).unwrap();
-        assert!(convert_next(&store, &settings(), 129).unwrap().is_empty());
-        let mut done = convert_next(&store, &settings(), 130).unwrap();
+        assert!(convert_next(&store, &settings(), 129, Queue::Small)
+            .unwrap()
+            .is_empty());
+        let mut done = convert_next(&store, &settings(), 130, Queue::Small).unwrap();
         let (got, r) = done.pop().unwrap();
         assert_eq!(got, d);
         assert_eq!(r.unwrap().encoding, Encoding::Raw);

@@ -2,7 +2,10 @@
 //! `admin.convert-next` one blob (or one batch of small blobs) at a time, so
 //! pushes are answered at stream speed and the slow part (analysing gzip
 //! layers so they can be recreated bit for bit, cutting their tar into
-//! blocks) happens afterwards.
+//! blocks) happens afterwards. Calls alternate the guest's two queues
+//! (small blobs in batches, large ones alone), so a run of slow blobs —
+//! decompression bombs, big layers, blobs that trapped — holds up the small
+//! ones by one blob at a time at most, and the other way round.
 //!
 //! One conversion runs at a time, in its own guest instance under the
 //! per-instance memory limit, always with the guest that serves at that
@@ -37,7 +40,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio::sync::Notify;
 
-use crate::bindings::{Conversion, Encoding};
+use crate::bindings::{Conversion, Encoding, Queue};
 use crate::config::Limits;
 use crate::guest::{self, GuestSlot};
 use crate::shutdown::Stop;
@@ -127,12 +130,18 @@ async fn run(
 ) {
     let mut failures: u32 = 0;
     let mut progress = Progress::new(Instant::now());
+    let mut turn = Queue::Small;
     loop {
         if stop.is_stopped() {
             return;
         }
+        let first = turn;
+        turn = match turn {
+            Queue::Small => Queue::Large,
+            Queue::Large => Queue::Small,
+        };
         let outcome = tokio::select! {
-            outcome = convert_one(&slot, &data_dir, &limits) => outcome,
+            outcome = convert_one(&slot, &data_dir, &limits, first) => outcome,
             () = stop.stopped() => return,
         };
         let pause = match outcome {
@@ -164,7 +173,12 @@ async fn run(
 
 /// Converts the next blob, if any, in a fresh instance of the current guest,
 /// and logs what happened.
-async fn convert_one(slot: &GuestSlot, data_dir: &std::path::Path, limits: &Limits) -> Outcome {
+async fn convert_one(
+    slot: &GuestSlot,
+    data_dir: &std::path::Path,
+    limits: &Limits,
+    first: Queue,
+) -> Outcome {
     let loaded = slot.current();
     let started = Instant::now();
     let result = guest::call_admin(
@@ -174,7 +188,7 @@ async fn convert_one(slot: &GuestSlot, data_dir: &std::path::Path, limits: &Limi
         loaded.settings,
         CONVERT_TIMEOUT,
         "convert-next",
-        |admin, store| Box::pin(admin.call_convert_next(store)),
+        move |admin, store| Box::pin(admin.call_convert_next(store, first)),
     )
     .await;
     let outcomes = match result {
