@@ -71,8 +71,8 @@ pub struct ServeConfig {
     pub background_conversion: bool,
     /// HTTPS instead of plain HTTP (`tls.rs`).
     pub tls: Option<TlsConfig>,
-    /// Whether clients may speak HTTP/2 (by ALPN over TLS, by prior
-    /// knowledge in the clear); off: HTTP/1.1 only.
+    /// Whether TLS clients may choose HTTP/2 by ALPN; off, or in the
+    /// clear: HTTP/1.1.
     pub http2: bool,
     /// Headers the host adds to every response that lacks them
     /// (`http.headers`).

@@ -20,11 +20,12 @@
 //!   which also closes idle keep-alive connections; neither holds a slot.
 //!   Over TLS the handshake must finish within it too.
 //!
-//! Connections speak HTTP/1.1 or HTTP/2 (hyper-util's auto builder: by ALPN
-//! over TLS, by the client's preface in the clear), over TCP or over TLS
-//! (`tls.rs`). The host adds the configured extra headers (`http.headers`)
-//! to every response and counts requests for the metrics (`metrics.rs`,
-//! served by the debug server, `debug.rs`).
+//! Connections speak HTTP/1.1 in the clear, and over TLS (`tls.rs`) HTTP/2
+//! or HTTP/1.1 as ALPN chose (hyper-util's auto builder, told the protocol
+//! so it never waits on a preface, which no header timeout would bound).
+//! The host adds the configured extra headers (`http.headers`) to every
+//! response and counts requests for the metrics (`metrics.rs`, served by
+//! the debug server, `debug.rs`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -201,7 +202,6 @@ pub async fn serve(
         write_permits: Arc::new(Semaphore::new(limits.write_slots())),
         limits,
         scheme_https: acceptor.is_some(),
-        http2,
         headers,
         metrics,
     });
@@ -270,8 +270,6 @@ struct Server {
     write_permits: Arc<Semaphore>,
     /// Whether connections come over TLS (the scheme the guest is told).
     scheme_https: bool,
-    /// Whether HTTP/2 is served.
-    http2: bool,
     /// Added to every response that lacks them (`http.headers`).
     headers: Vec<(HeaderName, HeaderValue)>,
     metrics: Arc<Metrics>,
@@ -288,21 +286,27 @@ async fn accept_connection(
 ) {
     let local = socket.local_addr().ok();
     let Some(acceptor) = acceptor else {
-        return serve_connection(server, socket, local, peer, stop).await;
+        return serve_connection(server, socket, false, local, peer, stop).await;
     };
     let timeout = Some(server.limits.header_read_timeout)
         .filter(|timeout| !timeout.is_zero())
         .unwrap_or(Duration::MAX);
     match tokio::time::timeout(timeout, acceptor.accept(socket)).await {
-        Ok(Ok(stream)) => serve_connection(server, stream, local, peer, stop).await,
+        Ok(Ok(stream)) => {
+            // `tls.rs` offers h2 only when HTTP/2 is on.
+            let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            serve_connection(server, stream, http2, local, peer, stop).await;
+        }
         Ok(Err(e)) => tracing::debug!("TLS handshake with {peer} failed: {e}"),
         Err(_) => tracing::debug!("TLS handshake with {peer} timed out"),
     }
 }
 
+/// Serves HTTP/2 on `stream` when `http2`, else HTTP/1.1.
 async fn serve_connection<S>(
     server: Arc<Server>,
     stream: S,
+    http2: bool,
     local: Option<SocketAddr>,
     peer: SocketAddr,
     mut stop: Stop,
@@ -311,7 +315,6 @@ async fn serve_connection<S>(
 {
     let header_read_timeout =
         Some(server.limits.header_read_timeout).filter(|timeout| !timeout.is_zero());
-    let http2 = server.http2;
     let service = hyper::service::service_fn(move |request| {
         let server = server.clone();
         async move { Ok::<_, Infallible>(server.handle(request, local).await) }
@@ -323,9 +326,11 @@ async fn serve_connection<S>(
         .keep_alive(true)
         .header_read_timeout(header_read_timeout);
     builder.http2().timer(TokioTimer::new());
-    if !http2 {
-        builder = builder.http1_only();
-    }
+    builder = if http2 {
+        builder.http2_only()
+    } else {
+        builder.http1_only()
+    };
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     let mut connection = std::pin::pin!(connection);
     let mut stopping = false;
