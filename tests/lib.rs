@@ -94,6 +94,7 @@ pub mod media {
 /// A running server over its own temporary directory; shut down on drop.
 pub struct Server {
     addr: SocketAddr,
+    debug_addr: Option<SocketAddr>,
     root: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -107,26 +108,103 @@ impl Server {
 
     /// Starts a server after letting the caller adjust its configuration.
     pub async fn start_with(adjust: impl FnOnce(&mut host::ServeConfig)) -> Server {
-        let root = tempfile::tempdir().expect("create temp dir");
-        let data_dir = root.path().join("data");
-        std::fs::create_dir(&data_dir).expect("create data dir");
-        std::fs::create_dir(root.path().join("outside")).expect("create sibling dir");
+        let root = Self::temp_root();
+        let mut config = host::ServeConfig::new(root.path().join("data"));
+        adjust(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local addr");
-        let mut config = host::ServeConfig::new(data_dir);
+        Self::start_from(root, listener.into(), config)
+    }
+
+    /// Starts a server with a debug server on its own `127.0.0.1:0`
+    /// (health, and metrics at `/metrics`), after `adjust`.
+    pub async fn start_with_debug(adjust: impl FnOnce(&mut host::ServeConfig)) -> Server {
+        let root = Self::temp_root();
+        let mut config = host::ServeConfig::new(root.path().join("data"));
+        let debug = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        config.debug = Some(host::DebugConfig {
+            addr: debug.local_addr().expect("local addr"),
+            prometheus_path: Some("/metrics".to_owned()),
+        });
         adjust(&mut config);
+        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listeners = host::Listeners {
+            http,
+            debug: Some(debug),
+        };
+        Self::start_from(root, listeners, config)
+    }
+
+    /// A fresh temporary directory holding an empty `data/` and `outside/`.
+    pub fn temp_root() -> tempfile::TempDir {
+        let root = tempfile::tempdir().expect("create temp dir");
+        std::fs::create_dir(root.path().join("data")).expect("create data dir");
+        std::fs::create_dir(root.path().join("outside")).expect("create sibling dir");
+        root
+    }
+
+    /// Starts `host::serve` on `listeners` with `config`, owning `root`
+    /// (removed when the server is dropped).
+    pub fn start_from(
+        root: tempfile::TempDir,
+        listeners: host::Listeners,
+        config: host::ServeConfig,
+    ) -> Server {
+        let addr = listeners.http.local_addr().expect("local addr");
+        let debug_addr = listeners
+            .debug
+            .as_ref()
+            .map(|debug| debug.local_addr().expect("local addr"));
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(host::serve(listener, config, async move {
+        let task = tokio::spawn(host::serve(listeners, config, async move {
             let _ = rx.await;
         }));
         Server {
             addr,
+            debug_addr,
             root,
             shutdown: Some(tx),
             task: Some(task),
         }
+    }
+
+    /// `GET path` on the debug server: status, Content-Type and body.
+    pub async fn debug_get(&self, path: &str) -> (u16, String, String) {
+        let addr = self.debug_addr.expect("started with a debug server");
+        let work = async {
+            let stream = TcpStream::connect(addr).await.expect("connect");
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .expect("http1 handshake");
+            tokio::spawn(conn);
+            let request = Request::get(path)
+                .header("host", addr.to_string())
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            let response = sender.send_request(request).await.expect("debug request");
+            let status = response.status().as_u16();
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            (
+                status,
+                content_type,
+                String::from_utf8_lossy(&body).into_owned(),
+            )
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, work)
+            .await
+            .expect("debug request timed out")
     }
 
     /// Resolves the shutdown future and returns what `host::serve` returned.

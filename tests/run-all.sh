@@ -49,6 +49,12 @@ step "guest unit tests (under wasmtime, via blockreg run)"
 cargo test --release -p guest --target wasm32-wasip2
 
 step "host unit and integration tests"
+# promtool (Debian's prometheus package) checks the metrics format in the
+# integration tests; the e2e tier installs it too, this is for a first run.
+if ! command -v promtool >/dev/null; then
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; } \
+        >/tmp/blockreg-apt-prometheus.log 2>&1 || echo "note: prometheus (promtool) did not install; the metrics format check is skipped"
+fi
 cargo test --release -p host -p tests
 
 step "end-to-end (docker, skopeo, hot swap, confinement)"

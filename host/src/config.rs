@@ -1,8 +1,58 @@
 //! What a caller of [`serve`](crate::serve) chooses: where the store lives,
-//! which guest answers, and the resource limits around each request.
+//! which guest answers, the resource limits around each request, and the
+//! operational pieces around it (TLS, extra headers, the debug server).
+//! `config_file.rs` fills these from registry:2's `config.yml`; the
+//! defaults here are the only ones.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use hyper::header::{HeaderName, HeaderValue};
+
+/// Everything `blockreg serve` runs with: where it listens, what it serves
+/// ([`ServeConfig`]) and how it logs.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Address of the registry's listener.
+    pub addr: SocketAddr,
+    /// What [`serve`](crate::serve) is given.
+    pub serve: ServeConfig,
+    /// Process-wide logging.
+    pub log: LogSettings,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 5001)),
+            serve: ServeConfig::new("./data"),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+/// How the process logs (`log:` in the config file).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogSettings {
+    /// A `tracing` filter (`info`, `warn`, ...); `RUST_LOG`, when set,
+    /// replaces it.
+    pub level: String,
+    /// One JSON object per line instead of text.
+    pub json: bool,
+    /// Whether each request is logged (target `blockreg::request`).
+    pub access_log: bool,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            json: false,
+            access_log: true,
+        }
+    }
+}
 
 /// Everything [`serve`](crate::serve) needs besides the listener.
 #[derive(Clone, Debug)]
@@ -19,6 +69,21 @@ pub struct ServeConfig {
     /// Whether pushed blobs are converted to blocks in the background
     /// (`admin.convert-next`); when off they stay as pushed.
     pub background_conversion: bool,
+    /// HTTPS instead of plain HTTP (`tls.rs`).
+    pub tls: Option<TlsConfig>,
+    /// Whether TLS clients may choose HTTP/2 by ALPN; off, or in the
+    /// clear: HTTP/1.1.
+    pub http2: bool,
+    /// Headers the host adds to every response that lacks them
+    /// (`http.headers`).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The debug server (health, metrics), off when `None`.
+    pub debug: Option<DebugConfig>,
+    /// How the store's health is checked (`health.storagedriver`).
+    pub health: HealthConfig,
+    /// Expiry of abandoned upload sessions (parsed and kept; nothing acts
+    /// on it yet).
+    pub upload_purging: UploadPurging,
 }
 
 impl ServeConfig {
@@ -31,6 +96,101 @@ impl ServeConfig {
             limits: Limits::default(),
             settings: GuestSettings::default(),
             background_conversion: true,
+            tls: None,
+            http2: true,
+            headers: Vec::new(),
+            debug: None,
+            health: HealthConfig::default(),
+            upload_purging: UploadPurging::default(),
+        }
+    }
+}
+
+/// Oldest TLS version a client may use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3 (registry:2's default).
+    #[default]
+    Tls12,
+    /// TLS 1.3 only.
+    Tls13,
+}
+
+/// Certificate files for HTTPS (`http.tls`); reloaded when they change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub certificate: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1). Must lie outside the data
+    /// directory: the guest can read everything in there.
+    pub key: PathBuf,
+    /// PEM CA bundles; when any is given, every client must present a
+    /// certificate signed by one of them.
+    pub client_cas: Vec<PathBuf>,
+    /// Oldest version accepted.
+    pub minimum: TlsVersion,
+}
+
+/// The debug server (`http.debug`): health endpoints and, when
+/// `prometheus_path` is set, metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DebugConfig {
+    /// Where it listens when [`serve`](crate::serve) is not handed a
+    /// listener for it.
+    pub addr: SocketAddr,
+    /// Path of the Prometheus metrics (`/metrics` by default); `None`: off.
+    pub prometheus_path: Option<String>,
+}
+
+/// Health checks (`health:`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Periodic check of the data directory; when `None`, it is checked
+    /// when a health endpoint is asked.
+    pub storage: Option<StorageCheck>,
+}
+
+/// A periodic check of the data directory (`health.storagedriver`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StorageCheck {
+    /// Time between checks.
+    pub interval: Duration,
+    /// Consecutive failures before the store is reported unhealthy.
+    pub threshold: u32,
+}
+
+impl Default for StorageCheck {
+    /// registry:2's defaults.
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(10),
+            threshold: 1,
+        }
+    }
+}
+
+/// Expiry of abandoned upload sessions
+/// (`storage.maintenance.uploadpurging`), with registry:2's defaults.
+/// Parsed and validated; upload expiry itself is not built yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UploadPurging {
+    /// Whether sessions are to be purged.
+    pub enabled: bool,
+    /// Sessions older than this are purged.
+    pub age: Duration,
+    /// Time between purges.
+    pub interval: Duration,
+    /// Only log what would be purged.
+    pub dry_run: bool,
+}
+
+impl Default for UploadPurging {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            age: Duration::from_secs(168 * 3600),
+            interval: Duration::from_secs(24 * 3600),
+            dry_run: false,
         }
     }
 }

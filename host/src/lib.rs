@@ -15,37 +15,61 @@
 //! - `ctx.rs`: the sandbox of one instance (`/data` preopen, no network);
 //!   `datadir.rs`: opening the data directory with cap-std.
 //! - `stats.rs`, `runner.rs`: the `stats` and `run` subcommands.
+//! - `config.rs`: the options (`ServeOptions`, `ServeConfig`, limits and
+//!   guest settings with their only defaults); `config_file.rs`: registry:2's
+//!   `config.yml` and `REGISTRY_*` variables read into them.
+//! - `tls.rs`: HTTPS with rustls, certificates reloaded on change or SIGHUP.
+//! - `debug.rs`: the debug server (`/debug/health`, `/livez`, `/readyz`,
+//!   Prometheus metrics); `metrics.rs`: what is counted.
 //! - `bindings.rs`: all generated bindings; `error.rs`: the error policy.
 //! - `build.rs`: builds `guest/` and embeds it.
 
 mod bindings;
 mod config;
+pub mod config_file;
 mod convert;
 mod ctx;
 mod datadir;
+mod debug;
 mod error;
 mod guest;
+mod metrics;
 mod runner;
 mod server;
 mod shutdown;
 mod stats;
+mod tls;
 
 pub use bindings::StoreStats;
-pub use config::{GuestSettings, GuestSource, Limits, ServeConfig};
+pub use config::{
+    DebugConfig, GuestSettings, GuestSource, HealthConfig, Limits, LogSettings, ServeConfig,
+    ServeOptions, StorageCheck, TlsConfig, TlsVersion, UploadPurging,
+};
 pub use guest::embedded_guest;
 pub use runner::run_command;
-pub use server::serve;
+pub use server::{serve, Listeners};
 pub use shutdown::signal as shutdown_signal;
 pub use stats::store_stats;
 
-/// Sends `tracing` output to stderr, filtered by `RUST_LOG` (default `info`).
+/// Sends `tracing` output to stderr as text or JSON lines, filtered by
+/// `RUST_LOG` or else `log.level`, without the access log when it is off.
 /// Does nothing if a subscriber is already installed.
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+pub fn init_logging(log: &LogSettings) {
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    if !log.access_log {
+        if let Ok(off) = "blockreg::request=off".parse() {
+            filter = filter.add_directive(off);
+        }
+    }
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if log.json {
+        builder.json().try_init()
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
+    };
 }

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
-use host::{GuestSettings, GuestSource, Limits, ServeConfig};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+use host::{GuestSettings, GuestSource, Limits, ServeOptions, TlsConfig, TlsVersion};
 
 /// A container registry whose protocol logic runs in a WebAssembly component.
 #[derive(Parser)]
@@ -22,8 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the registry over HTTP (the default).
-    Serve(ServeArgs),
+    /// Serve the registry over HTTP or HTTPS (the default).
+    Serve(Box<ServeArgs>),
     /// Print the store's size and deduplication figures.
     Stats(StatsArgs),
     /// Run a wasi:cli command component (the wasm32-wasip2 test runner).
@@ -32,27 +33,39 @@ enum Command {
 
 #[derive(Args)]
 struct ServeArgs {
+    /// registry:2 configuration file (config.yml) with an optional
+    /// `blockreg:` section. REGISTRY_* environment variables override its
+    /// keys; flags given on the command line override both.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:5001")]
+    #[arg(long, default_value_t = ServeOptions::default().addr)]
     addr: SocketAddr,
     /// Data directory, created if missing.
-    #[arg(long, default_value = "./data")]
+    #[arg(long, default_value_os_t = ServeOptions::default().serve.data_dir)]
     data: PathBuf,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key);
+    /// reloaded when the file changes or on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert; must lie outside the data directory.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Guest component to serve instead of the embedded one; reloaded when
     /// the file changes or on SIGHUP.
     #[arg(long, value_name = "FILE.wasm")]
     guest: Option<PathBuf>,
     /// Linear memory limit of one guest instance, in MiB.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = Limits::default().max_memory_bytes >> 20)]
     max_memory_mib: usize,
     /// Time limit of one request, in seconds.
-    #[arg(long, default_value_t = 1800)]
+    #[arg(long, default_value_t = Limits::default().request_timeout.as_secs())]
     request_timeout_secs: u64,
     /// Largest accepted request body, in bytes (default 16 GiB).
-    #[arg(long, default_value_t = 16 << 30)]
+    #[arg(long, default_value_t = Limits::default().max_body_bytes)]
     max_body_bytes: u64,
     /// Guest instances alive at once; further requests wait.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = Limits::default().max_concurrency)]
     max_concurrency: usize,
     /// Of those, how many may serve writes (POST, PUT, PATCH, or any request
     /// with a body); the rest are kept for reads. Default: three quarters of
@@ -61,15 +74,15 @@ struct ServeArgs {
     max_write_concurrency: Option<usize>,
     /// Seconds a request body may send nothing before it fails with 408
     /// and its slot is freed (0: no limit on slow bodies).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = Limits::default().body_idle_timeout.as_secs())]
     body_idle_timeout_secs: u64,
     /// Slowest sustained request body rate in bytes per second, averaged over
     /// about --body-idle-timeout-secs; a slower body fails with 408 (0: off).
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = Limits::default().min_body_rate)]
     min_body_rate: u64,
     /// Seconds a client may take to send a request's headers, and that an
     /// idle keep-alive connection is kept open (0: no limit).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = Limits::default().header_read_timeout.as_secs())]
     header_read_timeout_secs: u64,
     /// Refuse DELETE of manifests, tags and blobs (405 UNSUPPORTED).
     #[arg(long)]
@@ -125,7 +138,10 @@ fn guest_source(guest: Option<PathBuf>) -> GuestSource {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The matches are kept to tell flags given from defaults (they override
+    // the config file only when given).
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // Guest file I/O blocks the worker thread that runs the request (see
     // ctx.rs), so keep more workers than cores: a request waiting on fsync
     // must not hold up the sockets of the others.
@@ -141,7 +157,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(cli));
+    let result = runtime.block_on(run(cli, &matches));
     // Lets file operations still on blocking threads finish, without
     // waiting on ones that never end (such as a read of the inherited stdin).
     runtime.shutdown_timeout(Duration::from_secs(5));
@@ -154,9 +170,17 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command.unwrap_or(Command::Serve(cli.serve)) {
-        Command::Serve(args) => serve(args).await.map(|()| ExitCode::SUCCESS),
+async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
+    match cli.command.unwrap_or(Command::Serve(Box::new(cli.serve))) {
+        Command::Serve(args) => {
+            let serve_matches = match matches.subcommand() {
+                Some(("serve", sub)) => sub,
+                _ => matches,
+            };
+            serve(*args, serve_matches)
+                .await
+                .map(|()| ExitCode::SUCCESS)
+        }
         Command::Stats(args) => {
             let stats = host::store_stats(&args.data, &guest_source(args.guest)).await?;
             if args.json {
@@ -174,33 +198,182 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    host::init_logging();
-    let config = ServeConfig {
-        data_dir: args.data,
-        guest: guest_source(args.guest),
-        limits: Limits {
-            max_memory_bytes: args.max_memory_mib << 20,
-            request_timeout: Duration::from_secs(args.request_timeout_secs),
-            max_body_bytes: args.max_body_bytes,
-            max_concurrency: args.max_concurrency,
-            max_write_concurrency: args.max_write_concurrency,
-            body_idle_timeout: Duration::from_secs(args.body_idle_timeout_secs),
-            min_body_rate: args.min_body_rate,
-            header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
-        },
-        settings: GuestSettings {
-            delete_enabled: !args.no_delete,
-            cache_bytes: args.cache_mib << 20,
-            max_correction_ratio: args.max_correction_ratio,
-            max_decoded_bytes: args.max_decoded_mib << 20,
-            max_decoded_ratio: args.max_decoded_ratio,
-            accept_foreign_layers: !args.refuse_foreign_layers,
-        },
-        background_conversion: !args.no_conversion,
-    };
-    let listener = tokio::net::TcpListener::bind(args.addr)
+async fn serve(args: ServeArgs, matches: &ArgMatches) -> anyhow::Result<()> {
+    let loaded = serve_options(args, matches, std::env::vars())?;
+    let options = loaded.options;
+    host::init_logging(&options.log);
+    for note in &loaded.notes {
+        tracing::info!("{note}");
+    }
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    let listener = tokio::net::TcpListener::bind(options.addr)
         .await
-        .with_context(|| format!("binding {}", args.addr))?;
-    host::serve(listener, config, host::shutdown_signal()).await
+        .with_context(|| format!("binding {}", options.addr))?;
+    host::serve(listener, options.serve, host::shutdown_signal()).await
+}
+
+/// The options `serve` runs with: defaults, then the config file and the
+/// `REGISTRY_*` variables of `env` (`host::config_file`), then the flags
+/// given on the command line.
+fn serve_options(
+    args: ServeArgs,
+    matches: &ArgMatches,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<host::config_file::Loaded> {
+    let mut loaded = host::config_file::load(args.config.as_deref(), env)?;
+    let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+    let options = &mut loaded.options;
+    if given("addr") {
+        options.addr = args.addr;
+    }
+    let serve = &mut options.serve;
+    if given("data") {
+        serve.data_dir = args.data;
+    }
+    if let (Some(certificate), Some(key)) = (args.tls_cert, args.tls_key) {
+        let file = serve.tls.take();
+        serve.tls = Some(TlsConfig {
+            certificate,
+            key,
+            client_cas: file
+                .as_ref()
+                .map(|t| t.client_cas.clone())
+                .unwrap_or_default(),
+            minimum: file.map_or(TlsVersion::default(), |t| t.minimum),
+        });
+    }
+    if let Some(guest) = args.guest {
+        serve.guest = GuestSource::File(guest);
+    }
+    let limits = &mut serve.limits;
+    if given("max_memory_mib") {
+        limits.max_memory_bytes = args.max_memory_mib << 20;
+    }
+    if given("request_timeout_secs") {
+        limits.request_timeout = Duration::from_secs(args.request_timeout_secs);
+    }
+    if given("max_body_bytes") {
+        limits.max_body_bytes = args.max_body_bytes;
+    }
+    if given("max_concurrency") {
+        limits.max_concurrency = args.max_concurrency;
+    }
+    if args.max_write_concurrency.is_some() {
+        limits.max_write_concurrency = args.max_write_concurrency;
+    }
+    if given("body_idle_timeout_secs") {
+        limits.body_idle_timeout = Duration::from_secs(args.body_idle_timeout_secs);
+    }
+    if given("min_body_rate") {
+        limits.min_body_rate = args.min_body_rate;
+    }
+    if given("header_read_timeout_secs") {
+        limits.header_read_timeout = Duration::from_secs(args.header_read_timeout_secs);
+    }
+    let settings = &mut serve.settings;
+    if args.no_delete {
+        settings.delete_enabled = false;
+    }
+    if given("cache_mib") {
+        settings.cache_bytes = args.cache_mib << 20;
+    }
+    if given("max_correction_ratio") {
+        settings.max_correction_ratio = args.max_correction_ratio;
+    }
+    if given("max_decoded_mib") {
+        settings.max_decoded_bytes = args.max_decoded_mib << 20;
+    }
+    if given("max_decoded_ratio") {
+        settings.max_decoded_ratio = args.max_decoded_ratio;
+    }
+    if args.refuse_foreign_layers {
+        settings.accept_foreign_layers = false;
+    }
+    if args.no_conversion {
+        serve.background_conversion = false;
+    }
+    Ok(loaded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses `argv` as `blockreg` would and builds the serve options.
+    fn options(argv: &[&str], env: &[(&str, &str)]) -> anyhow::Result<ServeOptions> {
+        let matches = Cli::command().try_get_matches_from(argv)?;
+        let cli = Cli::from_arg_matches(&matches)?;
+        let (args, sub) = match cli.command {
+            Some(Command::Serve(args)) => (*args, matches.subcommand_matches("serve").unwrap()),
+            None => (cli.serve, &matches),
+            Some(_) => panic!("not serve"),
+        };
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        Ok(serve_options(args, sub, env)?.options)
+    }
+
+    #[test]
+    fn without_a_config_file_the_options_are_the_defaults() {
+        let o = options(&["blockreg"], &[]).unwrap();
+        let d = ServeOptions::default();
+        assert_eq!(o.addr, d.addr);
+        assert_eq!(o.serve.data_dir, d.serve.data_dir);
+        assert_eq!(o.serve.limits, d.serve.limits);
+        assert_eq!(o.serve.settings, d.serve.settings);
+    }
+
+    #[test]
+    fn flags_given_beat_the_environment_which_beats_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.yml");
+        std::fs::write(
+            &file,
+            "version: 0.1\nhttp:\n  addr: 127.0.0.1:7001\nstorage:\n  filesystem:\n    rootdirectory: /file\n  delete:\n    enabled: true\nblockreg:\n  cache_mib: 10\n  max_concurrency: 9\n",
+        )
+        .unwrap();
+        let config = file.to_str().unwrap();
+        let env = [
+            ("REGISTRY_HTTP_ADDR", "127.0.0.1:7002"),
+            ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/env"),
+        ];
+        let o = options(
+            &[
+                "blockreg",
+                "serve",
+                "--config",
+                config,
+                "--addr",
+                "127.0.0.1:7003",
+                "--no-delete",
+                "--cache-mib",
+                "20",
+            ],
+            &env,
+        )
+        .unwrap();
+        assert_eq!(o.addr, "127.0.0.1:7003".parse().unwrap(), "flag beats env");
+        assert_eq!(o.serve.data_dir, PathBuf::from("/env"), "env beats file");
+        assert!(!o.serve.settings.delete_enabled, "flag beats file");
+        assert_eq!(o.serve.settings.cache_bytes, 20 << 20);
+        assert_eq!(
+            o.serve.limits.max_concurrency, 9,
+            "a default flag leaves the file's value"
+        );
+        let o = options(&["blockreg", "--config", config], &[]).unwrap();
+        assert_eq!(o.addr, "127.0.0.1:7001".parse().unwrap());
+        assert_eq!(o.serve.data_dir, PathBuf::from("/file"));
+    }
+
+    #[test]
+    fn tls_flags_go_together() {
+        assert!(options(&["blockreg", "--tls-cert", "c.pem"], &[]).is_err());
+        let o = options(
+            &["blockreg", "--tls-cert", "c.pem", "--tls-key", "k.pem"],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(o.serve.tls.unwrap().key, PathBuf::from("k.pem"));
+    }
 }

@@ -18,6 +18,14 @@
 //!   waiting on the client counts, not time the guest spends writing to disk.
 //! - A request head must arrive within `header_read_timeout` (hyper's timer),
 //!   which also closes idle keep-alive connections; neither holds a slot.
+//!   Over TLS the handshake must finish within it too.
+//!
+//! Connections speak HTTP/1.1 in the clear, and over TLS (`tls.rs`) HTTP/2
+//! or HTTP/1.1 as ALPN chose (hyper-util's auto builder, told the protocol
+//! so it never waits on a preface, which no header timeout would bound).
+//! The host adds the configured extra headers (`http.headers`) to every
+//! response and counts requests for the metrics (`metrics.rs`, served by
+//! the debug server, `debug.rs`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -31,10 +39,11 @@ use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
-use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST};
-use hyper::server::conn::http1;
+use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
@@ -47,33 +56,76 @@ use crate::bindings::Scheme;
 use crate::config::{Limits, ServeConfig};
 use crate::convert::{self, NewBlobs};
 use crate::ctx;
+use crate::debug::{self, Debug, Health};
 use crate::error::{wasm_err, HostErrorCode};
 use crate::guest::{self, GuestSlot};
+use crate::metrics::Metrics;
 use crate::shutdown::{self, Stop};
+use crate::tls::{self, Tls};
 
-/// Serves the registry on `listener` until `shutdown` resolves.
+/// The sockets [`serve`] answers on: the registry's, and the debug
+/// server's (bound from `ServeConfig::debug` when not given here).
+pub struct Listeners {
+    /// The registry.
+    pub http: TcpListener,
+    /// Health and metrics (`http.debug.addr`).
+    pub debug: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(http: TcpListener) -> Self {
+        Self { http, debug: None }
+    }
+}
+
+/// Serves the registry on `listeners` until `shutdown` resolves.
 ///
-/// Creates `config.data_dir` if needed and loads the guest before accepting
-/// anything. On shutdown the listener closes, idle connections are closed,
-/// and requests in flight get up to `limits.request_timeout` to finish.
+/// Creates `config.data_dir` if needed, loads the TLS certificate and the
+/// guest before accepting anything. On shutdown the listener closes, idle
+/// connections are closed, and requests in flight get up to
+/// `limits.request_timeout` to finish.
 ///
 /// # Errors
 ///
-/// Fails when the data directory cannot be created or the guest does not
-/// load; errors on single connections are logged, not returned.
+/// Fails when the data directory cannot be created, the TLS certificate or
+/// key does not load (or the key lies in the data directory), the debug
+/// address cannot be bound, or the guest does not load; errors on single
+/// connections are logged, not returned.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let Listeners {
+        http: listener,
+        debug: debug_listener,
+    } = listeners.into();
     let ServeConfig {
         data_dir,
         guest: source,
         limits,
         settings,
         background_conversion,
+        tls,
+        http2,
+        headers,
+        debug: debug_config,
+        health,
+        upload_purging: _,
     } = config;
     let data_dir = crate::datadir::prepare_for_serving(&data_dir)?;
+    let tls = tls
+        .map(|config| tls::load(&config, &data_dir, http2))
+        .transpose()?;
+    let debug_listener = match (debug_listener, &debug_config) {
+        (Some(listener), _) => Some(listener),
+        (None, Some(config)) => Some(
+            TcpListener::bind(config.addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("binding the debug address {}: {e}", config.addr))?,
+        ),
+        (None, None) => None,
+    };
 
     let settings = crate::ctx::guest_settings(&settings, limits.request_timeout);
     let loaded = guest::load(&source, &data_dir, &limits, settings).await?;
@@ -113,6 +165,34 @@ pub async fn serve(
         None
     };
 
+    let metrics = Arc::new(Metrics::new());
+    metrics
+        .instances_max
+        .set(i64::try_from(limits.max_concurrency.max(1)).unwrap_or(i64::MAX));
+    let health = Arc::new(Health::new(data_dir.clone(), health.storage));
+    let health_task = tokio::spawn(health.clone().run(stop.clone()));
+    let debug_task = debug_listener.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!("debug server on http://{addr}");
+        }
+        let debug = Debug {
+            health: health.clone(),
+            metrics: metrics.clone(),
+            prometheus_path: debug_config.and_then(|c| c.prometheus_path),
+        };
+        tokio::spawn(debug::serve(listener, Arc::new(debug), stop.clone()))
+    });
+    let (acceptor, tls_task) = match tls {
+        Some(Tls {
+            acceptor,
+            certificates,
+        }) => (
+            Some(acceptor),
+            Some(tokio::spawn(tls::watch(certificates, stop.clone()))),
+        ),
+        None => (None, None),
+    };
+
     let state = Arc::new(Server {
         engine: guest::runtime()?.engine.clone(),
         slot,
@@ -121,9 +201,13 @@ pub async fn serve(
         permits: Arc::new(Semaphore::new(limits.max_concurrency.max(1))),
         write_permits: Arc::new(Semaphore::new(limits.write_slots())),
         limits,
+        scheme_https: acceptor.is_some(),
+        headers,
+        metrics,
     });
     tracing::info!(
-        "listening on http://{}, data in {}",
+        "listening on {}://{}, data in {}",
+        if acceptor.is_some() { "https" } else { "http" },
         listener.local_addr()?,
         state.data_dir.display()
     );
@@ -135,7 +219,13 @@ pub async fn serve(
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
-                    connections.spawn(serve_connection(state.clone(), socket, peer, stop.clone()));
+                    connections.spawn(accept_connection(
+                        state.clone(),
+                        acceptor.clone(),
+                        socket,
+                        peer,
+                        stop.clone(),
+                    ));
                 }
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.
@@ -151,6 +241,10 @@ pub async fn serve(
     trigger.stop();
     shutdown::drain(&mut connections, state.limits.request_timeout).await;
     let _ = watcher.await;
+    let _ = health_task.await;
+    for task in [debug_task, tls_task].into_iter().flatten() {
+        let _ = task.await;
+    }
     if let Some(converter) = converter {
         converter.join().await;
     }
@@ -174,26 +268,70 @@ struct Server {
     permits: Arc<Semaphore>,
     /// One more per live instance serving a write; see the module docs.
     write_permits: Arc<Semaphore>,
+    /// Whether connections come over TLS (the scheme the guest is told).
+    scheme_https: bool,
+    /// Added to every response that lacks them (`http.headers`).
+    headers: Vec<(HeaderName, HeaderValue)>,
+    metrics: Arc<Metrics>,
 }
 
-async fn serve_connection(
+/// Runs the TLS handshake when there is an acceptor (bounded by the
+/// header read timeout), then serves the connection.
+async fn accept_connection(
     server: Arc<Server>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     socket: TcpStream,
     peer: SocketAddr,
-    mut stop: Stop,
+    stop: Stop,
 ) {
     let local = socket.local_addr().ok();
+    let Some(acceptor) = acceptor else {
+        return serve_connection(server, socket, false, local, peer, stop).await;
+    };
+    let timeout = Some(server.limits.header_read_timeout)
+        .filter(|timeout| !timeout.is_zero())
+        .unwrap_or(Duration::MAX);
+    match tokio::time::timeout(timeout, acceptor.accept(socket)).await {
+        Ok(Ok(stream)) => {
+            // `tls.rs` offers h2 only when HTTP/2 is on.
+            let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            serve_connection(server, stream, http2, local, peer, stop).await;
+        }
+        Ok(Err(e)) => tracing::debug!("TLS handshake with {peer} failed: {e}"),
+        Err(_) => tracing::debug!("TLS handshake with {peer} timed out"),
+    }
+}
+
+/// Serves HTTP/2 on `stream` when `http2`, else HTTP/1.1.
+async fn serve_connection<S>(
+    server: Arc<Server>,
+    stream: S,
+    http2: bool,
+    local: Option<SocketAddr>,
+    peer: SocketAddr,
+    mut stop: Stop,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let header_read_timeout =
         Some(server.limits.header_read_timeout).filter(|timeout| !timeout.is_zero());
     let service = hyper::service::service_fn(move |request| {
         let server = server.clone();
         async move { Ok::<_, Infallible>(server.handle(request, local).await) }
     });
-    let connection = http1::Builder::new()
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
-        .header_read_timeout(header_read_timeout)
-        .serve_connection(TokioIo::new(socket), service);
+        .header_read_timeout(header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    builder = if http2 {
+        builder.http2_only()
+    } else {
+        builder.http1_only()
+    };
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
     let mut connection = std::pin::pin!(connection);
     let mut stopping = false;
     loop {
@@ -235,12 +373,25 @@ impl Server {
         if parts.headers.remove(COMMITTED_HEADER).is_some() {
             self.new_blobs.committed();
         }
+        // Headers the response already has are left as they are; checked
+        // before adding, so a configured header may carry several values.
+        let absent: Vec<bool> = self
+            .headers
+            .iter()
+            .map(|(name, _)| !parts.headers.contains_key(name))
+            .collect();
+        for ((name, value), absent) in self.headers.iter().zip(absent) {
+            if absent {
+                parts.headers.append(name.clone(), value.clone());
+            }
+        }
         let log = RequestLog {
             method,
             path,
             start,
             status: parts.status,
             bytes: 0,
+            metrics: self.metrics.clone(),
         };
         Response::from_parts(
             parts,
@@ -371,6 +522,7 @@ impl Server {
                 max: self.limits.max_body_bytes,
                 overflow: overflow.clone(),
                 pace,
+                metrics: self.metrics.clone(),
             };
             MeteredBody::new(body, rules)
         });
@@ -378,7 +530,14 @@ impl Server {
         let resources = store
             .data_mut()
             .http()
-            .new_incoming_request(Scheme::Http, request)
+            .new_incoming_request(
+                if self.scheme_https {
+                    Scheme::Https
+                } else {
+                    Scheme::Http
+                },
+                request,
+            )
             .and_then(|incoming| {
                 Ok((
                     incoming,
@@ -414,9 +573,14 @@ impl Server {
             None
         };
         let any = self.permits.clone().acquire_owned().await.ok()?;
+        self.metrics.instances_in_use.inc();
+        if write.is_some() {
+            self.metrics.write_instances_in_use.inc();
+        }
         Some(Slot {
             _any: any,
             _write: write,
+            metrics: self.metrics.clone(),
         })
     }
 }
@@ -425,6 +589,16 @@ impl Server {
 struct Slot {
     _any: OwnedSemaphorePermit,
     _write: Option<OwnedSemaphorePermit>,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.metrics.instances_in_use.dec();
+        if self._write.is_some() {
+            self.metrics.write_instances_in_use.dec();
+        }
+    }
 }
 
 fn too_slow_message(limits: &Limits) -> String {
@@ -555,6 +729,7 @@ enum Rules {
         max: u64,
         overflow: Arc<AtomicBool>,
         pace: Pace,
+        metrics: Arc<Metrics>,
     },
     /// A response body: the guest's (or the host's) as hyper sends it,
     /// turned into an error if the guest failed mid-body (`guest_failed`)
@@ -618,7 +793,10 @@ where
                                 wasmtime_wasi_http::Error::HttpRequestBodySize(Some(this.bytes)),
                             )));
                         }
-                        Rules::Request { pace, .. } => pace.received(len, now),
+                        Rules::Request { pace, metrics, .. } => {
+                            metrics.received(len);
+                            pace.received(len, now);
+                        }
                         Rules::Response { log, .. } => log.bytes = this.bytes,
                     }
                 }
@@ -744,17 +922,22 @@ struct RequestLog {
     start: Instant,
     status: StatusCode,
     bytes: u64,
+    metrics: Arc<Metrics>,
 }
 
 impl Drop for RequestLog {
     fn drop(&mut self) {
+        let elapsed = self.start.elapsed().as_secs_f64();
+        self.metrics
+            .request(&self.method, &self.path, self.status.as_u16(), elapsed);
+        self.metrics.sent(self.bytes);
         tracing::info!(
             target: "blockreg::request",
             "{} {} {} {:.1}ms {}B",
             self.method,
             self.path,
             self.status.as_u16(),
-            self.start.elapsed().as_secs_f64() * 1000.0,
+            elapsed * 1000.0,
             self.bytes,
         );
     }

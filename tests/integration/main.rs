@@ -7,6 +7,7 @@
 
 mod base;
 mod blobs;
+mod config_file;
 mod confinement;
 mod content_management;
 mod conversion;
@@ -14,5 +15,7 @@ mod errors;
 mod integrity;
 mod load;
 mod manifests;
+mod observability;
 mod tags_catalog;
+mod tls;
 mod uploads;

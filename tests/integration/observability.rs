@@ -1,0 +1,210 @@
+//! The debug server (`http.debug`): `/livez`, `/readyz` and
+//! `/debug/health` report the store's health (a data directory that goes
+//! away turns them 503, its return turns them back), and the Prometheus
+//! metrics count the requests made, in a format `promtool check metrics`
+//! accepts.
+
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use tests::Server;
+
+/// Waits until the server answers (it loads its guest first).
+async fn ready(srv: &Server) {
+    srv.assert_alive().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_endpoints_report_a_store_that_goes_away() {
+    let srv = Server::start_with_debug(|_| {}).await;
+    ready(&srv).await;
+    assert_eq!(srv.debug_get("/livez").await.0, 200);
+    assert_eq!(srv.debug_get("/readyz").await.0, 200);
+    let (status, content_type, body) = srv.debug_get("/debug/health").await;
+    assert_eq!((status, body.as_str()), (200, "{}"));
+    assert_eq!(content_type, "application/json");
+    assert_eq!(srv.debug_get("/nothing-here").await.0, 404);
+
+    let moved = srv.outside_dir().join("moved");
+    std::fs::rename(srv.data_dir(), &moved).unwrap();
+    let (status, _, body) = srv.debug_get("/debug/health").await;
+    assert_eq!(status, 503, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(json["storagedriver_filesystem"].is_string(), "{body}");
+    assert_eq!(srv.debug_get("/readyz").await.0, 503);
+    assert_eq!(srv.debug_get("/livez").await.0, 200, "alive, not ready");
+
+    std::fs::rename(&moved, srv.data_dir()).unwrap();
+    assert_eq!(srv.debug_get("/debug/health").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_periodic_storage_check_turns_unhealthy_after_its_threshold() {
+    let srv = Server::start_with_debug(|config| {
+        config.health.storage = Some(host::StorageCheck {
+            interval: Duration::from_millis(100),
+            threshold: 3,
+        });
+    })
+    .await;
+    ready(&srv).await;
+    assert_eq!(srv.debug_get("/debug/health").await.0, 200);
+    let moved = srv.outside_dir().join("moved");
+    std::fs::rename(srv.data_dir(), &moved).unwrap();
+    let began = Instant::now();
+    while srv.debug_get("/debug/health").await.0 == 200 {
+        assert!(began.elapsed() < Duration::from_secs(10), "still healthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Three failures 100 ms apart: not before about 200 ms.
+    assert!(
+        began.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        began.elapsed()
+    );
+    std::fs::rename(&moved, srv.data_dir()).unwrap();
+    let began = Instant::now();
+    while srv.debug_get("/readyz").await.0 != 200 {
+        assert!(began.elapsed() < Duration::from_secs(10), "still unhealthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The value of the sample `line_start` (metric name and labels) in
+/// `text`, or 0 when absent.
+fn sample(text: &str, line_start: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(line_start)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_the_requests_made_and_pass_promtool() {
+    let srv = Server::start_with_debug(|_| {}).await;
+    ready(&srv).await; // one GET /v2/
+    for _ in 0..2 {
+        srv.get("/v2/").await.assert_status(200);
+    }
+    let blob = vec![7u8; 3000];
+    let digest = srv.push_blob("metrics/repo", &blob).await;
+    for _ in 0..2 {
+        srv.head(format!("/v2/metrics/repo/blobs/{digest}"))
+            .await
+            .assert_status(200);
+    }
+    srv.get(format!("/v2/metrics/repo/blobs/{digest}"))
+        .await
+        .assert_status(200);
+    srv.req(Method::GET, "/v2/metrics/repo/manifests/nope")
+        .send()
+        .await
+        .assert_status(404);
+
+    // A request is counted when its response body is dropped, a moment
+    // after the client has read it.
+    let began = Instant::now();
+    let text = loop {
+        let (status, content_type, text) = srv.debug_get("/metrics").await;
+        assert_eq!(status, 200);
+        assert!(
+            content_type.starts_with("text/plain; version=0.0.4"),
+            "{content_type}"
+        );
+        let done = sample(
+            &text,
+            "blockreg_http_requests_total{method=\"GET\",route=\"manifests\",status=\"404\"}",
+        ) == 1.0
+            && sample(&text, "blockreg_guest_instances_in_use") == 0.0;
+        if done || began.elapsed() > Duration::from_secs(10) {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let count = |labels: &str| sample(&text, &format!("blockreg_http_requests_total{{{labels}}}"));
+    assert_eq!(
+        count("method=\"GET\",route=\"base\",status=\"200\""),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        count("method=\"POST\",route=\"uploads\",status=\"201\""),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        count("method=\"HEAD\",route=\"blobs\",status=\"200\""),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        count("method=\"GET\",route=\"blobs\",status=\"200\""),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        count("method=\"GET\",route=\"manifests\",status=\"404\""),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "blockreg_http_request_duration_seconds_count{method=\"GET\",route=\"base\",status=\"200\"}"
+        ),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "blockreg_http_request_body_bytes_total"),
+        3000.0
+    );
+    assert!(
+        sample(&text, "blockreg_http_response_body_bytes_total") >= 3000.0,
+        "the blob GET sent 3000 bytes: {text}"
+    );
+    assert_eq!(
+        sample(&text, "blockreg_guest_instances_in_use"),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "blockreg_guest_instances_max"),
+        256.0,
+        "{text}"
+    );
+
+    promtool_check(&text);
+}
+
+/// `promtool check metrics` (Debian's prometheus package, which the e2e
+/// tier installs) on `text`; skipped with a note when promtool is missing.
+fn promtool_check(text: &str) {
+    use std::io::Write as _;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!("note: promtool not installed (apt package prometheus); format check skipped");
+            return;
+        }
+        Err(e) => panic!("running promtool: {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
