@@ -45,6 +45,7 @@ pub use config::{
     DebugConfig, GuestSettings, GuestSource, HealthConfig, Limits, LogSettings, ServeConfig,
     ServeOptions, StorageCheck, TlsConfig, TlsVersion, UploadPurging,
 };
+pub use convert::{current_nice, lower_request_thread_priority};
 pub use guest::embedded_guest;
 pub use runner::run_command;
 pub use server::{serve, Listeners};

@@ -146,8 +146,12 @@ fn main() -> ExitCode {
     // ctx.rs), so keep more workers than cores: a request waiting on fsync
     // must not hold up the sockets of the others.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // Request threads run below the converter (started from this thread by
+    // `serve`), so conversion keeps up under load (see convert.rs).
+    let base_nice = host::current_nice();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads((cores * 4).max(8))
+        .on_thread_start(move || host::lower_request_thread_priority(base_nice))
         .enable_all()
         .build()
     {
