@@ -13,8 +13,13 @@
 //! fails instead and the transfer is cut off. The damaged source is then
 //! dealt with here: an original is set aside (`damaged-original`: the blob
 //! becomes unknown, so its next push repairs it), a cache entry dropped.
-//! A range cannot be verified without reading the whole blob; it is served
-//! from the same sources unverified.
+//! A range cannot be checked against the digest without reading the whole
+//! blob. A range rebuilt from blocks checks each block it reads against its
+//! SHA-1 instead (and recreation from verified blocks gives the bytes proven
+//! when the recipe was committed), so a damaged block fails the read. A
+//! range of an original (a blob awaiting conversion, or one that could not
+//! be converted) or of a cache entry is served as stored; the next whole
+//! read of it verifies it and sets it aside or drops it if damaged.
 
 use std::fs::File;
 use std::io::{self, BufReader, ErrorKind, Read, Seek, SeekFrom};
@@ -79,7 +84,7 @@ impl Blob {
                 (Box::new(BufReader::new(f)), Damage::Original(size), None)
             }
             BlobSource::Recipe(recipe) if recipe.is_verbatim() => (
-                Box::new(Rebuild::new(store.layout(), recipe, start)),
+                Box::new(rebuild(store, recipe, start, end)),
                 Damage::Blocks,
                 None,
             ),
@@ -95,7 +100,7 @@ impl Blob {
                     } else {
                         None
                     };
-                    let rebuild = Rebuild::new(store.layout(), recipe, start);
+                    let rebuild = rebuild(store, recipe, start, end);
                     (Box::new(rebuild), Damage::Blocks, fill)
                 }
             }
@@ -115,6 +120,18 @@ impl Blob {
             done: false,
             mismatched: false,
         })
+    }
+}
+
+/// A rebuild of `recipe` for `start..end`; a part of the blob checks its
+/// blocks (a whole read is checked against the digest instead).
+fn rebuild(store: &Store, recipe: crate::recipe::Recipe, start: u64, end: u64) -> Rebuild {
+    let whole = start == 0 && end == recipe.size;
+    let r = Rebuild::new(store.layout(), recipe, start);
+    if whole {
+        r
+    } else {
+        r.verifying_blocks().until(end)
     }
 }
 
@@ -334,6 +351,33 @@ mod tests {
             "everything but the last batch is released, never the whole"
         );
         assert!(!store.has_blob(&d), "set aside: unknown until pushed again");
+    }
+
+    #[test]
+    fn a_range_rebuilt_from_a_damaged_block_fails_and_other_ranges_are_served() {
+        let store = scratch_store("pull-range-damaged-block");
+        // Incompressible: the pack's one frame holds the blocks as they are,
+        // in order, so pack offset = blob offset.
+        let data = seeded_bytes(3, 100_000);
+        let d = commit_blob(&store, &data);
+        crate::convert::convert(&store, &crate::test_support::settings(), &d).unwrap();
+        let pack = std::fs::read_dir(store.layout().packs())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "pack"))
+            .expect("one pack");
+        let mut bytes = std::fs::read(&pack).unwrap();
+        assert_eq!(bytes.len(), data.len(), "stored as it is");
+        bytes[50_000] ^= 1;
+        std::fs::write(&pack, &bytes).unwrap();
+        let read = |start, end| {
+            let blob = Blob::open(&store, &d).unwrap().unwrap();
+            read_all(&mut blob.read(&store, 0, start, end).unwrap())
+        };
+        let err = read(40_000, 60_000).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
+        assert_eq!(read(0, 10_000).unwrap(), data[..10_000]);
+        assert_eq!(read(70_000, 100_000).unwrap(), data[70_000..]);
     }
 
     #[test]

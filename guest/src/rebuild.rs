@@ -8,6 +8,7 @@
 
 use std::io::{self, ErrorKind, Read};
 
+use crate::block::BlockId;
 use crate::deflate::DeflateRecreator;
 use crate::layout::Layout;
 use crate::packs::FrameReader;
@@ -31,6 +32,13 @@ pub struct Rebuild {
     out: Vec<u8>,
     out_pos: usize,
     discard: u64,
+    /// Whether each block read is checked against its SHA-1 (a range read,
+    /// which no digest covers).
+    verify_blocks: bool,
+    /// Blob offset of the next verbatim byte, and where reading stops
+    /// (verbatim recipes; a recreated stream ends with its segment).
+    pos: u64,
+    end: u64,
 }
 
 fn damaged(msg: String) -> io::Error {
@@ -51,6 +59,9 @@ impl Rebuild {
             out: Vec::new(),
             out_pos: 0,
             discard: 0,
+            verify_blocks: false,
+            pos: start,
+            end: u64::MAX,
             recipe,
         };
         if r.recipe.is_verbatim() {
@@ -59,6 +70,30 @@ impl Rebuild {
             r.discard = start;
         }
         r
+    }
+
+    /// Checks every block read against its SHA-1, so that a read of part
+    /// of the blob (which the blob's digest cannot vouch for) fails on a
+    /// damaged block instead of returning its bytes. Recreation from
+    /// verified blocks gives the bytes proven when the recipe was committed.
+    #[must_use]
+    pub fn verifying_blocks(mut self) -> Self {
+        self.verify_blocks = true;
+        self
+    }
+
+    /// Reads no block of a verbatim recipe past blob offset `end` (the
+    /// reader then ends there), so a
+    /// range read touches (and with [`Rebuild::verifying_blocks`] checks)
+    /// only the blocks it returns.
+    #[must_use]
+    pub fn until(mut self, end: u64) -> Self {
+        // Other recipes recreate whole segments from the start; their
+        // output offsets are not content offsets.
+        if self.recipe.is_verbatim() {
+            self.end = end;
+        }
+        self
     }
 
     /// Positions a verbatim recipe at `start`: content offset = blob offset.
@@ -77,6 +112,17 @@ impl Rebuild {
     }
 
     fn block_bytes(&mut self, b: &BlockRef) -> io::Result<Vec<u8>> {
+        let bytes = self.read_block(b)?;
+        if self.verify_blocks && BlockId::compute(&bytes).ok() != Some(b.id) {
+            return Err(damaged(format!(
+                "block {} does not match its SHA-1 (store damage)",
+                b.id
+            )));
+        }
+        Ok(bytes)
+    }
+
+    fn read_block(&mut self, b: &BlockRef) -> io::Result<Vec<u8>> {
         match b.at {
             Location::Loose => {
                 let hex = b.id.to_hex();
@@ -143,10 +189,16 @@ impl Rebuild {
                     self.op_used = 0;
                 }
                 Op::Copy(n) => {
-                    let step = (n - self.op_used).min(COPY_STEP);
+                    let step = (n - self.op_used)
+                        .min(COPY_STEP)
+                        .min(self.end.saturating_sub(self.pos));
+                    if step == 0 {
+                        return Ok(false);
+                    }
                     let mut buf = std::mem::take(&mut self.out);
                     self.take_content(step, &mut buf)?;
                     self.out = buf;
+                    self.pos += step;
                     self.op_used += step;
                     if self.op_used == n {
                         self.op += 1;
