@@ -105,11 +105,13 @@ pub struct Upload {
 const HELD: &str = "held-";
 
 /// The lease in a `held-` file name: until when its holder may use the
-/// session, and the size the client was last told.
+/// session, and the size the client was last told — `None` (written `x`)
+/// for the instant between taking `data` and reading its length, when
+/// every byte of the file is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Lease {
     expiry: u64,
-    size: u64,
+    size: Option<u64>,
 }
 
 fn unix_now() -> u64 {
@@ -119,20 +121,20 @@ fn unix_now() -> u64 {
 }
 
 impl Lease {
-    fn new(lease: Duration, size: u64) -> Self {
+    fn new(lease: Duration, size: Option<u64>) -> Self {
         Self {
             expiry: unix_now().saturating_add(lease.as_secs().max(1)),
             size,
         }
     }
 
-    /// `held-<expiry>-<size>-<nonce>`; the nonce keeps two holders' names
-    /// apart even within one second.
+    /// `held-<expiry>-<size or x>-<nonce>`; the nonce keeps two holders'
+    /// names apart even within one second.
     fn file_name(&self) -> String {
         format!(
             "{HELD}{}-{}-{}",
             self.expiry,
-            self.size,
+            self.size.map_or_else(|| "x".to_string(), |s| s.to_string()),
             crate::hex::encode(&crate::sys::random_bytes(6))
         )
     }
@@ -140,9 +142,21 @@ impl Lease {
     fn parse(name: &str) -> Option<Self> {
         let mut parts = name.strip_prefix(HELD)?.splitn(3, '-');
         let expiry = parts.next()?.parse().ok()?;
-        let size = parts.next()?.parse().ok()?;
+        let size = match parts.next()? {
+            "x" => None,
+            n => Some(n.parse().ok()?),
+        };
         parts.next()?;
         Some(Self { expiry, size })
+    }
+
+    /// The acknowledged size of the held file `path`: its length when the
+    /// name does not say (see [`Lease::size`]).
+    fn acknowledged(&self, path: &Path) -> io::Result<u64> {
+        match self.size {
+            Some(size) => Ok(size),
+            None => Ok(fs::metadata(path)?.len()),
+        }
     }
 
     fn expired(&self) -> bool {
@@ -919,8 +933,12 @@ impl Store {
     // A session is `uploads/<id>/repo` (its commit point) and its bytes. The
     // bytes are `data` while no request uses the session; a request that
     // appends, commits or cancels first *holds* it by renaming `data` to
-    // `held-<lease expiry>-<acknowledged size>-<nonce>`, a name only it
-    // knows. Rename is atomic, so one request at a time holds a session, and
+    // `held-<lease expiry>-x-<nonce>`, a name only it knows, then, having
+    // read the file's length, to `held-<lease expiry>-<acknowledged
+    // size>-<nonce>`. (Reading the length before the rename would race: a
+    // holder releasing more bytes in between would make the name understate
+    // them, and a takeover would cut acknowledged bytes.) An `x` file holds
+    // only acknowledged bytes. Rename is atomic, so one request at a time holds a session, and
     // no other request has the file open for writing when its holder
     // commits it as a blob or removes it. A holder that died (its instance
     // dropped at the request timeout, or a crash) leaves its `held-` file
@@ -965,11 +983,12 @@ impl Store {
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(e),
             }
-            if let Some((_, lease)) = held_file(&dir)? {
-                return Ok(Some(Upload {
-                    repo,
-                    size: lease.size,
-                }));
+            if let Some((name, lease)) = held_file(&dir)? {
+                match lease.acknowledged(&dir.join(name)) {
+                    Ok(size) => return Ok(Some(Upload { repo, size })),
+                    Err(e) if is_not_found(&e) => continue,
+                    Err(e) => return Err(e),
+                }
             }
             // Released or committed between the two looks: look again.
         }
@@ -1002,20 +1021,25 @@ impl Store {
             };
             let repo = String::from_utf8_lossy(&repo).into_owned();
             let held = |size: u64| HeldUpload {
-                path: dir.join(Lease::new(lease, size).file_name()),
+                path: dir.join(Lease::new(lease, Some(size)).file_name()),
                 dir: dir.clone(),
                 repo: repo.clone(),
                 size,
                 done: false,
             };
-            match fs::metadata(dir.join("data")) {
-                Ok(m) => {
-                    let h = held(m.len());
-                    match fs::rename(dir.join("data"), &h.path) {
-                        Ok(()) => return Ok(Hold::Held(h)),
-                        Err(e) if is_not_found(&e) => continue,
-                        Err(e) => return Err(e),
-                    }
+            let claim = dir.join(Lease::new(lease, None).file_name());
+            match fs::rename(dir.join("data"), &claim) {
+                Ok(()) => {
+                    let named = fs::metadata(&claim)
+                        .map(|m| held(m.len()))
+                        .and_then(|h| fs::rename(&claim, &h.path).map(|()| h));
+                    return match named {
+                        Ok(h) => Ok(Hold::Held(h)),
+                        Err(e) => {
+                            let _ = fs::rename(&claim, dir.join("data"));
+                            Err(e)
+                        }
+                    };
                 }
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(e),
@@ -1024,20 +1048,29 @@ impl Store {
                 Some((name, old)) if old.expired() => {
                     // Its holder is gone: take over, dropping the bytes it
                     // never acknowledged.
-                    let h = held(old.size);
+                    let size = match old.acknowledged(&dir.join(&name)) {
+                        Ok(size) => size,
+                        Err(e) if is_not_found(&e) => continue,
+                        Err(e) => return Err(e),
+                    };
+                    let h = held(size);
                     match fs::rename(dir.join(name), &h.path) {
                         Ok(()) => {
                             OpenOptions::new()
                                 .write(true)
                                 .open(&h.path)?
-                                .set_len(old.size)?;
+                                .set_len(size)?;
                             return Ok(Hold::Held(h));
                         }
                         Err(e) if is_not_found(&e) => continue,
                         Err(e) => return Err(e),
                     }
                 }
-                Some((_, lease)) => return Ok(Hold::Busy { size: lease.size }),
+                Some((name, lease)) => {
+                    return Ok(Hold::Busy {
+                        size: lease.acknowledged(&dir.join(name)).unwrap_or(0),
+                    })
+                }
                 // Released, committed or cancelled between the two looks.
                 None => continue,
             }
@@ -1107,7 +1140,8 @@ impl Store {
                     dir: dir.clone(),
                     path: dir.join(&file),
                     repo: String::new(),
-                    size: lease.size,
+                    // An `x` file holds only acknowledged bytes: keep them all.
+                    size: lease.size.unwrap_or(u64::MAX),
                     done: true,
                 };
                 if dir.join("data").exists() {
@@ -1326,6 +1360,36 @@ mod tests {
     }
 
     #[test]
+    fn a_session_caught_between_its_two_hold_renames_keeps_every_byte() {
+        // A crash (or a holder that died) right after `data` was taken and
+        // before its length was read leaves an `x` file: all of it was
+        // acknowledged, so neither a takeover nor `recover` may cut it.
+        let store = scratch_store("store-claim");
+        for recover in [false, true] {
+            let id = store.create_upload(&name("a")).unwrap();
+            let mut h = held(&store, &id);
+            h.append(&mut &b"acknowledged"[..], None).unwrap();
+            h.release().unwrap();
+            let dir = store.layout().upload(id.as_str());
+            let claim = Lease {
+                expiry: unix_now() - 1,
+                size: None,
+            };
+            fs::rename(dir.join("data"), dir.join(claim.file_name())).unwrap();
+            assert_eq!(store.upload(&id).unwrap().unwrap().size, 12);
+            if recover {
+                assert_eq!(store.recover().unwrap().sessions_released, 1);
+                assert_eq!(fs::read(dir.join("data")).unwrap(), b"acknowledged");
+            } else {
+                let h = held(&store, &id);
+                assert_eq!(h.size(), 12, "taken over whole");
+                h.release().unwrap();
+            }
+            assert_eq!(store.upload(&id).unwrap().unwrap().size, 12);
+        }
+    }
+
+    #[test]
     fn an_expired_hold_is_taken_over_without_its_unacknowledged_bytes() {
         let store = scratch_store("store-expired");
         let id = store.create_upload(&name("a")).unwrap();
@@ -1336,7 +1400,7 @@ mod tests {
         let dir = store.layout().upload(id.as_str());
         let stale = Lease {
             expiry: unix_now() - 1,
-            size: 5,
+            size: Some(5),
         };
         fs::rename(dir.join("data"), dir.join(stale.file_name())).unwrap();
         let path = dir.join(held_file(&dir).unwrap().unwrap().0);
