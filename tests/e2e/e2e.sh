@@ -1017,7 +1017,7 @@ is_blockreg && log "d. hot swap: $(elapsed "$T_D") s"
 # public/**. Plain HTTP to 127.0.0.1, which docker lets carry Basic
 # credentials. docker login refuses a wrong password and accepts the right
 # one; alice pushes, bob pulls and is denied a push (403), an anonymous
-# client pulls public/ and nothing else, and cannot push.
+# client reads public/ and nothing else, and cannot push.
 T_H="$(now)"
 if ! is_blockreg; then
     skip "login_htpasswd" "blockreg only"
@@ -1093,16 +1093,16 @@ YAML
         fi
         au_docker logout "$AU_HOST" >/dev/null 2>&1
         au_docker rmi -f "$AU_HOST/e2e/debian:auth" "$AU_HOST/e2e/bobs:x" >/dev/null 2>&1
-        if au_docker pull "$AU_HOST/public/debian:auth" >"$LOG_DIR/pull-auth-anon.log" 2>&1; then
+        # Without credentials: docker sends none only after /v2/ answers 200,
+        # which would let docker login accept any password, so anonymous
+        # pulls are for plain HTTP clients (README).
+        mt='Accept: application/vnd.docker.distribution.manifest.v2+json'
+        anon_public="$(curl -s -o /dev/null -w '%{http_code}' -H "$mt" "http://$AU_HOST/v2/public/debian/manifests/auth")"
+        anon_private="$(curl -s -o /dev/null -w '%{http_code}' -H "$mt" "http://$AU_HOST/v2/e2e/debian/manifests/auth")"
+        if [[ "$anon_public" == 200 && "$anon_private" == 401 ]]; then
             pass "login_anonymous_pull_where_allowed"
         else
-            show_log "$LOG_DIR/pull-auth-anon.log" 10
-            fail "login_anonymous_pull_where_allowed" "anonymous docker pull of public/ failed"
-        fi
-        if au_docker pull "$AU_HOST/e2e/debian:auth" >"$LOG_DIR/pull-auth-anon2.log" 2>&1; then
-            fail "login_anonymous_pull_elsewhere_refused" "anonymous docker pull outside public/ succeeded"
-        else
-            pass "login_anonymous_pull_elsewhere_refused"
+            fail "login_anonymous_pull_where_allowed" "anonymous GET of manifests: public/ $anon_public (want 200), e2e/ $anon_private (want 401)"
         fi
         au_docker tag "$IMG_BASE" "$AU_HOST/public/anon:x"
         if au_docker push "$AU_HOST/public/anon:x" >"$LOG_DIR/push-auth-anon.log" 2>&1; then

@@ -256,16 +256,16 @@ impl Auth {
     }
 
     /// May `identity` use the registry at all (`GET /v2/`, the catalog)?
-    /// Anyone authenticated may; an anonymous caller when the rules grant
-    /// anonymous callers something somewhere.
+    /// Anyone authenticated may; an anonymous caller never, even where the
+    /// rules grant anonymous pulls. A client learns from this answer
+    /// whether to send credentials: docker sends them only after a 401
+    /// here, and `docker login` takes a 200 here for a successful login
+    /// whatever the password. Anonymous grants serve the repository
+    /// endpoints to clients that ask without credentials (curl, an
+    /// anonymous token from a token server).
     pub(crate) fn authorize_base(&self, identity: &Identity) -> Decision {
-        let anonymous_welcome = self
-            .rules
-            .as_ref()
-            .is_some_and(AccessRules::anonymous_has_access);
         match (&self.method, identity) {
             (Method::Open, _) => Decision::Allowed,
-            (_, Identity::Anonymous) if anonymous_welcome => Decision::Allowed,
             (Method::Htpasswd { realm, .. }, Identity::Anonymous) => {
                 Decision::Unauthenticated(basic_challenge(realm))
             }
@@ -379,7 +379,11 @@ mod tests {
             auth.authorize(&Identity::Anonymous, "x", Action::Push),
             Decision::Unauthenticated(_)
         ));
-        assert_eq!(auth.authorize_base(&Identity::Anonymous), Decision::Allowed);
+        // Still 401 on /v2/: docker takes a 200 there for a valid login.
+        assert!(matches!(
+            auth.authorize_base(&Identity::Anonymous),
+            Decision::Unauthenticated(_)
+        ));
     }
 
     #[test]

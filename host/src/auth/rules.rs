@@ -70,10 +70,6 @@ impl Actions {
             delete: self.delete || other.delete,
         }
     }
-
-    fn is_empty(self) -> bool {
-        !(self.pull || self.push || self.delete)
-    }
 }
 
 /// Actions granted to named users and to members of named groups.
@@ -138,15 +134,6 @@ impl AccessRules {
             }
         }
         granted.contains(action)
-    }
-
-    /// Whether callers without credentials may do anything anywhere: then
-    /// `GET /v2/` answers them 200, as zot does, so that clients go on to
-    /// the anonymous pull.
-    pub fn anonymous_has_access(&self) -> bool {
-        self.repositories
-            .iter()
-            .any(|rule| !rule.anonymous.is_empty())
     }
 
     fn is_member(&self, user: &str, group: &str) -> bool {
@@ -312,7 +299,6 @@ mod tests {
         assert!(!rules.allows(None, "public/x", Action::Push));
         assert!(!rules.allows(None, "other", Action::Pull));
         assert!(rules.allows(Some("root"), "secret", Action::Delete));
-        assert!(rules.anonymous_has_access());
     }
 
     #[test]
@@ -323,7 +309,6 @@ mod tests {
         };
         assert!(!rules.allows(Some("bob"), "x", Action::Pull));
         assert!(rules.allows(Some("root"), "x", Action::Push));
-        assert!(!rules.anonymous_has_access());
     }
 
     #[test]
