@@ -95,6 +95,8 @@ pub mod media {
 pub struct Server {
     addr: SocketAddr,
     debug_addr: Option<SocketAddr>,
+    /// `Authorization` sent with every request that sets none itself.
+    authorization: std::sync::Mutex<Option<String>>,
     root: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -163,6 +165,7 @@ impl Server {
         Server {
             addr,
             debug_addr,
+            authorization: std::sync::Mutex::new(None),
             root,
             shutdown: Some(tx),
             task: Some(task),
@@ -217,6 +220,14 @@ impl Server {
             Ok(joined) => joined.expect("server task panicked"),
             Err(_) => anyhow::bail!("server did not stop within {REQUEST_TIMEOUT:?}"),
         }
+    }
+
+    /// Sends `Authorization: value` with every later request that does not
+    /// set the header itself (`None`: no credentials), so the helpers
+    /// (`push_blob`, `push_image`, ...) work against a registry with
+    /// authentication.
+    pub fn set_authorization(&self, value: Option<String>) {
+        *self.authorization.lock().unwrap_or_else(|p| p.into_inner()) = value;
     }
 
     /// The address the server listens on.
@@ -744,6 +755,19 @@ impl Req<'_> {
             .any(|(k, _)| k.eq_ignore_ascii_case("content-length"));
         for (k, v) in &self.headers {
             builder = builder.header(k.as_str(), v.as_str());
+        }
+        let explicit = self
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
+        let default = self
+            .server
+            .authorization
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let (false, Some(value)) = (explicit, default) {
+            builder = builder.header("authorization", value);
         }
         let body: BoxBody<Bytes, Infallible> = match self.body {
             ReqBody::Empty => {

@@ -2,7 +2,8 @@
 //! Distribution API and stores blobs as deduplicated blocks under the
 //! `/data` directory its host grants.
 //!
-//! Where to look: `routes/` (one file per endpoint group); the pure logic
+//! Where to look: `routes/` (one file per endpoint group), `access.rs` (asking
+//! the host whether the caller may, before each repository operation); the pure logic
 //! (`oci/` digests, names, media types, error codes; chunking, gzip analysis
 //! and recipes) lives in the `blockreg-core` crate (`core/src/`), re-exported
 //! here under its module names; `settings.rs` (the operator's settings, from
@@ -15,6 +16,7 @@
 //! `http.rs` (request/response model) and this file (the glue to the
 //! `wasi:http` resources).
 
+mod access;
 mod admin;
 // Public: the bindings hold the generated export glue and the WIT types.
 pub mod bindings;
@@ -188,7 +190,13 @@ impl IncomingHandler for Component {
                 _body: None,
             },
         };
-        let resp = routes::handle(&store, settings::current(), &head, &mut reader);
+        let resp = routes::handle(
+            &store,
+            settings::current(),
+            &access::Host,
+            &head,
+            &mut reader,
+        );
         drop(reader);
         send(resp, out);
     }

@@ -218,6 +218,7 @@ fn range_requests_resolve_inside_the_blob_or_are_refused() -> Result<(), String>
             let resp = crate::routes::handle(
                 &store,
                 &crate::test_support::settings(),
+                &crate::access::AllowAll,
                 &req,
                 &mut std::io::empty(),
             );
@@ -284,6 +285,7 @@ fn content_range_ending_at_u64_max_is_refused() -> Result<(), String> {
     let started = crate::routes::handle(
         &store,
         &crate::test_support::settings(),
+        &crate::access::AllowAll,
         &post,
         &mut std::io::empty(),
     );
@@ -295,6 +297,7 @@ fn content_range_ending_at_u64_max_is_refused() -> Result<(), String> {
     let resp = crate::routes::handle(
         &store,
         &crate::test_support::settings(),
+        &crate::access::AllowAll,
         &Request::new("PATCH", &loc, headers),
         &mut std::io::empty(),
     );
@@ -332,6 +335,7 @@ fn chunk_headers_are_honoured_or_refused_without_5xx() -> Result<(), String> {
             let started = crate::routes::handle(
                 &store,
                 &crate::test_support::settings(),
+                &crate::access::AllowAll,
                 &post,
                 &mut std::io::empty(),
             );
@@ -352,6 +356,7 @@ fn chunk_headers_are_honoured_or_refused_without_5xx() -> Result<(), String> {
             let resp = crate::routes::handle(
                 &store,
                 &crate::test_support::settings(),
+                &crate::access::AllowAll,
                 &patch,
                 &mut body.as_slice(),
             );
@@ -359,6 +364,7 @@ fn chunk_headers_are_honoured_or_refused_without_5xx() -> Result<(), String> {
             let status = crate::routes::handle(
                 &store,
                 &crate::test_support::settings(),
+                &crate::access::AllowAll,
                 &Request::new("GET", &loc, vec![]),
                 &mut std::io::empty(),
             );
@@ -388,6 +394,7 @@ fn chunk_headers_are_honoured_or_refused_without_5xx() -> Result<(), String> {
             crate::routes::handle(
                 &store,
                 &crate::test_support::settings(),
+                &crate::access::AllowAll,
                 &Request::new("DELETE", &loc, vec![]),
                 &mut std::io::empty(),
             );
@@ -492,6 +499,7 @@ fn routes_never_answer_5xx() -> Result<(), String> {
             let resp = crate::routes::handle(
                 &store,
                 &crate::test_support::settings(),
+                &crate::access::AllowAll,
                 &req,
                 &mut body.as_slice(),
             );

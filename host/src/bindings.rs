@@ -1,6 +1,6 @@
 //! Every generated binding the host uses, in one place: the `admin-host`
-//! world from `wit/` (the `admin` export it calls, the `settings` import it
-//! provides) plus re-exports of the `wasi:http/proxy` and
+//! world from `wit/` (the `admin` export it calls, the `settings` and
+//! `access` imports it provides) plus re-exports of the `wasi:http/proxy` and
 //! `wasi:cli/command` bindings that wasmtime's WASI crates already generate.
 
 mod generated {
@@ -13,6 +13,11 @@ mod generated {
     });
 }
 
+/// The `access` import: the action and decision types, the trait the
+/// host's sandbox implements, and the function that links it.
+pub(crate) use generated::blockreg::registry::access::{
+    add_to_linker as add_access_to_linker, Action, Decision, Host as AccessHost,
+};
 /// The `settings` import: the record the guest receives, the trait the
 /// host's sandbox implements, and the function that links it.
 pub(crate) use generated::blockreg::registry::settings::{

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use hyper::header::{HeaderName, HeaderValue};
 
+pub use crate::auth::rules::{AccessRules, Actions, Policy, RepositoryRule};
+
 /// Everything `blockreg serve` runs with: where it listens, what it serves
 /// ([`ServeConfig`]) and how it logs.
 #[derive(Clone, Debug)]
@@ -84,6 +86,9 @@ pub struct ServeConfig {
     /// Expiry of abandoned upload sessions (parsed and kept; nothing acts
     /// on it yet).
     pub upload_purging: UploadPurging,
+    /// Authentication and authorization (`auth:`, `blockreg.access`); off
+    /// by default.
+    pub auth: AuthConfig,
 }
 
 impl ServeConfig {
@@ -102,8 +107,47 @@ impl ServeConfig {
             debug: None,
             health: HealthConfig::default(),
             upload_purging: UploadPurging::default(),
+            auth: AuthConfig::default(),
         }
     }
+}
+
+/// Who may use the registry: how callers prove who they are (`auth:`) and
+/// what each may do (`blockreg.access`). The default, no method and no
+/// rules, lets everyone do everything (a registry on a trusted network).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// How callers authenticate; `None`: nobody does.
+    pub method: Option<AuthMethod>,
+    /// Per-repository rules; `None`: with htpasswd every user may do
+    /// everything, with tokens the token's `access` claim alone decides.
+    pub rules: Option<AccessRules>,
+}
+
+/// How callers authenticate (`auth.htpasswd` or `auth.token`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// HTTP Basic against an htpasswd file of bcrypt hashes.
+    Htpasswd {
+        /// The realm of the `Basic` challenge.
+        realm: String,
+        /// The htpasswd file; reloaded when it changes. Must lie outside
+        /// the data directory.
+        path: PathBuf,
+    },
+    /// Bearer tokens (JWTs) issued by an external token server.
+    Token {
+        /// Where clients get tokens (the challenge's `realm`).
+        realm: String,
+        /// This registry's name at the token server: the challenge's
+        /// `service` and the audience (`aud`) tokens must carry.
+        service: String,
+        /// The token server's name: the issuer (`iss`) tokens must carry.
+        issuer: String,
+        /// PEM certificates whose keys sign the tokens. Must lie outside
+        /// the data directory.
+        root_cert_bundle: PathBuf,
+    },
 }
 
 /// Oldest TLS version a client may use.

@@ -8,14 +8,15 @@
 //! over the result by `main.rs`.
 //!
 //! Every key has one of four fates, and none is silent:
-//! - applied (the keys registry:2 and blockreg share, and `blockreg:`);
+//! - applied (the keys registry:2 and blockreg share, `auth.htpasswd` and
+//!   `auth.token` among them, and `blockreg:`);
 //! - accepted with a note (keys that mean nothing here, such as
 //!   `storage.cache` or `http.secret`);
 //! - accepted with a warning (a feature blockreg lacks whose absence opens
 //!   nothing: `notifications`, `log.hooks`, upload purging, ...);
 //! - refused with an error (a feature whose absence would change what the
-//!   registry does or who may use it: `auth`, `proxy`, another storage
-//!   driver, read-only mode).
+//!   registry does or who may use it: `auth.silly`, `proxy`, another
+//!   storage driver, read-only mode).
 //!
 //! Unknown keys get a warning; a value of the wrong kind stops the start
 //! with an error naming the key (and the environment variable it came
@@ -29,7 +30,10 @@ use std::time::Duration;
 use hyper::header::{HeaderName, HeaderValue};
 use yaml_rust2::{Yaml, YamlLoader};
 
-use crate::config::{DebugConfig, GuestSource, ServeOptions, StorageCheck, TlsConfig, TlsVersion};
+use crate::config::{
+    AccessRules, Actions, AuthMethod, DebugConfig, GuestSource, Policy, RepositoryRule,
+    ServeOptions, StorageCheck, TlsConfig, TlsVersion,
+};
 
 /// Options read from a config file (and the environment), with what the
 /// reader has to say about them.
@@ -156,6 +160,7 @@ const KNOWN_KEYS: &[&str] = &[
     "blockreg.body_idle_timeout_secs",
     "blockreg.min_body_rate",
     "blockreg.header_read_timeout_secs",
+    "blockreg.access",
 ];
 
 /// Reads `path` (when given) and the `REGISTRY_*` variables of `env` into
@@ -528,6 +533,7 @@ impl Doc {
         self.log(&mut options)?;
         self.storage(&mut options, from_file)?;
         self.http(&mut options)?;
+        self.auth(&mut options)?;
         self.health(&mut options)?;
         self.blockreg(&mut options)?;
         for (section, what) in [
@@ -546,26 +552,9 @@ impl Doc {
         Ok(options)
     }
 
-    /// Sections whose absence would leave the registry open or make it
-    /// something else than asked.
+    /// Sections whose absence would make the registry something else than
+    /// asked.
     fn refuse_missing_features(&mut self) -> Result<(), ConfigError> {
-        self.used.insert("auth".to_owned());
-        if self.present("auth") {
-            let method = self
-                .section_keys("auth")?
-                .into_iter()
-                .next()
-                .unwrap_or_default();
-            let key = format!("auth.{method}");
-            return Err(self.unsupported(
-                &key,
-                format!(
-                    "{key} is not supported yet: blockreg has no authentication, and starting \
-                     without it would leave the registry open to anyone who reaches it. Remove \
-                     the auth section to run without authentication (on a trusted network only)"
-                ),
-            ));
-        }
         self.used.insert("proxy".to_owned());
         if self.present("proxy") {
             return Err(self.unsupported(
@@ -931,6 +920,224 @@ impl Doc {
         Ok(())
     }
 
+    /// `auth:`: one of htpasswd and token. Any other method is refused: a
+    /// registry started without the authentication its file asks for would
+    /// be open to anyone.
+    fn auth(&mut self, options: &mut ServeOptions) -> Result<(), ConfigError> {
+        let methods: Vec<String> = self
+            .section_keys("auth")?
+            .into_iter()
+            .filter(|m| self.present(&format!("auth.{m}")))
+            .collect();
+        self.used.insert("auth".to_owned());
+        if methods.len() > 1 {
+            return Err(self.wrong(
+                "auth",
+                format!(
+                    "only one authentication method may be configured, found {}",
+                    methods.join(", ")
+                ),
+            ));
+        }
+        let Some(method) = methods.first() else {
+            return Ok(());
+        };
+        let required = |doc: &mut Self, key: &str| -> Result<String, ConfigError> {
+            let path = format!("auth.{method}.{key}");
+            match doc.string(&path)? {
+                Some(value) if !value.is_empty() => Ok(value),
+                _ => Err(doc.wrong(&path, format!("missing: required by auth.{method}"))),
+            }
+        };
+        options.serve.auth.method = Some(match method.as_str() {
+            "htpasswd" => {
+                let realm = required(self, "realm")?;
+                let path = required(self, "path")?;
+                AuthMethod::Htpasswd {
+                    realm,
+                    path: path.into(),
+                }
+            }
+            "token" => {
+                let realm = required(self, "realm")?;
+                let service = required(self, "service")?;
+                let issuer = required(self, "issuer")?;
+                let bundle = required(self, "rootcertbundle")?;
+                for key in ["autoredirect", "jwks", "signingalgorithms"] {
+                    let path = format!("auth.token.{key}");
+                    if self.present(&path) {
+                        self.warnings.push(format!(
+                            "config key {path}: not supported; tokens are verified against \
+                             auth.token.rootcertbundle with RS256/384/512 or ES256/384"
+                        ));
+                    }
+                    self.used.insert(path);
+                }
+                AuthMethod::Token {
+                    realm,
+                    service,
+                    issuer,
+                    root_cert_bundle: bundle.into(),
+                }
+            }
+            other => {
+                let key = format!("auth.{other}");
+                return Err(self.unsupported(
+                    &key,
+                    format!(
+                        "{key} is not supported: use auth.htpasswd or auth.token, or remove the \
+                         auth section to run without authentication (on a trusted network only)"
+                    ),
+                ));
+            }
+        });
+        Ok(())
+    }
+
+    /// `blockreg.access`: per-repository rules (zot's model; README).
+    /// Patterns may hold dots, so the section is read as one tree rather
+    /// than by dotted key paths.
+    fn access(&mut self, options: &mut ServeOptions) -> Result<(), ConfigError> {
+        const BASE: &str = "blockreg.access";
+        let Some(section) = self.take(BASE) else {
+            return Ok(());
+        };
+        let Yaml::Hash(section) = section else {
+            return Err(self.wrong(
+                BASE,
+                format!("expected a mapping, found {}", describe(&section)),
+            ));
+        };
+        let mut rules = AccessRules::default();
+        for (k, value) in &section {
+            let name = yaml_text(k).unwrap_or_default();
+            let path = format!("{BASE}.{name}");
+            match name.as_str() {
+                "admins" => rules.admins = self.yaml_strings(&path, value)?,
+                "groups" => {
+                    let Yaml::Hash(groups) = value else {
+                        return Err(self.wrong(&path, "expected a mapping of group name to users"));
+                    };
+                    for (group, members) in groups {
+                        let group = yaml_text(group).unwrap_or_default();
+                        let members = self.yaml_strings(&format!("{path}.{group}"), members)?;
+                        rules.groups.insert(group, members);
+                    }
+                }
+                "repositories" => {
+                    let Yaml::Hash(patterns) = value else {
+                        return Err(self.wrong(&path, "expected a mapping of pattern to rules"));
+                    };
+                    for (pattern, rule) in patterns {
+                        let pattern = yaml_text(pattern).unwrap_or_default();
+                        rules.repositories.push(self.repository_rule(
+                            &format!("{path}.{pattern}"),
+                            pattern,
+                            rule,
+                        )?);
+                    }
+                }
+                _ => self
+                    .warnings
+                    .push(format!("unknown config key {path}; ignored")),
+            }
+        }
+        for policy_groups in rules
+            .repositories
+            .iter()
+            .flat_map(|r| r.policies.iter().flat_map(|p| p.groups.iter()))
+        {
+            if !rules.groups.contains_key(policy_groups) {
+                return Err(self.wrong(
+                    &format!("{BASE}.repositories"),
+                    format!("group {policy_groups:?} is not defined in {BASE}.groups"),
+                ));
+            }
+        }
+        options.serve.auth.rules = Some(rules);
+        Ok(())
+    }
+
+    fn repository_rule(
+        &self,
+        path: &str,
+        pattern: String,
+        value: &Yaml,
+    ) -> Result<RepositoryRule, ConfigError> {
+        let Yaml::Hash(map) = value else {
+            return Err(self.wrong(path, "expected policies, default and anonymous"));
+        };
+        let mut rule = RepositoryRule {
+            pattern,
+            ..RepositoryRule::default()
+        };
+        for (k, v) in map {
+            let name = yaml_text(k).unwrap_or_default();
+            let here = format!("{path}.{name}");
+            match name.as_str() {
+                "default" => rule.default = self.yaml_actions(&here, v)?,
+                "anonymous" => rule.anonymous = self.yaml_actions(&here, v)?,
+                "policies" => {
+                    let Yaml::Array(policies) = v else {
+                        return Err(
+                            self.wrong(&here, "expected a list of {users, groups, actions}")
+                        );
+                    };
+                    for (i, policy) in policies.iter().enumerate() {
+                        let here = format!("{here}[{i}]");
+                        let Yaml::Hash(fields) = policy else {
+                            return Err(self.wrong(&here, "expected users, groups and actions"));
+                        };
+                        let mut parsed = Policy::default();
+                        for (k, v) in fields {
+                            let field = yaml_text(k).unwrap_or_default();
+                            let there = format!("{here}.{field}");
+                            match field.as_str() {
+                                "users" => parsed.users = self.yaml_strings(&there, v)?,
+                                "groups" => parsed.groups = self.yaml_strings(&there, v)?,
+                                "actions" => parsed.actions = self.yaml_actions(&there, v)?,
+                                _ => {
+                                    return Err(self.wrong(
+                                        &there,
+                                        "unknown key; expected users, groups or actions",
+                                    ))
+                                }
+                            }
+                        }
+                        rule.policies.push(parsed);
+                    }
+                }
+                _ => {
+                    return Err(self.wrong(
+                        &here,
+                        "unknown key; expected policies, default or anonymous",
+                    ))
+                }
+            }
+        }
+        Ok(rule)
+    }
+
+    /// A list of strings at `path` inside a tree already taken.
+    fn yaml_strings(&self, path: &str, value: &Yaml) -> Result<Vec<String>, ConfigError> {
+        let items = match value {
+            Yaml::Array(items) => items.iter().map(yaml_text).collect::<Option<Vec<_>>>(),
+            Yaml::Null => Some(Vec::new()),
+            other => yaml_text(other).map(|s| vec![s]),
+        };
+        items.ok_or_else(|| {
+            self.wrong(
+                path,
+                format!("expected a list of strings, found {}", describe(value)),
+            )
+        })
+    }
+
+    fn yaml_actions(&self, path: &str, value: &Yaml) -> Result<Actions, ConfigError> {
+        let names = self.yaml_strings(path, value)?;
+        Actions::parse(names.iter().map(String::as_str)).map_err(|m| self.wrong(path, m))
+    }
+
     fn health(&mut self, options: &mut ServeOptions) -> Result<(), ConfigError> {
         self.section_keys("health")?;
         let base = "health.storagedriver";
@@ -1016,6 +1223,13 @@ impl Doc {
         }
         if let Some(secs) = self.uint("blockreg.header_read_timeout_secs")? {
             limits.header_read_timeout = Duration::from_secs(secs);
+        }
+        self.access(options)?;
+        if options.serve.auth.rules.is_some() && options.serve.auth.method.is_none() {
+            return Err(self.wrong(
+                "blockreg.access",
+                "rules need an authentication method: set auth.htpasswd or auth.token",
+            ));
         }
         Ok(())
     }
@@ -1155,12 +1369,99 @@ health:
     }
 
     #[test]
-    fn debians_config_with_its_htpasswd_section_is_refused() {
+    fn debians_config_with_its_htpasswd_section_is_read() {
         let with_auth = format!(
             "{DEBIAN}auth:\n  htpasswd:\n    realm: basic-realm\n    path: /etc/docker/registry\n"
         );
-        let err = parse(&with_auth, &[]).unwrap_err().to_string();
-        assert!(err.contains("auth.htpasswd is not supported yet"), "{err}");
+        let loaded = parse(&with_auth, &[]).unwrap();
+        assert_eq!(
+            loaded.options.serve.auth.method,
+            Some(AuthMethod::Htpasswd {
+                realm: "basic-realm".into(),
+                path: "/etc/docker/registry".into()
+            })
+        );
+        assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    }
+
+    #[test]
+    fn token_auth_needs_all_four_keys_and_one_method_only() {
+        let token = "version: 0.1\nauth:\n  token:\n    realm: https://a/token\n    service: reg\n    issuer: iss\n    rootcertbundle: /etc/ca.pem\n";
+        let loaded = parse(token, &[]).unwrap();
+        assert!(matches!(
+            loaded.options.serve.auth.method,
+            Some(AuthMethod::Token { ref service, .. }) if service == "reg"
+        ));
+        let err = parse(&token.replace("    issuer: iss\n", ""), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("config key auth.token.issuer:"), "{err}");
+        let both = format!("{token}  htpasswd:\n    realm: r\n    path: /p\n");
+        let err = parse(&both, &[]).unwrap_err().to_string();
+        assert!(err.contains("only one authentication method"), "{err}");
+        let err = parse("version: 0.1\nauth:\n  silly:\n    realm: r\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth.silly is not supported"), "{err}");
+    }
+
+    #[test]
+    fn access_rules_are_read_with_dotted_patterns_and_checked() {
+        let base = "version: 0.1\nauth:\n  htpasswd:\n    realm: r\n    path: /p\n";
+        let loaded = parse(
+            &format!(
+                "{base}blockreg:
+  access:
+    admins: [root]
+    groups:
+      devs: [bob, carol]
+    repositories:
+      \"my.app/**\":
+        anonymous: [pull]
+        default: [pull]
+        policies:
+          - users: [dave]
+            groups: [devs]
+            actions: [pull, push]
+"
+            ),
+            &[],
+        )
+        .unwrap();
+        let rules = loaded.options.serve.auth.rules.unwrap();
+        assert_eq!(rules.admins, ["root"]);
+        assert_eq!(rules.groups["devs"], ["bob", "carol"]);
+        let rule = &rules.repositories[0];
+        assert_eq!(rule.pattern, "my.app/**");
+        assert!(rule.anonymous.pull && !rule.anonymous.push);
+        assert_eq!(rule.policies[0].users, ["dave"]);
+        assert!(rule.policies[0].actions.push);
+
+        let err = parse(
+            &format!("{base}blockreg:\n  access:\n    repositories:\n      x:\n        default: [read]\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("config key blockreg.access.repositories.x.default:")
+                && err.contains("\"read\""),
+            "{err}"
+        );
+        let err = parse(
+            &format!("{base}blockreg:\n  access:\n    repositories:\n      x:\n        policies:\n          - groups: [nope]\n            actions: [pull]\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("group \"nope\" is not defined"), "{err}");
+        let err = parse(
+            "version: 0.1\nblockreg:\n  access:\n    admins: [root]\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("need an authentication method"), "{err}");
     }
 
     #[test]

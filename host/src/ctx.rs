@@ -6,7 +6,9 @@
 //! no sockets, no name lookups and no outgoing HTTP; its stderr is the
 //! host's, so guest logs appear next to the host's. What the operator chose
 //! reaches it as one typed record, the `settings` import
-//! ([`guest_settings`] builds it).
+//! ([`guest_settings`] builds it). Who the request's caller is was settled
+//! by the host before the instance was made (`auth/`): the sandbox holds
+//! that [`Caller`], and the guest's `access` calls are answered from it.
 
 use std::future::Future;
 use std::path::Path;
@@ -19,7 +21,10 @@ use wasmtime_wasi_http::{
     RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
 
-use crate::bindings::{Settings, SettingsHost};
+use std::sync::Arc;
+
+use crate::auth::{Auth, Identity};
+use crate::bindings::{AccessHost, Action, Decision, Settings, SettingsHost};
 use crate::config::{GuestSettings, Limits};
 
 /// The record the guest's `settings` import returns: the operator's
@@ -66,6 +71,14 @@ const OUTGOING_BODY_BUFFER_CHUNKS: usize = 1;
 /// Largest single write the guest can make into a response body.
 const OUTGOING_BODY_CHUNK_SIZE: usize = 1 << 20;
 
+/// The caller of the request an instance serves: who the host found it to
+/// be, and the rules that decide what it may do.
+#[derive(Clone)]
+pub(crate) struct Caller {
+    pub(crate) auth: Arc<Auth>,
+    pub(crate) identity: Identity,
+}
+
 /// Store data of one guest instance.
 pub(crate) struct Sandbox {
     wasi: WasiCtx,
@@ -74,6 +87,9 @@ pub(crate) struct Sandbox {
     hooks: NoOutgoingHttp,
     limits: StoreLimits,
     settings: Settings,
+    /// `None` for instances that serve no request (admin calls, `blockreg
+    /// run`): every `access` question is then answered `denied`.
+    caller: Option<Caller>,
 }
 
 impl Sandbox {
@@ -98,7 +114,13 @@ impl Sandbox {
                 .memory_size(max_memory_bytes)
                 .build(),
             settings,
+            caller: None,
         }
+    }
+
+    /// Binds the caller of the request this instance serves.
+    pub(crate) fn set_caller(&mut self, caller: Caller) {
+        self.caller = Some(caller);
     }
 }
 
@@ -168,6 +190,22 @@ fn store(engine: &Engine, sandbox: Sandbox) -> Store<Sandbox> {
 impl SettingsHost for Sandbox {
     fn get_settings(&mut self) -> Settings {
         self.settings
+    }
+}
+
+impl AccessHost for Sandbox {
+    fn authorize(&mut self, repository: String, action: Action) -> Decision {
+        match &self.caller {
+            Some(caller) => caller.auth.authorize(&caller.identity, &repository, action),
+            None => Decision::Denied,
+        }
+    }
+
+    fn authorize_base(&mut self) -> Decision {
+        match &self.caller {
+            Some(caller) => caller.auth.authorize_base(&caller.identity),
+            None => Decision::Denied,
+        }
     }
 }
 

@@ -56,6 +56,30 @@ pub(crate) fn prepare(path: &Path, create: bool) -> anyhow::Result<PathBuf> {
 /// its settings; nothing reads it any more.
 const LEGACY_SETTINGS: &str = "config.json";
 
+/// Refuses a secret (`what`: a TLS key, the htpasswd file, the token
+/// certificates) at `path` inside the data directory, which the guest can
+/// read and which may be copied around as "just the store".
+///
+/// # Errors
+///
+/// When `path` does not exist or lies inside `data_dir`.
+pub(crate) fn refuse_inside(what: &str, path: &Path, data_dir: &Path) -> anyhow::Result<()> {
+    let abs = path
+        .canonicalize()
+        .with_context(|| format!("{what} {}", path.display()))?;
+    let data_abs = data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| data_dir.to_owned());
+    if abs.starts_with(&data_abs) {
+        anyhow::bail!(
+            "{what} {} lies inside the data directory {}, which the guest can read; keep it elsewhere",
+            path.display(),
+            data_dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// Prepares the directory for serving: [`prepare`], creating it, and drops
 /// the settings file older hosts wrote (settings now reach the guest as the
 /// typed record of `wit/settings.wit`, never through the store).

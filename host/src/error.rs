@@ -10,7 +10,10 @@
 //!   `SIZE_INVALID`, a distribution-spec code), a body that stalled or
 //!   trickled below the minimum rate (408, code `UNKNOWN`: the spec has no
 //!   code for it, the status says "send it again"), a request that ran out
-//!   of time (503 `UNAVAILABLE`), and a host or guest failure such as a trap
+//!   of time (503 `UNAVAILABLE`), credentials that do not authenticate (401
+//!   `UNAUTHORIZED` with `WWW-Authenticate`, before any guest runs; what an
+//!   authenticated caller may do is asked by the guest, `wit/access.wit`),
+//!   and a host or guest failure such as a trap
 //!   or a guest that never set a response (500 `UNKNOWN`). `UNKNOWN` and
 //!   `UNAVAILABLE` are the codes the reference registry
 //!   (distribution/distribution) uses for 5xx. All bodies have the OCI shape
@@ -36,6 +39,8 @@ pub(crate) enum HostErrorCode {
     BodyTimeout,
     /// The request did not finish within `--request-timeout-secs`.
     Unavailable,
+    /// The `Authorization` header did not authenticate.
+    Unauthorized,
     /// The guest trapped, failed to instantiate or gave no response.
     Unknown,
 }
@@ -46,6 +51,7 @@ impl HostErrorCode {
         match self {
             Self::SizeInvalid => "SIZE_INVALID",
             Self::Unavailable => "UNAVAILABLE",
+            Self::Unauthorized => "UNAUTHORIZED",
             Self::BodyTimeout | Self::Unknown => "UNKNOWN",
         }
     }
@@ -56,6 +62,7 @@ impl HostErrorCode {
             Self::SizeInvalid => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -90,6 +97,7 @@ mod tests {
         assert_eq!(HostErrorCode::SizeInvalid.status(), 413);
         assert_eq!(HostErrorCode::BodyTimeout.status(), 408);
         assert_eq!(HostErrorCode::Unavailable.status(), 503);
+        assert_eq!(HostErrorCode::Unauthorized.status(), 401);
         assert_eq!(HostErrorCode::Unknown.status(), 500);
     }
 

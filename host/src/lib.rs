@@ -18,12 +18,16 @@
 //! - `config.rs`: the options (`ServeOptions`, `ServeConfig`, limits and
 //!   guest settings with their only defaults); `config_file.rs`: registry:2's
 //!   `config.yml` and `REGISTRY_*` variables read into them.
+//! - `auth/`: who a request is (`Authorization`: htpasswd with bcrypt,
+//!   bearer tokens) and what it may do (`rules.rs`, zot's model), the
+//!   host's half of `wit/access.wit`.
 //! - `tls.rs`: HTTPS with rustls, certificates reloaded on change or SIGHUP.
 //! - `debug.rs`: the debug server (`/debug/health`, `/livez`, `/readyz`,
 //!   Prometheus metrics); `metrics.rs`: what is counted.
 //! - `bindings.rs`: all generated bindings; `error.rs`: the error policy.
 //! - `build.rs`: builds `guest/` and embeds it.
 
+mod auth;
 mod bindings;
 mod config;
 pub mod config_file;
@@ -42,8 +46,9 @@ mod tls;
 
 pub use bindings::StoreStats;
 pub use config::{
-    DebugConfig, GuestSettings, GuestSource, HealthConfig, Limits, LogSettings, ServeConfig,
-    ServeOptions, StorageCheck, TlsConfig, TlsVersion, UploadPurging,
+    AccessRules, Actions, AuthConfig, AuthMethod, DebugConfig, GuestSettings, GuestSource,
+    HealthConfig, Limits, LogSettings, Policy, RepositoryRule, ServeConfig, ServeOptions,
+    StorageCheck, TlsConfig, TlsVersion, UploadPurging,
 };
 pub use convert::{current_nice, lower_request_thread_priority};
 pub use guest::embedded_guest;

@@ -39,7 +39,9 @@ use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
-use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use hyper::header::{
+    HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, WWW_AUTHENTICATE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -52,6 +54,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 use wasmtime_wasi_http::WasiHttpView as _;
 
+use crate::auth::Auth;
 use crate::bindings::Scheme;
 use crate::config::{Limits, ServeConfig};
 use crate::convert::{self, NewBlobs};
@@ -112,8 +115,10 @@ pub async fn serve(
         debug: debug_config,
         health,
         upload_purging: _,
+        auth,
     } = config;
     let data_dir = crate::datadir::prepare_for_serving(&data_dir)?;
+    let auth = Arc::new(Auth::load(&auth, &data_dir)?);
     let tls = tls
         .map(|config| tls::load(&config, &data_dir, http2))
         .transpose()?;
@@ -204,12 +209,18 @@ pub async fn serve(
         scheme_https: acceptor.is_some(),
         headers,
         metrics,
+        auth,
     });
     tracing::info!(
-        "listening on {}://{}, data in {}",
+        "listening on {}://{}, data in {}{}",
         if acceptor.is_some() { "https" } else { "http" },
         listener.local_addr()?,
-        state.data_dir.display()
+        state.data_dir.display(),
+        if state.auth.is_on() {
+            ""
+        } else {
+            ", no authentication"
+        }
     );
 
     let mut connections = JoinSet::new();
@@ -273,6 +284,8 @@ struct Server {
     /// Added to every response that lacks them (`http.headers`).
     headers: Vec<(HeaderName, HeaderValue)>,
     metrics: Arc<Metrics>,
+    /// Who callers are and what they may do (`auth/`).
+    auth: Arc<Auth>,
 }
 
 /// Runs the TLS handshake when there is an acceptor (bounded by the
@@ -358,15 +371,33 @@ enum GuestFailure {
 
 impl Server {
     /// Handles one request and wraps the response so it is logged once sent.
+    ///
+    /// The caller is authenticated first, before it can take a slot: bad
+    /// credentials are answered 401 here and no guest runs. The
+    /// `Authorization` header never reaches the guest (it holds a
+    /// password or a token); the identity it proved does (`ctx::Caller`).
     async fn handle(
         self: Arc<Self>,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         local: Option<SocketAddr>,
     ) -> Response<MeteredBody<HyperOutgoingBody>> {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let start = Instant::now();
-        let (response, guest_failed) = self.dispatch(request, local).await;
+        let credentials = request.headers_mut().remove(AUTHORIZATION);
+        let (response, guest_failed, user) =
+            match self.auth.authenticate(credentials.as_ref()).await {
+                Ok(identity) => {
+                    let user = identity.log_name().to_owned();
+                    let caller = ctx::Caller {
+                        auth: self.auth.clone(),
+                        identity,
+                    };
+                    let (response, guest_failed) = self.dispatch(request, local, caller).await;
+                    (response, guest_failed, user)
+                }
+                Err(challenge) => (unauthorized(&challenge), None, "-".to_owned()),
+            };
         let (mut parts, body) = response.into_parts();
         // The guest's word for it, not a guess from the status and path; the
         // header is between guest and host only.
@@ -388,6 +419,7 @@ impl Server {
         let log = RequestLog {
             method,
             path,
+            user,
             start,
             status: parts.status,
             bytes: 0,
@@ -406,6 +438,7 @@ impl Server {
         &self,
         mut request: Request<Incoming>,
         local: Option<SocketAddr>,
+        caller: ctx::Caller,
     ) -> (Response<HyperOutgoingBody>, Option<Arc<AtomicBool>>) {
         let is_write = match self.admit(&mut request, local) {
             Ok(is_write) => is_write,
@@ -420,7 +453,7 @@ impl Server {
         let label = format!("{} {}", request.method(), request.uri().path());
         let overflow = Arc::new(AtomicBool::new(false));
         let too_slow = Arc::new(AtomicBool::new(false));
-        let (instance, receiver) = match self.instance(request, &overflow, &too_slow) {
+        let (instance, receiver) = match self.instance(request, caller, &overflow, &too_slow) {
             Ok(prepared) => prepared,
             Err(refusal) => return (*refusal, None),
         };
@@ -492,12 +525,14 @@ impl Server {
         ) || !request.body().is_end_stream())
     }
 
-    /// A fresh instance of the current guest holding `request`, its body
-    /// metered (`overflow` and `too_slow` turn true when it breaks a
-    /// limit), and the channel its response arrives on.
+    /// A fresh instance of the current guest holding `request` and bound
+    /// to its `caller`, its body metered (`overflow` and `too_slow` turn
+    /// true when it breaks a limit), and the channel its response arrives
+    /// on.
     fn instance(
         &self,
         request: Request<Incoming>,
+        caller: ctx::Caller,
         overflow: &Arc<AtomicBool>,
         too_slow: &Arc<AtomicBool>,
     ) -> Result<(Instance, oneshot::Receiver<GuestResponse>), Refused> {
@@ -512,6 +547,7 @@ impl Server {
             tracing::error!("cannot prepare a guest instance: {:#}", wasm_err(e));
             Box::new(host_error(HostErrorCode::Unknown, "cannot open the store"))
         })?;
+        store.data_mut().set_caller(caller);
         let pace = Pace::new(
             self.limits.body_idle_timeout,
             self.limits.min_body_rate,
@@ -696,6 +732,22 @@ fn too_large(max_body: u64) -> Response<HyperOutgoingBody> {
         HostErrorCode::SizeInvalid,
         &format!("request body exceeds the limit of {max_body} bytes"),
     )
+}
+
+/// 401 `UNAUTHORIZED` for credentials that did not authenticate, with the
+/// challenge that tells the client how to log in.
+fn unauthorized(challenge: &str) -> Response<HyperOutgoingBody> {
+    let mut response = host_error(
+        HostErrorCode::Unauthorized,
+        "authentication required: the credentials are missing, wrong or expired",
+    );
+    match HeaderValue::from_str(challenge) {
+        Ok(value) => {
+            response.headers_mut().insert(WWW_AUTHENTICATE, value);
+        }
+        Err(_) => tracing::error!("challenge {challenge:?} is not a valid header value"),
+    }
+    response
 }
 
 /// A response written by the host itself; see `error.rs`.
@@ -919,6 +971,8 @@ impl Pace {
 struct RequestLog {
     method: Method,
     path: String,
+    /// The authenticated user, `-` when none.
+    user: String,
     start: Instant,
     status: StatusCode,
     bytes: u64,
@@ -933,7 +987,8 @@ impl Drop for RequestLog {
         self.metrics.sent(self.bytes);
         tracing::info!(
             target: "blockreg::request",
-            "{} {} {} {:.1}ms {}B",
+            "{} {} {} {} {:.1}ms {}B",
+            self.user,
             self.method,
             self.path,
             self.status.as_u16(),

@@ -49,7 +49,7 @@ pub(crate) struct Tls {
 /// certificate and key do not load or do not match, or a client CA bundle
 /// holds no usable certificate.
 pub(crate) fn load(config: &TlsConfig, data_dir: &Path, http2: bool) -> anyhow::Result<Tls> {
-    refuse_inside(&config.key, data_dir)?;
+    crate::datadir::refuse_inside("the TLS key", &config.key, data_dir)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certificates = Arc::new(Certificates {
         certificate: config.certificate.clone(),
@@ -97,24 +97,6 @@ pub(crate) fn load(config: &TlsConfig, data_dir: &Path, http2: bool) -> anyhow::
         acceptor: TlsAcceptor::from(Arc::new(server)),
         certificates,
     })
-}
-
-/// Refuses a key file inside the data directory (the guest's store).
-fn refuse_inside(key: &Path, data_dir: &Path) -> anyhow::Result<()> {
-    let key_abs = key
-        .canonicalize()
-        .with_context(|| format!("TLS key {}", key.display()))?;
-    let data_abs = data_dir
-        .canonicalize()
-        .unwrap_or_else(|_| data_dir.to_owned());
-    if key_abs.starts_with(&data_abs) {
-        anyhow::bail!(
-            "the TLS key {} lies inside the data directory {}, which the guest can read; keep it elsewhere",
-            key.display(),
-            data_dir.display()
-        );
-    }
-    Ok(())
 }
 
 fn read_certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {

@@ -1010,6 +1010,112 @@ else
 fi
 is_blockreg && log "d. hot swap: $(elapsed "$T_D") s"
 
+# ------------------------------------------------------------------ h. docker login (htpasswd)
+
+# A third server with auth.htpasswd (entries made by `htpasswd -B`) and
+# rules: alice is admin, bob may pull everywhere, anonymous callers may pull
+# public/**. Plain HTTP to 127.0.0.1, which docker lets carry Basic
+# credentials. docker login refuses a wrong password and accepts the right
+# one; alice pushes, bob pulls and is denied a push (403), an anonymous
+# client reads public/ and nothing else, and cannot push.
+T_H="$(now)"
+if ! is_blockreg; then
+    skip "login_htpasswd" "blockreg only"
+elif [[ -z "${PUSHED[$IMG_BASE]:-}" ]]; then
+    fail "login_htpasswd" "the base image was not pushed"
+else
+    AU_DIR="$WORK_DIR/auth" AU_LOG="$LOG_DIR/blockreg-auth.log"
+    mkdir -p "$AU_DIR/docker"
+    htpasswd -Bbn alice alice-pw >"$AU_DIR/htpasswd" && htpasswd -Bbn bob bob-pw >>"$AU_DIR/htpasswd"
+    cat >"$AU_DIR/config.yml" <<YAML
+version: 0.1
+storage:
+  delete:
+    enabled: true
+auth:
+  htpasswd:
+    realm: blockreg-e2e
+    path: $AU_DIR/htpasswd
+blockreg:
+  access:
+    admins: [alice]
+    repositories:
+      "**":
+        default: [pull]
+      "public/**":
+        default: [pull]
+        anonymous: [pull]
+YAML
+    au_pid=""
+    # An own credential store: the other checks' client stays anonymous.
+    au_docker() { DOCKER_CONFIG="$AU_DIR/docker" docker "$@"; }
+    if ! start_blockreg "$AU_DIR/data" "$AU_LOG" "" --config "$AU_DIR/config.yml"; then
+        fail "login_htpasswd" "blockreg with auth.htpasswd did not start"
+    else
+        au_pid="$BR_PID" AU_HOST="$BR_HOST"
+        if echo wrong | au_docker login -u alice --password-stdin "$AU_HOST" >"$LOG_DIR/login-wrong.log" 2>&1; then
+            fail "login_wrong_password_refused" "docker login with a wrong password succeeded"
+        else
+            pass "login_wrong_password_refused"
+        fi
+        if echo alice-pw | au_docker login -u alice --password-stdin "$AU_HOST" >"$LOG_DIR/login-alice.log" 2>&1; then
+            pass "login_htpasswd"
+        else
+            show_log "$LOG_DIR/login-alice.log" 10
+            fail "login_htpasswd" "docker login as alice failed"
+        fi
+        au_ok=yes
+        for ref in e2e/debian:auth public/debian:auth; do
+            plog="$LOG_DIR/push-auth-${ref//[:\/]/_}.log"
+            au_docker tag "$IMG_BASE" "$AU_HOST/$ref" \
+                && au_docker push "$AU_HOST/$ref" >"$plog" 2>&1 \
+                || { au_ok=""; show_log "$plog" 10; }
+        done
+        if [[ -n "$au_ok" ]]; then pass "login_push_as_admin"; else fail "login_push_as_admin" "docker push as alice failed"; fi
+        au_docker logout "$AU_HOST" >/dev/null 2>&1
+        echo bob-pw | au_docker login -u bob --password-stdin "$AU_HOST" >"$LOG_DIR/login-bob.log" 2>&1
+        au_docker rmi -f "$AU_HOST/e2e/debian:auth" "$AU_HOST/public/debian:auth" >/dev/null 2>&1
+        if au_docker pull "$AU_HOST/e2e/debian:auth" >"$LOG_DIR/pull-auth-bob.log" 2>&1 \
+            && [[ "$(image_id "$AU_HOST/e2e/debian:auth")" == "${ID[$IMG_BASE]}" ]]; then
+            pass "login_pull_only_user_pulls"
+        else
+            show_log "$LOG_DIR/pull-auth-bob.log" 10
+            fail "login_pull_only_user_pulls" "docker pull as bob failed or gave another image"
+        fi
+        au_docker tag "$IMG_BASE" "$AU_HOST/e2e/bobs:x"
+        if au_docker push "$AU_HOST/e2e/bobs:x" >"$LOG_DIR/push-auth-bob.log" 2>&1; then
+            fail "login_pull_only_user_cannot_push" "docker push as bob succeeded"
+        elif grep -qi denied "$LOG_DIR/push-auth-bob.log"; then
+            pass "login_pull_only_user_cannot_push"
+        else
+            show_log "$LOG_DIR/push-auth-bob.log" 10
+            fail "login_pull_only_user_cannot_push" "refused, but not with 403 denied"
+        fi
+        au_docker logout "$AU_HOST" >/dev/null 2>&1
+        au_docker rmi -f "$AU_HOST/e2e/debian:auth" "$AU_HOST/e2e/bobs:x" >/dev/null 2>&1
+        # Without credentials: docker sends none only after /v2/ answers 200,
+        # which would let docker login accept any password, so anonymous
+        # pulls are for plain HTTP clients (README).
+        mt='Accept: application/vnd.docker.distribution.manifest.v2+json'
+        anon_public="$(curl -s -o /dev/null -w '%{http_code}' -H "$mt" "http://$AU_HOST/v2/public/debian/manifests/auth")"
+        anon_private="$(curl -s -o /dev/null -w '%{http_code}' -H "$mt" "http://$AU_HOST/v2/e2e/debian/manifests/auth")"
+        if [[ "$anon_public" == 200 && "$anon_private" == 401 ]]; then
+            pass "login_anonymous_pull_where_allowed"
+        else
+            fail "login_anonymous_pull_where_allowed" "anonymous GET of manifests: public/ $anon_public (want 200), e2e/ $anon_private (want 401)"
+        fi
+        au_docker tag "$IMG_BASE" "$AU_HOST/public/anon:x"
+        if au_docker push "$AU_HOST/public/anon:x" >"$LOG_DIR/push-auth-anon.log" 2>&1; then
+            fail "login_anonymous_push_refused" "anonymous docker push succeeded"
+        else
+            pass "login_anonymous_push_refused"
+        fi
+        au_docker rmi -f "$AU_HOST/public/debian:auth" "$AU_HOST/public/anon:x" >/dev/null 2>&1
+        [[ -n "$au_pid" ]] && stop_pid "$au_pid"
+    fi
+    log "h. docker login: $(elapsed "$T_H") s"
+fi
+
 # ------------------------------------------------------------------ end
 
 if ((FAILED)); then

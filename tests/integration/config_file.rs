@@ -1,6 +1,6 @@
 //! registry:2's `config.yml` (`blockreg serve --config`): keys take effect
 //! on a running server, `REGISTRY_*` variables beat the file, unknown keys
-//! warn, wrong values and an `auth` section stop the start. (Flags over
+//! warn, wrong values and an unsupported `auth` method stop the start. (Flags over
 //! the file and the environment: `host/src/main.rs`'s unit tests.)
 
 use std::path::Path;
@@ -185,7 +185,7 @@ fn a_wrong_value_stops_the_start_naming_the_key() {
 }
 
 #[test]
-fn an_auth_section_refuses_to_start() {
+fn debians_htpasswd_section_is_read_and_other_methods_refuse_to_start() {
     let dir = tempfile::tempdir().unwrap();
     // Debian's docker-registry package ships this file.
     let debian = "version: 0.1
@@ -213,8 +213,24 @@ health:
     interval: 10s
     threshold: 3
 ";
-    let err = load(dir.path(), debian, &[]).unwrap_err().to_string();
-    assert!(err.contains("auth.htpasswd is not supported yet"), "{err}");
+    let loaded = load(dir.path(), debian, &[]).unwrap();
+    assert_eq!(
+        loaded.options.serve.auth.method,
+        Some(host::AuthMethod::Htpasswd {
+            realm: "basic-realm".into(),
+            path: "/etc/docker/registry".into()
+        })
+    );
+    // A method blockreg lacks would leave the registry open: refused.
+    let err = load(
+        dir.path(),
+        "version: 0.1\n",
+        &[("REGISTRY_AUTH_SILLY_REALM", "silly")],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("auth.silly is not supported"), "{err}");
+    // A token section without its issuer names the key.
     let err = load(
         dir.path(),
         "version: 0.1\n",
@@ -222,7 +238,7 @@ health:
     )
     .unwrap_err()
     .to_string();
-    assert!(err.contains("auth.token is not supported yet"), "{err}");
+    assert!(err.starts_with("config key auth.token.service:"), "{err}");
 }
 
 #[test]

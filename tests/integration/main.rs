@@ -5,6 +5,7 @@
 //!
 //! One module per endpoint group. Run with `cargo test --release -p tests`.
 
+mod auth;
 mod base;
 mod blobs;
 mod config_file;

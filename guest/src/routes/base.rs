@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use super::paginate;
+use crate::access::{Access, Action, Decision};
 use crate::http::{Request, Response};
 use crate::oci::{RegistryError, Result};
 use crate::store::Store;
@@ -12,12 +13,18 @@ pub fn version_check() -> Response {
     Response::new(200).json(&json!({}))
 }
 
-/// `GET /v2/_catalog`: repositories, sorted, paginated with `n` and `last`.
-pub fn catalog(store: &Store, req: &Request) -> Result<Response> {
+/// `GET /v2/_catalog`: the repositories the caller may pull, sorted,
+/// paginated with `n` and `last`.
+pub fn catalog(store: &Store, access: &dyn Access, req: &Request) -> Result<Response> {
     let repos = store
         .repositories()
         .map_err(|e| RegistryError::storage("listing repositories", &e))?
         .into_iter()
+        .filter(|(name, _)| {
+            name.parse().is_ok_and(|name| {
+                matches!(access.authorize(&name, Action::Pull), Decision::Allowed)
+            })
+        })
         .map(|(name, _)| name)
         .collect();
     let (repos, link) = paginate(repos, req, "/v2/_catalog");

@@ -1,5 +1,7 @@
-//! Request routing: maps a request to one endpoint group and turns its
-//! result, or its error, into a response with the headers every answer carries.
+//! Request routing: maps a request to one endpoint group, asks the host
+//! whether the caller may (`access.rs`: after the repository name parsed,
+//! before the store is touched), and turns the result, or its error, into a
+//! response with the headers every answer carries.
 
 mod base;
 mod blobs;
@@ -10,6 +12,7 @@ mod uploads;
 
 use std::io::Read;
 
+use crate::access::{self, Access, Action};
 use crate::http::{Request, Response};
 use crate::oci::{ErrorCode, RegistryError, RepoName, Result};
 use crate::settings::Settings;
@@ -102,36 +105,57 @@ fn deletion_allowed(settings: &Settings) -> Result<()> {
 fn route(
     store: &Store,
     settings: &Settings,
+    access: &dyn Access,
     req: &Request,
     body: &mut dyn Read,
 ) -> Result<Response> {
     let route = parse_route(&req.path).ok_or_else(not_found)?;
-    let name = |n: &str| -> Result<RepoName> { n.parse() };
+    // The repository's name, once the caller may do `action` on it.
+    let name = |n: &str, action: Action| -> Result<RepoName> {
+        let name: RepoName = n.parse()?;
+        access::check(access, &name, action)?;
+        Ok(name)
+    };
+    let (pull, push, delete) = (Action::Pull, Action::Push, Action::Delete);
     let m = req.method.as_str();
     let allow = route.allowed();
     match (route, m) {
-        (Route::Base, "GET" | "HEAD") => Ok(base::version_check()),
-        (Route::Catalog, "GET" | "HEAD") => base::catalog(store, req),
-        (Route::Tags(n), "GET" | "HEAD") => tags::list(store, req, &name(n)?),
-        (Route::Blob(n, d), "GET" | "HEAD") => blobs::get(store, settings, req, &name(n)?, d),
-        (Route::Uploads(n), "POST") => uploads::start(store, settings, req, &name(n)?, body),
-        (Route::Upload(n, id), "GET") => uploads::status(store, &name(n)?, id),
-        (Route::Upload(n, id), "PATCH") => {
-            uploads::patch(store, settings, req, &name(n)?, id, body)
+        (Route::Base, "GET" | "HEAD") => {
+            access::require(access.authorize_base())?;
+            Ok(base::version_check())
         }
-        (Route::Upload(n, id), "PUT") => uploads::finish(store, settings, req, &name(n)?, id, body),
-        (Route::Upload(n, id), "DELETE") => uploads::cancel(store, settings, &name(n)?, id),
-        (Route::Manifest(n, r), "GET" | "HEAD") => manifests::get(store, req, &name(n)?, r),
-        (Route::Manifest(n, r), "PUT") => manifests::put(store, settings, req, &name(n)?, r, body),
+        (Route::Catalog, "GET" | "HEAD") => {
+            access::require(access.authorize_base())?;
+            base::catalog(store, access, req)
+        }
+        (Route::Tags(n), "GET" | "HEAD") => tags::list(store, req, &name(n, pull)?),
+        (Route::Blob(n, d), "GET" | "HEAD") => blobs::get(store, settings, req, &name(n, pull)?, d),
+        (Route::Uploads(n), "POST") => {
+            uploads::start(store, settings, access, req, &name(n, push)?, body)
+        }
+        (Route::Upload(n, id), "GET") => uploads::status(store, &name(n, push)?, id),
+        (Route::Upload(n, id), "PATCH") => {
+            uploads::patch(store, settings, req, &name(n, push)?, id, body)
+        }
+        (Route::Upload(n, id), "PUT") => {
+            uploads::finish(store, settings, req, &name(n, push)?, id, body)
+        }
+        (Route::Upload(n, id), "DELETE") => uploads::cancel(store, settings, &name(n, push)?, id),
+        (Route::Manifest(n, r), "GET" | "HEAD") => manifests::get(store, req, &name(n, pull)?, r),
+        (Route::Manifest(n, r), "PUT") => {
+            manifests::put(store, settings, req, &name(n, push)?, r, body)
+        }
         (Route::Manifest(n, r), "DELETE") => {
+            let name = name(n, delete)?;
             deletion_allowed(settings)?;
-            manifests::delete(store, &name(n)?, r)
+            manifests::delete(store, &name, r)
         }
         (Route::Blob(n, d), "DELETE") => {
+            let name = name(n, delete)?;
             deletion_allowed(settings)?;
-            blobs::delete(store, &name(n)?, d)
+            blobs::delete(store, &name, d)
         }
-        (Route::Referrers(n, d), "GET" | "HEAD") => referrers::list(store, req, &name(n)?, d),
+        (Route::Referrers(n, d), "GET" | "HEAD") => referrers::list(store, req, &name(n, pull)?, d),
         _ => Err(unsupported(m, allow)),
     }
 }
@@ -146,10 +170,16 @@ pub fn guest_version() -> String {
     format!("blockreg-guest/{}{suffix}", env!("CARGO_PKG_VERSION"))
 }
 
-/// Answers one request under the operator's `settings`. Never fails:
-/// errors become spec error responses.
-pub fn handle(store: &Store, settings: &Settings, req: &Request, body: &mut dyn Read) -> Response {
-    let resp = route(store, settings, req, body).unwrap_or_else(Response::from);
+/// Answers one request under the operator's `settings`, for a caller whose
+/// rights `access` knows. Never fails: errors become spec error responses.
+pub fn handle(
+    store: &Store,
+    settings: &Settings,
+    access: &dyn Access,
+    req: &Request,
+    body: &mut dyn Read,
+) -> Response {
+    let resp = route(store, settings, access, req, body).unwrap_or_else(Response::from);
     let resp = resp
         .header("Docker-Distribution-API-Version", "registry/2.0")
         .header("Blockreg-Guest", guest_version());
@@ -242,6 +272,70 @@ mod tests {
         let e = unsupported("PUT", parse_route("/v2/").unwrap().allowed());
         assert_eq!(e.http_status(), 405);
         assert_eq!(e.headers, [("Allow".to_string(), "GET, HEAD".to_string())]);
+    }
+
+    /// Pull anywhere but `secret`, push only to `mine`, no delete; the
+    /// base endpoint wants a login.
+    struct Rules;
+
+    impl Access for Rules {
+        fn authorize(&self, name: &RepoName, action: Action) -> access::Decision {
+            let allowed = match action {
+                Action::Pull => name.as_str() != "secret",
+                Action::Push => name.as_str() == "mine",
+                Action::Delete => false,
+            };
+            if allowed {
+                access::Decision::Allowed
+            } else if action == Action::Push {
+                access::Decision::Unauthenticated("Basic realm=\"r\"".into())
+            } else {
+                access::Decision::Denied
+            }
+        }
+
+        fn authorize_base(&self) -> access::Decision {
+            access::Decision::Unauthenticated("Basic realm=\"r\"".into())
+        }
+    }
+
+    fn call(store: &Store, method: &str, path: &str) -> Response {
+        handle(
+            store,
+            &crate::test_support::settings(),
+            &Rules,
+            &Request::new(method, path, vec![]),
+            &mut std::io::empty(),
+        )
+    }
+
+    #[test]
+    fn each_route_asks_for_its_action_before_touching_the_store() {
+        let store = crate::test_support::scratch_store("routes-access");
+        let base = call(&store, "GET", "/v2/");
+        assert_eq!(base.status, 401);
+        assert!(base
+            .headers
+            .contains(&("WWW-Authenticate".into(), "Basic realm=\"r\"".into())));
+        assert_eq!(call(&store, "POST", "/v2/other/blobs/uploads/").status, 401);
+        assert_eq!(call(&store, "POST", "/v2/mine/blobs/uploads/").status, 202);
+        assert_eq!(call(&store, "GET", "/v2/secret/tags/list").status, 403);
+        assert_eq!(call(&store, "GET", "/v2/open/tags/list").status, 404);
+        let digest = "sha256:".to_owned() + &"0".repeat(64);
+        assert_eq!(
+            call(&store, "DELETE", &format!("/v2/mine/manifests/{digest}")).status,
+            403
+        );
+        assert_eq!(
+            call(&store, "DELETE", &format!("/v2/mine/blobs/{digest}")).status,
+            403
+        );
+        assert_eq!(
+            call(&store, "GET", &format!("/v2/secret/referrers/{digest}")).status,
+            403
+        );
+        // Nothing was created for the refused upload.
+        assert_eq!(store.repositories().unwrap(), vec![]);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use super::upload_range;
+use crate::access::{Access, Action, Decision};
 use crate::http::{Request, Response};
 use crate::ingest::commit_upload;
 use crate::oci::{Digest, ErrorCode, RegistryError, RepoName, Result};
@@ -162,10 +163,15 @@ fn digest_param(req: &Request) -> Result<Digest> {
         .parse()
 }
 
-/// `POST /v2/<name>/blobs/uploads/`: mount, monolithic upload, or a new session.
+/// `POST /v2/<name>/blobs/uploads/`: mount, monolithic upload, or a new
+/// session. A mount reads its source: when the caller may not pull from
+/// `from`, the mount is not tried and a session opens instead, as for a
+/// blob the source lacks (the spec's answer to a mount the registry does
+/// not make), so nothing is said about what the source holds.
 pub fn start(
     store: &Store,
     settings: &Settings,
+    access: &dyn Access,
     req: &Request,
     name: &RepoName,
     body: &mut dyn Read,
@@ -173,9 +179,15 @@ pub fn start(
     if let Some(mount) = req.query("mount") {
         let digest: Digest = mount.parse()?;
         let available = match req.query("from") {
-            Some(from) => store.blob_in_repo(&from.parse()?, &digest),
-            // Without `from`, any committed blob may be mounted (OCI 1.1 allows this).
-            None => store.has_blob(&digest),
+            Some(from) => {
+                let from: RepoName = from.parse()?;
+                matches!(access.authorize(&from, Action::Pull), Decision::Allowed)
+                    && store.blob_in_repo(&from, &digest)
+            }
+            // Without `from` (OCI 1.1 allows it), a blob some repository
+            // the caller may pull holds: knowing a digest must not open a
+            // repository it may not read.
+            None => store.has_blob(&digest) && readable_somewhere(store, access, &digest)?,
         };
         if available {
             store
@@ -201,6 +213,19 @@ pub fn start(
         return commit(store, name, held, &digest);
     }
     Ok(session_response(202, name, &id, 0))
+}
+
+/// Whether a repository the caller may pull holds `digest`.
+fn readable_somewhere(store: &Store, access: &dyn Access, digest: &Digest) -> Result<bool> {
+    let repositories = store
+        .repositories()
+        .map_err(|e| RegistryError::storage("listing repositories", &e))?;
+    Ok(repositories.into_iter().any(|(name, _)| {
+        name.parse::<RepoName>().is_ok_and(|name| {
+            store.blob_in_repo(&name, digest)
+                && matches!(access.authorize(&name, Action::Pull), Decision::Allowed)
+        })
+    }))
 }
 
 /// `GET` on a session: how much the registry has.
