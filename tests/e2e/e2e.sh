@@ -1049,6 +1049,13 @@ YAML
     au_pid=""
     # An own credential store: the other checks' client stays anonymous.
     au_docker() { DOCKER_CONFIG="$AU_DIR/docker" docker "$@"; }
+    # rmi_all removed the local base image: pull it back from the main
+    # registry (still serving after the hot swap) under its local name.
+    if ! docker image inspect "$IMG_BASE" >/dev/null 2>&1; then
+        docker pull "$REG_HOST/${REPO[$IMG_BASE]}" >"$LOG_DIR/restore-base.log" 2>&1 \
+            && docker tag "$REG_HOST/${REPO[$IMG_BASE]}" "$IMG_BASE" \
+            || { show_log "$LOG_DIR/restore-base.log" 10; fail "login_htpasswd" "the base image could not be pulled back"; }
+    fi
     if ! start_blockreg "$AU_DIR/data" "$AU_LOG" "" --config "$AU_DIR/config.yml"; then
         fail "login_htpasswd" "blockreg with auth.htpasswd did not start"
     else
