@@ -281,14 +281,17 @@ impl GuestSlot {
 
 /// What identifies a version of the `--guest` file between polls. The inode
 /// catches a replacement by rename even when size and mtime match.
+/// What tells a watched file changed (the guest, the htpasswd file, TLS
+/// certificates): its mtime, length and inode (a rename over it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FileStamp {
+pub(crate) struct FileStamp {
     modified: Option<SystemTime>,
     len: u64,
     inode: u64,
 }
 
-fn stamp(path: &Path) -> Option<FileStamp> {
+/// The [`FileStamp`] of `path`; `None` when it cannot be read.
+pub(crate) fn stamp(path: &Path) -> Option<FileStamp> {
     use std::os::unix::fs::MetadataExt as _;
     let meta = std::fs::metadata(path).ok()?;
     Some(FileStamp {

@@ -15,9 +15,10 @@
 //! The key must lie outside the data directory, which the guest can read
 //! in full.
 
+use crate::guest::{stamp, FileStamp};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use rustls::crypto::CryptoProvider;
@@ -173,13 +174,6 @@ impl ResolvesServerCert for Certificates {
                 .clone(),
         )
     }
-}
-
-type FileStamp = (SystemTime, u64);
-
-fn stamp(path: &Path) -> Option<FileStamp> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
 }
 
 /// Reloads the certificate and key when their files change or on SIGHUP,

@@ -14,10 +14,11 @@
 //! remembered, and a reload of the file forgets everything. bcrypt runs on
 //! a blocking thread, never on the async executor.
 
+use crate::guest::{stamp, FileStamp};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
@@ -45,23 +46,6 @@ struct State {
     users: HashMap<String, String>,
     /// SHA-256 of (user, password) → when it was verified.
     verified: HashMap<[u8; 32], Instant>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FileStamp {
-    modified: Option<SystemTime>,
-    len: u64,
-    inode: u64,
-}
-
-fn stamp(path: &Path) -> Option<FileStamp> {
-    use std::os::unix::fs::MetadataExt as _;
-    let meta = std::fs::metadata(path).ok()?;
-    Some(FileStamp {
-        modified: meta.modified().ok(),
-        len: meta.len(),
-        inode: meta.ino(),
-    })
 }
 
 /// The users of htpasswd `text`, and a warning per line that is not a
