@@ -11,6 +11,11 @@
 # E2E_TARGET=registry2 runs the client-side checks (push/pull, skopeo,
 # confinement, error bodies) against CNCF distribution instead, as a
 # self-test of this script; blockreg-only checks are then skipped.
+#
+# E2E_ONLY="h i j" (letters of the section headings below, separated by
+# spaces or commas) runs the setup and only those sections, each other
+# section printing one "skip section_X" line; b, c, d, e, f and g use what a
+# pushed, so naming any of them runs a too. Unset: every section.
 set -uo pipefail
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -19,6 +24,33 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 checks_init "${E2E_TARGET:-blockreg}"
 T_START="$(now)"
+
+E2E_SECTIONS=(a b g c e f d h i j)
+# want_section X: whether section X runs (E2E_ONLY).
+want_section() {
+    [[ -z "${E2E_ONLY:-}" ]] && return 0
+    local only=" ${E2E_ONLY//,/ } " s
+    if [[ "$1" == a ]]; then
+        for s in b c d e f g; do [[ "$only" == *" $s "* ]] && return 0; done
+    fi
+    [[ "$only" == *" $1 "* ]]
+}
+for s in "${E2E_SECTIONS[@]}"; do want_section "$s" || skip "section_$s" "not in E2E_ONLY=$E2E_ONLY"; done
+
+# Section i reaches a TLS registry as registry.blockreg.test:PORT, a name
+# that resolves nowhere, through this CONNECT proxy: the engine gets it as
+# its HTTPS_PROXY (registries on 127.0.0.1 stay direct).
+TLS_NAME=registry.blockreg.test
+PROXY_PORT=""
+if is_blockreg && want_section i; then
+    if start_port_helper "$LOG_DIR/connect-proxy.log" "$WORK_DIR/proxy.port" \
+        python3 "$E2E_LIB_DIR/connect_proxy.py" --allow "$TLS_NAME" --port-file "$WORK_DIR/proxy.port"; then
+        PROXY_PORT="$HELPER_PORT"
+        DOCKERD_HTTPS_PROXY="http://127.0.0.1:$PROXY_PORT"
+    else
+        log "the CONNECT proxy did not start; section i will fail"
+    fi
+fi
 start_dockerd
 ensure_corpus
 T_CORPUS="$(elapsed "$T_START")"
@@ -73,6 +105,7 @@ wait_converted() {
 
 # ------------------------------------------------------------------ a. push, pull
 
+if want_section a; then  # E2E_ONLY (the section's body is not indented)
 T_A="$(now)"
 STATS_V1="" STATS_V2=""
 for img in "${CORPUS_IMAGES[@]}"; do
@@ -186,6 +219,7 @@ for img in "${CORPUS_IMAGES[@]}"; do
     fi
 done
 log "a. push/pull: $(elapsed "$T_A") s"
+fi  # a
 
 # ------------------------------------------------------------------ b. dedup stats
 
@@ -224,6 +258,7 @@ fallback_reason() {
     line="${line#*blockreg::convert: }"
     echo "${line:-no conversion line for $1 in the server log}" | cut -c1-500
 }
+if want_section b; then  # E2E_ONLY (the section's body is not indented)
 if ! is_blockreg; then
     skip "stats_dedup" "blockreg only"
 elif [[ -z "${MANIFEST_FILE[$IMG_V2]:-}" ]] || ! jq -e '.layers | length > 0' "${MANIFEST_FILE[$IMG_V2]}" >/dev/null 2>&1; then
@@ -476,6 +511,7 @@ EOF
     rm -f "$rebuilt_tar"
     log "  rebuilt base: $(elapsed "$t0") s"
 fi
+fi  # b
 
 # ------------------------------------------------------------------ g. crash during conversion
 
@@ -488,6 +524,7 @@ drop_pid() {
     for p in "${E2E_PIDS[@]}"; do [[ "$p" == "$1" ]] || kept+=("$p"); done
     E2E_PIDS=("${kept[@]}")
 }
+if want_section g; then  # E2E_ONLY (the section's body is not indented)
 T_G="$(now)"
 check=kill9_during_conversion_loses_nothing
 k9_layer="$(jq -r '.layers[0].digest' "${MANIFEST_FILE[$IMG_BASE]:-/dev/null}" 2>/dev/null)"
@@ -580,9 +617,11 @@ else
     rm -f "$k9_file"
     log "g. crash during conversion: $(elapsed "$T_G") s"
 fi
+fi  # g
 
 # ------------------------------------------------------------------ c. skopeo
 
+if want_section c; then  # E2E_ONLY (the section's body is not indented)
 T_C="$(now)"
 SK="$WORK_DIR/skopeo"
 mkdir -p "$SK"
@@ -648,9 +687,11 @@ else
     fi
 fi
 log "c. skopeo: $(elapsed "$T_C") s"
+fi  # c
 
 # ------------------------------------------------------------------ guest header
 
+if want_section f; then  # E2E_ONLY (the section's body is not indented)
 if is_blockreg; then
     bad=""
     for req in "GET /v2/" "GET /v2/e2e/nginx/manifests/no-such-tag" "HEAD /v2/e2e/nginx/manifests/v1"; do
@@ -662,9 +703,11 @@ if is_blockreg; then
 else
     skip "guest_header" "blockreg only"
 fi
+fi  # f: the guest header
 
 # ------------------------------------------------------------------ e. confinement
 
+if want_section e; then  # E2E_ONLY (the section's body is not indented)
 T_E="$(now)"
 CONF_ROOT="$(dirname "$DATA")"          # WORK_DIR/br: the data dir's parent
 SECRET="e2e-sentinel-$RANDOM$RANDOM"
@@ -781,6 +824,7 @@ else
 fi
 if [[ -n "$REG_PID" ]] && kill -0 "$REG_PID" 2>/dev/null; then pass "confinement_server_alive"; else fail "confinement_server_alive" "registry exited"; fi
 log "e. confinement: $(elapsed "$T_E") s"
+fi  # e
 
 # ------------------------------------------------------------------ f. error bodies
 
@@ -809,6 +853,7 @@ error_check() {
         pass "$name"
     fi
 }
+if want_section f; then  # E2E_ONLY (the section's body is not indented)
 zero="sha256:$(printf '0%.0s' {1..64})"
 error_check error_manifest_unknown 404 MANIFEST_UNKNOWN GET /v2/e2e/nginx/manifests/no-such-tag
 error_check error_blob_unknown 404 BLOB_UNKNOWN GET "/v2/e2e/nginx/blobs/$zero"
@@ -829,6 +874,7 @@ printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+js
     "$zero" >"$WORK_DIR/mf-missing.json"
 error_check error_manifest_blob_unknown 400 MANIFEST_BLOB_UNKNOWN PUT /v2/e2e/bad/manifests/x \
     -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --data-binary "@$WORK_DIR/mf-missing.json"
+fi  # f
 
 # ------------------------------------------------------------------ d. hot swap
 
@@ -891,6 +937,7 @@ stop_load() {
     E2E_PIDS=("${kept[@]}")
 }
 
+if want_section d; then  # E2E_ONLY (the section's body is not indented)
 T_D="$(now)"
 ALT=blockreg-guest/0.1.0+alt DEF=blockreg-guest/0.1.0
 HOT_BLOB="$(jq -r '.config.digest' "${MANIFEST_FILE[$IMG_V1]:-/dev/null}" 2>/dev/null)"
@@ -1009,6 +1056,7 @@ else
     fi
 fi
 is_blockreg && log "d. hot swap: $(elapsed "$T_D") s"
+fi  # d
 
 # ------------------------------------------------------------------ h. docker login (htpasswd)
 
@@ -1018,11 +1066,26 @@ is_blockreg && log "d. hot swap: $(elapsed "$T_D") s"
 # credentials. docker login refuses a wrong password and accepts the right
 # one; alice pushes, bob pulls and is denied a push (403), an anonymous
 # client reads public/ and nothing else, and cannot push.
+# ensure_base_image: IMG_BASE present locally (a's rmi_all removed it, i
+# removes every local image): pulled back from the main registry when a
+# pushed it, else loaded from the cached corpus. 1 when neither works.
+ensure_base_image() {
+    docker image inspect "$IMG_BASE" >/dev/null 2>&1 && return 0
+    if [[ -n "${PUSHED[$IMG_BASE]:-}" ]] \
+        && docker pull "$REG_HOST/${REPO[$IMG_BASE]}" >>"$LOG_DIR/restore-base.log" 2>&1 \
+        && docker tag "$REG_HOST/${REPO[$IMG_BASE]}" "$IMG_BASE"; then
+        return 0
+    fi
+    reload_corpus
+    docker image inspect "$IMG_BASE" >/dev/null 2>&1 || { show_log "$LOG_DIR/restore-base.log" 10; return 1; }
+}
+
+if want_section h; then  # E2E_ONLY (the section's body is not indented)
 T_H="$(now)"
 if ! is_blockreg; then
     skip "login_htpasswd" "blockreg only"
-elif [[ -z "${PUSHED[$IMG_BASE]:-}" ]]; then
-    fail "login_htpasswd" "the base image was not pushed"
+elif ! ensure_base_image; then
+    fail "login_htpasswd" "the base image is not local and could neither be pulled back nor loaded"
 else
     AU_DIR="$WORK_DIR/auth" AU_LOG="$LOG_DIR/blockreg-auth.log"
     mkdir -p "$AU_DIR/docker"
@@ -1049,13 +1112,6 @@ YAML
     au_pid=""
     # An own credential store: the other checks' client stays anonymous.
     au_docker() { DOCKER_CONFIG="$AU_DIR/docker" docker "$@"; }
-    # rmi_all removed the local base image: pull it back from the main
-    # registry (still serving after the hot swap) under its local name.
-    if ! docker image inspect "$IMG_BASE" >/dev/null 2>&1; then
-        docker pull "$REG_HOST/${REPO[$IMG_BASE]}" >"$LOG_DIR/restore-base.log" 2>&1 \
-            && docker tag "$REG_HOST/${REPO[$IMG_BASE]}" "$IMG_BASE" \
-            || { show_log "$LOG_DIR/restore-base.log" 10; fail "login_htpasswd" "the base image could not be pulled back"; }
-    fi
     if ! start_blockreg "$AU_DIR/data" "$AU_LOG" "" --config "$AU_DIR/config.yml"; then
         fail "login_htpasswd" "blockreg with auth.htpasswd did not start"
     else
@@ -1122,6 +1178,405 @@ YAML
     fi
     log "h. docker login: $(elapsed "$T_H") s"
 fi
+fi  # h
+
+# ------------------------------------------------------------------ i. docker over TLS, docker login (htpasswd)
+
+# A fourth server with http.tls (a certificate for registry.blockreg.test
+# signed by a CA made here), auth.htpasswd and h's rules (alice admin, bob
+# pulls, anonymous pulls public/**). docker reaches it as
+# registry.blockreg.test:PORT, a name that resolves nowhere, so docker does
+# not count it as an insecure (loopback) registry: it verifies the
+# certificate and never falls back to plain HTTP. The engine's HTTPS_PROXY
+# (the CONNECT proxy of the setup) tunnels that name to 127.0.0.1. The CA
+# is put into /etc/docker/certs.d/registry.blockreg.test:PORT/ only after
+# the first check, and that directory is removed at the end (and at exit).
+if want_section i; then  # E2E_ONLY (the section's body is not indented)
+T_I="$(now)"
+if ! is_blockreg; then
+    skip "tls_login" "blockreg only"
+elif [[ -z "$PROXY_PORT" ]]; then
+    fail "tls_login" "the CONNECT proxy did not start (see $LOG_DIR/connect-proxy.log)"
+elif ! ensure_base_image; then
+    fail "tls_login" "the base image is not local and could neither be pulled back nor loaded"
+else
+    TL_DIR="$WORK_DIR/tls" TL_LOG="$LOG_DIR/blockreg-tls.log" TL_SSL_LOG="$LOG_DIR/openssl-tls.log"
+    mkdir -p "$TL_DIR/docker"
+    TL_PORT="$(free_port)"
+    TL_HOST="$TLS_NAME:$TL_PORT"
+    TL_CERTS_D="/etc/docker/certs.d/$TL_HOST"
+    tl_pid=""
+    # An own credential store, as in h.
+    tl_docker() { DOCKER_CONFIG="$TL_DIR/docker" docker "$@"; }
+    # curl trusting the test CA, with the name pinned to 127.0.0.1.
+    tl_curl() { curl -s --max-time 60 --cacert "$TL_DIR/ca.crt" --resolve "$TL_HOST:127.0.0.1" "$@"; }
+    ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    printf 'subjectAltName=DNS:%s\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' \
+        "$TLS_NAME" >"$TL_DIR/server.ext"
+    htpasswd -Bbn alice alice-pw >"$TL_DIR/htpasswd" && htpasswd -Bbn bob bob-pw >>"$TL_DIR/htpasswd"
+    cat >"$TL_DIR/config.yml" <<YAML
+version: 0.1
+storage:
+  delete:
+    enabled: true
+http:
+  tls:
+    certificate: $TL_DIR/server.crt
+    key: $TL_DIR/server.key
+auth:
+  htpasswd:
+    realm: blockreg-e2e-tls
+    path: $TL_DIR/htpasswd
+blockreg:
+  access:
+    admins: [alice]
+    repositories:
+      "**":
+        default: [pull]
+      "public/**":
+        default: [pull]
+        anonymous: [pull]
+YAML
+    if ! { openssl req -x509 "${ec[@]}" -days 2 -keyout "$TL_DIR/ca.key" -out "$TL_DIR/ca.crt" \
+            -subj "/CN=blockreg e2e test CA" \
+            -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+        && openssl req "${ec[@]}" -keyout "$TL_DIR/server.key" -out "$TL_DIR/server.csr" -subj "/CN=$TLS_NAME" \
+        && openssl x509 -req -in "$TL_DIR/server.csr" -CA "$TL_DIR/ca.crt" -CAkey "$TL_DIR/ca.key" \
+            -set_serial "0x$(openssl rand -hex 8)" -days 2 -sha256 -extfile "$TL_DIR/server.ext" \
+            -out "$TL_DIR/server.crt"; } >"$TL_SSL_LOG" 2>&1; then
+        show_log "$TL_SSL_LOG" 10
+        fail "tls_login" "openssl could not make the test CA and server certificate"
+    elif ! BR_SCHEME=https WANT_PORT="$TL_PORT" start_blockreg "$TL_DIR/data" "$TL_LOG" "" --config "$TL_DIR/config.yml"; then
+        fail "tls_login" "blockreg with http.tls and auth.htpasswd did not start"
+    else
+        tl_pid="$BR_PID"
+        # 1. The CA is not installed yet: docker must refuse the certificate.
+        if echo alice-pw | tl_docker login -u alice --password-stdin "$TL_HOST" >"$LOG_DIR/tls-login-noca.log" 2>&1; then
+            fail "tls_unknown_ca_refused" "docker login succeeded without the CA: docker did not verify the certificate"
+        elif grep -qiE 'x509|certificate' "$LOG_DIR/tls-login-noca.log"; then
+            pass "tls_unknown_ca_refused"
+        else
+            show_log "$LOG_DIR/tls-login-noca.log" 5
+            fail "tls_unknown_ca_refused" "docker login failed, but not with a certificate error"
+        fi
+        if grep -qF "CONNECT $TL_HOST -> 127.0.0.1:$TL_PORT" "$LOG_DIR/connect-proxy.log"; then
+            pass "tls_docker_uses_the_name_through_the_proxy"
+        else
+            show_log "$LOG_DIR/connect-proxy.log" 5
+            fail "tls_docker_uses_the_name_through_the_proxy" "no CONNECT $TL_HOST in the proxy's log"
+        fi
+        # 2. With the CA where docker looks for it (read per request; no restart).
+        [[ -d /etc/docker/certs.d ]] || at_exit_rmdir /etc/docker/certs.d
+        at_exit_remove "$TL_CERTS_D"
+        mkdir -p "$TL_CERTS_D" && cp "$TL_DIR/ca.crt" "$TL_CERTS_D/ca.crt"
+        if echo wrong | tl_docker login -u alice --password-stdin "$TL_HOST" >"$LOG_DIR/tls-login-wrong.log" 2>&1; then
+            fail "tls_wrong_password_refused" "docker login with a wrong password succeeded"
+        elif grep -qiE 'x509|certificate' "$LOG_DIR/tls-login-wrong.log"; then
+            show_log "$LOG_DIR/tls-login-wrong.log" 5
+            fail "tls_wrong_password_refused" "refused, but for the certificate (the CA in $TL_CERTS_D was not used)"
+        elif grep -qi unauthorized "$LOG_DIR/tls-login-wrong.log"; then
+            pass "tls_wrong_password_refused"
+        else
+            show_log "$LOG_DIR/tls-login-wrong.log" 5
+            fail "tls_wrong_password_refused" "refused, but not as unauthorized"
+        fi
+        if echo alice-pw | tl_docker login -u alice --password-stdin "$TL_HOST" >"$LOG_DIR/tls-login-alice.log" 2>&1; then
+            pass "tls_login"
+        else
+            show_log "$LOG_DIR/tls-login-alice.log" 5
+            fail "tls_login" "docker login as alice failed with the CA installed"
+        fi
+        # 3. alice pushes; every local image goes (so no layer is left to
+        # reuse), and the pull fetches every layer back over TLS.
+        tl_ok=yes
+        for ref in e2e/debian:tls public/debian:tls; do
+            plog="$LOG_DIR/push-tls-${ref//[:\/]/_}.log"
+            if ! { tl_docker tag "$IMG_BASE" "$TL_HOST/$ref" && tl_docker push "$TL_HOST/$ref" >"$plog" 2>&1; }; then
+                tl_ok=""
+                show_log "$plog" 10
+            fi
+        done
+        if [[ -z "$tl_ok" ]]; then
+            fail "tls_push_pull" "docker push as alice failed"
+        else
+            remove_local_images
+            t0="$(now)"
+            if docker image inspect "${ID[$IMG_BASE]}" >/dev/null 2>&1; then
+                fail "tls_push_pull" "the base image could not be removed locally before the pull"
+            elif ! tl_docker pull "$TL_HOST/e2e/debian:tls" >"$LOG_DIR/pull-tls.log" 2>&1; then
+                show_log "$LOG_DIR/pull-tls.log" 10
+                fail "tls_push_pull" "docker pull as alice failed"
+            elif [[ "$(image_id "$TL_HOST/e2e/debian:tls")" != "${ID[$IMG_BASE]}" ]]; then
+                fail "tls_push_pull" "pulled image ID $(image_id "$TL_HOST/e2e/debian:tls") != pushed ${ID[$IMG_BASE]}"
+            elif ! grep -q 'Pull complete' "$LOG_DIR/pull-tls.log"; then
+                fail "tls_push_pull" "the pull downloaded no layer ('Pull complete' missing): the layers were still local"
+            else
+                pass "tls_push_pull"
+                log "  pulled the base back over TLS in $(elapsed "$t0") s"
+            fi
+            docker tag "$TL_HOST/e2e/debian:tls" "$IMG_BASE" >/dev/null 2>&1
+        fi
+        # 4. bob pulls, and his push is refused with 403 DENIED.
+        tl_docker logout "$TL_HOST" >/dev/null 2>&1
+        echo bob-pw | tl_docker login -u bob --password-stdin "$TL_HOST" >"$LOG_DIR/tls-login-bob.log" 2>&1
+        if tl_docker pull "$TL_HOST/e2e/debian:tls" >"$LOG_DIR/pull-tls-bob.log" 2>&1 \
+            && [[ "$(image_id "$TL_HOST/e2e/debian:tls")" == "${ID[$IMG_BASE]}" ]]; then
+            pass "tls_pull_only_user_pulls"
+        else
+            show_log "$LOG_DIR/pull-tls-bob.log" 10
+            fail "tls_pull_only_user_pulls" "docker pull as bob failed or gave another image"
+        fi
+        ensure_base_image
+        tl_docker tag "$IMG_BASE" "$TL_HOST/e2e/bobs:x"
+        t0="$(now)"
+        if tl_docker push "$TL_HOST/e2e/bobs:x" >"$LOG_DIR/push-tls-bob.log" 2>&1; then
+            fail "tls_pull_only_user_cannot_push" "docker push as bob succeeded"
+        elif grep -qi denied "$LOG_DIR/push-tls-bob.log"; then
+            pass "tls_pull_only_user_cannot_push"
+        else
+            show_log "$LOG_DIR/push-tls-bob.log" 10
+            fail "tls_pull_only_user_cannot_push" "refused, but not with 403 denied"
+        fi
+        log "  bob's refused push took $(elapsed "$t0") s"
+        tl_docker logout "$TL_HOST" >/dev/null 2>&1
+        # 5. An anonymous HTTPS client (curl, trusting the CA) reads public/
+        # and nothing else.
+        mt='Accept: application/vnd.docker.distribution.manifest.v2+json'
+        anon_public="$(tl_curl -o /dev/null -w '%{http_code}' -H "$mt" "https://$TL_HOST/v2/public/debian/manifests/tls")"
+        anon_private="$(tl_curl -o /dev/null -w '%{http_code}' -H "$mt" "https://$TL_HOST/v2/e2e/debian/manifests/tls")"
+        if [[ "$anon_public" == 200 && "$anon_private" == 401 ]]; then
+            pass "tls_anonymous_pull_where_allowed"
+        else
+            fail "tls_anonymous_pull_where_allowed" "anonymous GET of manifests over TLS: public/ $anon_public (want 200), e2e/ $anon_private (want 401)"
+        fi
+        # 6. ALPN: h2 when the client offers it, HTTP/1.1 otherwise.
+        h2="$(tl_curl --http2 -v -u alice:alice-pw -o /dev/null -w '%{http_version} %{http_code}' "https://$TL_HOST/v2/" 2>"$LOG_DIR/tls-curl-h2.log")"
+        h1="$(tl_curl --http1.1 -u alice:alice-pw -o /dev/null -w '%{http_version} %{http_code}' "https://$TL_HOST/v2/")"
+        if [[ "$h2" == "2 200" && "$h1" == "1.1 200" ]] && grep -q 'ALPN.*accepted.*h2' "$LOG_DIR/tls-curl-h2.log"; then
+            pass "tls_alpn_h2"
+        else
+            fail "tls_alpn_h2" "curl --http2: '$h2' (want '2 200', $(grep -m1 'ALPN.*accepted' "$LOG_DIR/tls-curl-h2.log" | tr -d '\r')); --http1.1: '$h1' (want '1.1 200')"
+        fi
+        # 7. Plain HTTP on the TLS port is not served.
+        plain="$(curl -s -o /dev/null --max-time 10 -w '%{http_code}' -u alice:alice-pw "http://127.0.0.1:$TL_PORT/v2/")"
+        if [[ "$plain" == 2?? || "$plain" == 401 ]]; then
+            fail "tls_plain_http_not_served" "plain HTTP to the TLS port answered $plain"
+        else
+            pass "tls_plain_http_not_served"
+        fi
+        tl_docker rmi -f "$TL_HOST/e2e/debian:tls" "$TL_HOST/public/debian:tls" "$TL_HOST/e2e/bobs:x" >/dev/null 2>&1
+    fi
+    [[ -n "$tl_pid" ]] && stop_pid "$tl_pid"
+    rm -rf "$TL_CERTS_D"
+    log "i. docker over TLS: $(elapsed "$T_I") s"
+fi
+fi  # i
+
+# ------------------------------------------------------------------ j. token authentication
+
+# A fifth server with auth.token, and tests/e2e/token_server.py as the
+# token server (registry:2's token protocol; ES256 tokens made with a key
+# whose self-signed certificate is the rootcertbundle). The server grants
+# carol pull and push on e2e/**, and dave pull only. Plain HTTP on
+# 127.0.0.1. docker login, push and pull as carol; dave pulls and his push
+# is refused. Then curl with tokens the server would never issue
+# (token_server.py mint): expired, not yet valid, signed by another key,
+# unsigned, for another audience or issuer are refused with 401 and
+# error="invalid_token"; a valid token without the push scope is answered
+# on a push endpoint with 401 and error="insufficient_scope" naming the
+# scope to ask for (docker/distribution's token spec and registry:2).
+if want_section j; then  # E2E_ONLY (the section's body is not indented)
+T_J="$(now)"
+if ! is_blockreg; then
+    skip "token_login" "blockreg only"
+elif ! ensure_base_image; then
+    fail "token_login" "the base image is not local and could neither be pulled back nor loaded"
+else
+    TK_DIR="$WORK_DIR/token" TK_LOG="$LOG_DIR/blockreg-token.log" TK_SRV_LOG="$LOG_DIR/token-server.log"
+    TK_SERVICE=blockreg-e2e TK_ISSUER=e2e-token-issuer
+    mkdir -p "$TK_DIR/docker"
+    tk_pid="" tks_pid=""
+    tk_docker() { DOCKER_CONFIG="$TK_DIR/docker" docker "$@"; }
+    ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2)
+    if ! { openssl req -x509 "${ec[@]}" -keyout "$TK_DIR/token.key" -out "$TK_DIR/token.crt" \
+            -subj "/CN=blockreg e2e token issuer" \
+        && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$TK_DIR/forger.key"; } \
+        >"$LOG_DIR/openssl-token.log" 2>&1; then
+        show_log "$LOG_DIR/openssl-token.log" 10
+        fail "token_login" "openssl could not make the token server's key and certificate"
+    elif ! start_port_helper "$TK_SRV_LOG" "$TK_DIR/port" python3 "$E2E_LIB_DIR/token_server.py" serve \
+        --key "$TK_DIR/token.key" --cert "$TK_DIR/token.crt" --issuer "$TK_ISSUER" --service "$TK_SERVICE" \
+        --user 'carol:carol-pw:e2e/**=pull+push' --user 'dave:dave-pw:e2e/**=pull' --port-file "$TK_DIR/port"; then
+        fail "token_login" "the token server did not start"
+    else
+        tks_pid="$HELPER_PID"
+        TK_REALM="http://127.0.0.1:$HELPER_PORT/token"
+        cat >"$TK_DIR/config.yml" <<YAML
+version: 0.1
+storage:
+  delete:
+    enabled: true
+auth:
+  token:
+    realm: $TK_REALM
+    service: $TK_SERVICE
+    issuer: $TK_ISSUER
+    rootcertbundle: $TK_DIR/token.crt
+YAML
+    fi
+    if [[ -z "$tks_pid" ]]; then
+        :
+    elif ! start_blockreg "$TK_DIR/data" "$TK_LOG" "" --config "$TK_DIR/config.yml"; then
+        fail "token_login" "blockreg with auth.token did not start"
+    else
+        tk_pid="$BR_PID" TK_HOST="$BR_HOST" TK_URL="$BR_URL"
+        # 1. The challenge of a repository endpoint names realm, service and scope.
+        http GET "$TK_URL/v2/e2e/debian/manifests/token"
+        chal_want="Bearer realm=\"$TK_REALM\",service=\"$TK_SERVICE\",scope=\"repository:e2e/debian:pull\""
+        if [[ "$CODE" == 401 && "$(header WWW-Authenticate)" == "$chal_want" ]]; then
+            pass "token_challenge"
+        else
+            fail "token_challenge" "want 401 with WWW-Authenticate '$chal_want'; got $CODE '$(header WWW-Authenticate)'"
+        fi
+        # 2. docker login goes to the token server: wrong password refused.
+        if echo wrong | tk_docker login -u carol --password-stdin "$TK_HOST" >"$LOG_DIR/token-login-wrong.log" 2>&1; then
+            fail "token_wrong_password_refused" "docker login with a wrong password succeeded"
+        else
+            pass "token_wrong_password_refused"
+        fi
+        if echo carol-pw | tk_docker login -u carol --password-stdin "$TK_HOST" >"$LOG_DIR/token-login-carol.log" 2>&1; then
+            pass "token_login"
+        else
+            show_log "$LOG_DIR/token-login-carol.log" 5
+            show_log "$TK_SRV_LOG" 5
+            fail "token_login" "docker login as carol failed"
+        fi
+        # 3. carol pushes, removes the tag and pulls it back.
+        plog="$LOG_DIR/push-token-carol.log"
+        if ! { tk_docker tag "$IMG_BASE" "$TK_HOST/e2e/debian:token" \
+            && tk_docker push "$TK_HOST/e2e/debian:token" >"$plog" 2>&1; }; then
+            show_log "$plog" 10
+            fail "token_push_pull" "docker push as carol failed"
+        elif ! { tk_docker rmi "$TK_HOST/e2e/debian:token" >/dev/null 2>&1 \
+            && tk_docker pull "$TK_HOST/e2e/debian:token" >"$LOG_DIR/pull-token-carol.log" 2>&1; }; then
+            show_log "$LOG_DIR/pull-token-carol.log" 10
+            fail "token_push_pull" "docker pull as carol failed"
+        elif [[ "$(image_id "$TK_HOST/e2e/debian:token")" != "${ID[$IMG_BASE]}" ]]; then
+            fail "token_push_pull" "pulled image ID $(image_id "$TK_HOST/e2e/debian:token") != pushed ${ID[$IMG_BASE]}"
+        else
+            pass "token_push_pull"
+        fi
+        # 4. dave pulls; his push is refused: the token server grants him
+        # pull only, the registry answers the upload 401 with
+        # error="insufficient_scope", which docker reports as "denied"
+        # (distribution's client maps insufficient_scope to DENIED).
+        tk_docker logout "$TK_HOST" >/dev/null 2>&1
+        echo dave-pw | tk_docker login -u dave --password-stdin "$TK_HOST" >"$LOG_DIR/token-login-dave.log" 2>&1
+        tk_docker rmi "$TK_HOST/e2e/debian:token" >/dev/null 2>&1
+        if tk_docker pull "$TK_HOST/e2e/debian:token" >"$LOG_DIR/pull-token-dave.log" 2>&1 \
+            && [[ "$(image_id "$TK_HOST/e2e/debian:token")" == "${ID[$IMG_BASE]}" ]]; then
+            pass "token_pull_only_user_pulls"
+        else
+            show_log "$LOG_DIR/pull-token-dave.log" 10
+            fail "token_pull_only_user_pulls" "docker pull as dave failed or gave another image"
+        fi
+        tk_docker tag "$IMG_BASE" "$TK_HOST/e2e/daves:x"
+        t0="$(now)"
+        if tk_docker push "$TK_HOST/e2e/daves:x" >"$LOG_DIR/push-token-dave.log" 2>&1; then
+            fail "token_pull_only_user_cannot_push" "docker push as dave succeeded"
+        elif grep -qi 'denied' "$LOG_DIR/push-token-dave.log"; then
+            pass "token_pull_only_user_cannot_push"
+        else
+            show_log "$LOG_DIR/push-token-dave.log" 10
+            fail "token_pull_only_user_cannot_push" "refused, but not as denied (insufficient_scope)"
+        fi
+        log "  dave's refused push took $(elapsed "$t0") s"
+        tk_docker logout "$TK_HOST" >/dev/null 2>&1
+        tk_docker rmi -f "$TK_HOST/e2e/debian:token" "$TK_HOST/e2e/daves:x" >/dev/null 2>&1
+
+        # 5. Tokens straight to the registry with curl.
+        # mint_token [ARGS...]: a token from token_server.py mint, by default
+        # valid: the server's key, issuer and audience, sub carol, pull on
+        # e2e/debian, for 5 minutes.
+        mint_token() {
+            python3 "$E2E_LIB_DIR/token_server.py" mint --key "$TK_DIR/token.key" --cert "$TK_DIR/token.crt" \
+                --iss "$TK_ISSUER" --aud "$TK_SERVICE" --sub carol "$@" 2>>"$LOG_DIR/token-mint.log"
+        }
+        # refusals_logged: the registry's "bearer token refused" lines so far.
+        refusals_logged() { sed 's/\x1b\[[0-9;]*m//g' "$TK_LOG" | grep 'bearer token refused'; }
+        mt='Accept: application/vnd.docker.distribution.manifest.v2+json'
+        mf_path=/v2/e2e/debian/manifests/token
+        tk_get() { http GET "$TK_URL$mf_path" -H "$mt" -H "Authorization: Bearer $1"; }
+        # invalid_token NAME REASON TOKEN: a GET of the manifest with TOKEN is
+        # answered 401 UNAUTHORIZED with the challenge and error="invalid_token",
+        # and the registry logs REASON as why it refused the token.
+        invalid_token() {
+            local name="$1" reason="$2" before chal
+            before="$(refusals_logged | wc -l)"
+            tk_get "$3"
+            chal="$(header WWW-Authenticate)"
+            sleep 0.2
+            local why
+            why="$(refusals_logged | tail -n +"$((before + 1))" | head -n1)"
+            why="${why#*bearer token refused: }"
+            if [[ "$CODE" != 401 ]]; then
+                fail "$name" "want 401; $(describe_last)"
+            elif [[ "$chal" != "Bearer realm=\"$TK_REALM\",service=\"$TK_SERVICE\""*'error="invalid_token"'* ]]; then
+                fail "$name" "WWW-Authenticate '$chal' lacks the challenge or error=\"invalid_token\""
+            elif [[ "$(jq -r '.errors[0].code' "$BODY" 2>/dev/null)" != UNAUTHORIZED ]]; then
+                fail "$name" "body errors[0].code is not UNAUTHORIZED: $(describe_last)"
+            elif [[ "$why" != *"$reason"* ]]; then
+                fail "$name" "refused, but the registry logged '${why:-nothing}', want '$reason'"
+            else
+                pass "$name"
+            fi
+        }
+        good="$(curl -s -u carol:carol-pw "$TK_REALM?service=$TK_SERVICE&scope=repository:e2e/debian:pull" | jq -r .token 2>/dev/null)"
+        tk_get "$good"
+        if [[ "$CODE" == 200 ]]; then pass "token_from_server_accepted"; else fail "token_from_server_accepted" "$(describe_last)"; fi
+        tk_get "$(mint_token --access repository:e2e/debian:pull)"
+        if [[ "$CODE" == 200 ]]; then pass "token_minted_valid_accepted"; else fail "token_minted_valid_accepted" "$(describe_last)"; fi
+        tk_get "$(mint_token --access repository:e2e/debian:pull --exp-in -20)"
+        if [[ "$CODE" == 200 ]]; then
+            pass "token_expired_within_leeway_accepted"
+        else
+            fail "token_expired_within_leeway_accepted" "a token expired 20 s ago (registry:2 allows 60 s of skew): $(describe_last)"
+        fi
+        invalid_token token_expired_refused "token expired" "$(mint_token --access repository:e2e/debian:pull --exp-in -3600)"
+        invalid_token token_not_yet_valid_refused "not valid yet" "$(mint_token --access repository:e2e/debian:pull --nbf-in 3600)"
+        # Signed by another key; the header still carries the real certificate.
+        invalid_token token_forged_refused "signature not made by a key of the root certificate bundle" \
+            "$(mint_token --access repository:e2e/debian:pull --key "$TK_DIR/forger.key")"
+        invalid_token token_unsigned_refused "unsupported signing algorithm" "$(mint_token --access repository:e2e/debian:pull --alg none)"
+        invalid_token token_wrong_audience_refused "audience" "$(mint_token --access repository:e2e/debian:pull --aud another-registry)"
+        invalid_token token_wrong_issuer_refused "issuer" "$(mint_token --access repository:e2e/debian:pull --iss another-issuer)"
+        invalid_token token_garbage_refused "malformed" "not-a-jwt"
+        # A valid token without the push scope, on a push endpoint: 401 with
+        # error="insufficient_scope" and the scope a push needs (pull,push).
+        chal_want="Bearer realm=\"$TK_REALM\",service=\"$TK_SERVICE\",scope=\"repository:e2e/debian:pull,push\",error=\"insufficient_scope\""
+        http POST "$TK_URL/v2/e2e/debian/blobs/uploads/" -H "Authorization: Bearer $(mint_token --access repository:e2e/debian:pull)"
+        if [[ "$CODE" == 401 && "$(header WWW-Authenticate)" == "$chal_want" && "$(jq -r '.errors[0].code' "$BODY" 2>/dev/null)" == UNAUTHORIZED ]]; then
+            pass "token_without_push_scope_refused"
+        else
+            fail "token_without_push_scope_refused" "want 401 UNAUTHORIZED with WWW-Authenticate '$chal_want'; got '$(header WWW-Authenticate)', $(describe_last)"
+        fi
+        # A token for another repository does not open this one.
+        chal_want="Bearer realm=\"$TK_REALM\",service=\"$TK_SERVICE\",scope=\"repository:e2e/debian:pull\",error=\"insufficient_scope\""
+        tk_get "$(mint_token --access repository:e2e/other:pull,push)"
+        if [[ "$CODE" == 401 && "$(header WWW-Authenticate)" == "$chal_want" ]]; then
+            pass "token_for_another_repository_refused"
+        else
+            fail "token_for_another_repository_refused" "want 401 with WWW-Authenticate '$chal_want'; got '$(header WWW-Authenticate)', $(describe_last)"
+        fi
+        # The same push endpoint with pull and push granted opens a session.
+        http POST "$TK_URL/v2/e2e/debian/blobs/uploads/" -H "Authorization: Bearer $(mint_token --access repository:e2e/debian:pull,push)"
+        if [[ "$CODE" == 202 ]]; then pass "token_with_push_scope_accepted"; else fail "token_with_push_scope_accepted" "$(describe_last)"; fi
+    fi
+    [[ -n "$tk_pid" ]] && stop_pid "$tk_pid"
+    [[ -n "$tks_pid" ]] && stop_pid "$tks_pid"
+    log "j. token authentication: $(elapsed "$T_J") s"
+fi
+fi  # j
 
 # ------------------------------------------------------------------ end
 

@@ -34,6 +34,10 @@ CORPUS_IMAGES=("$IMG_BASE" "$IMG_V1" "$IMG_V2")
 
 # PIDs of the processes this script started, stopped in reverse order at exit.
 E2E_PIDS=()
+# Paths outside WORK_DIR to remove at exit (at_exit_remove), and directories
+# to remove at exit only if they are empty then (at_exit_rmdir).
+E2E_RM_AT_EXIT=()
+E2E_RMDIR_AT_EXIT=()
 E2E_OWN_WORK_DIR=0
 E2E_EXEC_ROOT=""
 
@@ -102,6 +106,12 @@ e2e_cleanup() {
         rm -rf "$E2E_EXEC_ROOT"
     fi
     [[ -n "${WORK_DIR:-}" ]] && unmount_under "$WORK_DIR"
+    for ((i = ${#E2E_RM_AT_EXIT[@]} - 1; i >= 0; i--)); do
+        rm -rf -- "${E2E_RM_AT_EXIT[i]}"
+    done
+    for ((i = ${#E2E_RMDIR_AT_EXIT[@]} - 1; i >= 0; i--)); do
+        rmdir -- "${E2E_RMDIR_AT_EXIT[i]}" 2>/dev/null
+    done
     if [[ "$E2E_OWN_WORK_DIR" == 1 && -z "${KEEP_WORK:-}" ]]; then
         rm -rf "$WORK_DIR"
     elif [[ -n "${WORK_DIR:-}" ]]; then
@@ -109,6 +119,13 @@ e2e_cleanup() {
     fi
     exit "$rc"
 }
+
+# at_exit_remove PATH: rm -rf PATH when the script exits (files the tests
+# put outside WORK_DIR, e.g. a CA under /etc/docker/certs.d).
+at_exit_remove() { E2E_RM_AT_EXIT+=("$1"); }
+# at_exit_rmdir DIR: rmdir DIR at exit if it is empty then (a directory the
+# tests created that may have been shared meanwhile).
+at_exit_rmdir() { E2E_RMDIR_AT_EXIT+=("$1"); }
 
 # show_log FILE [LINES]: print the tail of a log, for failure reports.
 show_log() {
@@ -123,7 +140,8 @@ show_log() {
 
 # ensure_packages: install the Debian packages the tests use, only if missing.
 ensure_packages() {
-    local want=(docker.io skopeo debootstrap docker-registry curl jq prometheus apache2-utils) missing=() p
+    local want=(docker.io skopeo debootstrap docker-registry curl jq prometheus apache2-utils openssl python3)
+    local missing=() p
     for p in "${want[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
             || missing+=("$p")
@@ -147,13 +165,14 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# wait_http URL PID SECONDS: wait until URL answers any HTTP status; fail early
-# if PID died.
+# wait_http URL PID SECONDS [CURL_ARGS...]: wait until URL answers any HTTP
+# status; fail early if PID died.
 wait_http() {
     local url="$1" pid="$2" secs="${3:-30}" i code
+    shift $(($# < 3 ? $# : 3))
     for ((i = 0; i < secs * 10; i++)); do
         kill -0 "$pid" 2>/dev/null || return 1
-        code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" 2>/dev/null)"
+        code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" "$url" 2>/dev/null)"
         [[ "$code" != 000 && -n "$code" ]] && return 0
         sleep 0.1
     done
@@ -166,14 +185,22 @@ wait_http() {
 # with data root, exec root and socket of its own, using the first storage
 # driver that starts (default vfs; the benchmark tries overlay2 first).
 # Exports DOCKER_HOST and DOCKER_CONFIG; sets DOCKERD_PID and DOCKERD_DRIVER.
+# With DOCKERD_HTTPS_PROXY set (http://127.0.0.1:PORT), the engine reaches
+# HTTPS registries through that proxy (HTTPS_PROXY in its environment);
+# loopback addresses and localhost stay direct (NO_PROXY; Go never proxies
+# them anyway), so registries on 127.0.0.1 are unaffected.
 start_dockerd() {
-    local drivers=("${@:-vfs}") drv d i
+    local drivers=("${@:-vfs}") drv d i envs=()
+    if [[ -n "${DOCKERD_HTTPS_PROXY:-}" ]]; then
+        envs=("HTTPS_PROXY=$DOCKERD_HTTPS_PROXY" "https_proxy=$DOCKERD_HTTPS_PROXY"
+            "NO_PROXY=127.0.0.1,localhost,::1" "no_proxy=127.0.0.1,localhost,::1")
+    fi
     # Unix socket paths are limited to 108 bytes; keep containerd's short.
     [[ -n "$E2E_EXEC_ROOT" ]] || E2E_EXEC_ROOT="$(mktemp -d /tmp/bre.XXXXXX)"
     for drv in "${drivers[@]}"; do
         d="$WORK_DIR/docker-$drv"
         mkdir -p "$d/root" "$d/config" "$E2E_EXEC_ROOT/$drv"
-        dockerd --storage-driver="$drv" --iptables=false --ip6tables=false --bridge=none \
+        env "${envs[@]}" dockerd --storage-driver="$drv" --iptables=false --ip6tables=false --bridge=none \
             --data-root="$d/root" --exec-root="$E2E_EXEC_ROOT/$drv" \
             --host="unix://$d/docker.sock" --pidfile="$d/docker.pid" \
             >"$LOG_DIR/dockerd-$drv.log" 2>&1 &
@@ -351,7 +378,8 @@ remove_local_images() {
 # start_blockreg DATA_DIR LOG [GUEST [SERVE_ARGS...]]: blockreg serve; an
 # empty GUEST serves the embedded guest, SERVE_ARGS are passed on (e.g.
 # --no-delete). Sets BR_PID, BR_PORT, BR_URL, BR_HOST (host:port as docker
-# names it).
+# names it). `BR_SCHEME=https start_blockreg ...` for a server whose config
+# turns on TLS (BR_URL is then https://; readiness is checked with curl -k).
 start_blockreg() {
     local data="$1" logf="$2" guest="${3:-}" args
     shift $(($# < 3 ? $# : 3))
@@ -365,8 +393,30 @@ start_blockreg() {
     BR_PID=$!
     E2E_PIDS+=("$BR_PID")
     BR_HOST="127.0.0.1:$BR_PORT"
-    BR_URL="http://$BR_HOST"
-    wait_http "$BR_URL/v2/" "$BR_PID" 60 || { show_log "$logf"; return 1; }
+    BR_URL="${BR_SCHEME:-http}://$BR_HOST"
+    wait_http "$BR_URL/v2/" "$BR_PID" 60 -k || { show_log "$logf"; return 1; }
+}
+
+# start_port_helper LOG PORT_FILE CMD...: start CMD (a helper that binds a free
+# port on 127.0.0.1 and writes it to PORT_FILE, e.g. tests/e2e/*.py with
+# --port-file) in the background, appending to LOG; wait up to 10 s for the
+# port. Sets HELPER_PID and HELPER_PORT.
+start_port_helper() {
+    local logf="$1" pfile="$2" i
+    shift 2
+    rm -f "$pfile"
+    "$@" >>"$logf" 2>&1 &
+    HELPER_PID=$!
+    E2E_PIDS+=("$HELPER_PID")
+    HELPER_PORT=""
+    for ((i = 0; i < 100; i++)); do
+        # shellcheck disable=SC2034  # for the caller
+        [[ -s "$pfile" ]] && { HELPER_PORT="$(cat "$pfile")"; return 0; }
+        kill -0 "$HELPER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    show_log "$logf" 10
+    return 1
 }
 
 # start_registry2 ROOT_DIR LOG: CNCF distribution 2.8 (registry:2) with
