@@ -1,8 +1,10 @@
-//! The `admin` export: store statistics, background conversion, and the
-//! guest's identity.
+//! The `admin` export: store statistics, background conversion, crash
+//! recovery, upload expiry, and the guest's identity.
+
+use std::time::Duration;
 
 use crate::bindings::exports::blockreg::registry::admin::{
-    Conversion, Encoding, Error, Failure, Guest, GuestInfo, Queue, Recovery, Stats,
+    Conversion, Encoding, Error, Failure, Guest, GuestInfo, Purge, Queue, Recovery, Stats,
 };
 use crate::cache::Cache;
 use crate::chunker::Chunker;
@@ -98,6 +100,18 @@ impl Guest for crate::Component {
             temporary_bytes: r.temporary_bytes,
             sessions_released: r.sessions_released,
             sessions_removed: r.sessions_removed,
+        })
+    }
+
+    fn purge_uploads(older_than_secs: u64, dry_run: bool) -> Result<Purge, Error> {
+        let store = Store::open(DATA_ROOT).map_err(io_error)?;
+        let p = store
+            .purge_uploads(Duration::from_secs(older_than_secs), dry_run)
+            .map_err(io_error)?;
+        Ok(Purge {
+            sessions: p.sessions,
+            bytes: p.bytes,
+            kept: p.kept,
         })
     }
 

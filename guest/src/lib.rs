@@ -110,20 +110,41 @@ fn write_all(out: &OutputStream, mut data: &[u8]) -> Result<(), StreamError> {
     Ok(())
 }
 
+/// Why a response body was left unfinished.
+enum BodyError {
+    /// The client closed the connection (a cancelled pull, a client that
+    /// read the headers it wanted): nothing to report.
+    ClientGone,
+    /// Reading the blob failed (it did not match its digest, the store
+    /// failed) or the host refused the stream for another reason.
+    Failed(String),
+}
+
+impl From<StreamError> for BodyError {
+    fn from(e: StreamError) -> Self {
+        match e {
+            StreamError::Closed => Self::ClientGone,
+            StreamError::LastOperationFailed(e) => {
+                Self::Failed(format!("writing to the client: {}", e.to_debug_string()))
+            }
+        }
+    }
+}
+
 /// Copies a blob's bytes to the client. An error (the blob failed its
 /// digest, reading failed, the client went away) leaves the body unfinished.
-fn copy_blob(out: &OutputStream, blob: &mut dyn Read) -> Result<(), String> {
+fn copy_blob(out: &OutputStream, blob: &mut dyn Read) -> Result<(), BodyError> {
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = blob
             .read(&mut buf)
-            .map_err(|e| format!("reading the blob: {e}"))?;
+            .map_err(|e| BodyError::Failed(format!("reading the blob: {e}")))?;
         if n == 0 {
             break;
         }
-        write_all(out, &buf[..n]).map_err(|e| format!("client went away: {e:?}"))?;
+        write_all(out, &buf[..n])?;
     }
-    out.blocking_flush().map_err(|e| format!("flush: {e:?}"))
+    Ok(out.blocking_flush()?)
 }
 
 fn send(resp: Response, out: ResponseOutparam) {
@@ -150,7 +171,7 @@ fn send(resp: Response, out: ResponseOutparam) {
         Body::None => Ok(()),
         Body::Bytes(bytes) => write_all(&stream, &bytes)
             .and_then(|()| stream.blocking_flush())
-            .map_err(|e| format!("{e:?}")),
+            .map_err(BodyError::from),
         Body::Blob(mut blob) => copy_blob(&stream, &mut blob),
     };
     drop(stream);
@@ -161,7 +182,13 @@ fn send(resp: Response, out: ResponseOutparam) {
         Ok(()) => {
             let _ = OutgoingBody::finish(body, None);
         }
-        Err(e) => eprintln!("blockreg-guest: response body failed: {e}"),
+        Err(BodyError::ClientGone) => {}
+        Err(BodyError::Failed(e)) => {
+            eprintln!(
+                "blockreg-guest: {} response body left unfinished: {e}",
+                resp.status
+            );
+        }
     }
 }
 

@@ -78,34 +78,43 @@ impl Blob {
     ) -> io::Result<BlobReader> {
         let whole = start == 0 && end == self.size;
         let verify = whole.then(|| (Hasher::new(self.digest.algorithm()), self.digest.clone()));
-        let (input, damage, fill): (Box<dyn Read>, Damage, Option<Fill>) = match self.source {
-            BlobSource::Original(mut f, size) => {
-                f.seek(SeekFrom::Start(start))?;
-                (Box::new(BufReader::new(f)), Damage::Original(size), None)
-            }
-            BlobSource::Recipe(recipe) if recipe.is_verbatim() => (
-                Box::new(rebuild(store, recipe, start, end)),
-                Damage::Blocks,
-                None,
-            ),
-            BlobSource::Recipe(recipe) => {
-                let cache = Cache::new(store.layout(), cache_bytes);
-                if let Some(mut f) = cache.open(&self.digest, recipe.size) {
+        let (input, damage, fill, served_from): (Box<dyn Read>, Damage, Option<Fill>, _) =
+            match self.source {
+                BlobSource::Original(mut f, size) => {
                     f.seek(SeekFrom::Start(start))?;
-                    let f: BufReader<File> = BufReader::new(f);
-                    (Box::new(f), Damage::Cached(cache), None)
-                } else {
-                    let fill = if whole {
-                        cache.fill(&self.digest, recipe.size).ok().flatten()
-                    } else {
-                        None
-                    };
-                    let rebuild = rebuild(store, recipe, start, end);
-                    (Box::new(rebuild), Damage::Blocks, fill)
+                    let f = Box::new(BufReader::new(f));
+                    (f, Damage::Original(size), None, ServedFrom::Original)
                 }
-            }
-        };
+                BlobSource::Recipe(recipe) if recipe.is_verbatim() => (
+                    Box::new(rebuild(store, recipe, start, end)),
+                    Damage::Blocks,
+                    None,
+                    ServedFrom::Blocks,
+                ),
+                BlobSource::Recipe(recipe) => {
+                    let cache = Cache::new(store.layout(), cache_bytes);
+                    if let Some(mut f) = cache.open(&self.digest, recipe.size) {
+                        f.seek(SeekFrom::Start(start))?;
+                        let f: BufReader<File> = BufReader::new(f);
+                        (Box::new(f), Damage::Cached(cache), None, ServedFrom::Cache)
+                    } else {
+                        let fill = if whole {
+                            cache.fill(&self.digest, recipe.size).ok().flatten()
+                        } else {
+                            None
+                        };
+                        let rebuild = rebuild(store, recipe, start, end);
+                        (
+                            Box::new(rebuild),
+                            Damage::Blocks,
+                            fill,
+                            ServedFrom::Recreated,
+                        )
+                    }
+                }
+            };
         Ok(BlobReader {
+            served_from,
             range: (start, end),
             store: store.clone(),
             digest: self.digest,
@@ -146,8 +155,35 @@ enum Damage {
     Blocks,
 }
 
+/// Where a read's bytes come from; the route tells the host (for its
+/// metrics) in the `blockreg-served-from` header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServedFrom {
+    /// The blob as pushed, not converted (yet).
+    Original,
+    /// Its blocks, concatenated (a blob stored verbatim).
+    Blocks,
+    /// The cache of recreated blobs (a hit).
+    Cache,
+    /// Recreated from its recipe (a cache miss).
+    Recreated,
+}
+
+impl ServedFrom {
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Original => "original",
+            Self::Blocks => "blocks",
+            Self::Cache => "cache",
+            Self::Recreated => "recreated",
+        }
+    }
+}
+
 /// Bytes of one blob, verified when whole; see the module doc.
 pub struct BlobReader {
+    served_from: ServedFrom,
     /// The bytes of the blob this reader yields, `start..end`.
     range: (u64, u64),
     store: Store,
@@ -169,6 +205,13 @@ pub struct BlobReader {
     /// The whole read did not hash to the digest: every later read fails
     /// too, so a caller that reads on never sees a clean end.
     mismatched: bool,
+}
+
+impl BlobReader {
+    /// Where this reader's bytes come from.
+    pub fn served_from(&self) -> ServedFrom {
+        self.served_from
+    }
 }
 
 impl std::fmt::Debug for BlobReader {
@@ -378,6 +421,30 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
         assert_eq!(read(0, 10_000).unwrap(), data[..10_000]);
         assert_eq!(read(70_000, 100_000).unwrap(), data[70_000..]);
+    }
+
+    #[test]
+    fn each_read_says_where_its_bytes_come_from() {
+        use crate::test_support::{gzip, settings, tar_of, texty_bytes};
+        let store = scratch_store("pull-served-from");
+        let whole = |d: &Digest| {
+            let blob = Blob::open(&store, d).unwrap().unwrap();
+            let size = blob.size();
+            let mut r = blob.read(&store, 1 << 30, 0, size).unwrap();
+            read_all(&mut r).unwrap();
+            r.served_from()
+        };
+        let raw = commit_blob(&store, &seeded_bytes(4, 50_000));
+        assert_eq!(whole(&raw), ServedFrom::Original);
+        crate::convert::convert(&store, &settings(), &raw).unwrap();
+        assert_eq!(whole(&raw), ServedFrom::Blocks);
+
+        let text = texty_bytes(5, 200_000);
+        let layer = gzip(&tar_of(&[("a.txt", &text, 0)]), 6);
+        let gz = commit_blob(&store, &layer);
+        crate::convert::convert(&store, &settings(), &gz).unwrap();
+        assert_eq!(whole(&gz), ServedFrom::Recreated, "a cache miss");
+        assert_eq!(whole(&gz), ServedFrom::Cache, "filled by the first read");
     }
 
     #[test]

@@ -220,6 +220,21 @@ fn remove_session(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// What [`Store::purge_uploads`] removed (or would remove).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Purge {
+    /// Sessions idle for longer than the age, and their bytes.
+    pub sessions: u64,
+    pub bytes: u64,
+    /// Sessions kept: younger, or held by a request at that moment.
+    pub kept: u64,
+}
+
+/// How long the purge holds one session: enough to look at it and remove
+/// it; a purge that dies meanwhile leaves a lease the next request takes
+/// over after this.
+const PURGE_LEASE: Duration = Duration::from_secs(60);
+
 /// What [`Store::hold_upload`] found.
 #[derive(Debug)]
 pub enum Hold {
@@ -1156,6 +1171,54 @@ impl Store {
         Ok(r)
     }
 
+    // --- expiry ---
+
+    /// Removes the upload sessions that no request has touched for `age`
+    /// (registry:2's upload purging): their bytes and the session go, and
+    /// their clients get 404 `BLOB_UPLOAD_UNKNOWN` from then on. Each
+    /// session is first held like a request holds it, so one being written
+    /// to is skipped and a request arriving meanwhile waits for the hold
+    /// (milliseconds); it is judged by the modification time of its bytes
+    /// (the last byte appended; renames keep it), then removed — its
+    /// `repo` file first, so a crash half-way leaves no live session — or
+    /// given back untouched. With `dry_run` nothing is removed and the
+    /// report says what would have been.
+    ///
+    /// # Errors
+    /// I/O errors other than a session vanishing meanwhile.
+    pub fn purge_uploads(&self, age: Duration, dry_run: bool) -> io::Result<Purge> {
+        let mut p = Purge::default();
+        let now = std::time::SystemTime::now();
+        for (name, ty) in list_dir(&self.layout.uploads())? {
+            let Some(id) = UploadId::parse(&name).filter(|_| ty.is_dir()) else {
+                continue;
+            };
+            let held = match self.try_hold(&id, PURGE_LEASE)? {
+                Hold::Held(held) => held,
+                Hold::Busy { .. } => {
+                    p.kept += 1;
+                    continue;
+                }
+                Hold::Unknown => continue,
+            };
+            let touched = fs::metadata(&held.path)?.modified()?;
+            // A clock set back makes sessions look new, never old.
+            let idle = now.duration_since(touched).unwrap_or_default();
+            if idle < age {
+                p.kept += 1;
+                continue; // dropped: given back as it was
+            }
+            p.sessions += 1;
+            p.bytes += held.size();
+            if dry_run {
+                held.release()?;
+            } else {
+                held.cancel()?;
+            }
+        }
+        Ok(p)
+    }
+
     /// Temporary files under the store and their bytes (writes in flight,
     /// or cut off by a crash until the next start removes them).
     ///
@@ -1320,6 +1383,49 @@ mod tests {
         assert!(matches!(err, AppendError::Body(_)), "{err:?}");
         drop(h);
         assert_eq!(store.upload(&id).unwrap().unwrap().size, 0);
+    }
+
+    /// Sets the last-append time of session `id`'s bytes to `ago` before now.
+    fn age_session(store: &Store, id: &UploadId, ago: Duration) {
+        let data = store.layout.upload(id.as_str()).join("data");
+        let when = std::time::SystemTime::now() - ago;
+        File::options()
+            .write(true)
+            .open(data)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+    }
+
+    #[test]
+    fn purging_removes_idle_sessions_only_and_a_dry_run_nothing() {
+        let store = scratch_store("store-purge");
+        let hour = Duration::from_secs(3600);
+        let idle = store.create_upload(&name("a")).unwrap();
+        let mut h = held(&store, &idle);
+        h.append(&mut &b"12345"[..], None).unwrap();
+        h.release().unwrap();
+        age_session(&store, &idle, 3 * hour);
+        let fresh = store.create_upload(&name("a")).unwrap();
+        let busy = store.create_upload(&name("a")).unwrap();
+        age_session(&store, &busy, 3 * hour);
+        let holder = held(&store, &busy);
+
+        let dry = store.purge_uploads(2 * hour, true).unwrap();
+        assert_eq!((dry.sessions, dry.bytes, dry.kept), (1, 5, 2));
+        assert_eq!(store.upload(&idle).unwrap().unwrap().size, 5);
+
+        let done = store.purge_uploads(2 * hour, false).unwrap();
+        assert_eq!(done, dry);
+        assert!(store.upload(&idle).unwrap().is_none());
+        assert!(!store.layout.upload(idle.as_str()).exists());
+        assert!(store.upload(&fresh).unwrap().is_some());
+        // The session a request holds is never judged, however old.
+        drop(holder);
+        assert!(store.upload(&busy).unwrap().is_some());
+        // Holding and giving back did not make the old one look fresh.
+        let again = store.purge_uploads(2 * hour, false).unwrap();
+        assert_eq!((again.sessions, again.kept), (1, 1));
     }
 
     #[test]

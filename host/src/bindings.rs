@@ -30,7 +30,7 @@ pub(crate) use generated::exports::blockreg::registry::admin::Guest as Admin;
 pub use generated::exports::blockreg::registry::admin::Stats as StoreStats;
 /// Records and the error variant of the `admin` interface.
 pub(crate) use generated::exports::blockreg::registry::admin::{
-    Conversion, Encoding, Error as AdminError, GuestInfo, Queue, Recovery,
+    Conversion, Encoding, Error as AdminError, GuestInfo, Purge, Queue, Recovery,
 };
 /// Pre-instantiated `admin-host` world: the guest's `admin` export.
 pub(crate) use generated::AdminHostPre;

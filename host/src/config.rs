@@ -83,8 +83,8 @@ pub struct ServeConfig {
     pub debug: Option<DebugConfig>,
     /// How the store's health is checked (`health.storagedriver`).
     pub health: HealthConfig,
-    /// Expiry of abandoned upload sessions (parsed and kept; nothing acts
-    /// on it yet).
+    /// Expiry of abandoned upload sessions
+    /// (`storage.maintenance.uploadpurging`).
     pub upload_purging: UploadPurging,
     /// Authentication and authorization (`auth:`, `blockreg.access`); off
     /// by default.
@@ -214,15 +214,23 @@ impl Default for StorageCheck {
 }
 
 /// Expiry of abandoned upload sessions
-/// (`storage.maintenance.uploadpurging`), with registry:2's defaults.
-/// Parsed and validated; upload expiry itself is not built yet.
+/// (`storage.maintenance.uploadpurging`; `purge.rs`).
+///
+/// On by default, like registry:2's, but sooner: sessions idle for a day
+/// (registry:2: a week), checked every hour (registry:2: a day). Idleness
+/// counts from the last byte appended, so no upload that is still sending
+/// is cut off, and no client resumes a push a day later (docker, skopeo
+/// and containerd start a new session on retry); a CI registry that
+/// deletes as much as it pushes gets the space of cancelled jobs back the
+/// same day instead of after a week.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UploadPurging {
-    /// Whether sessions are to be purged.
+    /// Whether sessions are purged.
     pub enabled: bool,
-    /// Sessions older than this are purged.
+    /// Sessions no byte was appended to for this long are removed.
     pub age: Duration,
-    /// Time between purges.
+    /// Time between purges (the first runs a minute after start, or after
+    /// `interval` when shorter).
     pub interval: Duration,
     /// Only log what would be purged.
     pub dry_run: bool,
@@ -231,9 +239,9 @@ pub struct UploadPurging {
 impl Default for UploadPurging {
     fn default() -> Self {
         Self {
-            enabled: false,
-            age: Duration::from_secs(168 * 3600),
-            interval: Duration::from_secs(24 * 3600),
+            enabled: true,
+            age: Duration::from_secs(24 * 3600),
+            interval: Duration::from_secs(3600),
             dry_run: false,
         }
     }
@@ -283,6 +291,40 @@ pub struct Limits {
     /// idle keep-alive connection is kept); the connection is then closed.
     /// Zero: no limit.
     pub header_read_timeout: Duration,
+    /// What one client (peer address) may do (`throttle.rs`).
+    pub clients: ClientLimits,
+}
+
+/// Per-client limits; a client is its peer IP address. Breaking one is
+/// answered 429 `TOOMANYREQUESTS` with `Retry-After`. Zero turns a limit off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Sustained requests per second. Off by default: clients behind one
+    /// NAT or proxy share an address, and registry:2 has no such limit.
+    pub request_rate: u32,
+    /// Requests a client may send at once above the rate (0: equal to it).
+    pub request_burst: u32,
+    /// Writes (requests with a body, `POST`, `PUT`, `PATCH`) in flight.
+    pub max_uploads: usize,
+    /// Failed htpasswd logins per minute; a client over it is refused,
+    /// even with the right password, until the minute is over.
+    pub auth_failures_per_minute: u32,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self {
+            request_rate: 0,
+            request_burst: 0,
+            // docker pushes up to 5 layers at once (--max-concurrent-uploads);
+            // room for a dozen pushes from one CI host, and a quarter of the
+            // default write slots, so one client cannot take them all.
+            max_uploads: 48,
+            // 20 guesses a minute per address: harmless for a mistyped
+            // password, hopeless for a brute force.
+            auth_failures_per_minute: 20,
+        }
+    }
 }
 
 impl Limits {
@@ -310,6 +352,7 @@ impl Default for Limits {
             min_body_rate: 1024,
             // hyper's default, stated so it is a documented limit.
             header_read_timeout: Duration::from_secs(30),
+            clients: ClientLimits::default(),
         }
     }
 }

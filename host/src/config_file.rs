@@ -13,7 +13,7 @@
 //! - accepted with a note (keys that mean nothing here, such as
 //!   `storage.cache` or `http.secret`);
 //! - accepted with a warning (a feature blockreg lacks whose absence opens
-//!   nothing: `notifications`, `log.hooks`, upload purging, ...);
+//!   nothing: `notifications`, `log.hooks`, ...);
 //! - refused with an error (a feature whose absence would change what the
 //!   registry does or who may use it: `auth.silly`, `proxy`, another
 //!   storage driver, read-only mode).
@@ -160,6 +160,10 @@ const KNOWN_KEYS: &[&str] = &[
     "blockreg.body_idle_timeout_secs",
     "blockreg.min_body_rate",
     "blockreg.header_read_timeout_secs",
+    "blockreg.client_request_rate",
+    "blockreg.client_request_burst",
+    "blockreg.client_max_uploads",
+    "blockreg.auth_failures_per_minute",
     "blockreg.access",
 ];
 
@@ -701,12 +705,6 @@ impl Doc {
         if let Some(dry_run) = self.boolean(&format!("{base}.dryrun"))? {
             purging.dry_run = dry_run;
         }
-        if purging.enabled {
-            self.warnings.push(format!(
-                "config key {base}: upload purging is not built yet; abandoned upload sessions \
-                 are kept (the setting is read and checked)"
-            ));
-        }
         if self.boolean("storage.maintenance.readonly.enabled")? == Some(true) {
             return Err(self.unsupported(
                 "storage.maintenance.readonly.enabled",
@@ -1224,6 +1222,22 @@ impl Doc {
         if let Some(secs) = self.uint("blockreg.header_read_timeout_secs")? {
             limits.header_read_timeout = Duration::from_secs(secs);
         }
+        let clients = &mut limits.clients;
+        if let Some(rate) = self.uint("blockreg.client_request_rate")? {
+            clients.request_rate = u32::try_from(rate)
+                .map_err(|_| self.wrong("blockreg.client_request_rate", "too large"))?;
+        }
+        if let Some(burst) = self.uint("blockreg.client_request_burst")? {
+            clients.request_burst = u32::try_from(burst)
+                .map_err(|_| self.wrong("blockreg.client_request_burst", "too large"))?;
+        }
+        if let Some(n) = self.uint("blockreg.client_max_uploads")? {
+            clients.max_uploads = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(n) = self.uint("blockreg.auth_failures_per_minute")? {
+            clients.auth_failures_per_minute = u32::try_from(n)
+                .map_err(|_| self.wrong("blockreg.auth_failures_per_minute", "too large"))?;
+        }
         self.access(options)?;
         if options.serve.auth.rules.is_some() && options.serve.auth.method.is_none() {
             return Err(self.wrong(
@@ -1595,6 +1609,7 @@ storage:
       enabled: true
       age: 72h
       interval: 1h30m
+      dryrun: true
 blockreg:
   max_concurrency: 8
   conversion: no
@@ -1611,7 +1626,8 @@ blockreg:
         assert_eq!(debug.prometheus_path.as_deref(), Some("/metrics"));
         assert_eq!(serve.upload_purging.age, Duration::from_secs(72 * 3600));
         assert_eq!(serve.upload_purging.interval, Duration::from_secs(5400));
-        assert!(loaded.warnings.iter().any(|w| w.contains("uploadpurging")));
+        assert!(serve.upload_purging.enabled && serve.upload_purging.dry_run);
+        assert!(!loaded.warnings.iter().any(|w| w.contains("uploadpurging")));
         assert_eq!(serve.limits.max_concurrency, 8);
         assert!(!serve.background_conversion);
         assert_eq!(serve.settings.max_decoded_ratio, 50.0);

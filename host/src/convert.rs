@@ -51,6 +51,7 @@ use tokio::sync::Notify;
 use crate::bindings::{Conversion, Encoding, Queue};
 use crate::config::Limits;
 use crate::guest::{self, GuestSlot};
+use crate::metrics::Metrics;
 use crate::shutdown::Stop;
 
 /// How many nice steps below the converter (and the process as started)
@@ -125,6 +126,7 @@ pub(crate) fn spawn(
     data_dir: PathBuf,
     limits: Limits,
     new_blobs: Arc<NewBlobs>,
+    metrics: Arc<Metrics>,
     stop: Stop,
 ) -> anyhow::Result<Converter> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -133,7 +135,9 @@ pub(crate) fn spawn(
         .context("creating the converter's runtime")?;
     let thread = std::thread::Builder::new()
         .name("blockreg-convert".into())
-        .spawn(move || runtime.block_on(run(slot, data_dir, limits, new_blobs, stop)))
+        .spawn(move || {
+            runtime.block_on(run(slot, data_dir, limits, new_blobs, &metrics, stop));
+        })
         .context("starting the converter thread")?;
     Ok(Converter { thread })
 }
@@ -156,6 +160,7 @@ async fn run(
     data_dir: PathBuf,
     limits: Limits,
     new_blobs: Arc<NewBlobs>,
+    metrics: &Metrics,
     mut stop: Stop,
 ) {
     let mut failures: u32 = 0;
@@ -171,7 +176,7 @@ async fn run(
             Queue::Large => Queue::Small,
         };
         let outcome = tokio::select! {
-            outcome = convert_one(&slot, &data_dir, &limits, first) => outcome,
+            outcome = convert_one(&slot, &data_dir, &limits, metrics, first) => outcome,
             () = stop.stopped() => return,
         };
         let pause = match outcome {
@@ -207,6 +212,7 @@ async fn convert_one(
     slot: &GuestSlot,
     data_dir: &std::path::Path,
     limits: &Limits,
+    metrics: &Metrics,
     first: Queue,
 ) -> Outcome {
     let loaded = slot.current();
@@ -225,11 +231,13 @@ async fn convert_one(
         Ok(Ok(outcomes)) => outcomes,
         Ok(Err(e)) => {
             tracing::warn!(target: "blockreg::convert", "conversion failed: {e:?}");
+            metrics.conversion(0, 1, 0, started.elapsed().as_secs_f64());
             return Outcome::Failed;
         }
         // A trap, a timeout, or a store that cannot be opened.
         Err(e) => {
             tracing::error!(target: "blockreg::convert", "conversion failed: {e:#}");
+            metrics.conversion(0, 1, 0, started.elapsed().as_secs_f64());
             return Outcome::Failed;
         }
     };
@@ -258,6 +266,9 @@ async fn convert_one(
                 );
             }
         }
+    }
+    if blobs + failed > 0 {
+        metrics.conversion(blobs, failed, bytes, secs);
     }
     match (blobs, failed) {
         (0, 0) => Outcome::NothingToDo,

@@ -18,6 +18,7 @@
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -28,9 +29,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use crate::config::StorageCheck;
+use crate::config::{Limits, StorageCheck};
+use crate::guest::GuestSlot;
 use crate::metrics::{self, Metrics};
 use crate::shutdown::Stop;
+use crate::stats;
 
 /// The registry's health: its data directory readable and writable.
 pub(crate) struct Health {
@@ -129,6 +132,43 @@ pub(crate) struct Debug {
     pub(crate) metrics: Arc<Metrics>,
     /// Where metrics are served; `None`: not at all.
     pub(crate) prometheus_path: Option<String>,
+    pub(crate) store: StoreFigures,
+}
+
+/// Keeps the store gauges of the metrics fresh: asks the guest for the
+/// store's figures (`admin.get-stats`) when metrics are scraped, at most
+/// once per [`STORE_FIGURES_MAX_AGE`], so frequent scrapes cost nothing.
+pub(crate) struct StoreFigures {
+    pub(crate) slot: Arc<GuestSlot>,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) limits: Limits,
+    /// When the figures were last asked for; held across the call so two
+    /// scrapes at once ask once.
+    pub(crate) asked: tokio::sync::Mutex<Option<Instant>>,
+}
+
+/// How old the store figures of a scrape may be.
+const STORE_FIGURES_MAX_AGE: Duration = Duration::from_secs(5);
+
+/// Longest a scrape waits for the store figures; older ones are served
+/// after it.
+const STORE_FIGURES_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl StoreFigures {
+    async fn refresh(&self, metrics: &Metrics) {
+        let mut asked = self.asked.lock().await;
+        if asked.is_some_and(|at| at.elapsed() < STORE_FIGURES_MAX_AGE) {
+            return;
+        }
+        let loaded = self.slot.current();
+        let figures =
+            stats::get_stats(&loaded, &self.data_dir, &self.limits, STORE_FIGURES_TIMEOUT).await;
+        match figures {
+            Ok(figures) => metrics.set_store(&figures),
+            Err(e) => tracing::warn!("metrics: the store's figures are not current: {e:#}"),
+        }
+        *asked = Some(Instant::now());
+    }
 }
 
 /// Serves the debug endpoints on `listener` until `stop`.
@@ -139,6 +179,8 @@ pub(crate) async fn serve(listener: TcpListener, debug: Arc<Debug>, mut stop: St
             () = stop.stopped() => break,
             accepted = listener.accept() => match accepted {
                 Ok((socket, _)) => {
+                    // Small answers; see `server::accept_connection`.
+                    let _ = socket.set_nodelay(true);
                     let debug = debug.clone();
                     let mut stop = stop.clone();
                     connections.spawn(async move {
@@ -175,6 +217,7 @@ impl Debug {
     async fn answer(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = request.uri().path();
         if self.prometheus_path.as_deref() == Some(path) {
+            self.store.refresh(&self.metrics).await;
             return reply(StatusCode::OK, metrics::CONTENT_TYPE, self.metrics.render());
         }
         match path {

@@ -13,6 +13,8 @@
 //!   of time (503 `UNAVAILABLE`), credentials that do not authenticate (401
 //!   `UNAUTHORIZED` with `WWW-Authenticate`, before any guest runs; what an
 //!   authenticated caller may do is asked by the guest, `wit/access.wit`),
+//!   a client over its request rate, uploads in flight or failed logins
+//!   (429 `TOOMANYREQUESTS` with `Retry-After`, `throttle.rs`),
 //!   and a host or guest failure such as a trap
 //!   or a guest that never set a response (500 `UNKNOWN`). `UNKNOWN` and
 //!   `UNAVAILABLE` are the codes the reference registry
@@ -41,6 +43,8 @@ pub(crate) enum HostErrorCode {
     Unavailable,
     /// The `Authorization` header did not authenticate.
     Unauthorized,
+    /// A client went over one of its limits (`throttle.rs`).
+    TooManyRequests,
     /// The guest trapped, failed to instantiate or gave no response.
     Unknown,
 }
@@ -52,6 +56,7 @@ impl HostErrorCode {
             Self::SizeInvalid => "SIZE_INVALID",
             Self::Unavailable => "UNAVAILABLE",
             Self::Unauthorized => "UNAUTHORIZED",
+            Self::TooManyRequests => "TOOMANYREQUESTS",
             Self::BodyTimeout | Self::Unknown => "UNKNOWN",
         }
     }
@@ -63,6 +68,7 @@ impl HostErrorCode {
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Self::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -98,6 +104,7 @@ mod tests {
         assert_eq!(HostErrorCode::BodyTimeout.status(), 408);
         assert_eq!(HostErrorCode::Unavailable.status(), 503);
         assert_eq!(HostErrorCode::Unauthorized.status(), 401);
+        assert_eq!(HostErrorCode::TooManyRequests.status(), 429);
         assert_eq!(HostErrorCode::Unknown.status(), 500);
     }
 

@@ -8,10 +8,12 @@
 //!   `blockreg-committed` header by which the guest reports a commit.
 //! - `shutdown.rs`: what asks the server to stop (Ctrl-C, SIGTERM), how its
 //!   tasks hear of it, and how long open connections are waited for.
-//! - `convert.rs`: the background converter's thread and loop.
+//! - `convert.rs`: the background converter's thread and loop;
+//!   `purge.rs`: expiry of abandoned upload sessions.
 //! - `guest.rs`: the engine, loading and validating a component, hot swap on
 //!   SIGHUP or file change, and `call_admin` (one `admin` call in a fresh
-//!   instance, for describe, recover, get-stats and convert-next).
+//!   instance, for describe, recover, get-stats, convert-next and
+//!   purge-uploads).
 //! - `ctx.rs`: the sandbox of one instance (`/data` preopen, no network);
 //!   `datadir.rs`: opening the data directory with cap-std.
 //! - `stats.rs`, `runner.rs`: the `stats` and `run` subcommands.
@@ -20,7 +22,8 @@
 //!   `config.yml` and `REGISTRY_*` variables read into them.
 //! - `auth/`: who a request is (`Authorization`: htpasswd with bcrypt,
 //!   bearer tokens) and what it may do (`rules.rs`, zot's model), the
-//!   host's half of `wit/access.wit`.
+//!   host's half of `wit/access.wit`; `throttle.rs`: what one client may
+//!   do (request rate, uploads in flight, failed logins; 429).
 //! - `tls.rs`: HTTPS with rustls, certificates reloaded on change or SIGHUP.
 //! - `debug.rs`: the debug server (`/debug/health`, `/livez`, `/readyz`,
 //!   Prometheus metrics); `metrics.rs`: what is counted.
@@ -38,17 +41,19 @@ mod debug;
 mod error;
 mod guest;
 mod metrics;
+mod purge;
 mod runner;
 mod server;
 mod shutdown;
 mod stats;
+mod throttle;
 mod tls;
 
 pub use bindings::StoreStats;
 pub use config::{
-    AccessRules, Actions, AuthConfig, AuthMethod, DebugConfig, GuestSettings, GuestSource,
-    HealthConfig, Limits, LogSettings, Policy, RepositoryRule, ServeConfig, ServeOptions,
-    StorageCheck, TlsConfig, TlsVersion, UploadPurging,
+    AccessRules, Actions, AuthConfig, AuthMethod, ClientLimits, DebugConfig, GuestSettings,
+    GuestSource, HealthConfig, Limits, LogSettings, Policy, RepositoryRule, ServeConfig,
+    ServeOptions, StorageCheck, TlsConfig, TlsVersion, UploadPurging,
 };
 pub use convert::{current_nice, lower_request_thread_priority};
 pub use guest::embedded_guest;

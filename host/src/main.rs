@@ -84,6 +84,22 @@ struct ServeArgs {
     /// idle keep-alive connection is kept open (0: no limit).
     #[arg(long, default_value_t = Limits::default().header_read_timeout.as_secs())]
     header_read_timeout_secs: u64,
+    /// Requests per second one client (IP address) may sustain; more get
+    /// 429 with Retry-After (0: no limit).
+    #[arg(long, default_value_t = Limits::default().clients.request_rate)]
+    client_request_rate: u32,
+    /// Requests one client may send at once above --client-request-rate
+    /// (0: as many as the rate).
+    #[arg(long, default_value_t = Limits::default().clients.request_burst)]
+    client_request_burst: u32,
+    /// Uploads (writes) one client may have in flight; more get 429 (0: no
+    /// limit).
+    #[arg(long, default_value_t = Limits::default().clients.max_uploads)]
+    client_max_uploads: usize,
+    /// Failed htpasswd logins one client may make per minute; then 429
+    /// until the minute is over (0: no limit).
+    #[arg(long, default_value_t = Limits::default().clients.auth_failures_per_minute)]
+    auth_failures_per_minute: u32,
     /// Refuse DELETE of manifests, tags and blobs (405 UNSUPPORTED).
     #[arg(long)]
     no_delete: bool,
@@ -275,6 +291,18 @@ fn serve_options(
     }
     if given("header_read_timeout_secs") {
         limits.header_read_timeout = Duration::from_secs(args.header_read_timeout_secs);
+    }
+    if given("client_request_rate") {
+        limits.clients.request_rate = args.client_request_rate;
+    }
+    if given("client_request_burst") {
+        limits.clients.request_burst = args.client_request_burst;
+    }
+    if given("client_max_uploads") {
+        limits.clients.max_uploads = args.client_max_uploads;
+    }
+    if given("auth_failures_per_minute") {
+        limits.clients.auth_failures_per_minute = args.auth_failures_per_minute;
     }
     let settings = &mut serve.settings;
     if args.no_delete {

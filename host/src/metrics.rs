@@ -4,15 +4,21 @@
 //! Requests are counted and timed when their response body is dropped (the
 //! access log's moment, `server.rs`), by method, kind of route and status;
 //! request body bytes as they reach the guest, response bytes as they
-//! leave. Gauges that mirror other state (guest instances in use) are set
-//! when the metrics are asked for. Labels take few values: the route kind
-//! is the endpoint group, never the path.
+//! leave. Blob GETs are counted by where their bytes came from (the cache's
+//! hits and misses), as the guest says in a response header. The background
+//! converter records each call (`convert.rs`), upload purging what it
+//! removed (`purge.rs`). The store's figures are the
+//! guest's `admin.get-stats`, refreshed when metrics are asked for and at
+//! most every few seconds (`debug.rs`). Labels take few values: the route
+//! kind is the endpoint group, never the path.
 
 use hyper::Method;
 use prometheus::{
-    Encoder as _, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder as _, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry, TextEncoder,
 };
+
+use crate::bindings::StoreStats;
 
 /// The Content-Type of [`Metrics::render`]'s output.
 pub(crate) const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
@@ -28,7 +34,38 @@ pub(crate) struct Metrics {
     pub(crate) instances_in_use: IntGauge,
     pub(crate) instances_max: IntGauge,
     pub(crate) write_instances_in_use: IntGauge,
+    blob_reads: IntCounterVec,
+    blob_read_bytes: IntCounterVec,
+    login_failures: IntCounter,
+    conversions: IntCounterVec,
+    conversion_seconds: Histogram,
+    converted_bytes: IntCounter,
+    purged_sessions: IntCounter,
+    purged_bytes: IntCounter,
+    store: StoreGauges,
 }
+
+/// The store's figures (`admin.get-stats`, fields documented in
+/// `wit/admin.wit`), as of the last refresh (`debug.rs`).
+struct StoreGauges {
+    blobs: IntGauge,
+    logical_bytes: IntGauge,
+    stored_bytes: IntGauge,
+    ratio: Gauge,
+    blocks: IntGauge,
+    block_bytes: IntGauge,
+    packs: IntGauge,
+    pending: IntGauge,
+    failed: IntGauge,
+    cache_bytes: IntGauge,
+    repositories: IntGauge,
+    manifests: IntGauge,
+    uploads: IntGauge,
+}
+
+/// Where a blob read's bytes came from, as the guest reports it (the
+/// `blockreg-served-from` header, `guest/src/routes/blobs.rs`).
+pub(crate) const BLOB_SOURCES: [&str; 4] = ["original", "blocks", "cache", "recreated"];
 
 impl Metrics {
     /// Creates and registers every metric.
@@ -38,12 +75,33 @@ impl Metrics {
     /// Never with the fixed names below (registration fails only on a
     /// duplicate or malformed name).
     pub(crate) fn new() -> Self {
+        let registry = Registry::new();
+        let add = |metric: Box<dyn prometheus::core::Collector>| {
+            registry
+                .register(metric)
+                .expect("distinct, valid metric names");
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            add(Box::new(c.clone()));
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            add(Box::new(g.clone()));
+            g
+        };
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            add(Box::new(c.clone()));
+            c
+        };
         let labels = ["method", "route", "status"];
-        let requests = IntCounterVec::new(
-            Opts::new("blockreg_http_requests_total", "HTTP requests answered."),
+        let requests = counters(
+            "blockreg_http_requests_total",
+            "HTTP requests answered.",
             &labels,
-        )
-        .expect("valid metric");
+        );
         let buckets = vec![
             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             60.0, 300.0,
@@ -53,57 +111,173 @@ impl Metrics {
                 "blockreg_http_request_duration_seconds",
                 "Time from a request's arrival until its response body was sent.",
             )
-            .buckets(buckets),
+            .buckets(buckets.clone()),
             &labels,
         )
         .expect("valid metric");
-        let bytes_in = IntCounter::new(
-            "blockreg_http_request_body_bytes_total",
-            "Request body bytes received.",
+        add(Box::new(duration.clone()));
+        let conversion_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "blockreg_conversion_seconds",
+                "Time of one background conversion call (one large blob or a batch of small ones).",
+            )
+            .buckets(buckets),
         )
         .expect("valid metric");
-        let bytes_out = IntCounter::new(
-            "blockreg_http_response_body_bytes_total",
-            "Response body bytes sent.",
+        add(Box::new(conversion_seconds.clone()));
+        let ratio = Gauge::new(
+            "blockreg_store_stored_ratio",
+            "Stored bytes as a share of logical bytes (1 for an empty store; lower is better).",
         )
         .expect("valid metric");
-        let instances_in_use = IntGauge::new(
-            "blockreg_guest_instances_in_use",
-            "Guest instances serving a request.",
-        )
-        .expect("valid metric");
-        let write_instances_in_use = IntGauge::new(
-            "blockreg_guest_write_instances_in_use",
-            "Guest instances serving a write (upload, manifest push, delete with a body).",
-        )
-        .expect("valid metric");
-        let instances_max = IntGauge::new(
-            "blockreg_guest_instances_max",
-            "Guest instances allowed at once (--max-concurrency).",
-        )
-        .expect("valid metric");
-        let registry = Registry::new();
-        for metric in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(duration.clone()),
-            Box::new(bytes_in.clone()),
-            Box::new(bytes_out.clone()),
-            Box::new(instances_in_use.clone()),
-            Box::new(write_instances_in_use.clone()),
-            Box::new(instances_max.clone()),
-        ] {
-            registry.register(metric).expect("distinct metric names");
-        }
+        add(Box::new(ratio.clone()));
+        let store = StoreGauges {
+            blobs: gauge("blockreg_store_blobs", "Committed blobs."),
+            logical_bytes: gauge(
+                "blockreg_store_logical_bytes",
+                "Sum of the sizes of committed blobs: what a layer-level store keeps.",
+            ),
+            stored_bytes: gauge(
+                "blockreg_store_stored_bytes",
+                "Bytes on disk holding blob data (packs, index, recipes, originals; not the cache).",
+            ),
+            ratio,
+            blocks: gauge("blockreg_store_blocks", "Unique blocks."),
+            block_bytes: gauge(
+                "blockreg_store_block_bytes",
+                "Uncompressed bytes of the unique blocks.",
+            ),
+            packs: gauge("blockreg_store_packs", "Pack files."),
+            pending: gauge(
+                "blockreg_store_pending_blobs",
+                "Blobs awaiting background conversion.",
+            ),
+            failed: gauge(
+                "blockreg_store_failed_blobs",
+                "Blobs whose conversion failed (served from their originals).",
+            ),
+            cache_bytes: gauge(
+                "blockreg_cache_bytes",
+                "Bytes of recreated blobs in the cache.",
+            ),
+            repositories: gauge("blockreg_store_repositories", "Repositories."),
+            manifests: gauge("blockreg_store_manifests", "Stored manifests."),
+            uploads: gauge(
+                "blockreg_store_upload_sessions",
+                "Upload sessions in progress.",
+            ),
+        };
         Self {
-            registry,
             requests,
             duration,
-            bytes_in,
-            bytes_out,
-            instances_in_use,
-            instances_max,
-            write_instances_in_use,
+            bytes_in: counter(
+                "blockreg_http_request_body_bytes_total",
+                "Request body bytes received.",
+            ),
+            bytes_out: counter(
+                "blockreg_http_response_body_bytes_total",
+                "Response body bytes sent.",
+            ),
+            instances_in_use: gauge(
+                "blockreg_guest_instances_in_use",
+                "Guest instances serving a request.",
+            ),
+            write_instances_in_use: gauge(
+                "blockreg_guest_write_instances_in_use",
+                "Guest instances serving a write (upload, manifest push, delete with a body).",
+            ),
+            instances_max: gauge(
+                "blockreg_guest_instances_max",
+                "Guest instances allowed at once (--max-concurrency).",
+            ),
+            blob_reads: counters(
+                "blockreg_blob_reads_total",
+                "Blob GETs by where their bytes came from: original (not converted yet), blocks, cache (a hit), recreated (a miss).",
+                &["source"],
+            ),
+            blob_read_bytes: counters(
+                "blockreg_blob_read_bytes_total",
+                "Bytes sent by blob GETs, by where they came from.",
+                &["source"],
+            ),
+            login_failures: counter(
+                "blockreg_auth_failures_total",
+                "Requests whose credentials did not authenticate.",
+            ),
+            conversions: counters(
+                "blockreg_conversions_total",
+                "Blobs converted to blocks in the background, by outcome (converted, failed).",
+                &["outcome"],
+            ),
+            conversion_seconds,
+            converted_bytes: counter(
+                "blockreg_converted_bytes_total",
+                "Bytes of blobs converted to blocks.",
+            ),
+            purged_sessions: counter(
+                "blockreg_upload_sessions_purged_total",
+                "Abandoned upload sessions removed by upload purging.",
+            ),
+            purged_bytes: counter(
+                "blockreg_upload_bytes_purged_total",
+                "Bytes of the upload sessions removed by upload purging.",
+            ),
+            store,
+            registry,
         }
+    }
+
+    /// Records one blob GET whose bytes came from `source` (one of
+    /// [`BLOB_SOURCES`]), once its body was sent.
+    pub(crate) fn blob_read(&self, source: &'static str, bytes: u64) {
+        self.blob_reads.with_label_values(&[source]).inc();
+        self.blob_read_bytes
+            .with_label_values(&[source])
+            .inc_by(bytes);
+    }
+
+    /// Counts credentials that did not authenticate.
+    pub(crate) fn login_failed(&self) {
+        self.login_failures.inc();
+    }
+
+    /// Counts upload sessions removed by a purge (`purge.rs`).
+    pub(crate) fn uploads_purged(&self, sessions: u64, bytes: u64) {
+        self.purged_sessions.inc_by(sessions);
+        self.purged_bytes.inc_by(bytes);
+    }
+
+    /// Records one conversion call: blobs converted and failed, their
+    /// converted bytes, its duration.
+    pub(crate) fn conversion(&self, converted: u64, failed: u64, bytes: u64, seconds: f64) {
+        self.conversions
+            .with_label_values(&["converted"])
+            .inc_by(converted);
+        self.conversions
+            .with_label_values(&["failed"])
+            .inc_by(failed);
+        self.converted_bytes.inc_by(bytes);
+        self.conversion_seconds.observe(seconds);
+    }
+
+    /// Sets the store gauges from the guest's figures.
+    pub(crate) fn set_store(&self, stats: &StoreStats) {
+        let g = &self.store;
+        let set =
+            |gauge: &IntGauge, value: u64| gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+        set(&g.blobs, stats.blobs);
+        set(&g.logical_bytes, stats.logical_bytes);
+        set(&g.stored_bytes, stats.stored_bytes);
+        g.ratio.set(stats.ratio());
+        set(&g.blocks, stats.blocks);
+        set(&g.block_bytes, stats.block_bytes);
+        set(&g.packs, stats.packs);
+        set(&g.pending, stats.pending);
+        set(&g.failed, stats.failed);
+        set(&g.cache_bytes, stats.cache_bytes);
+        set(&g.repositories, stats.repositories);
+        set(&g.manifests, stats.manifests);
+        set(&g.uploads, stats.uploads);
     }
 
     /// Records one finished request.

@@ -29,7 +29,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,7 +40,8 @@ use std::time::{Duration, Instant};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{
-    HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, WWW_AUTHENTICATE,
+    HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER,
+    WWW_AUTHENTICATE,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -59,11 +60,12 @@ use crate::bindings::Scheme;
 use crate::config::{Limits, ServeConfig};
 use crate::convert::{self, NewBlobs};
 use crate::ctx;
-use crate::debug::{self, Debug, Health};
+use crate::debug::{self, Debug, Health, StoreFigures};
 use crate::error::{wasm_err, HostErrorCode};
 use crate::guest::{self, GuestSlot};
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 use crate::shutdown::{self, Stop};
+use crate::throttle::{RetryAfter, Throttle, UploadGuard};
 use crate::tls::{self, Tls};
 
 /// The sockets [`serve`] answers on: the registry's, and the debug
@@ -114,7 +116,7 @@ pub async fn serve(
         headers,
         debug: debug_config,
         health,
-        upload_purging: _,
+        upload_purging,
         auth,
     } = config;
     let data_dir = crate::datadir::prepare_for_serving(&data_dir)?;
@@ -157,6 +159,7 @@ pub async fn serve(
         stop.clone(),
     ));
 
+    let metrics = Arc::new(Metrics::new());
     let new_blobs = Arc::new(NewBlobs::default());
     let converter = if background_conversion {
         Some(convert::spawn(
@@ -164,18 +167,26 @@ pub async fn serve(
             data_dir.clone(),
             limits.clone(),
             new_blobs.clone(),
+            metrics.clone(),
             stop.clone(),
         )?)
     } else {
         None
     };
 
-    let metrics = Arc::new(Metrics::new());
     metrics
         .instances_max
         .set(i64::try_from(limits.max_concurrency.max(1)).unwrap_or(i64::MAX));
     let health = Arc::new(Health::new(data_dir.clone(), health.storage));
     let health_task = tokio::spawn(health.clone().run(stop.clone()));
+    let purge_task = tokio::spawn(crate::purge::run(
+        slot.clone(),
+        data_dir.clone(),
+        limits.clone(),
+        upload_purging,
+        metrics.clone(),
+        stop.clone(),
+    ));
     let debug_task = debug_listener.map(|listener| {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!("debug server on http://{addr}");
@@ -184,6 +195,12 @@ pub async fn serve(
             health: health.clone(),
             metrics: metrics.clone(),
             prometheus_path: debug_config.and_then(|c| c.prometheus_path),
+            store: StoreFigures {
+                slot: slot.clone(),
+                data_dir: data_dir.clone(),
+                limits: limits.clone(),
+                asked: tokio::sync::Mutex::new(None),
+            },
         };
         tokio::spawn(debug::serve(listener, Arc::new(debug), stop.clone()))
     });
@@ -205,6 +222,7 @@ pub async fn serve(
         data_dir,
         permits: Arc::new(Semaphore::new(limits.max_concurrency.max(1))),
         write_permits: Arc::new(Semaphore::new(limits.write_slots())),
+        throttle: Throttle::new(&limits.clients),
         limits,
         scheme_https: acceptor.is_some(),
         headers,
@@ -253,6 +271,7 @@ pub async fn serve(
     shutdown::drain(&mut connections, state.limits.request_timeout).await;
     let _ = watcher.await;
     let _ = health_task.await;
+    let _ = purge_task.await;
     for task in [debug_task, tls_task].into_iter().flatten() {
         let _ = task.await;
     }
@@ -266,6 +285,11 @@ pub async fn serve(
 /// `admin.convert-next` in `wit/admin.wit`); removed before the response
 /// leaves.
 const COMMITTED_HEADER: &str = "blockreg-committed";
+
+/// Response header by which the guest says where a blob GET's bytes come
+/// from (`guest/src/routes/blobs.rs`), for the metrics; removed before the
+/// response leaves.
+const SERVED_FROM_HEADER: &str = "blockreg-served-from";
 
 /// Shared state of a running server.
 struct Server {
@@ -286,6 +310,8 @@ struct Server {
     metrics: Arc<Metrics>,
     /// Who callers are and what they may do (`auth/`).
     auth: Arc<Auth>,
+    /// What one client may do (`throttle.rs`).
+    throttle: Throttle,
 }
 
 /// Runs the TLS handshake when there is an acceptor (bounded by the
@@ -298,6 +324,12 @@ async fn accept_connection(
     stop: Stop,
 ) {
     let local = socket.local_addr().ok();
+    // Responses are written whole by hyper; Nagle's algorithm would hold
+    // the last small segment of each (a TLS record, a short JSON error)
+    // until the client's delayed ACK, ~40 ms per round trip.
+    if let Err(e) = socket.set_nodelay(true) {
+        tracing::debug!("TCP_NODELAY on the connection from {peer}: {e}");
+    }
     let Some(acceptor) = acceptor else {
         return serve_connection(server, socket, false, local, peer, stop).await;
     };
@@ -330,7 +362,7 @@ async fn serve_connection<S>(
         Some(server.limits.header_read_timeout).filter(|timeout| !timeout.is_zero());
     let service = hyper::service::service_fn(move |request| {
         let server = server.clone();
-        async move { Ok::<_, Infallible>(server.handle(request, local).await) }
+        async move { Ok::<_, Infallible>(server.handle(request, local, peer.ip()).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -380,23 +412,25 @@ impl Server {
         self: Arc<Self>,
         mut request: Request<Incoming>,
         local: Option<SocketAddr>,
+        peer: IpAddr,
     ) -> Response<MeteredBody<HyperOutgoingBody>> {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let start = Instant::now();
         let credentials = request.headers_mut().remove(AUTHORIZATION);
         let (response, guest_failed, user) =
-            match self.auth.authenticate(credentials.as_ref()).await {
+            match self.authenticate(credentials.as_ref(), peer).await {
                 Ok(identity) => {
                     let user = identity.log_name().to_owned();
                     let caller = ctx::Caller {
                         auth: self.auth.clone(),
                         identity,
                     };
-                    let (response, guest_failed) = self.dispatch(request, local, caller).await;
+                    let (response, guest_failed) =
+                        self.dispatch(request, local, peer, caller).await;
                     (response, guest_failed, user)
                 }
-                Err(challenge) => (unauthorized(&challenge), None, "-".to_owned()),
+                Err(refusal) => (*refusal, None, "-".to_owned()),
             };
         let (mut parts, body) = response.into_parts();
         // The guest's word for it, not a guess from the status and path; the
@@ -404,6 +438,10 @@ impl Server {
         if parts.headers.remove(COMMITTED_HEADER).is_some() {
             self.new_blobs.committed();
         }
+        let served_from = parts
+            .headers
+            .remove(SERVED_FROM_HEADER)
+            .and_then(|value| metrics::BLOB_SOURCES.into_iter().find(|s| value == *s));
         // Headers the response already has are left as they are; checked
         // before adding, so a configured header may carry several values.
         let absent: Vec<bool> = self
@@ -423,12 +461,41 @@ impl Server {
             start,
             status: parts.status,
             bytes: 0,
+            served_from,
             metrics: self.metrics.clone(),
         };
         Response::from_parts(
             parts,
             MeteredBody::new(body, Rules::Response { guest_failed, log }),
         )
+    }
+
+    /// Who the caller is, after the client's request rate and failed
+    /// logins (`throttle.rs`) were checked; a refusal is the response.
+    async fn authenticate(
+        &self,
+        credentials: Option<&HeaderValue>,
+        peer: IpAddr,
+    ) -> Result<crate::auth::Identity, Refused> {
+        self.throttle.request(peer).map_err(too_many_requests)?;
+        let guessing = credentials.is_some() && self.auth.checks_passwords();
+        if guessing {
+            if let Some(wait) = self.throttle.locked_out(peer) {
+                return Err(too_many_requests(wait));
+            }
+        }
+        self.auth
+            .authenticate(credentials)
+            .await
+            .map_err(|challenge| {
+                if credentials.is_some() {
+                    self.metrics.login_failed();
+                }
+                if guessing {
+                    self.throttle.failed_login(peer);
+                }
+                Box::new(unauthorized(&challenge))
+            })
     }
 
     /// Runs the request through a guest instance, or answers it directly.
@@ -438,13 +505,25 @@ impl Server {
         &self,
         mut request: Request<Incoming>,
         local: Option<SocketAddr>,
+        peer: IpAddr,
         caller: ctx::Caller,
     ) -> (Response<HyperOutgoingBody>, Option<Arc<AtomicBool>>) {
         let is_write = match self.admit(&mut request, local) {
             Ok(is_write) => is_write,
             Err(refusal) => return (*refusal, None),
         };
-        let Some(permit) = self.acquire_slot(is_write).await else {
+        let upload = if is_write {
+            match self.throttle.upload(peer) {
+                Some(guard) => Some(guard),
+                None => {
+                    let wait = RetryAfter(Duration::from_secs(1));
+                    return (*too_many_requests(wait), None);
+                }
+            }
+        } else {
+            None
+        };
+        let Some(permit) = self.acquire_slot(upload).await else {
             return (
                 host_error(HostErrorCode::Unavailable, "server is stopping"),
                 None,
@@ -602,8 +681,8 @@ impl Server {
 impl Server {
     /// Waits for a slot: a write first takes one of the write slots, so
     /// writes never hold more than those; `None` once the server is closing.
-    async fn acquire_slot(&self, is_write: bool) -> Option<Slot> {
-        let write = if is_write {
+    async fn acquire_slot(&self, upload: Option<UploadGuard>) -> Option<Slot> {
+        let write = if upload.is_some() {
             Some(self.write_permits.clone().acquire_owned().await.ok()?)
         } else {
             None
@@ -616,6 +695,7 @@ impl Server {
         Some(Slot {
             _any: any,
             _write: write,
+            _upload: upload,
             metrics: self.metrics.clone(),
         })
     }
@@ -625,6 +705,8 @@ impl Server {
 struct Slot {
     _any: OwnedSemaphorePermit,
     _write: Option<OwnedSemaphorePermit>,
+    /// The client's place among its uploads in flight.
+    _upload: Option<UploadGuard>,
     metrics: Arc<Metrics>,
 }
 
@@ -748,6 +830,20 @@ fn unauthorized(challenge: &str) -> Response<HyperOutgoingBody> {
         Err(_) => tracing::error!("challenge {challenge:?} is not a valid header value"),
     }
     response
+}
+
+/// 429 `TOOMANYREQUESTS` for a client over one of its limits, with the
+/// seconds it should wait.
+fn too_many_requests(wait: RetryAfter) -> Refused {
+    let seconds = wait.seconds();
+    let mut response = host_error(
+        HostErrorCode::TooManyRequests,
+        &format!("too many requests from this client; retry in {seconds} s"),
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(seconds));
+    Box::new(response)
 }
 
 /// A response written by the host itself; see `error.rs`.
@@ -976,6 +1072,8 @@ struct RequestLog {
     start: Instant,
     status: StatusCode,
     bytes: u64,
+    /// For a blob GET, where its bytes came from (`metrics::BLOB_SOURCES`).
+    served_from: Option<&'static str>,
     metrics: Arc<Metrics>,
 }
 
@@ -985,6 +1083,9 @@ impl Drop for RequestLog {
         self.metrics
             .request(&self.method, &self.path, self.status.as_u16(), elapsed);
         self.metrics.sent(self.bytes);
+        if let Some(source) = self.served_from {
+            self.metrics.blob_read(source, self.bytes);
+        }
         tracing::info!(
             target: "blockreg::request",
             "{} {} {} {} {:.1}ms {}B",

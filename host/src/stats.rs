@@ -99,12 +99,27 @@ pub async fn store_stats(data_dir: &Path, guest: &GuestSource) -> anyhow::Result
     let limits = Limits::default();
     // Statistics depend on no setting; the defaults satisfy the import.
     let loaded = guest::load(guest, data_dir, &limits, ctx::default_guest_settings()).await?;
+    get_stats(&loaded, data_dir, &limits, limits.request_timeout).await
+}
+
+/// Asks a loaded guest for the figures of the store in `data_dir`, with a
+/// time limit (the metrics ask a running server's guest, `debug.rs`).
+///
+/// # Errors
+///
+/// As [`store_stats`].
+pub(crate) async fn get_stats(
+    loaded: &guest::LoadedGuest,
+    data_dir: &Path,
+    limits: &Limits,
+    timeout: std::time::Duration,
+) -> anyhow::Result<StoreStats> {
     let result = guest::call_admin(
         &loaded.admin,
         data_dir,
         limits.max_memory_bytes,
         loaded.settings,
-        limits.request_timeout,
+        timeout,
         "get-stats",
         |admin, store| Box::pin(admin.call_get_stats(store)),
     )

@@ -60,15 +60,25 @@ fn write_htpasswd(path: &Path, users: &[(&str, &str)]) {
 /// A server with htpasswd users alice/alice-pw and bob/bob-pw, and
 /// `access` as the `blockreg.access` section (indented YAML, or empty).
 async fn htpasswd_server(access: &str) -> Server {
+    if access.is_empty() {
+        htpasswd_server_with("").await
+    } else {
+        htpasswd_server_with(&format!("  access:\n{access}")).await
+    }
+}
+
+/// [`htpasswd_server`] with `blockreg` as the body of the `blockreg:`
+/// section (indented YAML, or empty).
+async fn htpasswd_server_with(blockreg: &str) -> Server {
     let root = Server::temp_root();
     write_htpasswd(
         &root.path().join("htpasswd"),
         &[("alice", "alice-pw"), ("bob", "bob-pw")],
     );
-    let access = if access.is_empty() {
+    let access = if blockreg.is_empty() {
         String::new()
     } else {
-        format!("blockreg:\n  access:\n{access}")
+        format!("blockreg:\n{blockreg}")
     };
     start(
         root,
@@ -145,6 +155,76 @@ async fn a_wrong_password_or_a_malformed_header_is_refused_by_the_host() {
     }
 }
 
+/// A password-guessing loop from one address: each wrong guess is a 401
+/// until `auth_failures_per_minute`, then every credentialed request from
+/// that address is a 429 with `Retry-After` (the right password too, and
+/// without spending a bcrypt verification); hostile headers are refused
+/// the same way and the server keeps serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_password_guessing_loop_is_answered_401_then_429_and_never_crashes() {
+    let srv = htpasswd_server_with("  auth_failures_per_minute: 5\n").await;
+    for guess in 0..5 {
+        let resp = srv
+            .req(Method::GET, "/v2/")
+            .header("authorization", basic("alice", &format!("guess-{guess}")))
+            .send()
+            .await;
+        assert_challenge(&resp, &basic_challenge());
+    }
+    let hostile = [
+        basic("alice", "guess-6"),
+        basic("alice", "alice-pw"),
+        "Basic %%%not base64%%%".to_owned(),
+        format!("Basic {}", "QUFB".repeat(16 * 1024)),
+        format!("Bearer {}", "x".repeat(32 * 1024)),
+    ];
+    for header in hostile {
+        let resp = srv
+            .req(Method::GET, "/v2/")
+            .header("authorization", header.clone())
+            .send()
+            .await;
+        resp.assert_error(429, &["TOOMANYREQUESTS"]);
+        let wait: u64 = resp
+            .header("retry-after")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no Retry-After: {}", resp.describe()));
+        assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    }
+    // Callers without credentials are not locked out: they get the
+    // challenge, which is how docker starts a login.
+    assert_challenge(&srv.get("/v2/").await, &basic_challenge());
+    // A 256 KiB header reaches the check (and is refused by it); a 1 MiB
+    // one is cut off by the HTTP layer. Either way the server goes on.
+    let (status, text) = srv
+        .raw(
+            format!(
+                "GET /v2/ HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
+                "A".repeat(256 * 1024)
+            )
+            .as_bytes(),
+        )
+        .await;
+    assert_eq!(status, 429, "{text}");
+    {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = tokio::net::TcpStream::connect(srv.addr()).await.unwrap();
+        let head = format!(
+            "GET /v2/ HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\n\r\n",
+            "A".repeat(1024 * 1024)
+        );
+        // The server may answer 431 and reset before reading it all.
+        let _ = stream.write_all(head.as_bytes()).await;
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read_to_end(&mut out),
+        )
+        .await;
+    }
+    assert_challenge(&srv.get("/v2/").await, &basic_challenge());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_right_password_pushes_and_pulls() {
     let srv = htpasswd_server("").await;
@@ -181,6 +261,11 @@ async fn a_pull_only_user_is_denied_push_with_403() {
     srv.get("/v2/app/manifests/v1").await.assert_status(200);
     let resp = srv.req(Method::POST, "/v2/app/blobs/uploads/").send().await;
     resp.assert_error(403, &["DENIED"]);
+    // Not the code's stock message with a null detail: docker 20.10 keeps
+    // retrying a push refused that way for ~50 s.
+    let error = &resp.json()["errors"][0];
+    assert_eq!(error["message"], "the caller may not push to app");
+    assert!(!error["detail"].is_null(), "{}", resp.describe());
     srv.put_manifest("app", "v2", tests::media::DOCKER_MANIFEST, &pushed.body)
         .await
         .assert_error(403, &["DENIED"]);

@@ -460,3 +460,94 @@ async fn a_full_disk_is_a_server_error_and_the_session_stays_resumable() {
     srv.stop().await.unwrap();
     drop(disk);
 }
+
+/// A stop (what SIGTERM triggers) in the middle of an upload: the PATCH
+/// whose body is still arriving is finished and acknowledged, new
+/// connections are refused, and after a restart on the same data every
+/// acknowledged byte is there — the session resumes at its acknowledged
+/// size and completes, the blob pushed before the stop pulls back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_during_an_upload_loses_nothing_acknowledged() {
+    let keep = tempfile::tempdir().unwrap();
+    let data = keep.path().join("data");
+    let serve = |data: std::path::PathBuf| {
+        Server::start_with(move |c| {
+            c.data_dir = data;
+        })
+    };
+    let srv = serve(data.clone()).await;
+    let pushed = seeded_bytes(21, 300_000);
+    let pushed_digest = srv.push_blob("stop/me", &pushed).await;
+    let first = seeded_bytes(22, 70_000);
+    let path = session_with(&srv, "stop/me", &first).await;
+
+    // A second chunk is on its way when the stop comes.
+    let second = seeded_bytes(23, 50_000);
+    let mut patch = open_chunked_patch(&srv, &path).await;
+    patch
+        .write_all(format!("{:x}\r\n", 20_000).as_bytes())
+        .await
+        .unwrap();
+    patch.write_all(&second[..20_000]).await.unwrap();
+    patch.write_all(b"\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let addr = srv.addr();
+    let stopping = tokio::spawn(srv.stop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // No new connection is served once the stop began.
+    if let Ok(Ok(mut late)) =
+        tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await
+    {
+        let _ = late
+            .write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        let (status, text) = read_response(&mut late).await;
+        assert_eq!(
+            status, 0,
+            "a connection made after the stop was served: {text}"
+        );
+    }
+    assert!(
+        !stopping.is_finished(),
+        "the stop did not wait for the PATCH"
+    );
+    let rest = &second[20_000..];
+    patch
+        .write_all(format!("{:x}\r\n", rest.len()).as_bytes())
+        .await
+        .unwrap();
+    patch.write_all(rest).await.unwrap();
+    patch.write_all(b"\r\n0\r\n\r\n").await.unwrap();
+    let (status, text) = read_response(&mut patch).await;
+    assert_eq!(status, 202, "the PATCH in flight was not finished: {text}");
+    let acknowledged = first.len() + second.len();
+    assert!(
+        text.to_ascii_lowercase()
+            .contains(&format!("range: 0-{}", acknowledged - 1)),
+        "{text}"
+    );
+    stopping.await.unwrap().unwrap();
+
+    let srv = serve(data.clone()).await;
+    srv.get(format!("/v2/stop/me/blobs/{pushed_digest}"))
+        .await
+        .assert_status(200)
+        .assert_body(&pushed);
+    srv.get(path.clone())
+        .await
+        .assert_status(204)
+        .assert_header("range", &format!("0-{}", acknowledged - 1));
+    let last = seeded_bytes(24, 10_000);
+    let whole = [first, second, last.clone()].concat();
+    let digest = sha256_digest(&whole);
+    srv.req(Method::PUT, with_digest(&path, &digest))
+        .body(last)
+        .send()
+        .await
+        .assert_status(201);
+    srv.get(format!("/v2/stop/me/blobs/{digest}"))
+        .await
+        .assert_status(200)
+        .assert_body(&whole);
+    srv.stop().await.unwrap();
+}

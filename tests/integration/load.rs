@@ -1,6 +1,8 @@
 //! The host under load (issue 13): slow or idle clients cannot hold guest
 //! slots for long, uploads cannot starve reads, and background conversion
-//! keeps its pace while requests are open.
+//! keeps its pace while requests are open. One client cannot take the
+//! service for itself (issue 10): over its request rate or its uploads in
+//! flight it gets 429 with `Retry-After`.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -213,4 +215,77 @@ async fn conversion_keeps_its_pace_while_a_request_is_open() {
         busy < idle * 2 + Duration::from_secs(3),
         "converting took {busy:?} with a request open, {idle:?} without"
     );
+}
+
+/// Asserts a host 429 with its `Retry-After` in whole seconds.
+#[track_caller]
+fn assert_too_many(resp: &tests::Resp, max_wait: u64) {
+    resp.assert_error(429, &["TOOMANYREQUESTS"]);
+    let wait: u64 = resp
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Retry-After: {}", resp.describe()));
+    assert!((1..=max_wait).contains(&wait), "{}", resp.describe());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_over_its_request_rate_gets_429_then_is_served_again() {
+    let srv = Server::start_with(|config| {
+        config.limits.clients.request_rate = 2;
+        config.limits.clients.request_burst = 4;
+    })
+    .await;
+    // Wait for the guest without spending the burst.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    srv.assert_alive().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Twelve at once: the burst is served, the rest told to wait.
+    let answers = join_all((0..12).map(|_| srv.get("/v2/"))).await;
+    let mut served = 0;
+    for resp in &answers {
+        if resp.status == 429 {
+            assert_too_many(resp, 1);
+        } else {
+            resp.assert_status(200);
+            served += 1;
+        }
+    }
+    assert!((4..=5).contains(&served), "{served} of 12 served");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    srv.get("/v2/").await.assert_status(200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_over_its_uploads_in_flight_gets_429_and_reads_go_on() {
+    let srv = Server::start_with(|config| {
+        config.background_conversion = false;
+        config.limits.clients.max_uploads = 2;
+        config.limits.min_body_rate = 0;
+    })
+    .await;
+    srv.assert_alive().await;
+    let first = srv.start_upload("busy").await;
+    let second = srv.start_upload("busy").await;
+    let mut open = Vec::new();
+    for upload in [&first, &second] {
+        open.push(stalled_patch(srv.addr(), &upload.path, b"chunk").await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A third write of the same client is refused, reads are not.
+    assert_too_many(
+        &srv.req(hyper::Method::POST, "/v2/busy/blobs/uploads/")
+            .send()
+            .await,
+        1,
+    );
+    srv.get("/v2/").await.assert_status(200);
+    // One upload ends: the client may write again.
+    let mut ended = open.pop().unwrap();
+    ended.write_all(b"0\r\n\r\n").await.unwrap();
+    let (status, text) = response_of(&mut ended).await;
+    assert_eq!(status, 202, "{text}");
+    srv.req(hyper::Method::POST, "/v2/busy/blobs/uploads/")
+        .send()
+        .await
+        .assert_status(202);
 }

@@ -1,13 +1,14 @@
 //! The debug server (`http.debug`): `/livez`, `/readyz` and
 //! `/debug/health` report the store's health (a data directory that goes
 //! away turns them 503, its return turns them back), and the Prometheus
-//! metrics count the requests made, in a format `promtool check metrics`
+//! metrics count the requests made, the conversions, the cache's hits and
+//! misses and the store's figures, in a format `promtool check metrics`
 //! accepts.
 
 use std::time::{Duration, Instant};
 
 use hyper::Method;
-use tests::Server;
+use tests::{gzip_layer, text_bytes, Server};
 
 /// Waits until the server answers (it loads its guest first).
 async fn ready(srv: &Server) {
@@ -173,6 +174,89 @@ async fn metrics_count_the_requests_made_and_pass_promtool() {
         "{text}"
     );
 
+    promtool_check(&text);
+}
+
+/// Scrapes until `done` holds for the text (requests are counted a moment
+/// after their client read the response), at most 10 s; the last text.
+async fn scrape_until(srv: &Server, done: impl Fn(&str) -> bool) -> String {
+    let began = Instant::now();
+    loop {
+        let (status, _, text) = srv.debug_get("/metrics").await;
+        assert_eq!(status, 200);
+        if done(&text) || began.elapsed() > Duration::from_secs(10) {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn store_conversion_and_cache_metrics_follow_a_push_and_its_pulls() {
+    let srv = Server::start_with_debug(|_| {}).await;
+    ready(&srv).await;
+    let files: Vec<_> = (0..4)
+        .map(|i| (format!("f{i}.txt"), text_bytes(i, 60_000)))
+        .collect();
+    let layer = gzip_layer(&files, 1_700_000_000);
+    let digest = srv.push_blob("metrics/cache", &layer).await;
+    let blob_path = format!("/v2/metrics/cache/blobs/{digest}");
+    let stats = srv.wait_converted().await;
+    assert_eq!(stats.pending, 0);
+    // Converted: the first GET recreates it (a cache miss), the second is
+    // a cache hit.
+    for _ in 0..2 {
+        assert_eq!(srv.get(&blob_path).await.assert_status(200).body, layer);
+    }
+    let reads = |text: &str, source: &str| {
+        sample(
+            text,
+            &format!("blockreg_blob_reads_total{{source=\"{source}\"}}"),
+        )
+    };
+    let text = scrape_until(&srv, |t| reads(t, "cache") == 1.0).await;
+    let size = layer.len() as f64;
+    for (source, n) in [("original", 0.0), ("recreated", 1.0), ("cache", 1.0)] {
+        assert_eq!(reads(&text, source), n, "{source}: {text}");
+        assert_eq!(
+            sample(
+                &text,
+                &format!("blockreg_blob_read_bytes_total{{source=\"{source}\"}}")
+            ),
+            size * n,
+            "{source}: {text}"
+        );
+    }
+    assert_eq!(
+        sample(&text, "blockreg_conversions_total{outcome=\"converted\"}"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "blockreg_converted_bytes_total"),
+        size,
+        "{text}"
+    );
+    assert_eq!(sample(&text, "blockreg_conversion_seconds_count"), 1.0);
+    // The store's figures are the guest's, as `blockreg stats` gives them.
+    let stats = srv.stats().await;
+    assert_eq!(sample(&text, "blockreg_store_blobs"), 1.0, "{text}");
+    assert_eq!(sample(&text, "blockreg_store_logical_bytes"), size);
+    assert_eq!(sample(&text, "blockreg_store_pending_blobs"), 0.0);
+    assert_eq!(
+        sample(&text, "blockreg_store_stored_bytes"),
+        stats.stored_bytes as f64
+    );
+    assert!(sample(&text, "blockreg_store_blocks") >= 1.0, "{text}");
+    assert!(
+        sample(&text, "blockreg_cache_bytes") >= size,
+        "the recreated layer is cached: {text}"
+    );
+    let ratio = sample(&text, "blockreg_store_stored_ratio");
+    assert!(
+        (ratio - stats.stored_bytes as f64 / size).abs() < 1e-6,
+        "{ratio}"
+    );
     promtool_check(&text);
 }
 

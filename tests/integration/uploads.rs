@@ -1,7 +1,10 @@
 //! `/v2/<name>/blobs/uploads/`: opening sessions, monolithic, streamed and
 //! chunked uploads, status, completion with and without a final body,
 //! digest checks, cancellation, unknown and foreign sessions, cross-repository
-//! mounts, and that session data leaves `uploads/` once a session ends.
+//! mounts, that session data leaves `uploads/` once a session ends, and that
+//! abandoned sessions expire (upload purging) while active ones go on.
+
+use std::time::Duration;
 
 use hyper::Method;
 use tests::{location_path, seeded_bytes, sha256_digest, with_query, Server, Upload};
@@ -581,4 +584,96 @@ async fn percent_encoded_query_values_are_decoded() {
     resp.assert_status(201)
         .assert_header("docker-content-digest", &digest);
     assert_blob(&srv, "enc/dst", &data).await;
+}
+
+/// Upload purging (`storage.maintenance.uploadpurging`): a session that no
+/// request touched for `age` is removed with its bytes (the client gets
+/// 404 `BLOB_UPLOAD_UNKNOWN`), one that keeps receiving chunks is kept and
+/// completes; blobs and the session being written are never touched.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_upload_sessions_are_purged_and_active_ones_kept() {
+    let srv = Server::start_with(|c| {
+        c.upload_purging = host::UploadPurging {
+            enabled: true,
+            age: Duration::from_secs(3),
+            interval: Duration::from_secs(1),
+            dry_run: false,
+        };
+    })
+    .await;
+    let pushed = seeded_bytes(31, 10_000);
+    let pushed_digest = srv.push_blob("purge/me", &pushed).await;
+    let mut abandoned = srv.start_upload("purge/me").await;
+    let resp = srv
+        .req(Method::PATCH, abandoned.path.clone())
+        .body(seeded_bytes(32, 50_000))
+        .send()
+        .await;
+    resp.assert_status(202);
+    abandoned.follow(&resp);
+    let mut active = srv.start_upload("purge/me").await;
+    let mut sent = Vec::new();
+    // Chunks every second for 6 s: idle never more than ~1 s.
+    for i in 0..6 {
+        let chunk = seeded_bytes(40 + i, 5_000);
+        let resp = srv
+            .req(Method::PATCH, active.path.clone())
+            .body(chunk.clone())
+            .send()
+            .await;
+        resp.assert_status(202);
+        active.follow(&resp);
+        sent.extend_from_slice(&chunk);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    srv.get(abandoned.path.clone())
+        .await
+        .assert_error(404, &["BLOB_UPLOAD_UNKNOWN"]);
+    assert_eq!(
+        srv.stats().await.uploads,
+        1,
+        "only the active session is left"
+    );
+    let digest = sha256_digest(&sent);
+    srv.req(Method::PUT, active.with_digest(&digest))
+        .send()
+        .await
+        .assert_status(201);
+    srv.get(format!("/v2/purge/me/blobs/{digest}"))
+        .await
+        .assert_status(200)
+        .assert_body(&sent);
+    srv.get(format!("/v2/purge/me/blobs/{pushed_digest}"))
+        .await
+        .assert_status(200)
+        .assert_body(&pushed);
+}
+
+/// With `dryrun`, idle sessions are only reported: they stay and finish.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_purge_removes_nothing() {
+    let srv = Server::start_with(|c| {
+        c.upload_purging = host::UploadPurging {
+            enabled: true,
+            age: Duration::from_secs(1),
+            interval: Duration::from_secs(1),
+            dry_run: true,
+        };
+    })
+    .await;
+    let data = seeded_bytes(33, 20_000);
+    let mut upload = srv.start_upload("purge/dry").await;
+    let resp = srv
+        .req(Method::PATCH, upload.path.clone())
+        .body(data.clone())
+        .send()
+        .await;
+    resp.assert_status(202);
+    upload.follow(&resp);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let digest = sha256_digest(&data);
+    srv.req(Method::PUT, upload.with_digest(&digest))
+        .send()
+        .await
+        .assert_status(201);
 }

@@ -8,6 +8,11 @@ use crate::pull::Blob;
 use crate::settings::Settings;
 use crate::store::Store;
 
+/// Response header saying where a blob GET's bytes come from (original,
+/// blocks, cache, recreated; [`crate::pull::ServedFrom`]): the host counts
+/// cache hits and misses by it and removes it before the response leaves.
+pub const SERVED_FROM_HEADER: &str = "blockreg-served-from";
+
 /// A byte range request, resolved against a blob's size: `start..end`.
 /// `None` when the header is absent or not a single byte range (then the
 /// whole blob is served, as RFC 9110 allows).
@@ -98,10 +103,13 @@ pub fn get(
         resp = resp.header("Content-Range", format!("bytes {start}-{}/{size}", end - 1));
     }
     resp.body = match blob {
-        Some(blob) if end > start => Body::Blob(Box::new(
-            blob.read(store, settings.cache_bytes, start, end)
-                .map_err(|e| RegistryError::storage("opening a blob", &e))?,
-        )),
+        Some(blob) if end > start => {
+            let reader = blob
+                .read(store, settings.cache_bytes, start, end)
+                .map_err(|e| RegistryError::storage("opening a blob", &e))?;
+            resp = resp.header(SERVED_FROM_HEADER, reader.served_from().as_str());
+            Body::Blob(Box::new(reader))
+        }
         _ => Body::None,
     };
     Ok(resp)

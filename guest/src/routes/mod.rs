@@ -121,11 +121,11 @@ fn route(
     let allow = route.allowed();
     match (route, m) {
         (Route::Base, "GET" | "HEAD") => {
-            access::require(access.authorize_base())?;
+            access::require(access.authorize_base(), "use this registry")?;
             Ok(base::version_check())
         }
         (Route::Catalog, "GET" | "HEAD") => {
-            access::require(access.authorize_base())?;
+            access::require(access.authorize_base(), "list the repositories")?;
             base::catalog(store, access, req)
         }
         (Route::Tags(n), "GET" | "HEAD") => tags::list(store, req, &name(n, pull)?),

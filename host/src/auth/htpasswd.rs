@@ -25,6 +25,11 @@ use sha2::{Digest as _, Sha256};
 /// How long a successful check is remembered.
 pub(crate) const CACHE_TTL: Duration = Duration::from_secs(60);
 
+/// What an unknown user's password is checked against (cost 5, what
+/// `htpasswd -B` writes) when the file has no user: a hash of random bytes
+/// nobody knows.
+const DECOY: &str = "$2y$05$xmHN4hU9RQ8TfgR/ZgpQbeTKw.M5DOpJTS92DU8vMmX5DuPyFxek6";
+
 /// Most checks remembered at once; the cache is emptied when full (a flood
 /// of distinct valid logins is not a case worth an LRU).
 const CACHE_MAX: usize = 1024;
@@ -124,17 +129,29 @@ impl Htpasswd {
                 }
                 state.verified.remove(&key);
             }
-            state.users.get(user).cloned()
+            match state.users.get(user) {
+                Some(hash) => (hash.clone(), true),
+                // An unknown user costs a bcrypt check as a known one does,
+                // so the time of a refusal does not tell which users exist.
+                None => (
+                    state
+                        .users
+                        .values()
+                        .next()
+                        .map_or(DECOY, String::as_str)
+                        .to_owned(),
+                    false,
+                ),
+            }
         };
-        let Some(hash) = hash else {
-            return false;
-        };
+        let (hash, known) = hash;
         let password = password.to_owned();
         let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
             .await
             .ok()
             .and_then(Result::ok)
-            .unwrap_or(false);
+            .unwrap_or(false)
+            && known;
         if ok {
             let mut state = self.inner.lock();
             if state.verified.len() >= CACHE_MAX {
@@ -229,5 +246,29 @@ mod tests {
         assert!(!htpasswd.verify("alice", "secret").await);
         assert!(htpasswd.verify("alice", "other").await);
         assert!(htpasswd.verify("bob", "other").await);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_user_is_refused_as_slowly_as_a_wrong_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        // Cost 10: tens of milliseconds, far above a map lookup.
+        let hash = bcrypt::hash("secret", 10).unwrap();
+        std::fs::write(&path, format!("alice:{hash}\n")).unwrap();
+        let htpasswd = Htpasswd::load(&path).unwrap();
+        let timed = |user: &'static str| {
+            let htpasswd = &htpasswd;
+            async move {
+                let start = Instant::now();
+                assert!(!htpasswd.verify(user, "guess").await);
+                start.elapsed()
+            }
+        };
+        let (mut known, mut unknown) = (Duration::MAX, Duration::MAX);
+        for _ in 0..3 {
+            known = known.min(timed("alice").await);
+            unknown = unknown.min(timed("mallory").await);
+        }
+        assert!(unknown * 2 > known, "unknown {unknown:?}, known {known:?}");
     }
 }

@@ -136,6 +136,13 @@ impl Auth {
         !matches!(self.method, Method::Open)
     }
 
+    /// Whether callers log in with passwords, which can be guessed (and
+    /// whose failures `throttle.rs` counts); a forged token gains nothing
+    /// from being tried again.
+    pub(crate) fn checks_passwords(&self) -> bool {
+        matches!(self.method, Method::Htpasswd { .. })
+    }
+
     /// Checks the `Authorization` header.
     ///
     /// # Errors
