@@ -1,10 +1,11 @@
 //! The `admin` export: store statistics, background conversion, crash
-//! recovery, upload expiry, and the guest's identity.
+//! recovery, upload expiry, the integrity check, and the guest's identity.
 
 use std::time::Duration;
 
 use crate::bindings::exports::blockreg::registry::admin::{
-    Conversion, Encoding, Error, Failure, Guest, GuestInfo, Purge, Queue, Recovery, Stats,
+    CheckReport, Conversion, Encoding, Error, Failure, Guest, GuestInfo, Purge, Queue, Recovery,
+    Stats,
 };
 use crate::cache::Cache;
 use crate::chunker::Chunker;
@@ -112,6 +113,22 @@ impl Guest for crate::Component {
             sessions: p.sessions,
             bytes: p.bytes,
             kept: p.kept,
+        })
+    }
+
+    fn check(read_data: bool) -> Result<CheckReport, Error> {
+        let store = Store::open(DATA_ROOT).map_err(io_error)?;
+        let r = crate::check::check(&store, read_data).map_err(io_error)?;
+        Ok(CheckReport {
+            blocks: r.blocks,
+            bad_blocks: r.bad_blocks,
+            packs: r.packs,
+            unindexed_packs: r.unindexed_packs,
+            unindexed_bytes: r.unindexed_bytes,
+            blobs: r.blobs,
+            bad_blobs: r.bad_blobs,
+            bytes_read: r.bytes_read,
+            problems: r.problems,
         })
     }
 

@@ -21,6 +21,7 @@ mod admin;
 // Public: the bindings hold the generated export glue and the WIT types.
 pub mod bindings;
 mod cache;
+mod check;
 mod convert;
 mod http;
 mod ingest;

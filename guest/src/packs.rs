@@ -42,7 +42,8 @@ const BROTLI_WINDOW: u32 = 22;
 /// Bytes per index record: sha1 20, pack 8, frame offset 8, stored length 4,
 /// frame length 4, codec 1, reserved 3, offset in frame 4, block length 4.
 pub const RECORD_LEN: usize = 56;
-const SHARDS: usize = 4096;
+/// Shards of the block index.
+pub const SHARDS: usize = 4096;
 
 /// Where a stored block is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +53,7 @@ pub struct Located {
     pub len: u32,
 }
 
-fn shard_of(id: &BlockId) -> usize {
+pub(crate) fn shard_of(id: &BlockId) -> usize {
     let b = id.as_bytes();
     (usize::from(b[0]) << 4) | usize::from(b[1] >> 4)
 }
@@ -200,6 +201,38 @@ impl Packs {
             self.open_shards.remove(&shard);
         }
         Ok(())
+    }
+
+    /// The records of index shard `shard` as stored (SHA-1 order), and
+    /// whether the order holds (no record out of order or repeated).
+    ///
+    /// # Errors
+    /// I/O errors; `InvalidData` for a shard that is not a whole number of
+    /// records or holds a record with an unknown codec.
+    pub fn shard_records(&self, shard: usize) -> io::Result<(Vec<(BlockId, Located)>, bool)> {
+        let bytes = match fs::read(self.shard_path(shard)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok((Vec::new(), true)),
+            Err(e) => return Err(e),
+        };
+        if bytes.len() % RECORD_LEN != 0 {
+            return Err(io::Error::new(
+                ErrorKind::InvalidData,
+                format!(
+                    "index shard {shard:03x} has {} bytes, not a whole number of {RECORD_LEN}-byte records",
+                    bytes.len()
+                ),
+            ));
+        }
+        let sorted = bytes
+            .chunks_exact(RECORD_LEN)
+            .zip(bytes.chunks_exact(RECORD_LEN).skip(1))
+            .all(|(a, b)| a[..20] < b[..20]);
+        let records = bytes
+            .chunks_exact(RECORD_LEN)
+            .map(decode_record)
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok((records, sorted))
     }
 
     /// Counts indexed blocks and their bytes.

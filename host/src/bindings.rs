@@ -23,6 +23,9 @@ pub(crate) use generated::blockreg::registry::access::{
 pub(crate) use generated::blockreg::registry::settings::{
     add_to_linker as add_settings_to_linker, Host as SettingsHost, Settings,
 };
+/// The `check-report` record of the `admin` interface: what
+/// `blockreg check` found.
+pub use generated::exports::blockreg::registry::admin::CheckReport as StoreCheck;
 /// The `admin` export of one instance.
 pub(crate) use generated::exports::blockreg::registry::admin::Guest as Admin;
 /// The `stats` record of the `admin` interface: the figures of

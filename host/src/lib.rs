@@ -16,7 +16,8 @@
 //!   purge-uploads).
 //! - `ctx.rs`: the sandbox of one instance (`/data` preopen, no network);
 //!   `datadir.rs`: opening the data directory with cap-std.
-//! - `stats.rs`, `runner.rs`: the `stats` and `run` subcommands.
+//! - `stats.rs`, `check.rs`, `runner.rs`: the `stats`, `check` and `run`
+//!   subcommands.
 //! - `config.rs`: the options (`ServeOptions`, `ServeConfig`, limits and
 //!   guest settings with their only defaults); `config_file.rs`: registry:2's
 //!   `config.yml` and `REGISTRY_*` variables read into them.
@@ -32,6 +33,7 @@
 
 mod auth;
 mod bindings;
+mod check;
 mod config;
 pub mod config_file;
 mod convert;
@@ -49,7 +51,8 @@ mod stats;
 mod throttle;
 mod tls;
 
-pub use bindings::StoreStats;
+pub use bindings::{StoreCheck, StoreStats};
+pub use check::store_check;
 pub use config::{
     AccessRules, Actions, AuthConfig, AuthMethod, ClientLimits, DebugConfig, GuestSettings,
     GuestSource, HealthConfig, Limits, LogSettings, Policy, RepositoryRule, ServeConfig,

@@ -27,6 +27,9 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Print the store's size and deduplication figures.
     Stats(StatsArgs),
+    /// Verify the store (block index against packs, recipes, and with
+    /// --read-data every blob against its digest); exit 1 when damaged.
+    Check(CheckArgs),
     /// Run a wasi:cli command component (the wasm32-wasip2 test runner).
     Run(RunArgs),
 }
@@ -141,6 +144,22 @@ struct StatsArgs {
 }
 
 #[derive(Args)]
+struct CheckArgs {
+    /// Data directory.
+    #[arg(long, default_value = "./data")]
+    data: PathBuf,
+    /// Also read every blob back in full and check it against its digest.
+    #[arg(long)]
+    read_data: bool,
+    /// Guest component to ask instead of the embedded one.
+    #[arg(long, value_name = "FILE.wasm")]
+    guest: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct RunArgs {
     /// The command component.
     file: PathBuf,
@@ -209,6 +228,20 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
                 println!("{stats}");
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Check(args) => {
+            let report =
+                host::store_check(&args.data, &guest_source(args.guest), args.read_data).await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Run(args) => {
             let status = host::run_command(&args.file, &args.args).await?;

@@ -551,3 +551,54 @@ async fn a_stop_during_an_upload_loses_nothing_acknowledged() {
         .assert_body(&whole);
     srv.stop().await.unwrap();
 }
+
+/// `blockreg check` (`host::store_check`): a store after pushes and
+/// conversion is clean with every blob read back to its digest; a byte
+/// flipped in a pack is found, the blob it breaks is named, and the check
+/// changes nothing (the damaged pack stays for an operator to look at).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_integrity_check_finds_a_flipped_byte_and_changes_nothing() {
+    let srv = Server::start().await;
+    srv.push_image("check/app", "v1", Flavor::Docker, 51).await;
+    srv.push_image("check/app", "v2", Flavor::Oci, 52).await;
+    let stats = srv.wait_converted().await;
+    let check = |read_data: bool| {
+        let data = srv.data_dir();
+        async move {
+            host::store_check(&data, &host::GuestSource::Embedded, read_data)
+                .await
+                .unwrap()
+        }
+    };
+    let clean = check(true).await;
+    assert!(clean.is_clean(), "{clean:?}");
+    assert_eq!(clean.blobs, stats.blobs, "{clean:?}");
+    assert_eq!(clean.blocks, stats.blocks, "{clean:?}");
+    assert!(clean.bytes_read >= stats.logical_bytes, "{clean:?}");
+
+    let packs = srv.data_dir().join("blocks").join("packs");
+    let pack = std::fs::read_dir(&packs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pack"))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .expect("a pack");
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x20;
+    std::fs::write(&pack, &bytes).unwrap();
+
+    let damaged = check(true).await;
+    assert!(!damaged.is_clean(), "{damaged:?}");
+    assert!(damaged.bad_blocks >= 1, "{damaged:?}");
+    assert!(damaged.bad_blobs >= 1, "{damaged:?}");
+    assert!(
+        damaged
+            .problems
+            .iter()
+            .any(|p| p.starts_with("blob sha256:")),
+        "{:?}",
+        damaged.problems
+    );
+    assert_eq!(std::fs::read(&pack).unwrap(), bytes, "the check wrote");
+}
