@@ -70,7 +70,7 @@ INTEROP_GUEST_FASTCDC="$PWD/target/guests/guest-fastcdc.wasm" \
   bash tests/e2e/interop.sh
 
 step "stress (randomized races on sessions, blobs, manifests and tags; kill -9)"
-python3 tests/stress/stress.py --blockreg "$PWD/target/release/blockreg" --seconds 120 --kills 10
+python3 tests/stress/stress.py --blockreg "$PWD/target/release/blockreg" --seconds 90 --kills 10
 
 step "all tiers passed"
 # cargo's "test result: ok. N passed; M failed" and e2e's "N passed, M failed".

@@ -204,10 +204,18 @@ async fn store_conversion_and_cache_metrics_follow_a_push_and_its_pulls() {
     let stats = srv.wait_converted().await;
     assert_eq!(stats.pending, 0);
     // Converted: the first GET recreates it (a cache miss), the second is
-    // a cache hit.
-    for _ in 0..2 {
-        assert_eq!(srv.get(&blob_path).await.assert_status(200).body, layer);
+    // a cache hit. The cache entry is committed by the first GET's instance
+    // once the body is out, a moment after the client has it all.
+    assert_eq!(srv.get(&blob_path).await.assert_status(200).body, layer);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while srv.stats().await.cache_bytes == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the recreated blob was not cached"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(srv.get(&blob_path).await.assert_status(200).body, layer);
     let reads = |text: &str, source: &str| {
         sample(
             text,
