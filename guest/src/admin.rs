@@ -128,6 +128,10 @@ impl Guest for crate::Component {
             blobs: r.blobs,
             bad_blobs: r.bad_blobs,
             bytes_read: r.bytes_read,
+            manifests: r.manifests,
+            bad_manifests: r.bad_manifests,
+            unreferenced_blobs: r.unreferenced_blobs,
+            unreferenced_bytes: r.unreferenced_bytes,
             problems: r.problems,
         })
     }

@@ -14,16 +14,23 @@
 //!   existing pack; with `read_data`, every blob is read in full — rebuilt
 //!   from its blocks, never from the cache — and must hash to its digest
 //!   and have its size.
+//! - Manifests: every stored manifest parses, and the blobs (config,
+//!   layers) and child manifests it names are in its repository — the
+//!   property a push guarantees and a garbage collection must keep. Blobs
+//!   no manifest names are counted with their bytes (what a collection
+//!   would reclaim once their grace period is over), not reported as
+//!   damage: a blob is unreferenced between its push and its manifest's.
 //!
 //! Nothing is written, removed or set aside (a pull that meets a damaged
 //! source does that): the check is safe while the store serves.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::io::{self, ErrorKind};
 
 use crate::block::BlockId;
-use crate::oci::{Digest, Hasher};
+use crate::oci::media::parse_manifest;
+use crate::oci::{Digest, Hasher, RepoName};
 use crate::packs::{shard_of, FrameReader, Located, Packs, SHARDS};
 use crate::rebuild::Rebuild;
 use crate::recipe::{pack_name, Frame};
@@ -55,6 +62,13 @@ pub struct Report {
     pub bad_blobs: u64,
     /// Blob bytes read back (with `read_data`).
     pub bytes_read: u64,
+    /// Manifests checked, and those that do not parse or name content
+    /// missing from their repository.
+    pub manifests: u64,
+    pub bad_manifests: u64,
+    /// Committed blobs no manifest names, and their sizes.
+    pub unreferenced_blobs: u64,
+    pub unreferenced_bytes: u64,
     /// The first problems found, one line each.
     pub problems: Vec<String>,
 }
@@ -69,7 +83,7 @@ impl Report {
     /// No block or blob failed.
     #[cfg(test)]
     fn is_clean(&self) -> bool {
-        self.bad_blocks == 0 && self.bad_blobs == 0
+        self.bad_blocks == 0 && self.bad_blobs == 0 && self.bad_manifests == 0
     }
 }
 
@@ -90,8 +104,74 @@ pub fn check(store: &Store, read_data: bool) -> io::Result<Report> {
             report.unindexed_bytes += size;
         }
     }
-    check_blobs(store, &present, read_data, &mut report)?;
+    let referenced = check_manifests(store, &mut report)?;
+    check_blobs(store, &present, &referenced, read_data, &mut report)?;
     Ok(report)
+}
+
+/// Checks every stored manifest; returns the blobs manifests name.
+fn check_manifests(store: &Store, report: &mut Report) -> io::Result<HashSet<Digest>> {
+    let mut referenced = HashSet::new();
+    for (repo, _) in store.repositories()? {
+        let Ok(name) = repo.parse::<RepoName>() else {
+            continue;
+        };
+        for (file, ty) in list_dir(&store.layout().manifests(&name))? {
+            let Ok(digest) = file.parse::<Digest>() else {
+                continue; // `.type` files of data format 2, temporaries
+            };
+            if !ty.is_file() {
+                continue;
+            }
+            let (media_type, bytes) = match store.manifest(&name, &digest) {
+                Ok(Some(m)) => m,
+                Ok(None) => continue, // deleted since the listing
+                Err(e) => {
+                    report.manifests += 1;
+                    report.bad_manifests += 1;
+                    report.problem(format!("manifest {repo}@{digest}: {e}"));
+                    continue;
+                }
+            };
+            report.manifests += 1;
+            if Digest::of(digest.algorithm(), &bytes) != digest {
+                report.bad_manifests += 1;
+                report.problem(format!(
+                    "manifest {repo}@{digest}: its bytes do not hash to it"
+                ));
+                continue;
+            }
+            let info = match parse_manifest(&bytes, Some(&media_type)) {
+                Ok(info) => info,
+                Err(e) => {
+                    report.bad_manifests += 1;
+                    report.problem(format!("manifest {repo}@{digest}: {}", e.message));
+                    continue;
+                }
+            };
+            // Foreign layers need not be here; when they are, they are
+            // kept like any other layer.
+            referenced.extend(info.foreign.iter().cloned());
+            let missing = info
+                .blobs
+                .iter()
+                .find(|d| !store.blob_in_repo(&name, d))
+                .or_else(|| {
+                    info.manifests
+                        .iter()
+                        .find(|d| !store.has_manifest(&name, d))
+                })
+                .cloned();
+            referenced.extend(info.blobs);
+            if let Some(missing) = missing {
+                report.bad_manifests += 1;
+                report.problem(format!(
+                    "manifest {repo}@{digest}: names {missing}, which is not in the repository"
+                ));
+            }
+        }
+    }
+    Ok(referenced)
 }
 
 /// Pack ids present and their sizes.
@@ -218,6 +298,7 @@ fn check_index(
 fn check_blobs(
     store: &Store,
     present: &BTreeMap<u64, u64>,
+    referenced: &HashSet<Digest>,
     read_data: bool,
     report: &mut Report,
 ) -> io::Result<()> {
@@ -241,6 +322,13 @@ fn check_blobs(
             }
         };
         report.blobs += 1;
+        if !referenced.contains(&digest) {
+            report.unreferenced_blobs += 1;
+            report.unreferenced_bytes += match &source {
+                BlobSource::Original(_, size) => *size,
+                BlobSource::Recipe(recipe) => recipe.size,
+            };
+        }
         if let Err(why) = check_blob(store, &digest, source, present, read_data, report) {
             report.bad_blobs += 1;
             report.problem(format!("blob {digest}: {why}"));
@@ -333,6 +421,56 @@ mod tests {
             .into_iter()
             .max_by_key(|p| fs::metadata(p).unwrap().len())
             .unwrap()
+    }
+
+    /// Stores an image manifest in `repo` naming `config` and `layers`
+    /// (each linked into the repository, as a push does).
+    fn put_image(store: &Store, repo: &str, config: &Digest, layers: &[&Digest]) -> Digest {
+        let name: RepoName = repo.parse().unwrap();
+        let descriptor = |media: &str, d: &Digest| serde_json::json!({"mediaType": media, "digest": d.to_string(), "size": 1});
+        for d in layers.iter().copied().chain([config]) {
+            store.link_blob(&name, d).unwrap();
+        }
+        let bytes = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": crate::oci::media::OCI_MANIFEST,
+            "config": descriptor("application/vnd.oci.image.config.v1+json", config),
+            "layers": layers
+                .iter()
+                .map(|d| descriptor("application/vnd.oci.image.layer.v1.tar+gzip", d))
+                .collect::<Vec<_>>(),
+        }))
+        .unwrap();
+        let digest = Digest::of(crate::oci::Algorithm::Sha256, &bytes);
+        store
+            .put_manifest(&name, &digest, crate::oci::media::OCI_MANIFEST, &bytes)
+            .unwrap();
+        digest
+    }
+
+    #[test]
+    fn manifests_naming_missing_blobs_are_damage_and_unnamed_blobs_are_counted() {
+        let (store, digests) = store_with_blobs("check-manifests");
+        let manifest = put_image(&store, "team/app", &digests[2], &[&digests[1]]);
+        let r = check(&store, false).unwrap();
+        assert!(r.is_clean(), "{r:?}");
+        assert_eq!((r.manifests, r.bad_manifests), (1, 0));
+        // The raw blob is named by no manifest.
+        assert_eq!(r.unreferenced_blobs, 1, "{r:?}");
+        assert_eq!(r.unreferenced_bytes, 200_000);
+
+        // The layer goes (what a wrong collection would do): the manifest
+        // is damaged, and says what it misses.
+        fs::remove_dir_all(store.layout().layer(&digests[1])).unwrap();
+        let r = check(&store, false).unwrap();
+        assert!(!r.is_clean(), "{r:?}");
+        assert_eq!(r.bad_manifests, 1);
+        let line = format!("team/app@{manifest}: names {}", digests[1]);
+        assert!(
+            r.problems.iter().any(|p| p.contains(&line)),
+            "{:?}",
+            r.problems
+        );
     }
 
     #[test]

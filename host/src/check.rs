@@ -17,7 +17,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 impl StoreCheck {
     /// No block or blob failed.
     pub fn is_clean(&self) -> bool {
-        self.bad_blocks == 0 && self.bad_blobs == 0
+        self.bad_blocks == 0 && self.bad_blobs == 0 && self.bad_manifests == 0
     }
 }
 
@@ -42,6 +42,16 @@ impl fmt::Display for StoreCheck {
             self.blobs, self.bad_blobs
         )?;
         writeln!(f, "bytes read     {}", self.bytes_read)?;
+        writeln!(
+            f,
+            "manifests      {} checked, {} bad",
+            self.manifests, self.bad_manifests
+        )?;
+        writeln!(
+            f,
+            "unreferenced   {} blobs, {} bytes (no manifest names them)",
+            self.unreferenced_blobs, self.unreferenced_bytes
+        )?;
         write!(
             f,
             "result         {}",

@@ -1578,6 +1578,22 @@ YAML
 fi
 fi  # j
 
+# ------------------------------------------------------------------ k. integrity check
+
+# `blockreg check --read-data` on the main store after everything above
+# (docker and skopeo pushes, conversion, a crash, hot swaps), while the
+# server still serves it: every block, manifest and blob verifies.
+if is_blockreg && [[ -d "$DATA" ]]; then
+    T_K="$(now)"
+    if "$BLOCKREG" check --data "$DATA" --read-data >"$LOG_DIR/check.log" 2>&1; then
+        pass "store_check_read_data_clean"
+    else
+        show_log "$LOG_DIR/check.log" 20
+        fail "store_check_read_data_clean" "blockreg check --read-data found damage or failed"
+    fi
+    log "k. integrity check: $(elapsed "$T_K") s ($(grep -E '^(blobs|manifests|blocks) ' "$LOG_DIR/check.log" | tr -s ' ' | paste -sd ';'))"
+fi
+
 # ------------------------------------------------------------------ end
 
 if ((FAILED)); then

@@ -574,6 +574,15 @@ async fn the_integrity_check_finds_a_flipped_byte_and_changes_nothing() {
     assert!(clean.is_clean(), "{clean:?}");
     assert_eq!(clean.blobs, stats.blobs, "{clean:?}");
     assert_eq!(clean.blocks, stats.blocks, "{clean:?}");
+    assert_eq!(
+        (
+            clean.manifests,
+            clean.bad_manifests,
+            clean.unreferenced_blobs
+        ),
+        (2, 0, 0),
+        "{clean:?}"
+    );
     assert!(clean.bytes_read >= stats.logical_bytes, "{clean:?}");
 
     let packs = srv.data_dir().join("blocks").join("packs");
