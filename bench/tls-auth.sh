@@ -53,7 +53,8 @@
 #      restarted, blockreg's DATA/cache removed), then warm (local images
 #      removed, servers kept). Every pulled image's ID, layer diff IDs and
 #      repo digest must equal what was pushed.
-#   4. Peak RSS of the servers (VmHWM) after the pushes and after the pulls.
+#   4. Peak RSS of the servers (VmHWM) and the CPU time they used (user +
+#      system, from /proc/PID/stat), after the pushes and after the pulls.
 # Writes bench/results/tls-auth.md (tls-auth-quick.md with BENCH_QUICK=1):
 # the command, the machine, and two tables: tls vs plain, tls vs registry2.
 set -uo pipefail
@@ -205,13 +206,21 @@ start_reg() {
         || { show_log "$logf"; die "$name did not start"; }
 }
 is_blockreg_name() { [[ "$1" != registry2 ]]; }
+# cpu_secs PID: user + system CPU seconds PID has used (less sensitive to
+# the machine's other load than wall time).
+cpu_secs() {
+    awk -v t="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / t }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
 
 # ---------------------------------------------------------------- runs
+
+RUN_ORDERS=""
 
 for ((run = 1; run <= BENCH_RUNS; run++)); do
     d="$WORK_DIR/run$run"
     k=$(((run - 1) % 3))
     order=("${NAMES[@]:k}" "${NAMES[@]:0:k}")
+    RUN_ORDERS+="run $run: ${order[*]} ; "
     ((run > 1)) && { remove_local_images; reload_bench_corpus || die "docker load failed"; }
     for name in "${NAMES[@]}"; do start_reg "$name" "$d/$name"; done
 
@@ -242,6 +251,7 @@ for ((run = 1; run <= BENCH_RUNS; run++)); do
         record "$run" "$name" push_docker_total "**push docker, total (s)**" s "${TOT[$name]}"
         is_blockreg_name "$name" && record "$run" "$name" wait_total "conversion wait after the pushes, total (s)" s "${WAITED[$name]}"
         record "$run" "$name" rss_push "peak RSS after the pushes (VmHWM)" bytes "$(vm_hwm "${SRV_PID[$name]}")"
+        record "$run" "$name" cpu_push "server CPU time, start + pushes (+ blockreg's conversions) (s)" s "$(cpu_secs "${SRV_PID[$name]}")"
     done
 
     # ---- 3. pulls: cold (restarted servers, blockreg cache removed), warm
@@ -257,6 +267,7 @@ for ((run = 1; run <= BENCH_RUNS; run++)); do
         all="$(add "$(add "${TOT[$name]}" "${RESULT[$run,$name,pull_cold_total]}")" "${RESULT[$run,$name,pull_warm_total]}")"
         record "$run" "$name" all_total "**push + cold pull + warm pull (s)**" s "$all"
         record "$run" "$name" rss_pull "peak RSS after the pulls (VmHWM)" bytes "$(vm_hwm "${SRV_PID[$name]}")"
+        record "$run" "$name" cpu_pull "server CPU time, restart + cold and warm pulls (s)" s "$(cpu_secs "${SRV_PID[$name]}")"
     done
     remove_local_images
     for name in "${NAMES[@]}"; do stop_pid "${SRV_PID[$name]}"; done
@@ -277,14 +288,14 @@ proxy_line() { # NAME: "N connections (CONNECT), M (HTTP)"
 section_of() {
     case "$1" in
         login) echo 1 ;; push_docker_*) echo 2 ;; pull_cold_*) echo 3 ;; pull_warm_*) echo 4 ;;
-        all_total) echo 5 ;; wait_*) echo 6 ;; rss_*) echo 7 ;; *) echo 8 ;;
+        all_total) echo 5 ;; wait_*) echo 6 ;; cpu_*) echo 7 ;; rss_*) echo 8 ;; *) echo 9 ;;
     esac
 }
 table() { # NAME_A NAME_B
     echo "| metric | ${DESC[$1]} | ${DESC[$2]} | ratio |"
     echo "|---|---:|---:|---:|"
     local sec m
-    for sec in 1 2 3 4 5 6 7 8; do
+    for sec in 1 2 3 4 5 6 7 8 9; do
         for m in "${METRICS[@]}"; do
             [[ "$(section_of "$m")" == "$sec" ]] && table_row "$m" "$1" "$2"
         done
@@ -295,6 +306,13 @@ verdict() {
     local r
     r="$(ratio "$(value "$1" "$3")" "$(value "$2" "$3")")"
     awk -v r="$r" -v t="$4" 'BEGIN { if (r == "-") print "-"; else printf "%s (%s)", r, (r + 0 <= t + 0 ? "met" : "NOT met") }'
+}
+
+# per_run NAME METRIC: the value of every run, "a / b / c".
+per_run() {
+    local r out=""
+    for ((r = 1; r <= BENCH_RUNS; r++)); do out+="${RESULT["$r,$1,$2"]:--} / "; done
+    echo "${out% / }"
 }
 
 T_TOTAL="$(elapsed "$T_START")"
@@ -329,6 +347,16 @@ report="$WORK_DIR/tls-auth$quick.md"
     for m in push_docker_total pull_cold_total pull_warm_total all_total; do
         printf '| %s | %s | %s |\n' "${LABEL[$m]}" "$(verdict tls plain "$m" 1.05)" "$(verdict tls registry2 "$m" 1.0)"
     done
+    if ((BENCH_RUNS > 1)); then
+        echo
+        echo "Per run (the medians above are of these; the order of the three in each run: ${RUN_ORDERS% ; }):"
+        echo
+        echo "| phase | ${DESC[plain]} | ${DESC[tls]} | ${DESC[registry2]} |"
+        echo "|---|---:|---:|---:|"
+        for m in push_docker_total pull_cold_total pull_warm_total all_total; do
+            printf '| %s | %s | %s | %s |\n' "${LABEL[$m]}" "$(per_run plain "$m")" "$(per_run tls "$m")" "$(per_run registry2 "$m")"
+        done
+    fi
     echo
     echo "## blockreg: TLS + htpasswd vs plain HTTP (ratio: TLS+auth / plain)"
     echo
