@@ -24,7 +24,7 @@
 # as insecure (no certificate check, fallback to plain HTTP), so the TLS
 # registries are named registry.blockreg.test:PORT, a name nothing resolves,
 # and this script's own dockerd gets HTTPS_PROXY and HTTP_PROXY pointing at
-# bench/connect_proxy.py on 127.0.0.1, which sends *.blockreg.test:PORT to
+# tests/e2e/connect_proxy.py on 127.0.0.1, which sends *.blockreg.test:PORT to
 # 127.0.0.1:PORT and refuses every other host. Docker verifies the registry's
 # certificate against /etc/docker/certs.d/registry.blockreg.test:PORT/ca.crt
 # (installed for the two TLS ports, removed at exit) and logs in with
@@ -164,7 +164,7 @@ tls_config >"$TLS_DIR/config.yml"
 tls_config plain >"$TLS_DIR/plain.yml"
 
 # ---------------------------------------------------------------- proxy, dockerd
-python3 "$BENCH_DIR/connect_proxy.py" --allow "$TLS_NAME" --allow "$PLAIN_NAME" \
+python3 "$BENCH_DIR/../tests/e2e/connect_proxy.py" --allow "$TLS_NAME" --allow "$PLAIN_NAME" \
     --port "${PORT[proxy]}" --port-file "$WORK_DIR/proxy.port" >>"$LOG_DIR/proxy.log" 2>&1 &
 PROXY_PID=$!
 E2E_PIDS+=("$PROXY_PID")
@@ -336,7 +336,7 @@ report="$WORK_DIR/tls-auth$quick.md"
     echo
     echo "TLS: a self-signed certificate ($BENCH_TLS_KEY, SHA-256) for $TLS_NAME, verified by docker from"
     echo "/etc/docker/certs.d; htpasswd bcrypt cost $BENCH_BCRYPT_COST; the same config.yml for blockreg and registry:2."
-    echo "Docker reaches all three registries through bench/connect_proxy.py (one hop on loopback, the same for all);"
+    echo "Docker reaches all three registries through tests/e2e/connect_proxy.py (one hop on loopback, the same for all);"
     echo "connections it carried: plain $(proxy_line plain); tls $(proxy_line tls); registry2 $(proxy_line registry2)."
     echo "Times are wall seconds; every pull is checked against the push (image ID, layers, repo digest)."
     echo
