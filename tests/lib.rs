@@ -336,6 +336,18 @@ impl Server {
         Upload::from_response(repo, &resp)
     }
 
+    /// `PATCH`es `data` into `upload` (a streamed chunk, no
+    /// `Content-Range`); asserts 202 and follows the new `Location`.
+    pub async fn patch(&self, upload: &mut Upload, data: &[u8]) {
+        let resp = self
+            .req(Method::PATCH, upload.path.clone())
+            .body(data.to_vec())
+            .send()
+            .await;
+        resp.assert_status(202);
+        upload.follow(&resp);
+    }
+
     /// Pushes `data` to `repo` as `POST`, `PATCH` chunks of `chunk` bytes
     /// with `Content-Range`, then `PUT ?digest=` without body. Asserts every
     /// step and returns the digest.

@@ -24,7 +24,7 @@
 //! Nothing is written, removed or set aside (a pull that meets a damaged
 //! source does that): the check is safe while the store serves.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::{self, ErrorKind};
 
@@ -99,7 +99,7 @@ pub fn check(store: &Store, read_data: bool) -> io::Result<Report> {
     report.packs = present.len() as u64;
     let named = check_index(store, &packs, &present, &mut report)?;
     for (id, size) in &present {
-        if !named.contains_key(id) {
+        if !named.contains(id) {
             report.unindexed_packs += 1;
             report.unindexed_bytes += size;
         }
@@ -205,10 +205,10 @@ fn check_index(
     packs: &Packs,
     present: &BTreeMap<u64, u64>,
     report: &mut Report,
-) -> io::Result<HashMap<u64, ()>> {
+) -> io::Result<HashSet<u64>> {
     let total = packs.totals().map(|t| t.blocks).unwrap_or(0);
     let passes = total.div_ceil(RECORDS_PER_PASS).max(1);
-    let mut named = HashMap::new();
+    let mut named = HashSet::new();
     for pass in 0..passes {
         // Frame → the blocks in it, for the packs of this pass.
         let mut frames: BTreeMap<(u64, u64), FrameBlocks> = BTreeMap::new();
@@ -233,7 +233,7 @@ fn check_index(
                 if at.frame.pack % passes != pass {
                     continue;
                 }
-                named.insert(at.frame.pack, ());
+                named.insert(at.frame.pack);
                 if shard_of(&id) != shard {
                     report.blocks += 1;
                     report.bad_blocks += 1;

@@ -13,13 +13,7 @@ use tokio::net::TcpStream;
 /// Opens a session and PATCHes `data` into it; returns the session path.
 async fn session_with(srv: &Server, repo: &str, data: &[u8]) -> String {
     let mut upload = srv.start_upload(repo).await;
-    let resp = srv
-        .req(Method::PATCH, upload.path.clone())
-        .body(data.to_vec())
-        .send()
-        .await;
-    resp.assert_status(202);
-    upload.follow(&resp);
+    srv.patch(&mut upload, data).await;
     upload.path
 }
 

@@ -604,25 +604,13 @@ async fn idle_upload_sessions_are_purged_and_active_ones_kept() {
     let pushed = seeded_bytes(31, 10_000);
     let pushed_digest = srv.push_blob("purge/me", &pushed).await;
     let mut abandoned = srv.start_upload("purge/me").await;
-    let resp = srv
-        .req(Method::PATCH, abandoned.path.clone())
-        .body(seeded_bytes(32, 50_000))
-        .send()
-        .await;
-    resp.assert_status(202);
-    abandoned.follow(&resp);
+    srv.patch(&mut abandoned, &seeded_bytes(32, 50_000)).await;
     let mut active = srv.start_upload("purge/me").await;
     let mut sent = Vec::new();
     // Chunks every second for 6 s: idle never more than ~1 s.
     for i in 0..6 {
         let chunk = seeded_bytes(40 + i, 5_000);
-        let resp = srv
-            .req(Method::PATCH, active.path.clone())
-            .body(chunk.clone())
-            .send()
-            .await;
-        resp.assert_status(202);
-        active.follow(&resp);
+        srv.patch(&mut active, &chunk).await;
         sent.extend_from_slice(&chunk);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -663,13 +651,7 @@ async fn a_dry_run_purge_removes_nothing() {
     .await;
     let data = seeded_bytes(33, 20_000);
     let mut upload = srv.start_upload("purge/dry").await;
-    let resp = srv
-        .req(Method::PATCH, upload.path.clone())
-        .body(data.clone())
-        .send()
-        .await;
-    resp.assert_status(202);
-    upload.follow(&resp);
+    srv.patch(&mut upload, &data).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let digest = sha256_digest(&data);
     srv.req(Method::PUT, upload.with_digest(&digest))
