@@ -337,23 +337,33 @@ fn mark(
             continue;
         };
         let manifests = read_manifests(store, &name)?;
-        let kept = if options.delete_untagged {
-            let roots = tagged.get(&repo).cloned().unwrap_or_default();
+        let mut removed = HashSet::new();
+        if options.delete_untagged {
+            // Roots: what tags name, and every manifest written or used
+            // within the grace period (a child pushed before its index,
+            // an index pushed by digest), with all they reach.
+            let mut roots = tagged.get(&repo).cloned().unwrap_or_default();
+            roots.extend(
+                manifests
+                    .iter()
+                    .filter(|(_, (_, at))| *at > cutoff)
+                    .map(|(d, _)| d.clone()),
+            );
             let reached = reachable(&manifests, roots);
-            for (digest, (info, at)) in &manifests {
-                if reached.contains(digest) || *at > cutoff {
+            for (digest, (info, _)) in &manifests {
+                if reached.contains(digest) {
                     continue;
                 }
                 if options.dry_run || remove_manifest(store, &name, digest, info, cutoff)? {
                     c.manifests_removed += 1;
+                    removed.insert(digest.clone());
                 }
             }
-            reached
-        } else {
-            manifests.keys().cloned().collect()
-        };
+        }
+        // Every manifest still there keeps what it names (one put back
+        // because it was used meanwhile included).
         for (digest, (info, _)) in &manifests {
-            if kept.contains(digest) || !options.delete_untagged {
+            if !removed.contains(digest) {
                 live.extend(info.blobs.iter().cloned());
                 live.extend(info.foreign.iter().cloned());
             }
