@@ -616,17 +616,18 @@ fn drop_orphans(store: &Store) -> io::Result<u64> {
 // --- 5. packs -----------------------------------------------------------
 
 /// The frames remaining recipes name, by pack: frame offset → stored
-/// length; and, by pack, the blobs whose recipes name it.
-struct LiveFrames {
-    frames: HashMap<u64, BTreeMap<u64, u32>>,
-    users: HashMap<u64, Vec<Digest>>,
-}
+/// length (a few bytes per MiB of stored content).
+type LiveFrames = HashMap<u64, BTreeMap<u64, u32>>;
 
-fn live_frames(store: &Store, doomed: &HashSet<Digest>) -> io::Result<LiveFrames> {
-    let mut live = LiveFrames {
-        frames: HashMap::new(),
-        users: HashMap::new(),
-    };
+/// Calls `each` with every remaining blob's recipe, `doomed` left out.
+///
+/// # Errors
+/// I/O errors, or a recipe that does not parse (named in the error).
+fn for_each_recipe(
+    store: &Store,
+    doomed: &HashSet<Digest>,
+    mut each: impl FnMut(crate::recipe::Recipe) -> io::Result<()>,
+) -> io::Result<()> {
     for (name, ty) in list_dir(&store.layout().layers())? {
         let Ok(digest) = name.parse::<Digest>() else {
             continue;
@@ -640,19 +641,23 @@ fn live_frames(store: &Store, doomed: &HashSet<Digest>) -> io::Result<LiveFrames
                 format!("recipe of {digest}: {e}; no pack collected"),
             )
         })?;
-        let Some(recipe) = recipe else { continue };
-        let mut packs = HashSet::new();
-        for f in &recipe.frames {
-            live.frames
-                .entry(f.pack)
-                .or_default()
-                .insert(f.offset, f.stored_len);
-            packs.insert(f.pack);
-        }
-        for p in packs {
-            live.users.entry(p).or_default().push(digest.clone());
+        if let Some(recipe) = recipe {
+            each(recipe)?;
         }
     }
+    Ok(())
+}
+
+fn live_frames(store: &Store, doomed: &HashSet<Digest>) -> io::Result<LiveFrames> {
+    let mut live = LiveFrames::new();
+    for_each_recipe(store, doomed, |recipe| {
+        for f in &recipe.frames {
+            live.entry(f.pack)
+                .or_default()
+                .insert(f.offset, f.stored_len);
+        }
+        Ok(())
+    })?;
     Ok(live)
 }
 
@@ -688,12 +693,11 @@ fn collect_packs(
     // may still read the recipe that named it).
     let dead: BTreeMap<u64, u64> = present
         .iter()
-        .filter(|(id, _)| !live.frames.contains_key(id))
+        .filter(|(id, _)| !live.contains_key(id))
         .filter(|(id, _)| retired.get(id).is_none_or(|&at| at <= cutoff))
         .map(|(&id, &size)| (id, size))
         .collect();
     let rewrite: Vec<u64> = live
-        .frames
         .iter()
         .filter_map(|(&id, frames)| {
             let size = *present.get(&id)?;
@@ -709,7 +713,7 @@ fn collect_packs(
         c.packs_repacked = rewrite.len() as u64;
         for id in &rewrite {
             c.pack_bytes_removed += present[id];
-            c.pack_bytes_written += live.frames[id].values().map(|&l| u64::from(l)).sum::<u64>();
+            c.pack_bytes_written += live[id].values().map(|&l| u64::from(l)).sum::<u64>();
         }
         return Ok(());
     }
@@ -717,13 +721,12 @@ fn collect_packs(
     // each record and recipe pointing at a durable frame.
     let moved = copy_frames(store, &rewrite, &live, c)?;
     c.index_records_removed = rewrite_index(store, &dead, &moved)?;
-    let users: HashSet<&Digest> = rewrite
-        .iter()
-        .filter_map(|id| live.users.get(id))
-        .flatten()
-        .collect();
-    for digest in users {
-        repoint_recipe(store, digest, &moved)?;
+    // A second pass over the recipes rather than a list of each pack's
+    // users kept from the first: memory stays a few bytes per frame.
+    if !moved.is_empty() {
+        for_each_recipe(store, &HashSet::new(), |recipe| {
+            repoint_recipe(store, recipe, &moved)
+        })?;
     }
     for &id in &rewrite {
         write_atomic(&store.layout().retired_pack(id), now.to_string().as_bytes())?;
@@ -780,7 +783,7 @@ fn copy_frames(
     let mut buf = Vec::new();
     for &old in packs {
         let mut src = File::open(layout.pack(old))?;
-        for (&offset, &stored_len) in &live.frames[&old] {
+        for (&offset, &stored_len) in &live[&old] {
             if out.as_ref().is_some_and(|o| o.3 >= REPACK_TARGET) {
                 finish(out.take(), c)?;
             }
@@ -863,11 +866,13 @@ fn rewrite_index(store: &Store, dead: &BTreeMap<u64, u64>, moved: &Moved) -> io:
     Ok(dropped)
 }
 
-/// Points a recipe's frames at their copies (one atomic write).
-fn repoint_recipe(store: &Store, digest: &Digest, moved: &Moved) -> io::Result<()> {
-    let Some(mut recipe) = store.recipe(digest)? else {
-        return Ok(());
-    };
+/// Points a recipe's frames at their copies (one atomic write), if it
+/// names any.
+fn repoint_recipe(
+    store: &Store,
+    mut recipe: crate::recipe::Recipe,
+    moved: &Moved,
+) -> io::Result<()> {
     let mut changed = false;
     for f in &mut recipe.frames {
         if let Some(to) = relocate(f, moved) {
