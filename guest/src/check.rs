@@ -459,6 +459,24 @@ mod tests {
     }
 
     #[test]
+    fn a_truncated_recipe_is_reported_and_the_other_blobs_still_check() {
+        let (store, digests) = store_with_blobs("check-truncated");
+        let recipe = store.layout().recipe(&digests[1]);
+        let bytes = fs::read(&recipe).unwrap();
+        fs::write(&recipe, &bytes[..bytes.len() / 2]).unwrap();
+        let r = check(&store, true).unwrap();
+        assert_eq!((r.blobs, r.bad_blobs), (3, 1), "{r:?}");
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.contains(&format!("blob {}", digests[1]))),
+            "{:?}",
+            r.problems
+        );
+        assert_eq!(r.bad_blocks, 0, "the packs are intact: {r:?}");
+    }
+
+    #[test]
     fn a_missing_pack_and_a_damaged_original_are_reported() {
         let (store, digests) = store_with_blobs("check-missing");
         for pack in fs::read_dir(store.layout().packs()).unwrap() {

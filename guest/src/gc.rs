@@ -126,6 +126,7 @@ pub fn collect(store: &Store, options: &Options, now: u64) -> io::Result<Collect
     let cutoff = now.saturating_sub(options.grace);
     if !options.dry_run {
         recover_trash(store)?;
+        resume_rewrite(store, now)?;
     }
     let tagged = apply_retention(store, options, now, &mut c)?;
     let live = mark(store, options, cutoff, &tagged, &mut c)?;
@@ -717,21 +718,35 @@ fn collect_packs(
         }
         return Ok(());
     }
-    // Copies first, then the index, then the recipes: every step leaves
-    // each record and recipe pointing at a durable frame.
+    // Copies first; then a journal of where each frame went, so that a
+    // cut-off rewrite is finished rather than undone (undoing it would
+    // leave index records pointing at copies no recipe names, which the
+    // next collection would drop with them); then the index, the
+    // retirement records (before any recipe stops naming the old pack, so
+    // it never becomes dead without its grace), the recipes.
     let moved = copy_frames(store, &rewrite, &live, c)?;
-    c.index_records_removed = rewrite_index(store, &dead, &moved)?;
-    // A second pass over the recipes rather than a list of each pack's
-    // users kept from the first: memory stays a few bytes per frame.
     if !moved.is_empty() {
-        for_each_recipe(store, &HashSet::new(), |recipe| {
-            repoint_recipe(store, recipe, &moved)
-        })?;
+        let journal = Journal {
+            retired: rewrite.clone(),
+            moved: moved
+                .iter()
+                .flat_map(|(&old, frames)| {
+                    frames
+                        .iter()
+                        .map(move |(&off, to)| [old, off, to.pack, to.offset])
+                })
+                .collect(),
+        };
+        write_atomic(
+            &store.layout().rewrite_journal(),
+            &serde_json::to_vec(&journal).expect("a journal always serializes"),
+        )?;
     }
-    for &id in &rewrite {
-        write_atomic(&store.layout().retired_pack(id), now.to_string().as_bytes())?;
-        c.packs_repacked += 1;
+    c.index_records_removed = rewrite_index(store, &dead, &moved)?;
+    if !moved.is_empty() {
+        finish_rewrite(store, &rewrite, &moved, now)?;
     }
+    c.packs_repacked = rewrite.len() as u64;
     for (&id, &size) in &dead {
         match fs::remove_file(store.layout().pack(id)) {
             Ok(()) => {
@@ -759,6 +774,73 @@ fn collect_packs(
 
 /// Old frame → new frame, by old pack and offset.
 type Moved = HashMap<u64, HashMap<u64, Frame>>;
+
+/// `gc/rewrite.json`: the packs being rewritten and where each of their
+/// live frames went (`[old pack, old offset, new pack, new offset]`).
+#[derive(Debug, Serialize, Deserialize)]
+struct Journal {
+    retired: Vec<u64>,
+    moved: Vec<[u64; 4]>,
+}
+
+impl Journal {
+    fn moved(&self) -> Moved {
+        let mut moved: Moved = HashMap::new();
+        for &[old, off, pack, offset] in &self.moved {
+            moved.entry(old).or_default().insert(
+                off,
+                Frame {
+                    pack,
+                    offset,
+                    stored_len: 0,
+                    len: 0,
+                    codec: Codec::Stored,
+                },
+            );
+        }
+        moved
+    }
+}
+
+/// The steps of a rewrite after its journal: retirement records, recipes,
+/// then the journal goes. Each step is idempotent, so a rewrite cut off
+/// anywhere is finished by running them again (with the index step first:
+/// [`resume_rewrite`]).
+fn finish_rewrite(store: &Store, retired: &[u64], moved: &Moved, now: u64) -> io::Result<()> {
+    for &id in retired {
+        write_atomic(&store.layout().retired_pack(id), now.to_string().as_bytes())?;
+    }
+    // A second pass over the recipes rather than a list of each pack's
+    // users kept from the first: memory stays a few bytes per frame.
+    for_each_recipe(store, &HashSet::new(), |recipe| {
+        repoint_recipe(store, recipe, moved)
+    })?;
+    match fs::remove_file(store.layout().rewrite_journal()) {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Finishes a rewrite a collection was cut off in, if any.
+fn resume_rewrite(store: &Store, now: u64) -> io::Result<()> {
+    let bytes = match fs::read(store.layout().rewrite_journal()) {
+        Ok(b) => b,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let journal: Journal = serde_json::from_slice(&bytes)
+        .map_err(|e| io::Error::new(ErrorKind::InvalidData, format!("gc/rewrite.json: {e}")))?;
+    let moved = journal.moved();
+    // Records still on the old packs move; those already moved stay
+    // (their packs are not keys of `moved`).
+    let present = Packs::new(store.layout()).present()?;
+    let moved: Moved = moved
+        .into_iter()
+        .filter(|(_, frames)| frames.values().all(|f| present.contains_key(&f.pack)))
+        .collect();
+    rewrite_index(store, &BTreeMap::new(), &moved)?;
+    finish_rewrite(store, &journal.retired, &moved, now)
+}
 
 /// Copies the live frames of `packs`, as stored, into new packs (each
 /// written as a temporary, fsynced, renamed).
@@ -1132,10 +1214,11 @@ mod tests {
         assert_clean(&store);
     }
 
-    #[test]
-    fn mostly_dead_packs_are_rewritten_and_what_lives_reads_back() {
-        let store = scratch_store("gc-repack");
-        // Eight small raw blobs converted together share one pack.
+    /// Eight small raw blobs converted together (sharing one pack), two
+    /// of them named by a manifest: the pack is mostly dead once the six
+    /// others are swept. Returns the store, the kept blobs and the pack.
+    fn mostly_dead_pack(name: &str) -> (Store, Vec<Digest>, u64) {
+        let store = scratch_store(name);
         let blobs: Vec<Digest> = (0..8)
             .map(|i| commit_blob(&store, &seeded_bytes(100 + i, 900_000)))
             .collect();
@@ -1147,10 +1230,16 @@ mod tests {
             .into_keys()
             .collect();
         assert_eq!(shared.len(), 1);
-        let keep = [&blobs[0], &blobs[7]];
+        let keep = vec![blobs[0].clone(), blobs[7].clone()];
         let config = commit_blob(&store, b"{}");
         convert(&store, &settings(), &config).unwrap();
-        put_image(&store, "r/keep", &config, &keep);
+        put_image(&store, "r/keep", &config, &[&keep[0], &keep[1]]);
+        (store, keep, shared[0])
+    }
+
+    #[test]
+    fn mostly_dead_packs_are_rewritten_and_what_lives_reads_back() {
+        let (store, keep, shared) = mostly_dead_pack("gc-repack");
         let c = collect(&store, &options(0), now_secs() + 5).unwrap();
         assert_eq!(c.blobs_removed, 6, "{c:?}");
         assert_eq!(c.packs_repacked, 1, "{c:?}");
@@ -1160,13 +1249,103 @@ mod tests {
         assert!(!Packs::new(store.layout())
             .present()
             .unwrap()
-            .contains_key(&shared[0]));
+            .contains_key(&shared));
         assert!(list_dir(&store.layout().retired_packs())
             .unwrap()
             .is_empty());
         assert_clean(&store);
-        for d in keep {
+        for d in &keep {
             assert!(store.has_blob(d));
+        }
+    }
+
+    #[test]
+    fn a_rewritten_pack_stays_for_the_grace_period() {
+        let (store, _, shared) = mostly_dead_pack("gc-retire");
+        let now = now_secs() + 5;
+        // The six others are past their grace an hour from now.
+        let later = now + 3600;
+        let c = collect(&store, &options(600), later).unwrap();
+        assert_eq!((c.blobs_removed, c.packs_repacked), (6, 1), "{c:?}");
+        assert!(
+            Packs::new(store.layout())
+                .present()
+                .unwrap()
+                .contains_key(&shared),
+            "retired, not removed"
+        );
+        assert_clean_but_unindexed(&store, 1);
+        let c = collect(&store, &options(600), later + 60).unwrap();
+        assert_eq!(c.packs_removed, 0, "still within its grace: {c:?}");
+        let c = collect(&store, &options(600), later + 601).unwrap();
+        assert_eq!(c.packs_removed, 1, "{c:?}");
+        assert_clean(&store);
+    }
+
+    fn assert_clean_but_unindexed(store: &Store, unindexed: u64) {
+        let r = check(store, true).unwrap();
+        assert!(
+            r.bad_blocks == 0 && r.bad_blobs == 0 && r.bad_manifests == 0,
+            "{r:?}"
+        );
+        assert_eq!(r.unindexed_packs, unindexed, "{r:?}");
+    }
+
+    #[test]
+    fn a_rewrite_cut_off_after_any_step_leaves_a_store_the_next_collection_finishes() {
+        for step in 1..=4 {
+            let (store, keep, shared) = mostly_dead_pack(&format!("gc-cut-{step}"));
+            // What the collection does before the pack phase, then the
+            // pack phase's steps up to `step`, then a crash.
+            let mut c = Collection::default();
+            let live = mark(&store, &options(0), 0, &HashMap::new(), &mut c).unwrap();
+            let now = now_secs() + 5;
+            sweep_blobs(&store, &live, now, false, &mut c).unwrap();
+            let frames = live_frames(&store, &HashSet::new()).unwrap();
+            let moved = copy_frames(&store, &[shared], &frames, &mut c).unwrap();
+            if step >= 2 {
+                let journal = Journal {
+                    retired: vec![shared],
+                    moved: moved
+                        .iter()
+                        .flat_map(|(&o, f)| {
+                            f.iter().map(move |(&off, to)| [o, off, to.pack, to.offset])
+                        })
+                        .collect(),
+                };
+                write_atomic(
+                    &store.layout().rewrite_journal(),
+                    &serde_json::to_vec(&journal).unwrap(),
+                )
+                .unwrap();
+            }
+            if step >= 3 {
+                rewrite_index(&store, &BTreeMap::new(), &moved).unwrap();
+            }
+            if step >= 4 {
+                write_atomic(&store.layout().retired_pack(shared), b"0").unwrap();
+                for_each_recipe(&store, &HashSet::new(), |r| {
+                    repoint_recipe(&store, r, &moved)
+                })
+                .unwrap();
+            }
+            // Every blob still reads back at each of these points.
+            let r = check(&store, true).unwrap();
+            assert!(
+                r.bad_blocks == 0 && r.bad_blobs == 0 && r.bad_manifests == 0,
+                "step {step}: {r:?}"
+            );
+            let c = collect(&store, &options(0), now + 5).unwrap();
+            assert!(c.packs_removed >= 1, "step {step}: {c:?}");
+            assert_clean(&store);
+            assert_eq!(
+                Packs::new(store.layout()).present().unwrap().len(),
+                2,
+                "step {step}: the config's pack and one with the kept frames"
+            );
+            for d in &keep {
+                assert!(store.has_blob(d));
+            }
         }
     }
 }

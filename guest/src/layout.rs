@@ -241,6 +241,14 @@ impl Layout {
         self.retired_packs().join(pack_name(id))
     }
 
+    /// A pack rewrite in progress: which frames were copied where, written
+    /// once the copies are durable and removed once every index record and
+    /// recipe points at them; a collection finds it and finishes the
+    /// rewrite.
+    pub fn rewrite_journal(&self) -> PathBuf {
+        self.gc().join("rewrite.json")
+    }
+
     /// What the last collection did (for `stats`).
     pub fn last_collection(&self) -> PathBuf {
         self.gc().join("last-collection.json")
