@@ -25,8 +25,8 @@
 //! source does that): the check is safe while the store serves.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs;
-use std::io::{self, ErrorKind};
+
+use std::io;
 
 use crate::block::BlockId;
 use crate::oci::media::parse_manifest;
@@ -95,7 +95,7 @@ impl Report {
 pub fn check(store: &Store, read_data: bool) -> io::Result<Report> {
     let mut report = Report::default();
     let packs = Packs::new(store.layout());
-    let present = pack_files(store)?;
+    let present = packs.present()?;
     report.packs = present.len() as u64;
     let named = check_index(store, &packs, &present, &mut report)?;
     for (id, size) in &present {
@@ -172,31 +172,6 @@ fn check_manifests(store: &Store, report: &mut Report) -> io::Result<HashSet<Dig
         }
     }
     Ok(referenced)
-}
-
-/// Pack ids present and their sizes.
-fn pack_files(store: &Store) -> io::Result<BTreeMap<u64, u64>> {
-    let dir = store.layout().packs();
-    let mut packs = BTreeMap::new();
-    for (name, ty) in list_dir(&dir)? {
-        let Some(hex) = name.strip_suffix(".pack") else {
-            continue;
-        };
-        if !ty.is_file() || hex.len() != 16 || hex.bytes().any(|b| b.is_ascii_uppercase()) {
-            continue;
-        }
-        let Ok(id) = u64::from_str_radix(hex, 16) else {
-            continue;
-        };
-        match fs::metadata(dir.join(&name)) {
-            Ok(m) => {
-                packs.insert(id, m.len());
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(packs)
 }
 
 /// Checks every index record; returns the packs records name.
@@ -387,9 +362,13 @@ fn check_blob(
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
     use crate::convert::convert;
-    use crate::test_support::{commit_blob, gzip, scratch_store, seeded_bytes, settings, tar_of};
+    use crate::test_support::{
+        commit_blob, gzip, put_image, scratch_store, seeded_bytes, settings, tar_of,
+    };
 
     #[test]
     fn an_empty_store_is_clean() {
@@ -421,31 +400,6 @@ mod tests {
             .into_iter()
             .max_by_key(|p| fs::metadata(p).unwrap().len())
             .unwrap()
-    }
-
-    /// Stores an image manifest in `repo` naming `config` and `layers`
-    /// (each linked into the repository, as a push does).
-    fn put_image(store: &Store, repo: &str, config: &Digest, layers: &[&Digest]) -> Digest {
-        let name: RepoName = repo.parse().unwrap();
-        let descriptor = |media: &str, d: &Digest| serde_json::json!({"mediaType": media, "digest": d.to_string(), "size": 1});
-        for d in layers.iter().copied().chain([config]) {
-            store.link_blob(&name, d).unwrap();
-        }
-        let bytes = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": crate::oci::media::OCI_MANIFEST,
-            "config": descriptor("application/vnd.oci.image.config.v1+json", config),
-            "layers": layers
-                .iter()
-                .map(|d| descriptor("application/vnd.oci.image.layer.v1.tar+gzip", d))
-                .collect::<Vec<_>>(),
-        }))
-        .unwrap();
-        let digest = Digest::of(crate::oci::Algorithm::Sha256, &bytes);
-        store
-            .put_manifest(&name, &digest, crate::oci::media::OCI_MANIFEST, &bytes)
-            .unwrap();
-        digest
     }
 
     #[test]
@@ -502,6 +456,24 @@ mod tests {
         assert!(!r.problems.is_empty());
         // Nothing was changed by the check.
         assert!(fs::metadata(&pack).is_ok());
+    }
+
+    #[test]
+    fn a_truncated_recipe_is_reported_and_the_other_blobs_still_check() {
+        let (store, digests) = store_with_blobs("check-truncated");
+        let recipe = store.layout().recipe(&digests[1]);
+        let bytes = fs::read(&recipe).unwrap();
+        fs::write(&recipe, &bytes[..bytes.len() / 2]).unwrap();
+        let r = check(&store, true).unwrap();
+        assert_eq!((r.blobs, r.bad_blobs), (3, 1), "{r:?}");
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.contains(&format!("blob {}", digests[1]))),
+            "{:?}",
+            r.problems
+        );
+        assert_eq!(r.bad_blocks, 0, "the packs are intact: {r:?}");
     }
 
     #[test]

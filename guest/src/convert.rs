@@ -440,6 +440,12 @@ pub fn convert_next(
     now: u64,
     first: Queue,
 ) -> io::Result<Vec<(Digest, Result<Converted, ConvertError>)>> {
+    // A collection killed while it had a blob or manifest set aside leaves
+    // it in `gc/trash/`, missing from the store, until something puts it
+    // back. Conversion runs under the store's lock, shared (so no
+    // collection is running), every few seconds: it puts such entries
+    // back long before the next collection or restart would.
+    crate::gc::recover_trash(store)?;
     let mut small: Vec<Digest> = Vec::new();
     let mut small_bytes = 0u64;
     let mut large: Option<Digest> = None;

@@ -23,6 +23,9 @@ const FAILED: &str = "conversion-failed";
 const ATTEMPTS: &str = "conversion-attempts";
 /// An original found not to hash to its digest, set aside.
 const DAMAGED: &str = "damaged-original";
+/// When the blob was last used (pushed, mounted, asked for by a push, named
+/// by a manifest push): Unix seconds, for the garbage collection's grace.
+const TOUCHED: &str = "touched";
 
 /// Paths of one store.
 #[derive(Debug, Clone)]
@@ -82,6 +85,10 @@ impl Layout {
         self.layer(digest).join(DAMAGED)
     }
 
+    pub fn touched(&self, digest: &Digest) -> PathBuf {
+        self.layer(digest).join(TOUCHED)
+    }
+
     /// A blob folder's files, by the folder's name as listed (used by
     /// walks of `layers/` that have not parsed the name as a digest).
     pub fn original_in(layer: &Path) -> PathBuf {
@@ -98,6 +105,10 @@ impl Layout {
 
     pub fn damaged_original_in(layer: &Path) -> PathBuf {
         layer.join(DAMAGED)
+    }
+
+    pub fn touched_in(layer: &Path) -> PathBuf {
+        layer.join(TOUCHED)
     }
 
     // --- blocks/ ---
@@ -187,9 +198,7 @@ impl Layout {
 
     /// The link saying a blob belongs to a repository.
     pub fn blob_link(&self, repo: &RepoName, digest: &Digest) -> PathBuf {
-        self.repository(repo)
-            .join("_blobs")
-            .join(digest.to_string())
+        Self::blob_links_in(&self.repository(repo)).join(digest.to_string())
     }
 
     /// Descriptors of the manifests whose `subject` is `subject`.
@@ -201,6 +210,48 @@ impl Layout {
 
     pub fn referrer(&self, repo: &RepoName, subject: &Digest, digest: &Digest) -> PathBuf {
         self.referrers(repo, subject).join(digest.to_string())
+    }
+
+    /// Every repository's link to a blob is in one of these folders.
+    pub fn blob_links_in(repository: &Path) -> PathBuf {
+        repository.join("_blobs")
+    }
+
+    // --- gc/: the garbage collection's own records ---
+
+    /// Made on first use (stores laid out before collection existed lack
+    /// it).
+    pub fn gc(&self) -> PathBuf {
+        self.root.join("gc")
+    }
+
+    /// Blob folders and manifests a collection set aside while it judges
+    /// them (`gc.rs`): put back or removed, never left for good.
+    pub fn trash(&self) -> PathBuf {
+        self.gc().join("trash")
+    }
+
+    /// Packs a collection rewrote: removed by a later one once no reader
+    /// can still be streaming from them.
+    pub fn retired_packs(&self) -> PathBuf {
+        self.gc().join("retired")
+    }
+
+    pub fn retired_pack(&self, id: u64) -> PathBuf {
+        self.retired_packs().join(pack_name(id))
+    }
+
+    /// A pack rewrite in progress: which frames were copied where, written
+    /// once the copies are durable and removed once every index record and
+    /// recipe points at them; a collection finds it and finishes the
+    /// rewrite.
+    pub fn rewrite_journal(&self) -> PathBuf {
+        self.gc().join("rewrite.json")
+    }
+
+    /// What the last collection did (for `stats`).
+    pub fn last_collection(&self) -> PathBuf {
+        self.gc().join("last-collection.json")
     }
 
     // --- uploads/<id>/ ---
@@ -243,6 +294,16 @@ mod tests {
         assert_eq!(
             l.tag(&repo, &tag),
             Path::new("/data/manifests/a/b/_tags/v1")
+        );
+        assert_eq!(
+            l.touched(&d),
+            Path::new("/data/layers")
+                .join(d.to_string())
+                .join("touched")
+        );
+        assert_eq!(
+            l.retired_pack(0xab),
+            Path::new("/data/gc/retired/00000000000000ab")
         );
         assert_eq!(
             l.blob_link(&repo, &d),

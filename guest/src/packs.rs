@@ -203,6 +203,20 @@ impl Packs {
         Ok(())
     }
 
+    /// Replaces index shard `shard` with `records` (in the order given,
+    /// which must be SHA-1 order): a garbage collection dropping records
+    /// of removed frames and pointing moved ones at their copies.
+    ///
+    /// # Errors
+    /// I/O errors; the shard is then as it was.
+    pub fn replace_shard(&self, shard: usize, records: &[(BlockId, Located)]) -> io::Result<()> {
+        let bytes: Vec<u8> = records
+            .iter()
+            .flat_map(|(id, at)| encode_record(id, at))
+            .collect();
+        write_atomic(&self.shard_path(shard), &bytes)
+    }
+
     /// The records of index shard `shard` as stored (SHA-1 order), and
     /// whether the order holds (no record out of order or repeated).
     ///
@@ -279,6 +293,35 @@ impl Packs {
             }
         }
         Ok(())
+    }
+
+    /// The packs present, by id, and their sizes (temporaries and names
+    /// that are not a pack's left out).
+    ///
+    /// # Errors
+    /// I/O errors listing them.
+    pub fn present(&self) -> io::Result<std::collections::BTreeMap<u64, u64>> {
+        let dir = self.packs_dir();
+        let mut packs = std::collections::BTreeMap::new();
+        for (name, ty) in crate::store::list_dir(&dir)? {
+            let Some(hex) = name.strip_suffix(".pack") else {
+                continue;
+            };
+            if !ty.is_file() || hex.len() != 16 || hex.bytes().any(|b| b.is_ascii_uppercase()) {
+                continue;
+            }
+            let Ok(id) = u64::from_str_radix(hex, 16) else {
+                continue;
+            };
+            match fs::metadata(dir.join(&name)) {
+                Ok(m) => {
+                    packs.insert(id, m.len());
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(packs)
     }
 
     /// Number of packs and their bytes on disk.

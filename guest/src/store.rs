@@ -477,6 +477,63 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     })
 }
 
+/// Replaces `path` with `bytes` (temp file, rename) without fsync and
+/// without creating its folder: for records whose loss in a power cut
+/// loses nothing (a use stamp: the operation that wrote it dies with the
+/// machine too). A missing folder is `NotFound`, which is the point for a
+/// stamp inside a blob's folder: a blob set aside meanwhile is not
+/// brought back as an empty folder.
+///
+/// # Errors
+/// Any I/O error; the temporary file is removed on failure.
+fn replace_unsynced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().expect("store paths always have a parent");
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("store paths are utf-8");
+    let tmp = dir.join(format!(
+        ".tmp-{name}-{}",
+        crate::hex::encode(&crate::sys::random_bytes(6))
+    ));
+    fs::write(&tmp, bytes)
+        .and_then(|()| fs::rename(&tmp, path))
+        .inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })
+}
+
+/// When the blob in folder `layer` was last used, in Unix seconds: its
+/// use stamp, or for a blob of a store older than stamps (or one whose
+/// stamp is damaged) the newest modification time of its files. `None`
+/// for a folder that is gone.
+///
+/// # Errors
+/// I/O errors reading the folder.
+pub(crate) fn last_used(layer: &Path) -> io::Result<Option<u64>> {
+    if let Some(bytes) = read_optional(&Layout::touched_in(layer))? {
+        if let Some(t) = std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return Ok(Some(t));
+        }
+    }
+    if !layer.is_dir() {
+        return Ok(None);
+    }
+    let mut newest = None;
+    for (name, _) in list_dir(layer)? {
+        if let Ok(t) = fs::metadata(layer.join(name)).and_then(|m| m.modified()) {
+            let secs = t
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            newest = Some(newest.map_or(secs, |n: u64| n.max(secs)));
+        }
+    }
+    Ok(Some(newest.unwrap_or(0)))
+}
+
 impl Store {
     /// Opens (and creates the top-level directories of) the store at `root`.
     ///
@@ -511,6 +568,58 @@ impl Store {
     pub fn has_blob(&self, digest: &Digest) -> bool {
         let dir = self.layout.layer(digest);
         Layout::recipe_in(&dir).is_file() || Layout::original_in(&dir).is_file()
+    }
+
+    /// Records that a committed blob is being used now (its push was asked
+    /// about, it is mounted, a manifest naming it is being pushed), so a
+    /// garbage collection keeps it for its grace period. Returns whether
+    /// the blob is committed after the stamp was written: a caller that
+    /// then relies on the blob must stamp first and check second (a
+    /// collection sets a blob's folder aside, then reads its stamp; see
+    /// `gc.rs`).
+    ///
+    /// # Errors
+    /// I/O errors other than the blob being absent.
+    pub fn touch_blob(&self, digest: &Digest) -> io::Result<bool> {
+        let stamp = unix_now().to_string();
+        match replace_unsynced(&self.layout.touched(digest), stamp.as_bytes()) {
+            Ok(()) => Ok(self.has_blob(digest)),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records that a stored manifest is being used now (a manifest naming
+    /// it as a child is being pushed): its modification time is the
+    /// grace period's clock when untagged manifests are collected. Returns
+    /// whether it exists after that.
+    ///
+    /// # Errors
+    /// I/O errors other than the manifest being absent.
+    pub fn touch_manifest(&self, repo: &RepoName, digest: &Digest) -> io::Result<bool> {
+        let path = self.layout.manifest(repo, digest);
+        let touched = fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        match touched {
+            Ok(()) => Ok(self.has_manifest(repo, digest)),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Bytes on disk of everything that holds blob data (`stats`'
+    /// `stored-bytes`, see [`Usage::stored_bytes`]).
+    ///
+    /// # Errors
+    /// I/O errors walking the store.
+    pub fn stored_bytes(&self) -> io::Result<u64> {
+        let packs = crate::packs::Packs::new(&self.layout);
+        let (_, pack_bytes) = packs.pack_totals()?;
+        Ok(self
+            .usage()?
+            .stored_bytes(pack_bytes, packs.totals()?.blocks))
     }
 
     /// Reads a committed blob's recipe; `None` if there is none (yet).
@@ -1110,11 +1219,17 @@ impl Store {
         if !Layout::recipe_in(&dir).is_file() {
             File::open(&held.path)?.sync_all()?;
             fs::create_dir_all(&dir)?;
+            // Stamped before it is visible, so a collection never finds
+            // it unstamped and judges it by the age of its bytes.
+            replace_unsynced(&Layout::touched_in(&dir), unix_now().to_string().as_bytes())?;
             fs::rename(&held.path, Layout::original_in(&dir))?;
             // New verified bytes: whatever made conversion give up on the
             // old ones, or set them aside as damaged, is gone.
             remove_existing(&Layout::conversion_failed_in(&dir))?;
             remove_existing(&Layout::damaged_original_in(&dir))?;
+        } else {
+            // Pushed again: a use like any other.
+            self.touch_blob(digest)?;
         }
         held.done = true;
         remove_session(&held.dir)
@@ -1303,6 +1418,19 @@ pub struct Usage {
     pub loose_blocks: u64,
     pub loose_bytes: u64,
     pub uploads: u64,
+}
+
+impl Usage {
+    /// Bytes on disk of everything that holds blob data: packs (given),
+    /// the block index (`index_blocks` records), recipes, loose blocks
+    /// and originals; not manifests, uploads or the cache.
+    pub fn stored_bytes(&self, pack_bytes: u64, index_blocks: u64) -> u64 {
+        pack_bytes
+            + index_blocks * crate::packs::RECORD_LEN as u64
+            + self.recipe_bytes
+            + self.loose_bytes
+            + self.original_bytes
+    }
 }
 
 #[cfg(test)]

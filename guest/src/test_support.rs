@@ -3,6 +3,7 @@
 
 pub use blockreg_core::test_support::{gzip, seeded_bytes, tar_of, texty_bytes};
 
+use crate::oci::Digest;
 use crate::settings::Settings;
 use crate::store::Store;
 
@@ -28,8 +29,8 @@ pub fn scratch_store(name: &str) -> Store {
 }
 
 /// Commits `data` as a blob awaiting conversion, as a finished push does.
-pub fn commit_blob(store: &Store, data: &[u8]) -> crate::oci::Digest {
-    let d = crate::oci::Digest::of(crate::oci::Algorithm::Sha256, data);
+pub fn commit_blob(store: &Store, data: &[u8]) -> Digest {
+    let d = Digest::of(crate::oci::Algorithm::Sha256, data);
     let id = store.create_upload(&"t/r".parse().unwrap()).unwrap();
     let mut held = hold(store, &id);
     held.append(&mut &data[..], None).unwrap();
@@ -47,4 +48,29 @@ pub fn hold(store: &Store, id: &crate::store::UploadId) -> crate::store::HeldUpl
         crate::store::Hold::Held(h) => h,
         other => panic!("session not holdable: {other:?}"),
     }
+}
+
+/// Stores an image manifest in `repo` naming `config` and `layers`
+/// (each linked into the repository, as a push does).
+pub fn put_image(store: &Store, repo: &str, config: &Digest, layers: &[&Digest]) -> Digest {
+    let name: crate::oci::RepoName = repo.parse().unwrap();
+    let descriptor = |media: &str, d: &Digest| serde_json::json!({"mediaType": media, "digest": d.to_string(), "size": 1});
+    for d in layers.iter().copied().chain([config]) {
+        store.link_blob(&name, d).unwrap();
+    }
+    let bytes = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": crate::oci::media::OCI_MANIFEST,
+        "config": descriptor("application/vnd.oci.image.config.v1+json", config),
+        "layers": layers
+            .iter()
+            .map(|d| descriptor("application/vnd.oci.image.layer.v1.tar+gzip", d))
+            .collect::<Vec<_>>(),
+    }))
+    .unwrap();
+    let digest = Digest::of(crate::oci::Algorithm::Sha256, &bytes);
+    store
+        .put_manifest(&name, &digest, crate::oci::media::OCI_MANIFEST, &bytes)
+        .unwrap();
+    digest
 }

@@ -14,8 +14,8 @@
 #
 # E2E_ONLY="h i j" (letters of the section headings below, separated by
 # spaces or commas) runs the setup and only those sections, each other
-# section printing one "skip section_X" line; b, c, d, e, f and g use what a
-# pushed, so naming any of them runs a too. Unset: every section.
+# section printing one "skip section_X" line; b, c, d, e, f, g and l use what
+# a pushed, so naming any of them runs a too. Unset: every section.
 set -uo pipefail
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -25,13 +25,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 checks_init "${E2E_TARGET:-blockreg}"
 T_START="$(now)"
 
-E2E_SECTIONS=(a b g c e f d h i j)
+E2E_SECTIONS=(a b g c e f d h i j l)
 # want_section X: whether section X runs (E2E_ONLY).
 want_section() {
     [[ -z "${E2E_ONLY:-}" ]] && return 0
     local only=" ${E2E_ONLY//,/ } " s
     if [[ "$1" == a ]]; then
-        for s in b c d e f g; do [[ "$only" == *" $s "* ]] && return 0; done
+        for s in b c d e f g l; do [[ "$only" == *" $s "* ]] && return 0; done
     fi
     [[ "$only" == *" $1 "* ]]
 }
@@ -1577,6 +1577,97 @@ YAML
     log "j. token authentication: $(elapsed "$T_J") s"
 fi
 fi  # j
+
+# ------------------------------------------------------------------ l. garbage collection
+
+# While the server serves the main store: delete nginx:v2's manifest, run
+# `blockreg gc --grace 0s` as a separate process. v2's own blobs (its top
+# layer and config) are gone (404), the shared ones stay; nginx:v1 and the
+# base pull cold with their pushed image IDs; stored bytes fell; v2 pushes
+# again and pulls back. Then a collection with the default grace runs
+# while docker pushes: the push and its pull succeed. Section k checks the
+# store with --read-data afterwards.
+if is_blockreg && want_section l && [[ -n "${PUSHED[$IMG_V2]:-}" && -n "${MANIFEST_FILE[$IMG_V2]:-}" ]]; then
+T_L="$(now)"
+v2_ref="${REPO[$IMG_V2]}" v1_ref="${REPO[$IMG_V1]}" base_ref="${REPO[$IMG_BASE]}"
+v2_repo="${v2_ref%:*}"
+# v2's blobs that neither v1 nor the base name.
+shared="$(for img in "$IMG_V1" "$IMG_BASE"; do jq -r '.config.digest, .layers[].digest' "${MANIFEST_FILE[$img]}"; done | sort -u)"
+own=()
+for d in $(jq -r '.config.digest, .layers[].digest' "${MANIFEST_FILE[$IMG_V2]}"); do
+    grep -qx "$d" <<<"$shared" || own+=("$d")
+done
+docker pull "$REG_HOST/$v2_ref" >"$LOG_DIR/gc-pull-v2.log" 2>&1 || true
+wait_converted "$DATA" "before gc" || true
+before="$(stats_json "$DATA" | jq -r .stored_bytes)"
+http DELETE "$REG_URL/v2/$v2_repo/manifests/${PUSHED[$IMG_V2]}"
+if [[ "$CODE" == 202 ]]; then pass "gc_delete_v2"; else fail "gc_delete_v2" "DELETE manifest: $(describe_last)"; fi
+if "$BLOCKREG" gc --data "$DATA" --grace 0s --json >"$LOG_DIR/gc.json" 2>"$LOG_DIR/gc.log"; then
+    pass "gc_runs_while_serving"
+else
+    show_log "$LOG_DIR/gc.log" 20
+    fail "gc_runs_while_serving" "blockreg gc failed"
+fi
+removed="$(jq -r .blobs_removed "$LOG_DIR/gc.json" 2>/dev/null)"
+gone=0
+for d in "${own[@]}"; do
+    code="$(curl -s -o /dev/null -w '%{http_code}' "$REG_URL/v2/$v2_repo/blobs/$d")"
+    [[ "$code" == 404 ]] && gone=$((gone + 1))
+done
+if ((${#own[@]} >= 2 && gone == ${#own[@]})) && [[ "$removed" =~ ^[0-9]+$ ]] && ((removed >= ${#own[@]})); then
+    pass "gc_removes_the_deleted_images_own_blobs"
+else
+    fail "gc_removes_the_deleted_images_own_blobs" "${#own[@]} own blobs, $gone answer 404, collection says $removed removed"
+fi
+after="$(stats_json "$DATA" | jq -r .stored_bytes)"
+if [[ "$before" =~ ^[0-9]+$ && "$after" =~ ^[0-9]+$ ]] && ((after < before)); then
+    pass "gc_stored_bytes_fall"
+else
+    fail "gc_stored_bytes_fall" "stored bytes $before before, $after after"
+fi
+bad=""
+for img in "$IMG_V1" "$IMG_BASE"; do
+    ref="${REPO[$img]}"
+    docker rmi -f "$REG_HOST/$ref" >/dev/null 2>&1
+    if ! docker pull "$REG_HOST/$ref" >"$LOG_DIR/gc-pull.log" 2>&1; then
+        show_log "$LOG_DIR/gc-pull.log" 10
+        bad="docker pull $ref failed"
+    elif [[ "$(image_id "$REG_HOST/$ref")" != "${ID[$img]}" ]]; then
+        bad="$ref pulled with image ID $(image_id "$REG_HOST/$ref"), pushed ${ID[$img]}"
+    fi
+done
+if [[ -z "$bad" ]]; then pass "gc_kept_images_pull"; else fail "gc_kept_images_pull" "$bad"; fi
+# Pushed again while collections with the default grace run back to back.
+rm -f "$LOG_DIR/gc-stop"
+(
+    while [[ ! -e "$LOG_DIR/gc-stop" ]]; do
+        "$BLOCKREG" gc --data "$DATA" --json >>"$LOG_DIR/gc-loop.json" 2>>"$LOG_DIR/gc-loop.log" || echo "gc failed" >>"$LOG_DIR/gc-loop.log"
+    done
+) &
+GC_LOOP=$!
+if docker push "$REG_HOST/$v2_ref" >"$LOG_DIR/gc-push-v2.log" 2>&1; then
+    docker rmi -f "$REG_HOST/$v2_ref" >/dev/null 2>&1
+    if docker pull "$REG_HOST/$v2_ref" >"$LOG_DIR/gc-pull-v2.log" 2>&1 \
+        && [[ "$(image_id "$REG_HOST/$v2_ref")" == "${ID[$IMG_V2]}" ]]; then
+        pass "gc_push_during_collections"
+    else
+        show_log "$LOG_DIR/gc-pull-v2.log" 10
+        fail "gc_push_during_collections" "v2 pushed again but does not pull back with its image ID"
+    fi
+else
+    show_log "$LOG_DIR/gc-push-v2.log" 15
+    fail "gc_push_during_collections" "docker push of $v2_ref failed while collections ran"
+fi
+touch "$LOG_DIR/gc-stop"
+wait "$GC_LOOP" 2>/dev/null
+if grep -q "gc failed" "$LOG_DIR/gc-loop.log" 2>/dev/null; then
+    show_log "$LOG_DIR/gc-loop.log" 10
+    fail "gc_loop_clean" "a collection failed while docker pushed"
+else
+    pass "gc_loop_clean"
+fi
+log "l. garbage collection: $(elapsed "$T_L") s ($(wc -l <"$LOG_DIR/gc-loop.json" 2>/dev/null || echo 0) collections during the push; first freed $removed blobs, stored bytes $before -> $after)"
+fi  # l
 
 # ------------------------------------------------------------------ k. integrity check
 

@@ -64,6 +64,13 @@ pub fn get(
     if !store.blob_in_repo(name, &digest) {
         return Err(unknown());
     }
+    if req.method == "HEAD" {
+        // A push asking whether to send a blob will name it in a manifest
+        // next: it counts as a use for the collection's grace period. A
+        // stamp that cannot be written does not fail the answer (the
+        // manifest push stamps again and checks).
+        let _ = store.touch_blob(&digest);
+    }
     // HEAD needs only the size; GET opens the blob.
     let blob = if req.method == "HEAD" {
         None

@@ -163,13 +163,33 @@ pub fn put(
     } else {
         &info.foreign
     };
-    let missing_blob = info
-        .blobs
-        .iter()
-        .chain(foreign)
-        .find(|d| !store.blob_in_repo(name, d));
-    let missing_manifest = info.manifests.iter().find(|d| !store.has_manifest(name, d));
-    if let Some(d) = missing_blob.or(missing_manifest) {
+    // Stamp first, check second: a garbage collection sets an unused blob
+    // (or untagged manifest) aside before it reads its stamp, so either it
+    // sees this use and puts it back, or this check finds it gone and the
+    // push is refused; never a manifest naming a collected blob (gc.rs).
+    let storage = |e: std::io::Error| RegistryError::storage("recording a blob's use", &e);
+    let mut missing = None;
+    for d in info.blobs.iter().chain(foreign) {
+        if !(store.touch_blob(d).map_err(storage)? && store.blob_in_repo(name, d)) {
+            missing = Some(d);
+            break;
+        }
+    }
+    if missing.is_none() {
+        for d in &info.manifests {
+            if !store.touch_manifest(name, d).map_err(storage)? {
+                missing = Some(d);
+                break;
+            }
+        }
+    }
+    if settings.accept_foreign_layers {
+        // Foreign layers pushed here anyway are kept like the others.
+        for d in &info.foreign {
+            store.touch_blob(d).map_err(storage)?;
+        }
+    }
+    if let Some(d) = missing {
         return Err(RegistryError::new(
             ErrorCode::ManifestBlobUnknown,
             "the manifest references content that is not in the repository",

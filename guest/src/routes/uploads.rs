@@ -189,6 +189,12 @@ pub fn start(
             // repository it may not read.
             None => store.has_blob(&digest) && readable_somewhere(store, access, &digest)?,
         };
+        // Stamped before it is linked, so a collection keeps it until its
+        // manifest arrives (see `manifests::put`).
+        let available = available
+            && store
+                .touch_blob(&digest)
+                .map_err(|e| RegistryError::storage("recording a blob's use", &e))?;
         if available {
             store
                 .link_blob(name, &digest)
