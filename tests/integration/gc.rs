@@ -618,17 +618,23 @@ fn sample(text: &str, line_start: &str) -> f64 {
 }
 
 /// Holds the store lock on `data` exclusively, as a collection does (the
-/// lock is `flock` on the directory itself).
-fn hold_exclusive(data: &Path) -> File {
-    let dir = File::open(data).unwrap();
-    dir.try_lock().expect("the store lock is free");
-    dir
+/// lock is `flock` on the directory itself), once the server's converter
+/// has ended the call it may be in.
+async fn hold_exclusive(data: &Path) -> File {
+    let data = data.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let dir = File::open(data).unwrap();
+        dir.lock().unwrap();
+        dir
+    })
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn conversion_waits_while_a_collection_holds_the_store() {
     let srv = server().await;
-    let held = hold_exclusive(&srv.data_dir());
+    let held = hold_exclusive(&srv.data_dir()).await;
     let blob = seeded_bytes(940, 100_000);
     let digest = srv.push_blob("app", &blob).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -646,7 +652,7 @@ async fn conversion_waits_while_a_collection_holds_the_store() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_collection_waits_for_the_store_lock() {
     let srv = server().await;
-    let held = hold_exclusive(&srv.data_dir());
+    let held = hold_exclusive(&srv.data_dir()).await;
     let config = gc_config(&srv, |_| {});
     let waited = Arc::new(AtomicBool::new(false));
     let told = waited.clone();
@@ -673,7 +679,7 @@ async fn a_collection_waits_for_the_store_lock() {
 async fn the_server_starts_only_once_a_collection_elsewhere_has_ended() {
     let root = Server::temp_root();
     let data = root.path().join("data");
-    let held = hold_exclusive(&data);
+    let held = hold_exclusive(&data).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let srv = Server::start_from(root, listener.into(), host::ServeConfig::new(&data));
     // Its recovery waits for the lock: nothing is served meanwhile.
