@@ -26,6 +26,9 @@ pub(crate) use generated::blockreg::registry::settings::{
 /// The `check-report` record of the `admin` interface: what
 /// `blockreg check` found.
 pub use generated::exports::blockreg::registry::admin::CheckReport as StoreCheck;
+/// The `collection` record of the `admin` interface: what one garbage
+/// collection did (`blockreg gc`, and the last one in `blockreg stats`).
+pub use generated::exports::blockreg::registry::admin::Collection;
 /// The `admin` export of one instance.
 pub(crate) use generated::exports::blockreg::registry::admin::Guest as Admin;
 /// The `stats` record of the `admin` interface: the figures of
@@ -33,7 +36,8 @@ pub(crate) use generated::exports::blockreg::registry::admin::Guest as Admin;
 pub use generated::exports::blockreg::registry::admin::Stats as StoreStats;
 /// Records and the error variant of the `admin` interface.
 pub(crate) use generated::exports::blockreg::registry::admin::{
-    Conversion, Encoding, Error as AdminError, GuestInfo, Purge, Queue, Recovery,
+    CollectOptions, Conversion, Encoding, Error as AdminError, GuestInfo, Purge, Queue, Recovery,
+    RetentionRule as RetentionRecord,
 };
 /// Pre-instantiated `admin-host` world: the guest's `admin` export.
 pub(crate) use generated::AdminHostPre;

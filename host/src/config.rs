@@ -89,6 +89,8 @@ pub struct ServeConfig {
     /// Authentication and authorization (`auth:`, `blockreg.access`); off
     /// by default.
     pub auth: AuthConfig,
+    /// Garbage collection in the background (`blockreg.gc`; `gc.rs`).
+    pub gc: GarbageCollection,
 }
 
 impl ServeConfig {
@@ -108,6 +110,7 @@ impl ServeConfig {
             health: HealthConfig::default(),
             upload_purging: UploadPurging::default(),
             auth: AuthConfig::default(),
+            gc: GarbageCollection::default(),
         }
     }
 }
@@ -244,6 +247,84 @@ impl Default for UploadPurging {
             interval: Duration::from_secs(3600),
             dry_run: false,
         }
+    }
+}
+
+/// Garbage collection (`blockreg.gc`; `gc.rs`): what a collection keeps
+/// and, for `serve`, when one runs. `blockreg gc` takes the grace period,
+/// `delete_untagged` and the retention rules from here and its own flags
+/// for the rest.
+///
+/// On by default, every hour, as upload purging: a CI registry deletes as
+/// much as it pushes, and a deleted image's space should come back the
+/// same hour, not when someone remembers to run a command. A collection
+/// that finds nothing to remove costs a walk of the manifests and recipes
+/// (no pack is rewritten), while conversion waits; a store where that walk
+/// takes minutes can set a longer `interval`. Nothing is removed by
+/// default that a client could still want: only blobs no manifest names,
+/// unused for the grace period; untagged manifests and tags stay unless
+/// `delete_untagged` or retention rules say otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GarbageCollection {
+    /// Whether the server collects in the background.
+    pub enabled: bool,
+    /// Time between collections (the first runs ten minutes after start,
+    /// or after `interval` when that is shorter).
+    pub interval: Duration,
+    /// Unreferenced blobs and untagged manifests used within this long are
+    /// kept: a blob is unreferenced from its push until its manifest
+    /// arrives. The server refuses a grace period not longer than its
+    /// request timeout plus a minute.
+    pub grace: Duration,
+    /// Also remove manifests no tag reaches, once past the grace period
+    /// (registry:2's `--delete-untagged`).
+    pub delete_untagged: bool,
+    /// Only log what would be removed.
+    pub dry_run: bool,
+    /// Which tags to keep, per repository (first matching rule); a
+    /// repository no rule covers keeps every tag.
+    pub retention: Vec<RetentionRule>,
+}
+
+impl Default for GarbageCollection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(3600),
+            // Twice the default request timeout (30 min): a push whose
+            // manifest comes last keeps its blobs.
+            grace: Duration::from_secs(3600),
+            delete_untagged: false,
+            dry_run: false,
+            retention: Vec::new(),
+        }
+    }
+}
+
+/// One tag retention rule (`blockreg.gc.retention`; the WIT's
+/// `retention-rule`): the tags it keeps in the repositories it covers; the
+/// others are removed. A tag is kept when any criterion keeps it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetentionRule {
+    /// Glob patterns over repository names (`*` within a path component,
+    /// `**` across them); checked by the guest.
+    pub repositories: Vec<String>,
+    /// Keep the `n` most recently pushed tags.
+    pub keep_last: Option<u32>,
+    /// Keep tags pushed within this long.
+    pub keep_within: Option<Duration>,
+    /// Keep tags matching any of these regular expressions (whole tag);
+    /// checked by the guest.
+    pub keep_tags: Vec<String>,
+}
+
+impl RetentionRule {
+    /// Whether the rule keeps no tag at all (it would empty the
+    /// repositories it covers): refused when read.
+    pub fn keeps_nothing(&self) -> bool {
+        self.keep_last.unwrap_or(0) == 0
+            && self.keep_within.is_none_or(|d| d.is_zero())
+            && self.keep_tags.is_empty()
     }
 }
 

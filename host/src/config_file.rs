@@ -32,7 +32,7 @@ use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::config::{
     AccessRules, Actions, AuthMethod, DebugConfig, GuestSource, Policy, RepositoryRule,
-    ServeOptions, StorageCheck, TlsConfig, TlsVersion,
+    RetentionRule, ServeOptions, StorageCheck, TlsConfig, TlsVersion,
 };
 
 /// Options read from a config file (and the environment), with what the
@@ -165,6 +165,12 @@ const KNOWN_KEYS: &[&str] = &[
     "blockreg.client_max_uploads",
     "blockreg.auth_failures_per_minute",
     "blockreg.access",
+    "blockreg.gc.enabled",
+    "blockreg.gc.interval",
+    "blockreg.gc.grace",
+    "blockreg.gc.delete_untagged",
+    "blockreg.gc.dry_run",
+    "blockreg.gc.retention",
 ];
 
 /// Reads `path` (when given) and the `REGISTRY_*` variables of `env` into
@@ -1116,6 +1122,131 @@ impl Doc {
         Ok(rule)
     }
 
+    /// `blockreg.gc`: garbage collection (`host/src/gc.rs`). What the host
+    /// can check is checked here (durations, numbers, the shape of the
+    /// rules); the guest checks the globs and regular expressions when it
+    /// collects. The grace period against the request timeout is checked
+    /// by `serve`, after the flags.
+    fn gc(&mut self, options: &mut ServeOptions) -> Result<(), ConfigError> {
+        const BASE: &str = "blockreg.gc";
+        self.section_keys(BASE)?;
+        let gc = &mut options.serve.gc;
+        if let Some(enabled) = self.boolean("blockreg.gc.enabled")? {
+            gc.enabled = enabled;
+        }
+        if let Some(interval) = self.duration("blockreg.gc.interval")? {
+            if interval.is_zero() {
+                return Err(self.wrong(
+                    "blockreg.gc.interval",
+                    "must be more than 0s (blockreg.gc.enabled: false turns collection off)",
+                ));
+            }
+            gc.interval = interval;
+        }
+        if let Some(grace) = self.duration("blockreg.gc.grace")? {
+            gc.grace = grace;
+        }
+        if let Some(delete) = self.boolean("blockreg.gc.delete_untagged")? {
+            gc.delete_untagged = delete;
+        }
+        if let Some(dry_run) = self.boolean("blockreg.gc.dry_run")? {
+            gc.dry_run = dry_run;
+        }
+        let path = "blockreg.gc.retention";
+        let rules = match self.take(path) {
+            None => Vec::new(),
+            Some(Yaml::Array(items)) => items,
+            Some(other) => {
+                return Err(self.wrong(
+                    path,
+                    format!(
+                        "expected a list of rules (repositories, keep_last, keep_within, \
+                         keep_tags), found {}",
+                        describe(&other)
+                    ),
+                ))
+            }
+        };
+        let mut retention = Vec::with_capacity(rules.len());
+        for (i, rule) in rules.iter().enumerate() {
+            retention.push(self.retention_rule(&format!("{path}[{i}]"), rule)?);
+        }
+        options.serve.gc.retention = retention;
+        Ok(())
+    }
+
+    fn retention_rule(&self, path: &str, value: &Yaml) -> Result<RetentionRule, ConfigError> {
+        let Yaml::Hash(map) = value else {
+            return Err(self.wrong(
+                path,
+                format!(
+                    "expected a mapping of repositories, keep_last, keep_within and keep_tags, \
+                     found {}",
+                    describe(value)
+                ),
+            ));
+        };
+        let mut rule = RetentionRule::default();
+        for (k, v) in map {
+            let name = yaml_text(k).unwrap_or_default();
+            let here = format!("{path}.{name}");
+            match name.as_str() {
+                "repositories" => rule.repositories = self.yaml_strings(&here, v)?,
+                "keep_tags" => rule.keep_tags = self.yaml_strings(&here, v)?,
+                "keep_last" => {
+                    let n = match v {
+                        Yaml::Integer(i) => u32::try_from(*i).ok(),
+                        Yaml::String(s) => s.trim().parse().ok(),
+                        _ => None,
+                    };
+                    rule.keep_last = Some(n.ok_or_else(|| {
+                        self.wrong(
+                            &here,
+                            format!("expected a whole number of tags, found {}", describe(v)),
+                        )
+                    })?);
+                }
+                "keep_within" => {
+                    let d = match v {
+                        Yaml::Integer(0) => Some(Duration::ZERO),
+                        Yaml::String(s) => parse_go_duration(s),
+                        _ => None,
+                    };
+                    rule.keep_within = Some(d.ok_or_else(|| {
+                        self.wrong(
+                            &here,
+                            format!(
+                                "expected a duration such as 72h or 720h, found {}",
+                                describe(v)
+                            ),
+                        )
+                    })?);
+                }
+                _ => {
+                    return Err(self.wrong(
+                        &here,
+                        "unknown key; expected repositories, keep_last, keep_within or keep_tags",
+                    ))
+                }
+            }
+        }
+        if rule.repositories.is_empty() {
+            return Err(self.wrong(
+                path,
+                "repositories is missing: name the repositories the rule covers (globs such as \
+                 ci/** or team-*/app)",
+            ));
+        }
+        if rule.keeps_nothing() {
+            return Err(self.wrong(
+                path,
+                "the rule keeps no tag and would empty every repository it covers: set \
+                 keep_last, keep_within or keep_tags",
+            ));
+        }
+        Ok(rule)
+    }
+
     /// A list of strings at `path` inside a tree already taken.
     fn yaml_strings(&self, path: &str, value: &Yaml) -> Result<Vec<String>, ConfigError> {
         let items = match value {
@@ -1239,6 +1370,7 @@ impl Doc {
                 .map_err(|_| self.wrong("blockreg.auth_failures_per_minute", "too large"))?;
         }
         self.access(options)?;
+        self.gc(options)?;
         if options.serve.auth.rules.is_some() && options.serve.auth.method.is_none() {
             return Err(self.wrong(
                 "blockreg.access",
@@ -1288,6 +1420,18 @@ fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("cannot resolve {text:?}: {e}"))?
         .next()
         .ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
+/// A duration as the config file writes it (Go's syntax: `90s`, `1h30m`,
+/// `0s`), for command-line flags that take the same values.
+///
+/// # Errors
+///
+/// When `text` is not such a duration; the message says what is expected.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    parse_go_duration(text).ok_or_else(|| {
+        format!("expected a duration such as 0s, 30m, 1h or 1h30m (units ns us ms s m h), found {text:?}")
+    })
 }
 
 /// Go's `time.ParseDuration` for what configs use: a sequence of numbers
@@ -1631,6 +1775,140 @@ blockreg:
         assert_eq!(serve.limits.max_concurrency, 8);
         assert!(!serve.background_conversion);
         assert_eq!(serve.settings.max_decoded_ratio, 50.0);
+    }
+
+    #[test]
+    fn the_gc_section_is_read_with_its_retention_rules() {
+        let loaded = parse(
+            "version: 0.1
+blockreg:
+  gc:
+    enabled: true
+    interval: 6h
+    grace: 2h
+    delete_untagged: yes
+    dry_run: true
+    retention:
+      - repositories: [\"ci/**\", team-*/app]
+        keep_last: 5
+        keep_within: 168h
+        keep_tags: [\"v[0-9]+\\\\.[0-9]+\", latest]
+      - repositories: \"**\"
+        keep_tags: [\".*\"]
+",
+            &[],
+        )
+        .unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let gc = &loaded.options.serve.gc;
+        assert!(gc.enabled && gc.delete_untagged && gc.dry_run);
+        assert_eq!(gc.interval, Duration::from_secs(6 * 3600));
+        assert_eq!(gc.grace, Duration::from_secs(7200));
+        assert_eq!(
+            gc.retention,
+            vec![
+                RetentionRule {
+                    repositories: vec!["ci/**".into(), "team-*/app".into()],
+                    keep_last: Some(5),
+                    keep_within: Some(Duration::from_secs(168 * 3600)),
+                    keep_tags: vec!["v[0-9]+\\.[0-9]+".into(), "latest".into()],
+                },
+                RetentionRule {
+                    repositories: vec!["**".into()],
+                    keep_tags: vec![".*".into()],
+                    ..RetentionRule::default()
+                },
+            ]
+        );
+        let defaults = parse("version: 0.1\n", &[]).unwrap();
+        assert_eq!(
+            defaults.options.serve.gc,
+            crate::config::GarbageCollection::default()
+        );
+    }
+
+    #[test]
+    fn gc_values_come_from_the_environment_too() {
+        let loaded = parse(
+            "version: 0.1\n",
+            &[
+                ("REGISTRY_BLOCKREG_GC_ENABLED", "false"),
+                ("REGISTRY_BLOCKREG_GC_GRACE", "90m"),
+                (
+                    "REGISTRY_BLOCKREG_GC_RETENTION",
+                    "[{repositories: [ci/**], keep_last: 2}]",
+                ),
+            ],
+        )
+        .unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let gc = &loaded.options.serve.gc;
+        assert!(!gc.enabled);
+        assert_eq!(gc.grace, Duration::from_secs(5400));
+        assert_eq!(gc.retention[0].keep_last, Some(2));
+        let err = parse(
+            "version: 0.1\n",
+            &[("REGISTRY_BLOCKREG_GC_INTERVAL", "soon")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with(
+                "config key blockreg.gc.interval (from REGISTRY_BLOCKREG_GC_INTERVAL):"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn wrong_gc_values_name_their_key() {
+        let gc = |body: &str| {
+            parse(&format!("version: 0.1\nblockreg:\n  gc:\n{body}"), &[])
+                .unwrap_err()
+                .to_string()
+        };
+        for (body, key, says) in [
+            ("    interval: 0s\n", "blockreg.gc.interval:", "more than 0s"),
+            ("    grace: an hour\n", "blockreg.gc.grace:", "duration"),
+            ("    delete_untagged: maybe\n", "blockreg.gc.delete_untagged:", "true or false"),
+            ("    retention: {keep_last: 1}\n", "blockreg.gc.retention:", "list of rules"),
+            (
+                "    retention:\n      - repositories: [a]\n        keep_last: -1\n",
+                "blockreg.gc.retention[0].keep_last:",
+                "whole number",
+            ),
+            (
+                "    retention:\n      - repositories: [a]\n        keep_within: 3 days\n",
+                "blockreg.gc.retention[0].keep_within:",
+                "duration",
+            ),
+            (
+                "    retention:\n      - repositories: [a]\n        keep_last: 1\n        keep: 2\n",
+                "blockreg.gc.retention[0].keep:",
+                "unknown key",
+            ),
+            (
+                "    retention:\n      - keep_last: 1\n",
+                "blockreg.gc.retention[0]:",
+                "repositories is missing",
+            ),
+            (
+                "    retention:\n      - repositories: [a]\n        keep_last: 1\n      - repositories: [b]\n        keep_last: 0\n",
+                "blockreg.gc.retention[1]:",
+                "keeps no tag",
+            ),
+        ] {
+            let err = gc(body);
+            assert!(
+                err.starts_with(&format!("config key {key}")) && err.contains(says),
+                "{body:?}: {err}"
+            );
+        }
+        let loaded = parse("version: 0.1\nblockreg:\n  gc:\n    every: 1h\n", &[]).unwrap();
+        assert_eq!(
+            loaded.warnings,
+            vec!["unknown config key blockreg.gc.every; ignored".to_owned()]
+        );
     }
 
     #[test]

@@ -37,6 +37,12 @@
 //! guest records it and moves on; a run of them is the store's (disk full, a
 //! broken guest). Progress is logged as blobs and bytes per [`REPORT_EVERY`].
 //!
+//! Each call holds the store lock shared (`store_lock.rs`): a garbage
+//! collection, which holds it exclusive, waits for the call in progress,
+//! and the converter waits (trying every [`LOCK_POLL`]) while one runs.
+//! Between two calls the lock is left free for [`HANDOVER`], so that a
+//! collection waiting for it gets it.
+//!
 //! Stopping the server drops a conversion mid-way; the guest keeps a blob's
 //! original until its recipe is committed, so the next start simply converts
 //! it again.
@@ -53,6 +59,7 @@ use crate::config::Limits;
 use crate::guest::{self, GuestSlot};
 use crate::metrics::Metrics;
 use crate::shutdown::Stop;
+use crate::store_lock::{Mode, StoreLock, HANDOVER};
 
 /// How many nice steps below the converter (and the process as started)
 /// request threads run: CFS weights 1024 against 110, so under full load
@@ -86,6 +93,9 @@ const ERRORS_BEFORE_BACKOFF: u32 = 3;
 /// failure, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often a converter kept out by a garbage collection tries the store
+/// lock again.
+const LOCK_POLL: Duration = Duration::from_secs(1);
 /// How often progress is logged while there is work.
 const REPORT_EVERY: Duration = Duration::from_secs(60);
 
@@ -175,9 +185,35 @@ async fn run(
             Queue::Small => Queue::Large,
             Queue::Large => Queue::Small,
         };
-        let outcome = tokio::select! {
-            outcome = convert_one(&slot, &data_dir, &limits, metrics, first) => outcome,
-            () = stop.stopped() => return,
+        let mut collecting = false;
+        let locked = StoreLock::acquire_polling(
+            &data_dir,
+            Mode::Shared,
+            LOCK_POLL,
+            &mut stop,
+            || {
+                tracing::info!(target: "blockreg::convert", "conversion waits: a garbage collection holds the store");
+                collecting = true;
+            },
+        )
+        .await;
+        let outcome = match locked {
+            Ok(None) => return,
+            Ok(Some(lock)) => {
+                if collecting {
+                    tracing::info!(target: "blockreg::convert", "a garbage collection held the store; conversion resumes");
+                }
+                let outcome = tokio::select! {
+                    outcome = convert_one(&slot, &data_dir, &limits, metrics, first) => outcome,
+                    () = stop.stopped() => return,
+                };
+                drop(lock);
+                outcome
+            }
+            Err(e) => {
+                tracing::error!(target: "blockreg::convert", "conversion cannot lock the store: {e}");
+                Outcome::Failed
+            }
         };
         let pause = match outcome {
             Outcome::Converted { blobs, bytes } => {
@@ -196,12 +232,11 @@ async fn run(
             }
         };
         progress.report_if_due(Instant::now());
-        if let Some((pause, wake_on_commit)) = pause {
-            tokio::select! {
-                () = new_blobs.0.notified(), if wake_on_commit => {}
-                () = tokio::time::sleep(pause) => {}
-                () = stop.stopped() => return,
-            }
+        let (pause, wake_on_commit) = pause.unwrap_or((HANDOVER, false));
+        tokio::select! {
+            () = new_blobs.0.notified(), if wake_on_commit => {}
+            () = tokio::time::sleep(pause) => {}
+            () = stop.stopped() => return,
         }
     }
 }

@@ -9,15 +9,18 @@
 //! - `shutdown.rs`: what asks the server to stop (Ctrl-C, SIGTERM), how its
 //!   tasks hear of it, and how long open connections are waited for.
 //! - `convert.rs`: the background converter's thread and loop;
-//!   `purge.rs`: expiry of abandoned upload sessions.
+//!   `purge.rs`: expiry of abandoned upload sessions; `gc.rs`: garbage
+//!   collection (the background job and `blockreg gc`);
+//!   `store_lock.rs`: the lock on the data directory that keeps
+//!   conversion, collection and recovery apart.
 //! - `guest.rs`: the engine, loading and validating a component, hot swap on
 //!   SIGHUP or file change, and `call_admin` (one `admin` call in a fresh
-//!   instance, for describe, recover, get-stats, convert-next and
-//!   purge-uploads).
+//!   instance, for describe, recover, get-stats, convert-next,
+//!   purge-uploads, check and collect).
 //! - `ctx.rs`: the sandbox of one instance (`/data` preopen, no network);
 //!   `datadir.rs`: opening the data directory with cap-std.
 //! - `stats.rs`, `check.rs`, `runner.rs`: the `stats`, `check` and `run`
-//!   subcommands.
+//!   subcommands (`gc` is in `gc.rs`).
 //! - `config.rs`: the options (`ServeOptions`, `ServeConfig`, limits and
 //!   guest settings with their only defaults); `config_file.rs`: registry:2's
 //!   `config.yml` and `REGISTRY_*` variables read into them.
@@ -41,6 +44,7 @@ mod ctx;
 mod datadir;
 mod debug;
 mod error;
+mod gc;
 mod guest;
 mod metrics;
 mod purge;
@@ -48,17 +52,19 @@ mod runner;
 mod server;
 mod shutdown;
 mod stats;
+mod store_lock;
 mod throttle;
 mod tls;
 
-pub use bindings::{StoreCheck, StoreStats};
+pub use bindings::{Collection, StoreCheck, StoreStats};
 pub use check::store_check;
 pub use config::{
-    AccessRules, Actions, AuthConfig, AuthMethod, ClientLimits, DebugConfig, GuestSettings,
-    GuestSource, HealthConfig, Limits, LogSettings, Policy, RepositoryRule, ServeConfig,
-    ServeOptions, StorageCheck, TlsConfig, TlsVersion, UploadPurging,
+    AccessRules, Actions, AuthConfig, AuthMethod, ClientLimits, DebugConfig, GarbageCollection,
+    GuestSettings, GuestSource, HealthConfig, Limits, LogSettings, Policy, RepositoryRule,
+    RetentionRule, ServeConfig, ServeOptions, StorageCheck, TlsConfig, TlsVersion, UploadPurging,
 };
 pub use convert::{current_nice, lower_request_thread_priority};
+pub use gc::{collect_garbage, grace_warning};
 pub use guest::embedded_guest;
 pub use runner::run_command;
 pub use server::{serve, Listeners};

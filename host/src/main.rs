@@ -30,6 +30,10 @@ enum Command {
     /// Verify the store (block index against packs, recipes, and with
     /// --read-data every blob against its digest); exit 1 when damaged.
     Check(CheckArgs),
+    /// Collect garbage: remove blobs no manifest names (past the grace
+    /// period), untagged manifests and tags as configured, and the packs
+    /// they leave dead. Safe while a server serves the same directory.
+    Gc(GcArgs),
     /// Run a wasi:cli command component (the wasm32-wasip2 test runner).
     Run(RunArgs),
 }
@@ -128,6 +132,10 @@ struct ServeArgs {
     /// Keep pushed blobs as they are: no background conversion to blocks.
     #[arg(long)]
     no_conversion: bool,
+    /// No garbage collection in the background (`blockreg gc` still
+    /// collects when run).
+    #[arg(long)]
+    no_gc: bool,
 }
 
 #[derive(Args)]
@@ -155,6 +163,40 @@ struct CheckArgs {
     #[arg(long, value_name = "FILE.wasm")]
     guest: Option<PathBuf>,
     /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct GcArgs {
+    /// Data directory (default: the config file's
+    /// storage.filesystem.rootdirectory, else ./data).
+    #[arg(long, default_value_os_t = ServeOptions::default().serve.data_dir)]
+    data: PathBuf,
+    /// Only count what would be removed; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Keep unreferenced blobs and untagged manifests used within this long
+    /// (30m, 1h, 2h30m; default: the config file's blockreg.gc.grace, else
+    /// 1h). A blob is unreferenced from its push until its manifest
+    /// arrives: a grace shorter than the longest push, such as 0s, may
+    /// remove the blobs of a push in progress, which then fails.
+    #[arg(long, value_name = "DURATION", value_parser = host::config_file::parse_duration)]
+    grace: Option<Duration>,
+    /// Also remove manifests no tag reaches, once past the grace period.
+    #[arg(long)]
+    delete_untagged: bool,
+    /// registry:2 configuration file (what `serve --config` takes): its
+    /// blockreg.gc section (grace, delete_untagged, retention rules), data
+    /// directory and guest apply. REGISTRY_* environment variables
+    /// override its keys; flags override both.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Guest component to run the collection with instead of the embedded
+    /// one.
+    #[arg(long, value_name = "FILE.wasm")]
+    guest: Option<PathBuf>,
+    /// Print the collection's record as one JSON object instead of text.
     #[arg(long)]
     json: bool,
 }
@@ -242,6 +284,26 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Gc(args) => {
+            let gc_matches = matches.subcommand_matches("gc").unwrap_or(matches);
+            let json = args.json;
+            let (config, warnings) = gc_config(args, gc_matches, std::env::vars())?;
+            for warning in warnings {
+                eprintln!("warning: {warning}");
+            }
+            let collection = host::collect_garbage(&config, || {
+                eprintln!(
+                    "waiting for the store lock: a conversion in progress or another collection holds it"
+                );
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string(&collection)?);
+            } else {
+                println!("{collection}");
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => {
             let status = host::run_command(&args.file, &args.args).await?;
@@ -359,7 +421,40 @@ fn serve_options(
     if args.no_conversion {
         serve.background_conversion = false;
     }
+    if args.no_gc {
+        serve.gc.enabled = false;
+    }
     Ok(loaded)
+}
+
+/// What `blockreg gc` runs with: defaults, then the config file and the
+/// `REGISTRY_*` variables of `env`, then the flags given; and the warnings
+/// to print (the file's, and a grace period a push could outlast).
+fn gc_config(
+    args: GcArgs,
+    matches: &ArgMatches,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<(host::ServeConfig, Vec<String>)> {
+    let loaded = host::config_file::load(args.config.as_deref(), env)?;
+    let mut warnings = loaded.warnings;
+    let mut config = loaded.options.serve;
+    if matches.value_source("data") == Some(ValueSource::CommandLine) {
+        config.data_dir = args.data;
+    }
+    if let Some(guest) = args.guest {
+        config.guest = GuestSource::File(guest);
+    }
+    if let Some(grace) = args.grace {
+        config.gc.grace = grace;
+    }
+    if args.delete_untagged {
+        config.gc.delete_untagged = true;
+    }
+    // The file's `dry_run` is the server's schedule; a manual run does what
+    // its own flag says.
+    config.gc.dry_run = args.dry_run;
+    warnings.extend(host::grace_warning(&config.gc, &config.limits));
+    Ok((config, warnings))
 }
 
 #[cfg(test)]
@@ -429,6 +524,100 @@ mod tests {
         let o = options(&["blockreg", "--config", config], &[]).unwrap();
         assert_eq!(o.addr, "127.0.0.1:7001".parse().unwrap());
         assert_eq!(o.serve.data_dir, PathBuf::from("/file"));
+    }
+
+    /// Parses `argv` as `blockreg gc` and builds what it runs with.
+    fn gc_options(
+        argv: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<(host::ServeConfig, Vec<String>)> {
+        let matches = Cli::command().try_get_matches_from(argv)?;
+        let cli = Cli::from_arg_matches(&matches)?;
+        let Some(Command::Gc(args)) = cli.command else {
+            panic!("not gc")
+        };
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        gc_config(args, matches.subcommand_matches("gc").unwrap(), env)
+    }
+
+    #[test]
+    fn gc_takes_the_config_files_section_and_flags_beat_it() {
+        let (config, warnings) = gc_options(&["blockreg", "gc"], &[]).unwrap();
+        assert_eq!(config.gc, host::GarbageCollection::default());
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert!(warnings.is_empty(), "{warnings:?}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.yml");
+        std::fs::write(
+            &file,
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /file\nblockreg:\n  gc:\n    grace: 2h\n    dry_run: true\n    retention:\n      - repositories: [ci/**]\n        keep_last: 2\n",
+        )
+        .unwrap();
+        let config_path = file.to_str().unwrap();
+        let (config, _) = gc_options(&["blockreg", "gc", "--config", config_path], &[]).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/file"));
+        assert_eq!(config.gc.grace, Duration::from_secs(7200));
+        assert!(!config.gc.dry_run, "the file's dry_run is the server's");
+        assert_eq!(config.gc.retention.len(), 1);
+        assert_eq!(config.gc.retention[0].keep_last, Some(2));
+
+        let (config, warnings) = gc_options(
+            &[
+                "blockreg",
+                "gc",
+                "--config",
+                config_path,
+                "--data",
+                "/flag",
+                "--grace",
+                "0s",
+                "--delete-untagged",
+                "--dry-run",
+            ],
+            &[("REGISTRY_BLOCKREG_GC_GRACE", "3h")],
+        )
+        .unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/flag"));
+        assert_eq!(config.gc.grace, Duration::ZERO, "flag beats env and file");
+        assert!(config.gc.delete_untagged && config.gc.dry_run);
+        assert!(
+            warnings.is_empty(),
+            "a dry run removes nothing: {warnings:?}"
+        );
+
+        let (config, warnings) = gc_options(&["blockreg", "gc", "--grace", "0s"], &[]).unwrap();
+        assert_eq!(config.gc.grace, Duration::ZERO);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("may be removed"), "{warnings:?}");
+        let (config, _) =
+            gc_options(&["blockreg", "gc"], &[("REGISTRY_BLOCKREG_GC_GRACE", "3h")]).unwrap();
+        assert_eq!(
+            config.gc.grace,
+            Duration::from_secs(3 * 3600),
+            "env beats the default"
+        );
+    }
+
+    #[test]
+    fn gc_refuses_a_duration_it_cannot_read() {
+        let err = gc_options(&["blockreg", "gc", "--grace", "10"], &[])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("expected a duration"), "{err}");
+    }
+
+    #[test]
+    fn no_gc_turns_the_background_collection_off() {
+        assert!(options(&["blockreg"], &[]).unwrap().serve.gc.enabled);
+        assert!(
+            !options(&["blockreg", "--no-gc"], &[])
+                .unwrap()
+                .serve
+                .gc
+                .enabled
+        );
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! leave. Blob GETs are counted by where their bytes came from (the cache's
 //! hits and misses), as the guest says in a response header. The background
 //! converter records each call (`convert.rs`), upload purging what it
-//! removed (`purge.rs`). The store's figures are the
+//! removed (`purge.rs`), garbage collection each run and what it freed
+//! (`gc.rs`). The store's figures are the
 //! guest's `admin.get-stats`, refreshed when metrics are asked for and at
 //! most every few seconds (`debug.rs`). Labels take few values: the route
 //! kind is the endpoint group, never the path.
@@ -18,7 +19,7 @@ use prometheus::{
     IntGauge, Opts, Registry, TextEncoder,
 };
 
-use crate::bindings::StoreStats;
+use crate::bindings::{Collection, StoreStats};
 
 /// The Content-Type of [`Metrics::render`]'s output.
 pub(crate) const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
@@ -42,8 +43,27 @@ pub(crate) struct Metrics {
     converted_bytes: IntCounter,
     purged_sessions: IntCounter,
     purged_bytes: IntCounter,
+    gc: GcMetrics,
     store: StoreGauges,
 }
+
+/// Garbage collections run by the server (`gc.rs`).
+struct GcMetrics {
+    runs: IntCounterVec,
+    seconds: Histogram,
+    tags: IntCounter,
+    manifests: IntCounter,
+    blobs: IntCounter,
+    blob_bytes: IntCounter,
+    pack_bytes_removed: IntCounter,
+    pack_bytes_written: IntCounter,
+    /// When the last collection that was not a dry run ended: the server's
+    /// own, or one the store records (`blockreg gc` in another process).
+    last_success: Gauge,
+}
+
+/// Outcomes of a collection run, as the `outcome` label.
+const GC_OUTCOMES: [&str; 3] = ["completed", "dry_run", "failed"];
 
 /// The store's figures (`admin.get-stats`, fields documented in
 /// `wit/admin.wit`), as of the last refresh (`debug.rs`).
@@ -61,6 +81,8 @@ struct StoreGauges {
     repositories: IntGauge,
     manifests: IntGauge,
     uploads: IntGauge,
+    unreferenced_blobs: IntGauge,
+    unreferenced_bytes: IntGauge,
 }
 
 /// Where a blob read's bytes came from, as the guest reports it (the
@@ -125,6 +147,60 @@ impl Metrics {
         )
         .expect("valid metric");
         add(Box::new(conversion_seconds.clone()));
+        let gc_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "blockreg_gc_duration_seconds",
+                "Time of one garbage collection, waiting for the store lock included.",
+            )
+            .buckets(vec![
+                0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 10800.0, 21600.0,
+            ]),
+        )
+        .expect("valid metric");
+        add(Box::new(gc_seconds.clone()));
+        let gc_last = Gauge::new(
+            "blockreg_gc_last_success_timestamp_seconds",
+            "Unix time at which the last garbage collection (not a dry run) ended; 0: none known.",
+        )
+        .expect("valid metric");
+        add(Box::new(gc_last.clone()));
+        let gc_runs = counters(
+            "blockreg_gc_runs_total",
+            "Garbage collections run by the server, by outcome (completed, dry_run, failed).",
+            &["outcome"],
+        );
+        for outcome in GC_OUTCOMES {
+            gc_runs.with_label_values(&[outcome]);
+        }
+        let gc = GcMetrics {
+            runs: gc_runs,
+            seconds: gc_seconds,
+            tags: counter(
+                "blockreg_gc_tags_removed_total",
+                "Tags removed by retention rules.",
+            ),
+            manifests: counter(
+                "blockreg_gc_manifests_removed_total",
+                "Manifests removed as untagged.",
+            ),
+            blobs: counter(
+                "blockreg_gc_blobs_removed_total",
+                "Blobs removed because no kept manifest named them.",
+            ),
+            blob_bytes: counter(
+                "blockreg_gc_blob_bytes_removed_total",
+                "Logical bytes (blob sizes) of the blobs removed.",
+            ),
+            pack_bytes_removed: counter(
+                "blockreg_gc_pack_bytes_removed_total",
+                "Bytes of pack files removed or rewritten by garbage collection.",
+            ),
+            pack_bytes_written: counter(
+                "blockreg_gc_pack_bytes_written_total",
+                "Bytes of the packs written when rewriting mostly dead ones.",
+            ),
+            last_success: gc_last,
+        };
         let ratio = Gauge::new(
             "blockreg_store_stored_ratio",
             "Stored bytes as a share of logical bytes (1 for an empty store; lower is better).",
@@ -165,6 +241,14 @@ impl Metrics {
             uploads: gauge(
                 "blockreg_store_upload_sessions",
                 "Upload sessions in progress.",
+            ),
+            unreferenced_blobs: gauge(
+                "blockreg_store_unreferenced_blobs",
+                "Committed blobs no manifest names (a collection reclaims them past the grace period).",
+            ),
+            unreferenced_bytes: gauge(
+                "blockreg_store_unreferenced_bytes",
+                "Sum of the sizes of the unreferenced blobs.",
             ),
         };
         Self {
@@ -222,8 +306,42 @@ impl Metrics {
                 "blockreg_upload_bytes_purged_total",
                 "Bytes of the upload sessions removed by upload purging.",
             ),
+            gc,
             store,
             registry,
+        }
+    }
+
+    /// Records a collection that finished: a dry run counts only as a run.
+    pub(crate) fn collection(&self, c: &Collection) {
+        let gc = &self.gc;
+        gc.seconds.observe(c.duration_ms as f64 / 1000.0);
+        if c.dry_run {
+            gc.runs.with_label_values(&["dry_run"]).inc();
+            return;
+        }
+        gc.runs.with_label_values(&["completed"]).inc();
+        gc.tags.inc_by(c.tags_removed);
+        gc.manifests.inc_by(c.manifests_removed);
+        gc.blobs.inc_by(c.blobs_removed);
+        gc.blob_bytes.inc_by(c.blob_bytes_removed);
+        gc.pack_bytes_removed.inc_by(c.pack_bytes_removed);
+        gc.pack_bytes_written.inc_by(c.pack_bytes_written);
+        self.collection_ended(c);
+    }
+
+    /// Counts a collection that failed (an error, a trap, the time limit)
+    /// after `seconds`.
+    pub(crate) fn collection_failed(&self, seconds: f64) {
+        self.gc.runs.with_label_values(&["failed"]).inc();
+        self.gc.seconds.observe(seconds);
+    }
+
+    /// Moves the last-success time to `c`'s end if later.
+    fn collection_ended(&self, c: &Collection) {
+        let ended = c.ended() as f64;
+        if ended > self.gc.last_success.get() {
+            self.gc.last_success.set(ended);
         }
     }
 
@@ -278,6 +396,11 @@ impl Metrics {
         set(&g.repositories, stats.repositories);
         set(&g.manifests, stats.manifests);
         set(&g.uploads, stats.uploads);
+        set(&g.unreferenced_blobs, stats.unreferenced_blobs);
+        set(&g.unreferenced_bytes, stats.unreferenced_bytes);
+        if let Some(c) = stats.last_collection.as_ref().filter(|c| !c.dry_run) {
+            self.collection_ended(c);
+        }
     }
 
     /// Records one finished request.
@@ -380,5 +503,42 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# TYPE blockreg_http_request_duration_seconds histogram"));
+    }
+
+    #[test]
+    fn collections_count_by_outcome_and_dry_runs_free_nothing() {
+        let metrics = Metrics::new();
+        let text = metrics.render();
+        for outcome in GC_OUTCOMES {
+            assert!(
+                text.contains(&format!(
+                    "blockreg_gc_runs_total{{outcome=\"{outcome}\"}} 0"
+                )),
+                "every outcome shows from the start: {text}"
+            );
+        }
+        let c = crate::gc::tests::sample();
+        metrics.collection(&Collection {
+            dry_run: true,
+            ..c
+        });
+        metrics.collection(&c);
+        metrics.collection_failed(2.0);
+        let text = metrics.render();
+        for line in [
+            "blockreg_gc_runs_total{outcome=\"completed\"} 1",
+            "blockreg_gc_runs_total{outcome=\"dry_run\"} 1",
+            "blockreg_gc_runs_total{outcome=\"failed\"} 1",
+            "blockreg_gc_blobs_removed_total 7",
+            "blockreg_gc_blob_bytes_removed_total 70000",
+            "blockreg_gc_pack_bytes_removed_total 60000",
+            "blockreg_gc_pack_bytes_written_total 10000",
+            "blockreg_gc_tags_removed_total 3",
+            "blockreg_gc_manifests_removed_total 2",
+            "blockreg_gc_duration_seconds_count 3",
+            "blockreg_gc_last_success_timestamp_seconds 1700000002",
+        ] {
+            assert!(text.contains(line), "{line} missing: {text}");
+        }
     }
 }

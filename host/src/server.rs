@@ -65,6 +65,7 @@ use crate::error::{wasm_err, HostErrorCode};
 use crate::guest::{self, GuestSlot};
 use crate::metrics::{self, Metrics};
 use crate::shutdown::{self, Stop};
+use crate::store_lock::{Mode, StoreLock};
 use crate::throttle::{RetryAfter, Throttle, UploadGuard};
 use crate::tls::{self, Tls};
 
@@ -118,7 +119,9 @@ pub async fn serve(
         health,
         upload_purging,
         auth,
+        gc,
     } = config;
+    crate::gc::check_grace(&gc, &limits)?;
     let data_dir = crate::datadir::prepare_for_serving(&data_dir)?;
     let auth = Arc::new(Auth::load(&auth, &data_dir)?);
     let tls = tls
@@ -138,14 +141,35 @@ pub async fn serve(
     let loaded = guest::load(&source, &data_dir, &limits, settings).await?;
     tracing::info!("guest loaded: {}", loaded.info.version);
     // Nothing serves yet: the one moment to finish what a crash cut off.
-    let recovered = guest::recover(&loaded, &data_dir, &limits).await?;
-    if recovered.temporaries + recovered.sessions_released + recovered.sessions_removed > 0 {
+    // A collection by another process (`blockreg gc`) must end first.
+    let recovered = {
+        let _lock = match StoreLock::try_acquire(&data_dir, Mode::Exclusive)? {
+            Some(lock) => lock,
+            None => {
+                tracing::info!(
+                    "waiting for the garbage collection another process runs on {} to end",
+                    data_dir.display()
+                );
+                StoreLock::acquire(&data_dir, Mode::Exclusive).await?
+            }
+        };
+        guest::recover(&loaded, &data_dir, &limits).await?
+    };
+    if recovered.temporaries
+        + recovered.sessions_released
+        + recovered.sessions_removed
+        + recovered.blobs_restored
+        + recovered.blobs_removed
+        > 0
+    {
         tracing::info!(
-            "recovered the store: {} temporary file(s) ({} bytes) removed, {} upload session(s) released, {} half-made session(s) removed",
+            "recovered the store: {} temporary file(s) ({} bytes) removed, {} upload session(s) released, {} half-made session(s) removed, {} blob(s) a cut-off garbage collection had set aside restored and {} removed",
             recovered.temporaries,
             recovered.temporary_bytes,
             recovered.sessions_released,
-            recovered.sessions_removed
+            recovered.sessions_removed,
+            recovered.blobs_restored,
+            recovered.blobs_removed
         );
     }
     let slot = Arc::new(GuestSlot::new(loaded));
@@ -184,6 +208,14 @@ pub async fn serve(
         data_dir.clone(),
         limits.clone(),
         upload_purging,
+        metrics.clone(),
+        stop.clone(),
+    ));
+    let gc_task = tokio::spawn(crate::gc::run(
+        slot.clone(),
+        data_dir.clone(),
+        limits.clone(),
+        gc,
         metrics.clone(),
         stop.clone(),
     ));
@@ -272,6 +304,7 @@ pub async fn serve(
     let _ = watcher.await;
     let _ = health_task.await;
     let _ = purge_task.await;
+    let _ = gc_task.await;
     for task in [debug_task, tls_task].into_iter().flatten() {
         let _ = task.await;
     }

@@ -2,7 +2,8 @@
 //! the guest's `admin.get-stats` in a fresh instance with the same `/data`
 //! preopen as requests. The figures are the `stats` record generated from
 //! `wit/admin.wit` (its fields are documented there); this file adds the
-//! ratio and the two ways of printing them.
+//! ratio and the two ways of printing them, with the blobs a garbage
+//! collection would reclaim and what the last one did.
 
 use std::fmt;
 use std::path::Path;
@@ -66,12 +67,56 @@ impl fmt::Display for StoreStats {
         writeln!(f, "repositories   {}", self.repositories)?;
         writeln!(f, "manifests      {}", self.manifests)?;
         writeln!(f, "uploads        {}", self.uploads)?;
-        write!(f, "temporary      {}", bytes(self.temporary_bytes))
+        writeln!(f, "temporary      {}", bytes(self.temporary_bytes))?;
+        writeln!(
+            f,
+            "unreferenced   {} blobs, {} (no manifest names them: a collection reclaims them past the grace period)",
+            self.unreferenced_blobs,
+            bytes(self.unreferenced_bytes)
+        )?;
+        match &self.last_collection {
+            None => write!(f, "last gc        never"),
+            Some(c) => write!(
+                f,
+                "last gc        {}{}, took {}: {} {} tags, {} manifests, {} blobs ({}); stored bytes {} -> {}",
+                utc(c.started),
+                if c.dry_run { " (dry run)" } else { "" },
+                crate::gc::seconds(c.duration_ms),
+                if c.dry_run { "would remove" } else { "removed" },
+                c.tags_removed,
+                c.manifests_removed,
+                c.blobs_removed,
+                bytes(c.blob_bytes_removed),
+                c.stored_bytes_before,
+                c.stored_bytes_after,
+            ),
+        }
     }
 }
 
+/// Unix seconds as an RFC 3339 UTC time, `2023-11-14T22:13:20Z`.
+pub(crate) fn utc(unix: u64) -> String {
+    let (days, secs) = (unix / 86_400, unix % 86_400);
+    // Howard Hinnant's civil_from_days, for days since 1970-01-01.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
 /// `12345678 (11.8 MiB)`: exact for scripts, readable for people.
-fn bytes(n: u64) -> String {
+pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
     if n < 1024 {
         return format!("{n}");
@@ -151,6 +196,9 @@ mod tests {
             manifests: 2,
             uploads: 0,
             temporary_bytes: 0,
+            unreferenced_blobs: 2,
+            unreferenced_bytes: 3000,
+            last_collection: None,
         }
     }
 
@@ -180,9 +228,47 @@ mod tests {
                 "logical_bytes": 10_000, "blobs": 4, "blocks": 3, "block_bytes": 12_000,
                 "packs": 1, "stored_bytes": 4_000, "cache_bytes": 100, "pending": 1,
                 "failed": 0, "repositories": 1, "manifests": 2, "uploads": 0, "temporary_bytes": 0,
+                "unreferenced_blobs": 2, "unreferenced_bytes": 3000, "last_collection": null,
                 "ratio": 0.4
             })
         );
+        let collected = StoreStats {
+            last_collection: Some(crate::gc::tests::sample()),
+            ..sample()
+        };
+        let json: serde_json::Value = serde_json::from_str(&collected.to_json()).unwrap();
+        assert_eq!(json["last_collection"]["blobs_removed"], 7);
+        assert_eq!(json["last_collection"]["started"], 1_700_000_000u64);
+        assert_eq!(json["last_collection"]["dry_run"], false);
+    }
+
+    #[test]
+    fn text_shows_what_a_collection_would_reclaim_and_the_last_one() {
+        let text = sample().to_string();
+        assert!(
+            text.contains("unreferenced   2 blobs, 3000 (2.9 KiB)"),
+            "{text}"
+        );
+        assert!(text.ends_with("last gc        never"), "{text}");
+        let collected = StoreStats {
+            last_collection: Some(crate::gc::tests::sample()),
+            ..sample()
+        };
+        let text = collected.to_string();
+        assert!(
+            text.contains(
+                "last gc        2023-11-14T22:13:20Z, took 1.5 s: removed 3 tags, 2 manifests, 7 blobs (70000 (68.4 KiB)); stored bytes 200000 -> 140000"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unix_times_print_as_utc_dates() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(utc(4_102_444_799), "2099-12-31T23:59:59Z");
     }
 
     #[test]
@@ -202,6 +288,8 @@ mod tests {
             "manifests",
             "uploads",
             "temporary",
+            "unreferenced",
+            "last gc",
         ] {
             assert!(text.contains(label), "{label} missing from:\n{text}");
         }

@@ -13,6 +13,7 @@ mod confinement;
 mod content_management;
 mod conversion;
 mod errors;
+mod gc;
 mod integrity;
 mod load;
 mod manifests;

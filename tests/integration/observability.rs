@@ -270,7 +270,7 @@ async fn store_conversion_and_cache_metrics_follow_a_push_and_its_pulls() {
 
 /// `promtool check metrics` (Debian's prometheus package, which the e2e
 /// tier installs) on `text`; skipped with a note when promtool is missing.
-fn promtool_check(text: &str) {
+pub(crate) fn promtool_check(text: &str) {
     use std::io::Write as _;
     let child = std::process::Command::new("promtool")
         .args(["check", "metrics"])
