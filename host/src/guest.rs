@@ -73,6 +73,18 @@ pub(crate) fn runtime() -> anyhow::Result<&'static Runtime> {
     let mut config = Config::new();
     config.epoch_interruption(true);
     config.wasm_component_model(true);
+    // Compiled guests are cached on disk (wasmtime's cache: the user's
+    // cache directory, entries keyed by the component's hash and the
+    // compiler's settings): `blockreg stats`, `check` and `gc` are short
+    // processes that would otherwise compile the guest each time (about a
+    // second of CPU), and so would every start of the server. Without a
+    // usable cache directory, guests are compiled as before.
+    match wasmtime::Cache::new(wasmtime::CacheConfig::new()) {
+        Ok(cache) => {
+            config.cache(Some(cache));
+        }
+        Err(e) => tracing::debug!("no compilation cache: {e:#}"),
+    }
     let engine = Engine::new(&config).map_err(wasm_err)?;
     let mut linker = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wasm_err)?;
