@@ -258,9 +258,11 @@ impl Default for UploadPurging {
 /// On by default, every hour, as upload purging: a CI registry deletes as
 /// much as it pushes, and a deleted image's space should come back the
 /// same hour, not when someone remembers to run a command. A collection
-/// that finds nothing to remove costs a walk of the manifests and recipes
-/// (no pack is rewritten), while conversion waits; a store where that walk
-/// takes minutes can set a longer `interval`. Nothing is removed by
+/// that finds nothing to remove walks the manifests and recipes and
+/// rewrites no pack: 4 s on a store of 10 000 blobs and a million blocks
+/// (`bench/gc-scale.py --blobs 10000`, 2 cores), during which conversion
+/// waits, so under a minute an hour at ten times that; a larger store can
+/// set a longer `interval`. Nothing is removed by
 /// default that a client could still want: only blobs no manifest names,
 /// unused for the grace period; untagged manifests and tags stay unless
 /// `delete_untagged` or retention rules say otherwise.

@@ -15,8 +15,10 @@
 //!
 //! The server's first collection runs [`FIRST_AFTER`] after start (or after
 //! `interval` when that is shorter), then every `interval`, each under
-//! [`COLLECT_TIMEOUT`]. A collection cut off (time limit, shutdown) leaves
-//! the blobs it had set aside to the next start's recovery.
+//! [`COLLECT_TIMEOUT`]. A collection cut off (time limit, shutdown, a
+//! killed `blockreg gc`) leaves the blobs it was judging set aside; the
+//! next `convert-next` (within seconds while a server converts), the next
+//! collection or the recovery at start puts them back.
 
 use std::fmt;
 use std::path::Path;

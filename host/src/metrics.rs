@@ -518,10 +518,7 @@ mod tests {
             );
         }
         let c = crate::gc::tests::sample();
-        metrics.collection(&Collection {
-            dry_run: true,
-            ..c
-        });
+        metrics.collection(&Collection { dry_run: true, ..c });
         metrics.collection(&c);
         metrics.collection_failed(2.0);
         let text = metrics.render();

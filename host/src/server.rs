@@ -93,10 +93,13 @@ impl From<TcpListener> for Listeners {
 ///
 /// # Errors
 ///
-/// Fails when the data directory cannot be created, the TLS certificate or
-/// key does not load (or the key lies in the data directory), the debug
-/// address cannot be bound, or the guest does not load; errors on single
-/// connections are logged, not returned.
+/// Fails when the background garbage collection's grace period is not
+/// longer than the request timeout plus a minute, the data directory cannot
+/// be created or locked, the TLS certificate or key does not load (or the
+/// key lies in the data directory), the debug address cannot be bound, or
+/// the guest does not load; errors on single connections are logged, not
+/// returned. Before serving it waits for a garbage collection another
+/// process runs on the same directory to end.
 pub async fn serve(
     listeners: impl Into<Listeners>,
     config: ServeConfig,
