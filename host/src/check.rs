@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::bindings::{AdminError, StoreCheck};
 use crate::config::Limits;
+use crate::store_lock::{Mode, StoreLock};
 use crate::{ctx, guest};
 
 /// Time limit of one check: reading every blob back of a large store
@@ -65,7 +66,10 @@ impl fmt::Display for StoreCheck {
 }
 
 /// Checks the store in `data_dir` with `guest`; `read_data` reads every
-/// blob back to its digest.
+/// blob back to its digest. The check holds the store lock shared (as a
+/// conversion does), so no garbage collection removes what it is reading
+/// and it reports no blob being collected as damage; `waiting` runs once
+/// if a collection holds the lock and the check waits for it.
 ///
 /// # Errors
 ///
@@ -75,8 +79,16 @@ pub async fn store_check(
     data_dir: &Path,
     guest: &crate::config::GuestSource,
     read_data: bool,
+    waiting: impl FnOnce(),
 ) -> anyhow::Result<StoreCheck> {
     let data_dir = &crate::datadir::prepare(data_dir, false)?;
+    let _lock = match StoreLock::try_acquire(data_dir, Mode::Shared)? {
+        Some(lock) => lock,
+        None => {
+            waiting();
+            StoreLock::acquire(data_dir, Mode::Shared).await?
+        }
+    };
     let limits = Limits::default();
     let loaded = guest::load(guest, data_dir, &limits, ctx::default_guest_settings()).await?;
     let result = guest::call_admin(

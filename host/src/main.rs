@@ -272,8 +272,13 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(args) => {
-            let report =
-                host::store_check(&args.data, &guest_source(args.guest), args.read_data).await?;
+            let report = host::store_check(
+                &args.data,
+                &guest_source(args.guest),
+                args.read_data,
+                || eprintln!("waiting for the store lock: a garbage collection is running"),
+            )
+            .await?;
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

@@ -1,10 +1,11 @@
 //! The store lock: an advisory lock on the data directory itself, which
 //! keeps apart the admin operations `wit/admin.wit` says must not overlap.
-//! Conversion (`convert-next`) holds it shared, one call at a time; a
+//! Conversion (`convert-next`, one call at a time) and `blockreg check` (so
+//! it never reports a blob being collected as damage) hold it shared; a
 //! garbage collection (`collect`, the server's or `blockreg gc`'s) and the
-//! recovery at start (`recover`) hold it exclusive. Requests, `get-stats`,
-//! `check` and upload purging do not take it: the guest makes them safe
-//! alongside everything else.
+//! recovery at start (`recover`) hold it exclusive. Requests, `get-stats`
+//! and upload purging do not take it: the guest makes them safe alongside
+//! everything else.
 //!
 //! It is `flock(2)` (std's `File::lock` and friends) on a descriptor of
 //! the directory: no file is created in the store, whose layout is the

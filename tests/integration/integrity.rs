@@ -559,7 +559,7 @@ async fn the_integrity_check_finds_a_flipped_byte_and_changes_nothing() {
     let check = |read_data: bool| {
         let data = srv.data_dir();
         async move {
-            host::store_check(&data, &host::GuestSource::Embedded, read_data)
+            host::store_check(&data, &host::GuestSource::Embedded, read_data, || {})
                 .await
                 .unwrap()
         }
