@@ -542,8 +542,11 @@ fn remove_blob(store: &Store, dir: &Path, name: &str, cutoff: u64) -> io::Result
         Err(e) => return Err(e),
     }
     // From here no stamp can reach the folder (its path is gone), so this
-    // reading is final.
-    if last_used(&aside)?.is_some_and(|at| at > cutoff) {
+    // reading is final. A folder with no file holds no blob (a commit
+    // making it starts over in a new one when its write fails): it goes
+    // whatever its own time, which the rename may have changed.
+    let empty = list_dir(&aside)?.is_empty();
+    if !empty && last_used(&aside)?.is_some_and(|at| at > cutoff) {
         if !put_back(&aside, dir)? {
             remove_tree(&aside)?;
         }

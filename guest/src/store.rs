@@ -505,7 +505,8 @@ fn replace_unsynced(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// When the blob in folder `layer` was last used, in Unix seconds: its
 /// use stamp, or for a blob of a store older than stamps (or one whose
-/// stamp is damaged) the newest modification time of its files. `None`
+/// stamp is damaged) the newest modification time of its files, or for a
+/// folder with no file yet (a commit making it) the folder's own. `None`
 /// for a folder that is gone.
 ///
 /// # Errors
@@ -531,7 +532,17 @@ pub(crate) fn last_used(layer: &Path) -> io::Result<Option<u64>> {
             newest = Some(newest.map_or(secs, |n: u64| n.max(secs)));
         }
     }
-    Ok(Some(newest.unwrap_or(0)))
+    match newest {
+        Some(t) => Ok(Some(t)),
+        None => match fs::metadata(layer).and_then(|m| m.modified()) {
+            Ok(t) => Ok(Some(
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            )),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        },
+    }
 }
 
 impl Store {
@@ -1216,20 +1227,56 @@ impl Store {
     /// I/O errors; the session is then released as it was.
     pub fn commit_upload(&self, mut held: HeldUpload, digest: &Digest) -> io::Result<()> {
         let dir = self.layout.layer(digest);
-        if !Layout::recipe_in(&dir).is_file() {
-            File::open(&held.path)?.sync_all()?;
-            fs::create_dir_all(&dir)?;
+        let (mut synced, mut done) = (false, false);
+        // A garbage collection may set the blob's folder aside at any
+        // moment (gc.rs): a write into it then fails with NotFound, and the
+        // commit starts over into a new folder (the collection then finds
+        // the blob back and drops its set-aside copy, or judges that copy
+        // alone). Twice in a row would take two collections judging this
+        // very blob within microseconds; a third failure is an error.
+        for attempt in 0..3 {
+            if Layout::recipe_in(&dir).is_file() {
+                // Converted already, and pushed again: a use like any
+                // other. Gone by the time it is stamped: commit these bytes.
+                done = self.touch_blob(digest)?;
+                if done {
+                    break;
+                }
+                continue;
+            }
+            if !synced {
+                File::open(&held.path)?.sync_all()?;
+                synced = true;
+            }
+            fs::create_dir_all(&dir)
+                .map_err(|e| io::Error::new(e.kind(), format!("making {}: {e}", dir.display())))?;
             // Stamped before it is visible, so a collection never finds
             // it unstamped and judges it by the age of its bytes.
-            replace_unsynced(&Layout::touched_in(&dir), unix_now().to_string().as_bytes())?;
-            fs::rename(&held.path, Layout::original_in(&dir))?;
+            let committed =
+                replace_unsynced(&Layout::touched_in(&dir), unix_now().to_string().as_bytes())
+                    .and_then(|()| fs::rename(&held.path, Layout::original_in(&dir)));
+            match committed {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) && attempt < 2 && held.path.is_file() => continue,
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("moving the upload into {}: {e}", dir.display()),
+                    ))
+                }
+            }
             // New verified bytes: whatever made conversion give up on the
             // old ones, or set them aside as damaged, is gone.
             remove_existing(&Layout::conversion_failed_in(&dir))?;
             remove_existing(&Layout::damaged_original_in(&dir))?;
-        } else {
-            // Pushed again: a use like any other.
-            self.touch_blob(digest)?;
+            done = true;
+            break;
+        }
+        if !done {
+            // The session is released as it was: the client may retry.
+            return Err(io::Error::other(
+                "the blob was being collected at every attempt to commit it",
+            ));
         }
         held.done = true;
         remove_session(&held.dir)

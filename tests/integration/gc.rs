@@ -691,3 +691,100 @@ async fn the_server_starts_only_once_a_collection_elsewhere_has_ended() {
     drop(held);
     srv.assert_alive().await;
 }
+
+/// Sets a blob's use stamp far in the past, as if nothing had used it for
+/// years: the next collection removes it unless a manifest names it or
+/// something uses it first.
+fn age_blob(srv: &Server, digest: &str) {
+    let stamp = srv.data_dir().join("layers").join(digest).join("touched");
+    std::fs::write(stamp, "1000").unwrap();
+}
+
+/// Manifest pushes racing collections that run back to back: a blob no
+/// manifest names and unused for years is named by a manifest PUT again
+/// and again (deleted after each success, the stamp aged again) while
+/// collections try to remove it. Each PUT is either accepted — and then the
+/// blob is there, at once and after further collections — or refused with
+/// MANIFEST_BLOB_UNKNOWN because a collection took the blob first (pushed
+/// again then). Never a stored manifest naming a missing blob.
+#[tokio::test]
+async fn manifest_pushes_racing_collections_never_name_a_collected_blob() {
+    let srv = server().await;
+    let repo = "race/app";
+    let image = Image::new(7, vec![seeded_bytes(70, 4096)]);
+    for (_, bytes) in image.blobs() {
+        srv.push_blob(repo, bytes).await;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let collections = {
+        let stop = stop.clone();
+        let config = gc_config(&srv, |gc| gc.grace = Duration::from_secs(600));
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                host::collect_garbage(&config, || {})
+                    .await
+                    .expect("collection");
+                n += 1;
+            }
+            n
+        })
+    };
+    let (mut accepted, mut refused) = (0, 0);
+    let started = Instant::now();
+    let mut round = 0u32;
+    while started.elapsed() < Duration::from_secs(20) {
+        // Every other round the blobs look unused for years: the push
+        // races the collections; in the others it must simply succeed.
+        round += 1;
+        if round % 2 == 1 {
+            for (d, _) in image.blobs() {
+                age_blob(&srv, &d.digest);
+            }
+        }
+        let resp = srv
+            .put_manifest(repo, &image.digest, media::OCI_MANIFEST, &image.manifest)
+            .await;
+        match resp.status.as_u16() {
+            201 => {
+                accepted += 1;
+                for (d, bytes) in image.blobs() {
+                    srv.get(format!("/v2/{repo}/blobs/{}", d.digest))
+                        .await
+                        .assert_status(200)
+                        .assert_body(bytes);
+                }
+                delete_manifest(&srv, repo, &image.digest).await;
+            }
+            _ => {
+                assert_eq!(
+                    round % 2,
+                    1,
+                    "refused although just pushed: {}",
+                    resp.describe()
+                );
+                resp.assert_error(400, &["MANIFEST_BLOB_UNKNOWN"]);
+                refused += 1;
+                for (_, bytes) in image.blobs() {
+                    srv.push_blob(repo, bytes).await;
+                }
+            }
+        }
+    }
+    // The last round: accepted, then collections go on for a while.
+    for (_, bytes) in image.blobs() {
+        srv.push_blob(repo, bytes).await;
+    }
+    srv.push_manifest(repo, "kept", media::OCI_MANIFEST, &image.manifest)
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let n = collections.await.unwrap();
+    image.assert_pulls(&srv, repo, "kept").await;
+    assert!(n >= 3, "only {n} collections ran");
+    assert!(
+        accepted > 0,
+        "no manifest push was accepted in {refused} tries"
+    );
+    eprintln!("{accepted} manifest pushes accepted, {refused} refused, {n} collections");
+}
