@@ -63,7 +63,7 @@ pub use config::{
     GuestSettings, GuestSource, HealthConfig, Limits, LogSettings, Policy, RepositoryRule,
     RetentionRule, ServeConfig, ServeOptions, StorageCheck, TlsConfig, TlsVersion, UploadPurging,
 };
-pub use convert::{current_nice, lower_request_thread_priority};
+pub use convert::{current_nice, lower_request_thread_priority, REQUEST_NICE};
 pub use gc::{collect_garbage, grace_warning};
 pub use guest::embedded_guest;
 pub use runner::run_command;

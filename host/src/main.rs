@@ -225,7 +225,15 @@ fn main() -> ExitCode {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     // Request threads run below the converter (started from this thread by
     // `serve`), so conversion keeps up under load (see convert.rs).
-    let base_nice = host::current_nice();
+    let mut base_nice = host::current_nice();
+    if matches!(cli.command, Some(Command::Gc(_))) {
+        // A collection run by hand is maintenance beside a serving server:
+        // every thread of it, this one included (it drives the runtime),
+        // runs at the lowest priority, below the server's request threads,
+        // so requests keep the CPU it would take.
+        base_nice = 19 - host::REQUEST_NICE;
+        host::lower_request_thread_priority(base_nice);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads((cores * 4).max(8))
         .on_thread_start(move || host::lower_request_thread_priority(base_nice))
