@@ -32,14 +32,15 @@
 #   f. Time and peak RSS (/usr/bin/time -v) of each collection above, and
 #      request latency with and without collections running: per round, a
 #      push and pull back of three fresh 3-layer images in a row
-#      (bench/gc-stress.py latency, plain HTTP, ~12 MiB each; each image
-#      deleted after, so collections find garbage) and a `docker pull` of
-#      nginx:v1 (warm,
-#      its layers in blockreg's cache), (1) with nothing else running, (2)
-#      with `blockreg gc --grace 60s --delete-untagged` back to back, (3)
-#      with the server's own background collection every second (config
-#      blockreg.gc, grace 121 s, request timeout 60 s). Median of the rounds;
-#      target: with / without <= 1.2.
+#      (bench/gc-stress.py latency, plain HTTP, ~12 MiB each, each deleted
+#      after, so collections find garbage) and a `docker pull` of nginx:v1
+#      (warm: its layers in blockreg's cache), each mode on a freshly
+#      started server after an untimed warm-up and with no conversion
+#      pending, the order rotating between rounds: (1) nothing else
+#      running, (2) `blockreg gc --grace 60s --delete-untagged` back to
+#      back, (3) the server's own background collection every second
+#      (blockreg.gc, grace 121 s, request timeout 60 s). Medians of the
+#      rounds; target: with / without <= 1.2.
 # Prints one markdown table and writes bench/results/gc-latest.md
 # (gc-quick.md with BENCH_QUICK=1).
 set -uo pipefail
@@ -359,7 +360,7 @@ lat_one() { # MODE SEED: one push+pull (python) and one docker pull, appended to
     local mode="$1" seed="$2" js t0 t
     js="$(python3 "$BENCH_DIR/gc-stress.py" latency --url "http://${HOST[br]}" --repo latency/img \
         --iterations 3 --seed "$seed" 2>>"$LOG_DIR/latency.log")" || die "latency push/pull ($mode) failed"
-    LAT[$mode,http]+="$(jq -r '.total | add' <<<"$js") "
+    LAT[$mode,http]+="$(jq -r '.total | add * 100 | round / 100' <<<"$js") "
     t0="$(now)"
     docker pull "${HOST[br]}/bench/nginx:v1" >>"$LOG_DIR/latency.log" 2>&1 || die "docker pull ($mode) failed"
     t="$(elapsed "$t0")"
@@ -372,30 +373,41 @@ LOOP_STOP="$WORK_DIR/gc-loop.stop"
 LOOP_RUNS="$WORK_DIR/gc-loop.json"
 : >"$LOOP_RUNS"
 docker pull "${HOST[br]}/bench/nginx:v1" >>"$LOG_DIR/latency.log" 2>&1 && docker rmi "${HOST[br]}/bench/nginx:v1" >>"$LOG_DIR/latency.log" 2>&1
+MODES=(none loop background)
 for ((r = 1; r <= LAT_ROUNDS; r++)); do
-    lat_one none $((3 * r))
-    rm -f "$LOOP_STOP"
-    (
-        while [[ ! -e "$LOOP_STOP" ]]; do
-            "$BLOCKREG" gc --data "${DATA[br]}" --grace 60s --delete-untagged --json "${GUEST_ARGS[@]}" \
-                >>"$LOOP_RUNS" 2>>"$LOG_DIR/gc-loop.log"
-        done
-    ) &
-    LOOP_PID=$!
-    E2E_PIDS+=("$LOOP_PID")
-    sleep 1
-    lat_one loop $((3 * r + 1))
-    touch "$LOOP_STOP"
-    wait "$LOOP_PID"
-    E2E_PIDS=("${E2E_PIDS[@]/$LOOP_PID/}")
-    # The server's own collection, every second.
-    stop br
-    start br --config "$WORK_DIR/bg-gc.yml"
-    sleep 2
-    lat_one background $((3 * r + 2))
-    stop br
-    start br
+    # Each mode on a freshly started server (in its configuration), after
+    # one untimed push and pull and once the conversion is done; the order
+    # of the modes rotates between rounds.
+    k=$(((r - 1) % 3))
+    for mode in "${MODES[@]:k}" "${MODES[@]:0:k}"; do
+        stop br
+        if [[ "$mode" == background ]]; then start br --config "$WORK_DIR/bg-gc.yml"; else start br; fi
+        python3 "$BENCH_DIR/gc-stress.py" latency --url "http://${HOST[br]}" --repo latency/warm \
+            --iterations 1 --seed $((1000 + 3 * r + k)) >>"$LOG_DIR/latency.log" 2>&1 || die "warm-up push/pull failed"
+        wait_converted "${DATA[br]}" >/dev/null
+        if [[ "$mode" == loop ]]; then
+            rm -f "$LOOP_STOP"
+            (
+                while [[ ! -e "$LOOP_STOP" ]]; do
+                    "$BLOCKREG" gc --data "${DATA[br]}" --grace 60s --delete-untagged --json "${GUEST_ARGS[@]}" \
+                        >>"$LOOP_RUNS" 2>>"$LOG_DIR/gc-loop.log"
+                done
+            ) &
+            LOOP_PID=$!
+            E2E_PIDS+=("$LOOP_PID")
+        fi
+        sleep 1
+        case "$mode" in none) seed=$((3 * r)) ;; loop) seed=$((3 * r + 1)) ;; *) seed=$((3 * r + 2)) ;; esac
+        lat_one "$mode" "$seed"
+        if [[ "$mode" == loop ]]; then
+            touch "$LOOP_STOP"
+            wait "$LOOP_PID"
+            E2E_PIDS=("${E2E_PIDS[@]/$LOOP_PID/}")
+        fi
+    done
 done
+stop br
+start br
 BG_RUNS="$(grep -c 'collected: removed' "$LOG_DIR/br.log")"
 LOOP_N="$(grep -c . "$LOOP_RUNS")"
 LOOP_MED="$(jq -r '.duration_ms' "$LOOP_RUNS" | sort -g | awk '{ v[NR] = $1 } END { if (NR) printf "%.2f", v[int((NR + 1) / 2)] / 1000; else print "-" }')"
