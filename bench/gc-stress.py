@@ -17,11 +17,11 @@ What runs at once, for --duration seconds:
 - the server (`blockreg serve`, its own background collection on: every
   2 s, grace 80 s, untagged manifests removed; request timeout 15 s so
   that this grace is allowed), killed with SIGKILL --kill-min to
-  --kill-max seconds after it answered, and restarted at once; the load
-  goes on past --duration until --min-kills (100) kills (its start recovers the store,
+  --kill-max (0.5-5) seconds after it answered, and restarted at once; the
+  load goes on past --duration until --min-kills (100) kills (its start recovers the store,
   after waiting for a collection another process holds);
-- `blockreg gc --delete-untagged` back to back, with --grace (30 s), each
-  run killed with SIGKILL at a random moment of its collection with
+- `blockreg gc --delete-untagged` back to back (0-2 s apart, --gc-pause),
+  with --grace (30 s), each run killed with SIGKILL at a random moment of its collection with
   probability --gc-kill (0.25);
 - --clients client threads speaking the OCI distribution API over plain
   HTTP (a new connection per request): push small synthetic images (gzip
@@ -53,7 +53,8 @@ as unexpected refusals). --grace0-every N makes every Nth run use --grace
 uploads again) are expected then, and a loss whose acknowledged PUT
 overlapped a grace-0 run is reported apart, as the documented window.
 
-At the end: clients stop; a collection with the server serving must
+At the end: clients stop; the conversion backlog is waited for (kills
+leave conversions to back off); a collection with the server serving must
 complete (exit 0); every tag listed pulls byte-exact (manifest digest and
 every blob's digest and size) and agrees with the ledger; then a
 collection with --grace 0s and the same pull check (what is tagged survives
@@ -830,6 +831,18 @@ blockreg:
     if not server.up.is_set():
         server.start()
     http_ = Http("127.0.0.1", port, timeout=300)
+    # Conversions cut off by the kills back off (30 s, 60 s): let them
+    # finish, so that the check reads blobs back from packs and recipes.
+    log("waiting for the conversion backlog")
+    t0 = time.time()
+    pending = None
+    while time.time() - t0 < args.convert_wait:
+        _, st, _ = run_json([binary, "stats", "--data", data, "--json"], os.path.join(work, "check.log"))
+        pending = (st or {}).get("pending")
+        if pending == 0:
+            break
+        time.sleep(2)
+    final["converted"] = (pending, time.time() - t0)
     log("final collection (grace 30 s) with the server serving")
     rc, js, secs = run_json([binary, "gc", "--data", data, "--grace", f"{args.grace}s", "--delete-untagged", "--json"],
                             os.path.join(work, "gc.log"))
@@ -847,6 +860,7 @@ blockreg:
     final["check"] = (rcc, check, secsc)
     rcs, stats, _ = run_json([binary, "stats", "--data", data, "--json"], os.path.join(work, "check.log"))
     final["stats"] = stats
+    final["stats_text"] = subprocess.run([binary, "stats", "--data", data], capture_output=True, text=True).stdout
 
     report = write_report(args, version, work, server, collector, ledger, kills, final, t_load,
                           time.time() - t_start)
@@ -988,7 +1002,8 @@ def write_report(args, version, work, server, collector, ledger, kills, final, t
     lines += [
         f"| manifest pushes refused (MANIFEST_BLOB_UNKNOWN), all; then uploaded again | {len(ledger.refusals)} |",
         f"| unexpected statuses and errors (not losses; listed below) | {len(ledger.errors)} |",
-        f"| store at the end: stored bytes / blobs / manifests / unreferenced blobs | {stats.get('stored_bytes', '-')} / {stats.get('blobs', '-')} / {stats.get('manifests', '-')} / {stats.get('unreferenced_blobs', '-')} |",
+        f"| conversion backlog after the load: blobs still pending after waiting {final['converted'][1]:.0f} s | {final['converted'][0]} |",
+        f"| store at the end: stored bytes / blobs / manifests / unreferenced blobs / packs / blocks | {stats.get('stored_bytes', '-')} / {stats.get('blobs', '-')} / {stats.get('manifests', '-')} / {stats.get('unreferenced_blobs', '-')} / {stats.get('packs', '-')} / {stats.get('blocks', '-')} |",
         "",
     ]
     problems = list(check.get("problems") or [])
@@ -1007,7 +1022,8 @@ def write_report(args, version, work, server, collector, ledger, kills, final, t
         for k, es in kinds.items():
             lines.append(f"- {k}: {len(es)}, e.g. `{json.dumps(es[0])[:300]}`")
         lines.append("")
-    lines += ["Work dir (kept when something failed or with --keep): `" + work + "`", ""]
+    lines += ["`blockreg stats` at the end:", "", "```", (final.get("stats_text") or "").rstrip(), "```", "",
+              "Work dir (kept when something failed or with --keep): `" + work + "`", ""]
     text = "\n".join(lines)
     out = args.report or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                       "gc-stress-short.md" if args.short else "gc-stress.md")
@@ -1084,12 +1100,15 @@ def main():
     p.add_argument("--repos", type=int, default=3)
     p.add_argument("--tags", type=int, default=6, help="tags per client")
     p.add_argument("--kill-min", type=float, default=0.5, help="shortest life of the server, s (0.5)")
-    p.add_argument("--kill-max", type=float, default=4.0, help="longest life of the server, s (4)")
+    p.add_argument("--kill-max", type=float, default=5.0, help="longest life of the server, s (5)")
     p.add_argument("--min-kills", type=int, default=100, help="go on past --duration until this many kills (100)")
     p.add_argument("--grace", type=int, default=30, help="grace of the gc runs, seconds (30)")
     p.add_argument("--grace0-every", type=int, default=0, help="every Nth gc run uses grace 0 (0: never)")
     p.add_argument("--gc-kill", type=float, default=0.25, help="share of gc runs killed (0.25)")
-    p.add_argument("--gc-pause", type=float, default=0.5, help="longest pause between gc runs, s")
+    p.add_argument("--gc-pause", type=float, default=2.0,
+                   help="longest pause between gc runs, s (2: conversion gets the store lock now and then)")
+    p.add_argument("--convert-wait", type=float, default=300,
+                   help="at the end, wait up to this long for the conversion backlog (300 s)")
     p.add_argument("--no-server-gc", dest="server_gc", action="store_false",
                    help="keep the server's background collection off")
     p.add_argument("--server-gc-interval", type=int, default=2)
