@@ -184,19 +184,34 @@ def make_layer(files, prefix):
 
 class Pool:
     """Shared content: text files and a few binary ones, and layers made of
-    them. Layers share files, so blocks are shared between blobs."""
+    them. Layers share files, so blocks are shared between blobs.
 
-    def __init__(self, seed, nfiles=160, nlayers=24, big=4):
+    Layers are drawn with Zipf-like weights (1/(i+1)^1.6): the first ones
+    are in almost every image and never unreferenced; those of the tail
+    go unreferenced for longer than the grace period, are collected, and
+    are pushed again later: the races the collection must survive."""
+
+    def __init__(self, seed, nfiles=160, nlayers=120, big=6):
         rng = random.Random(seed)
         self.files = [(f"f{i:03d}.txt", text_file(rng, rng.randint(2048, 48 * 1024))) for i in range(nfiles)]
         self.binaries = [(f"bin{i}.dat", rng.randbytes(1200 * 1024)) for i in range(3)]
         self.layers = []  # (digest, gz, diff_id)
+        big_at = set(rng.sample(range(nlayers), min(big, nlayers)))
         for i in range(nlayers):
-            files = rng.sample(self.files, rng.randint(6, 24))
-            if i >= nlayers - big:
+            files = rng.sample(self.files, rng.randint(4, 16))
+            if i in big_at:
                 files.append(rng.choice(self.binaries))
             gz, diff = make_layer(files, f"pool{i}")
             self.layers.append((sha256(gz), gz, diff))
+        self.weights = [1 / (i + 1) ** 1.6 for i in range(nlayers)]
+
+    def pick(self, rng, n):
+        """n distinct layers, by weight."""
+        chosen = {}
+        while len(chosen) < min(n, len(self.layers)):
+            i = rng.choices(range(len(self.layers)), self.weights)[0]
+            chosen[i] = self.layers[i]
+        return list(chosen.values())
 
     def fresh_layer(self, rng, tag):
         files = rng.sample(self.files, rng.randint(2, 8))
@@ -460,7 +475,7 @@ class Client(threading.Thread):
     def push(self, repo, tag):
         self.seq += 1
         note = f"c{self.cid}-{tag}-s{self.seq}-{self.rng.random()}"
-        layers = self.rng.sample(self.pool.layers, self.rng.randint(1, 4))
+        layers = self.pool.pick(self.rng, self.rng.randint(1, 4))
         if self.rng.random() < 0.2:
             layers.append(self.pool.fresh_layer(self.rng, note))
         cdigest, config, manifest = make_image(layers, note)
@@ -642,8 +657,10 @@ class Collector(threading.Thread):
             run["collection"] = None
         self.proc = None
         self.runs.append(run)
+        coll = run["collection"] or {}
         self.ledger.event(ev="gc", **{k: v for k, v in run.items() if k != "collection"},
-                          removed=(run["collection"] or {}).get("blobs_removed"))
+                          removed=coll.get("blobs_removed"), started=coll.get("started"),
+                          duration_ms=coll.get("duration_ms"))
         if run["rc"] != 0 and not killed:
             self.ledger.error("gc failed", rc=run["rc"], grace=grace, log=self.logf)
             log(f"gc exited {run['rc']} (grace {grace}); see {self.logf}")
@@ -903,7 +920,8 @@ def split_losses(collector, ledger, final):
     """(losses, losses in the grace-0 window): violations during the run
     and problems of the final pull checks."""
     import re
-    items = [(json.dumps(v), v.get("manifest") or v.get("got")) for v in ledger.violations]
+    items = [(json.dumps(v), v.get("manifest") or v.get("got") or (v.get("want") or [None])[0])
+             for v in ledger.violations]
     for p in final["pull1"][2] + final["pull2"][2]:
         m = re.search(r"\((sha256:[0-9a-f]{64})\)", p)
         items.append((p, m.group(1) if m else None))
@@ -1013,6 +1031,26 @@ def write_report(args, version, work, server, collector, ledger, kills, final, t
         lines += [f"- loss in a grace-0 window: `{t[:400]}`" for t in window[:40]]
         lines += [f"- check: {p}" for p in problems[:40]]
         lines += [f"- unexpected refusal: `{json.dumps(u)[:400]}`" for u in unexpected[:20]]
+        lines.append("")
+    if window:
+        # When were those PUTs, against the overlapping grace-0 runs'
+        # `started` (the collection's `now`, whole Unix seconds; its cutoff
+        # with grace 0, and only what is newer than the cutoff is kept)?
+        lines += ["Timing of the manifests lost in grace-0 windows: the acknowledged PUT (sent → acknowledged) "
+                  "against the overlapping grace-0 collection's `started` (whole seconds; with grace 0 also its cutoff):", ""]
+        seen = set()
+        for v in ledger.violations:
+            d = v.get("manifest") or v.get("got") or (v.get("want") or [None])[0]
+            if not d or d in seen or not in_grace0_window(collector, ledger, d):
+                continue
+            seen.add(d)
+            t_put, t_ack = ledger.acked[d]
+            for r in collector.runs:
+                if r["grace"] == 0 and r["start"] <= t_ack and r["end"] >= t_put:
+                    st = (r["collection"] or {}).get("started")
+                    rel = (f"PUT {t_put - st:+.3f} s → {t_ack - st:+.3f} s from `started`; same second: "
+                           f"{'yes' if int(t_put) == st or int(t_ack) == st else 'no'}") if st else "run killed (no record)"
+                    lines.append(f"- {v['kind']} ({d[:19]}…): {rel}")
         lines.append("")
     if ledger.errors:
         kinds = {}
