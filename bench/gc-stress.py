@@ -368,6 +368,8 @@ class Client(threading.Thread):
         self.http = Http("127.0.0.1", server.port)
         self.tags = [(repos[(cid + j) % len(repos)], f"c{cid}-t{j}") for j in range(args.tags)]
         self.seq = 0
+        self.pool_digests = {d for d, _, _ in pool.layers}
+        self.sent = set()  # (repo, pool layer) this client uploaded or mounted once
 
     # A request, retried across server restarts. Returns (status, headers,
     # body, cut) where cut says whether an earlier attempt was cut off
@@ -425,6 +427,12 @@ class Client(threading.Thread):
             if status == 200:
                 self.ledger.count("blobs found (HEAD)")
                 return
+            if digest in self.pool_digests:
+                if (repo, digest) in self.sent:
+                    # Sent here before and gone now: collected while no
+                    # manifest named it, and pushed again.
+                    self.ledger.count("pool layers sent again to a repository (collected meanwhile)")
+                self.sent.add((repo, digest))
             mode = self.rng.random()
             others = [r for r in self.repos if r != repo]
             if mode < 0.3:
