@@ -516,11 +516,12 @@ class Client(threading.Thread):
             if status == 400 and "MANIFEST_BLOB_UNKNOWN" in codes:
                 # t_blobs: the first blob HEAD of this attempt; the push's
                 # blobs were all stamped or uploaded after it.
-                self.ledger.refusals.append({"t": t_put, "age": t_put - t_blobs, "repo": repo,
-                                             "tag": tag, "detail": body.decode(errors="replace")[:300]})
+                t_resp = time.time()
+                self.ledger.refusals.append({"t0": t_blobs, "t1": t_resp, "repo": repo, "tag": tag,
+                                             "detail": body.decode(errors="replace")[:300]})
                 self.ledger.count("manifest pushes refused (MANIFEST_BLOB_UNKNOWN)")
                 self.ledger.event(ev="refused", c=self.cid, repo=repo, tag=tag, digest=mdigest,
-                                  age=round(t_put - t_blobs, 3), t_blobs=round(t_blobs, 3))
+                                  age=round(t_resp - t_blobs, 3), t_blobs=round(t_blobs, 3))
                 continue
             self.ledger.error("manifest PUT", status=status, repo=repo, tag=tag,
                               body=body.decode(errors="replace")[:300])
@@ -900,15 +901,15 @@ blockreg:
 
 
 def unexpected_refusals(collector, ledger, args):
-    """Refusals of a push younger than --grace during which no grace-0
-    collection ran (from its first blob HEAD to its manifest PUT)."""
+    """Refusals of a push that took less than --grace (from its first blob
+    HEAD to the manifest PUT's answer) during which no grace-0 collection
+    ran."""
     out = []
     zero = [(r["start"], r["end"]) for r in collector.runs if r["grace"] == 0]
     for ref in ledger.refusals:
-        t0 = ref["t"] - ref["age"]
-        if ref["age"] >= args.grace:
+        if ref["t1"] - ref["t0"] >= args.grace:
             continue
-        if any(s <= ref["t"] and e >= t0 for s, e in zero):
+        if any(s <= ref["t1"] and e >= ref["t0"] for s, e in zero):
             continue
         out.append(ref)
     return out
@@ -1055,9 +1056,17 @@ def write_report(args, version, work, server, collector, ledger, kills, final, t
             t_put, t_ack = ledger.acked[d]
             for r in collector.runs:
                 if r["grace"] == 0 and r["start"] <= t_ack and r["end"] >= t_put:
-                    st = (r["collection"] or {}).get("started")
-                    rel = (f"PUT {t_put - st:+.3f} s → {t_ack - st:+.3f} s from `started`; same second: "
-                           f"{'yes' if int(t_put) == st or int(t_ack) == st else 'no'}") if st else "run killed (no record)"
+                    coll = r["collection"] or {}
+                    st = coll.get("started")
+                    if st:
+                        # The collection began at most its duration before
+                        # the process exited.
+                        began = r["end"] - coll.get("duration_ms", 0) / 1000
+                        rel = (f"PUT {t_put - st:+.3f} s → {t_ack - st:+.3f} s from `started`; sent "
+                               f"{t_put - began:+.3f} s after the collection began (at the latest); same second: "
+                               f"{'yes' if int(t_put) == st or int(t_ack) == st else 'no'}")
+                    else:
+                        rel = "run killed (no record)"
                     lines.append(f"- {v['kind']} ({d[:19]}…): {rel}")
         lines.append("")
     if ledger.errors:
