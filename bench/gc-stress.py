@@ -420,8 +420,21 @@ class Client(threading.Thread):
 
     # ---- push
 
+    def upload_step(self, what, method, path, body=None, headers=None, want=(201,)):
+        """One request of an upload; an answer other than `want` that no
+        kill explains (no attempt was cut off) is counted by step and
+        status, and a 5xx is an error of the report."""
+        status, hdrs, data, cut = self.req(method, path, body, headers)
+        if status not in want and not cut:
+            self.ledger.count(f"upload answers not expected: {what} {status}")
+            if status >= 500:
+                self.ledger.error(f"{what} answered {status}", path=path.split("?")[0],
+                                  body=data.decode(errors="replace")[:300])
+        return status, hdrs, cut
+
     def ensure_blob(self, repo, digest, data):
         base = f"/v2/{repo}/blobs"
+        octets = {"Content-Type": "application/octet-stream"}
         for _ in range(20):
             status, _, _, _ = self.req("HEAD", f"{base}/{digest}")
             if status == 200:
@@ -436,47 +449,47 @@ class Client(threading.Thread):
             mode = self.rng.random()
             others = [r for r in self.repos if r != repo]
             if mode < 0.3:
-                status, hdrs, _, _ = self.req(
-                    "POST", f"{base}/uploads/?mount={digest}&from={self.rng.choice(others)}")
+                status, hdrs, _ = self.upload_step(
+                    "mount POST", "POST", f"{base}/uploads/?mount={digest}&from={self.rng.choice(others)}",
+                    want=(201, 202))
                 if status == 201:
                     self.ledger.count("blobs mounted")
                     return
                 if status == 202:
-                    status, _, body, _ = self.req(
-                        "PUT", location_path(hdrs["location"], {"digest": digest}), data,
-                        {"Content-Type": "application/octet-stream"})
+                    status, _, _ = self.upload_step(
+                        "PUT after a mount's 202", "PUT", location_path(hdrs["location"], {"digest": digest}),
+                        data, octets)
                     if status == 201:
                         self.ledger.count("blobs uploaded")
                         return
             elif mode < 0.65:
-                status, _, body, _ = self.req("POST", f"{base}/uploads/?digest={digest}", data,
-                                              {"Content-Type": "application/octet-stream"})
+                status, _, _ = self.upload_step("monolithic POST", "POST", f"{base}/uploads/?digest={digest}",
+                                                data, octets)
                 if status == 201:
                     self.ledger.count("blobs uploaded")
                     return
             else:
-                status, hdrs, body, _ = self.req("POST", f"{base}/uploads/")
+                status, hdrs, _ = self.upload_step("session POST", "POST", f"{base}/uploads/", want=(202,))
                 if status == 202:
                     loc = hdrs["location"]
                     step = max(1, len(data) // self.rng.randint(1, 3))
                     ok = True
                     for off in range(0, len(data), step):
                         chunk = data[off:off + step]
-                        status, hdrs, body, cut = self.req(
-                            "PATCH", location_path(loc, {}), chunk,
-                            {"Content-Type": "application/octet-stream",
-                             "Content-Range": f"{off}-{off + len(chunk) - 1}"})
+                        status, hdrs, cut = self.upload_step(
+                            "PATCH", "PATCH", location_path(loc, {}), chunk,
+                            {**octets, "Content-Range": f"{off}-{off + len(chunk) - 1}"}, want=(202,))
                         if status != 202:
                             ok = False
                             break
                         loc = hdrs.get("location", loc)
                     if ok:
-                        status, _, body, _ = self.req("PUT", location_path(loc, {"digest": digest}))
+                        status, _, _ = self.upload_step("closing PUT", "PUT", location_path(loc, {"digest": digest}))
                         if status == 201:
                             self.ledger.count("blobs uploaded")
                             return
             # A session lost with a killed server, a PATCH refused after a
-            # cut-off attempt: start over.
+            # cut-off attempt, an error: start over.
             self.ledger.count("blob upload restarted")
         raise RuntimeError(f"could not upload {digest} to {repo}")
 
