@@ -113,7 +113,7 @@ stop() { stop_pid "${SRV_PID[$1]}"; SRV_PID[$1]=""; }
 stored() {
     if [[ "$1" == br* ]]; then du -sb "${DATA[$1]}" | cut -f1; else du -sb "${DATA[$1]}/storage" | cut -f1; fi
 }
-mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
+mib() { awk -v b="$1" 'BEGIN { if (b < 1048576 && b > -1048576) printf "%.1f KiB", b / 1024; else printf "%.1f MiB", b / 1048576 }'; }
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f %%", 100 * a / b; else print "-" }'; }
 fmt_s() { awk -v s="$1" 'BEGIN { printf "%.2f s", s }'; }
 
