@@ -72,6 +72,17 @@ INTEROP_GUEST_FASTCDC="$PWD/target/guests/guest-fastcdc.wasm" \
 step "stress (randomized races on sessions, blobs, manifests and tags; kill -9)"
 python3 tests/stress/stress.py --blockreg "$PWD/target/release/blockreg" --seconds 90 --kills 10
 
+step "garbage collection under kill -9 (90 s, >= 10 server kills, collections killed too; against a ledger)"
+gc_report="$(mktemp)"
+if python3 bench/gc-stress.py --short --blockreg "$PWD/target/release/blockreg" --report "$gc_report" >/tmp/blockreg-gc-stress.log 2>&1; then
+    grep -E '^\| (acknowledged pushes lost|server kills|`blockreg gc` runs)' "$gc_report" || true
+    echo "1 passed, 0 failed"
+else
+    tail -60 /tmp/blockreg-gc-stress.log
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+
 step "all tiers passed"
 # cargo's "test result: ok. N passed; M failed" and e2e's "N passed, M failed".
 sed -nE 's/^test result: [a-z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/p; s/^([0-9]+) passed, ([0-9]+) failed$/\1 \2/p' "$log" |
