@@ -267,6 +267,7 @@ def main():
     args = ap.parse_args()
 
     work = args.work or tempfile.mkdtemp(prefix="gc-scale-")
+    os.makedirs(work, exist_ok=True)
     blockreg = os.path.join(work, "blockreg")
     shutil.copy2(args.blockreg, blockreg)
     data = os.path.join(work, "data")
