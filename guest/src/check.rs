@@ -326,8 +326,15 @@ fn check_blob(
         BlobSource::Original(f, size) => (Box::new(io::BufReader::new(f)), size),
         BlobSource::Recipe(recipe) => {
             for frame in &recipe.frames {
-                // Format-1 recipes name loose blocks, not packs.
-                let Some(&pack_size) = present.get(&frame.pack) else {
+                // Format-1 recipes name loose blocks, not packs. A pack not
+                // listed at the start may have been written since by a
+                // conversion (which runs beside a check): looked up again.
+                let pack_size = present.get(&frame.pack).copied().or_else(|| {
+                    std::fs::metadata(store.layout().pack(frame.pack))
+                        .ok()
+                        .map(|m| m.len())
+                });
+                let Some(pack_size) = pack_size else {
                     return Err(format!(
                         "its recipe names pack {}, which is missing",
                         pack_name(frame.pack)

@@ -1660,6 +1660,9 @@ else
 fi
 touch "$LOG_DIR/gc-stop"
 wait "$GC_LOOP" 2>/dev/null
+# Collections back to back kept conversion waiting: let it finish before
+# section k checks the store.
+wait_converted "$DATA" "after the collections" || true
 if grep -q "gc failed" "$LOG_DIR/gc-loop.log" 2>/dev/null; then
     show_log "$LOG_DIR/gc-loop.log" 10
     fail "gc_loop_clean" "a collection failed while docker pushed"
