@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::bindings::exports::blockreg::registry::admin::{
     CheckReport, CollectOptions, Collection, Conversion, Encoding, Error, Failure, Guest,
-    GuestInfo, Purge, Queue, Recovery, Stats,
+    GuestInfo, Purge, Queue, Recovery, Removals, Stats,
 };
 use crate::cache::Cache;
 use crate::chunker::Chunker;
@@ -61,6 +61,11 @@ impl Guest for crate::Component {
         })
     }
 
+    fn restore_set_aside() -> Result<(u64, u64), Error> {
+        let store = Store::open(DATA_ROOT).map_err(io_error)?;
+        gc::recover_trash(&store).map_err(io_error)
+    }
+
     fn collect(options: CollectOptions) -> Result<Collection, Error> {
         let store = Store::open(DATA_ROOT).map_err(io_error)?;
         let retention = options
@@ -81,6 +86,7 @@ impl Guest for crate::Component {
             delete_untagged: options.delete_untagged,
             retention,
             dry_run: options.dry_run,
+            io_percent: options.io_percent,
         };
         gc::collect(&store, &options, crate::convert::now_secs())
             .map(collection)
@@ -198,5 +204,13 @@ fn collection(c: gc::Collection) -> Collection {
         cache_bytes_removed: c.cache_bytes_removed,
         stored_bytes_before: c.stored_bytes_before,
         stored_bytes_after: c.stored_bytes_after,
+        temporaries_removed: c.temporaries_removed,
+        temporary_bytes_removed: c.temporary_bytes_removed,
+        paused_ms: c.paused_ms,
+        removed: Removals {
+            tags: c.removed.tags,
+            manifests: c.removed.manifests,
+            blobs: c.removed.blobs,
+        },
     }
 }

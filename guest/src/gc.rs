@@ -49,11 +49,12 @@
 //!   removed; a rewritten one is retired, not removed, for a grace period.
 //!   Only pulls of blobs being collected can lose their source mid-way.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -62,7 +63,7 @@ use crate::oci::{Digest, RepoName, Tag};
 use crate::packs::{Packs, SHARDS};
 use crate::recipe::{Codec, Frame};
 use crate::retention::{rule_for, Rule};
-use crate::store::{last_used, list_dir, write_atomic, Store};
+use crate::store::{last_used, list_dir, unix_secs, write_atomic, Store};
 
 /// A pack is rewritten when more than this share of its bytes is dead...
 const REPACK_DEAD_SHARE: f64 = 0.2;
@@ -74,14 +75,94 @@ const REPACK_TARGET: u64 = 256 << 20;
 /// Suffix of a trash entry judged dead (removed, never put back).
 const DEAD: &str = ".dead";
 
+/// Length of a slice of writing work after which the pacer pauses: short
+/// enough that a request meeting it waits little, long enough that a
+/// pause is not mostly timer overhead.
+const PACE_SLICE: Duration = Duration::from_millis(20);
+
 /// How a collection runs.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Seconds of the grace period.
     pub grace: u64,
     pub delete_untagged: bool,
     pub retention: Vec<Rule>,
     pub dry_run: bool,
+    /// Percent of the time the writing steps may work (see [`Pacer`]).
+    pub io_percent: u8,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            grace: 0,
+            delete_untagged: false,
+            retention: Vec::new(),
+            dry_run: false,
+            io_percent: 100,
+        }
+    }
+}
+
+/// What a collection removed (or in a dry run would remove), by name: the
+/// report an operator reads before trusting a policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Removals {
+    /// `repository:tag`.
+    pub tags: Vec<String>,
+    /// `repository@digest`.
+    pub manifests: Vec<String>,
+    /// Blob digests.
+    pub blobs: Vec<String>,
+}
+
+/// Keeps the writing steps to a share of the wall time: each step calls
+/// [`Pacer::wrote`] after a write, and once a slice of [`PACE_SLICE`] has
+/// run, the pacer sleeps so that work is `percent` of the total. A
+/// collection's fsyncs and renames share the disk's journal with the
+/// requests' own (a blob commit, a manifest PUT), whose latency it would
+/// otherwise multiply while it rewrites thousands of files.
+pub struct Pacer {
+    percent: u8,
+    slice: Cell<Instant>,
+    paused: Cell<Duration>,
+}
+
+impl Pacer {
+    #[must_use]
+    pub fn new(percent: u8) -> Self {
+        Self {
+            percent: percent.clamp(1, 100),
+            slice: Cell::new(Instant::now()),
+            paused: Cell::new(Duration::ZERO),
+        }
+    }
+
+    /// Starts a writing step: what ran before (reading) is not counted.
+    pub fn start(&self) {
+        self.slice.set(Instant::now());
+    }
+
+    /// After one write: pauses when the slice is used up.
+    pub fn wrote(&self) {
+        if self.percent >= 100 {
+            return;
+        }
+        let busy = self.slice.get().elapsed();
+        if busy < PACE_SLICE {
+            return;
+        }
+        let rest = busy.mul_f64(f64::from(100 - self.percent) / f64::from(self.percent));
+        std::thread::sleep(rest);
+        self.paused.set(self.paused.get() + rest);
+        self.slice.set(Instant::now());
+    }
+
+    /// Time paused so far.
+    #[must_use]
+    pub fn paused(&self) -> Duration {
+        self.paused.get()
+    }
 }
 
 /// What a collection did; kept in `gc/last-collection.json`.
@@ -105,6 +186,13 @@ pub struct Collection {
     pub cache_bytes_removed: u64,
     pub stored_bytes_before: u64,
     pub stored_bytes_after: u64,
+    pub temporaries_removed: u64,
+    pub temporary_bytes_removed: u64,
+    pub paused_ms: u64,
+    /// Not kept in `gc/last-collection.json` (a big collection's lists
+    /// would make `stats` read megabytes); the caller gets them.
+    #[serde(skip)]
+    pub removed: Removals,
 }
 
 /// Runs one collection at time `now` (Unix seconds).
@@ -124,19 +212,26 @@ pub fn collect(store: &Store, options: &Options, now: u64) -> io::Result<Collect
     // Kept when used after this moment (a use in this very second counts
     // as after, so a grace period of 0 keeps nothing but what is in use).
     let cutoff = now.saturating_sub(options.grace);
+    let pace = Pacer::new(options.io_percent);
     if !options.dry_run {
         recover_trash(store)?;
-        resume_rewrite(store, now)?;
+        resume_rewrite(store, now, &pace)?;
     }
     let tagged = apply_retention(store, options, now, &mut c)?;
-    let live = mark(store, options, cutoff, &tagged, &mut c)?;
-    let doomed = sweep_blobs(store, &live, cutoff, options.dry_run, &mut c)?;
+    let live = mark(store, options, cutoff, &tagged, &pace, &mut c)?;
+    let doomed = sweep_blobs(store, &live, cutoff, options.dry_run, &pace, &mut c)?;
     if !options.dry_run {
         c.cache_bytes_removed = drop_orphans(store)?;
     }
-    collect_packs(store, cutoff, now, options.dry_run, &doomed, &mut c)?;
+    collect_packs(store, cutoff, now, options.dry_run, &doomed, &pace, &mut c)?;
+    // Leftovers of writes a crash cut off while the server kept serving
+    // (the start-up recovery removes the rest): a write in flight is
+    // younger than any request, so younger than the grace period.
+    (c.temporaries_removed, c.temporary_bytes_removed) =
+        store.remove_stale_temporaries(cutoff, !options.dry_run)?;
     c.stored_bytes_after = store.stored_bytes()?;
     c.duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+    c.paused_ms = u64::try_from(pace.paused().as_millis()).unwrap_or(u64::MAX);
     if !options.dry_run {
         let json = serde_json::to_vec(&c).expect("a collection always serializes");
         write_atomic(&store.layout().last_collection(), &json)?;
@@ -157,13 +252,9 @@ pub fn last_collection(store: &Store) -> io::Result<Option<Collection>> {
     }
 }
 
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 fn modified(path: &Path) -> io::Result<Option<u64>> {
     match fs::metadata(path) {
-        Ok(m) => Ok(Some(unix(m.modified()?))),
+        Ok(m) => Ok(Some(unix_secs(m.modified()?))),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
@@ -187,7 +278,14 @@ fn remove_tree(path: &Path) -> io::Result<()> {
 /// I/O errors; `InvalidData` for a manifest that does not parse.
 pub fn unreferenced(store: &Store) -> io::Result<(u64, u64)> {
     let mut c = Collection::default();
-    let live = mark(store, &Options::default(), 0, &HashMap::new(), &mut c)?;
+    let live = mark(
+        store,
+        &Options::default(),
+        0,
+        &HashMap::new(),
+        &Pacer::new(100),
+        &mut c,
+    )?;
     let (mut blobs, mut bytes) = (0, 0);
     for (name, ty) in list_dir(&store.layout().layers())? {
         let Ok(digest) = name.parse::<Digest>() else {
@@ -301,14 +399,17 @@ fn apply_retention(
         for (tag, at) in &tags {
             let Ok(t) = tag.parse::<Tag>() else { continue };
             if kept.as_ref().is_some_and(|k| !k.contains(tag.as_str())) {
-                c.tags_removed += 1;
                 if options.dry_run {
+                    c.tags_removed += 1;
+                    c.removed.tags.push(format!("{repo}:{tag}"));
                     continue;
                 }
                 // Written again since it was listed: a new push, newest of
                 // all, which the rule would keep.
                 if modified(&dir.join(tag))? == Some(*at) {
                     store.delete_tag(&name, &t)?;
+                    c.tags_removed += 1;
+                    c.removed.tags.push(format!("{repo}:{tag}"));
                     continue;
                 }
             }
@@ -330,6 +431,7 @@ fn mark(
     options: &Options,
     cutoff: u64,
     tagged: &HashMap<String, HashSet<Digest>>,
+    pace: &Pacer,
     c: &mut Collection,
 ) -> io::Result<HashSet<Digest>> {
     let mut live = HashSet::new();
@@ -351,14 +453,17 @@ fn mark(
                     .map(|(d, _)| d.clone()),
             );
             let reached = reachable(&manifests, roots);
+            pace.start();
             for (digest, (info, _)) in &manifests {
                 if reached.contains(digest) {
                     continue;
                 }
                 if options.dry_run || remove_manifest(store, &name, digest, info, cutoff)? {
                     c.manifests_removed += 1;
+                    c.removed.manifests.push(format!("{repo}@{digest}"));
                     removed.insert(digest.clone());
                 }
+                pace.wrote();
             }
         }
         // Every manifest still there keeps what it names (one put back
@@ -481,9 +586,11 @@ fn sweep_blobs(
     live: &HashSet<Digest>,
     cutoff: u64,
     dry_run: bool,
+    pace: &Pacer,
     c: &mut Collection,
 ) -> io::Result<HashSet<Digest>> {
     let mut doomed = HashSet::new();
+    pace.start();
     let layers = store.layout().layers();
     for (name, ty) in list_dir(&layers)? {
         if !ty.is_dir() {
@@ -513,19 +620,23 @@ fn sweep_blobs(
         if dry_run {
             c.blobs_removed += 1;
             c.blob_bytes_removed += size;
+            c.removed.blobs.push(name);
             doomed.insert(digest);
             continue;
         }
-        if remove_blob(store, &dir, &name, cutoff)? {
+        let removed = remove_blob(store, &dir, &name, cutoff)?;
+        pace.wrote();
+        if removed {
             c.blobs_removed += 1;
             c.blob_bytes_removed += size;
+            c.removed.blobs.push(name);
         } else {
             c.blobs_kept += 1;
             c.blobs_kept_recent += 1;
         }
     }
     if !dry_run {
-        unlink_missing(store)?;
+        unlink_missing(store, pace)?;
     }
     Ok(doomed)
 }
@@ -562,8 +673,8 @@ fn remove_blob(store: &Store, dir: &Path, name: &str, cutoff: u64) -> io::Result
 /// removed first and written again if the blob exists after that: a push
 /// committing the blob meanwhile links it after committing, so either the
 /// check sees the blob or the push's link comes after the removal.
-fn unlink_missing(store: &Store) -> io::Result<()> {
-    fn walk(store: &Store, dir: &Path) -> io::Result<()> {
+fn unlink_missing(store: &Store, pace: &Pacer) -> io::Result<()> {
+    fn walk(store: &Store, dir: &Path, pace: &Pacer) -> io::Result<()> {
         for (name, ty) in list_dir(dir)? {
             if !ty.is_dir() {
                 continue;
@@ -585,14 +696,16 @@ fn unlink_missing(store: &Store) -> io::Result<()> {
                     if store.has_blob(&digest) {
                         write_atomic(&file, b"")?;
                     }
+                    pace.wrote();
                 }
             } else if !name.starts_with('_') {
-                walk(store, &path)?;
+                walk(store, &path, pace)?;
             }
         }
         Ok(())
     }
-    walk(store, &store.layout().repositories())
+    pace.start();
+    walk(store, &store.layout().repositories(), pace)
 }
 
 /// Removes cache entries of blobs that are gone; returns their bytes.
@@ -688,6 +801,7 @@ fn collect_packs(
     now: u64,
     dry_run: bool,
     doomed: &HashSet<Digest>,
+    pace: &Pacer,
     c: &mut Collection,
 ) -> io::Result<()> {
     let live = live_frames(store, doomed)?;
@@ -727,7 +841,8 @@ fn collect_packs(
     // next collection would drop with them); then the index, the
     // retirement records (before any recipe stops naming the old pack, so
     // it never becomes dead without its grace), the recipes.
-    let moved = copy_frames(store, &rewrite, &live, c)?;
+    pace.start();
+    let moved = copy_frames(store, &rewrite, &live, pace, c)?;
     if !moved.is_empty() {
         let journal = Journal {
             retired: rewrite.clone(),
@@ -745,9 +860,9 @@ fn collect_packs(
             &serde_json::to_vec(&journal).expect("a journal always serializes"),
         )?;
     }
-    c.index_records_removed = rewrite_index(store, &dead, &moved)?;
+    c.index_records_removed = rewrite_index(store, &dead, &moved, pace)?;
     if !moved.is_empty() {
-        finish_rewrite(store, &rewrite, &moved, now)?;
+        finish_rewrite(store, &rewrite, &moved, now, pace)?;
     }
     c.packs_repacked = rewrite.len() as u64;
     for (&id, &size) in &dead {
@@ -760,6 +875,7 @@ fn collect_packs(
             Err(e) => return Err(e),
         }
         let _ = fs::remove_file(store.layout().retired_pack(id));
+        pace.wrote();
     }
     // Rewritten in this very collection with a grace of 0: nothing may be
     // reading them, by the operator's word.
@@ -809,14 +925,21 @@ impl Journal {
 /// then the journal goes. Each step is idempotent, so a rewrite cut off
 /// anywhere is finished by running them again (with the index step first:
 /// [`resume_rewrite`]).
-fn finish_rewrite(store: &Store, retired: &[u64], moved: &Moved, now: u64) -> io::Result<()> {
+fn finish_rewrite(
+    store: &Store,
+    retired: &[u64],
+    moved: &Moved,
+    now: u64,
+    pace: &Pacer,
+) -> io::Result<()> {
     for &id in retired {
         write_atomic(&store.layout().retired_pack(id), now.to_string().as_bytes())?;
+        pace.wrote();
     }
     // A second pass over the recipes rather than a list of each pack's
     // users kept from the first: memory stays a few bytes per frame.
     for_each_recipe(store, &HashSet::new(), |recipe| {
-        repoint_recipe(store, recipe, moved)
+        repoint_recipe(store, recipe, moved, pace)
     })?;
     match fs::remove_file(store.layout().rewrite_journal()) {
         Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
@@ -825,7 +948,7 @@ fn finish_rewrite(store: &Store, retired: &[u64], moved: &Moved, now: u64) -> io
 }
 
 /// Finishes a rewrite a collection was cut off in, if any.
-fn resume_rewrite(store: &Store, now: u64) -> io::Result<()> {
+fn resume_rewrite(store: &Store, now: u64, pace: &Pacer) -> io::Result<()> {
     let bytes = match fs::read(store.layout().rewrite_journal()) {
         Ok(b) => b,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
@@ -841,8 +964,9 @@ fn resume_rewrite(store: &Store, now: u64) -> io::Result<()> {
         .into_iter()
         .filter(|(_, frames)| frames.values().all(|f| present.contains_key(&f.pack)))
         .collect();
-    rewrite_index(store, &BTreeMap::new(), &moved)?;
-    finish_rewrite(store, &journal.retired, &moved, now)
+    pace.start();
+    rewrite_index(store, &BTreeMap::new(), &moved, pace)?;
+    finish_rewrite(store, &journal.retired, &moved, now, pace)
 }
 
 /// Copies the live frames of `packs`, as stored, into new packs (each
@@ -851,6 +975,7 @@ fn copy_frames(
     store: &Store,
     packs: &[u64],
     live: &LiveFrames,
+    pace: &Pacer,
     c: &mut Collection,
 ) -> io::Result<Moved> {
     let layout = store.layout();
@@ -900,6 +1025,7 @@ fn copy_frames(
                 },
             );
             *written += u64::from(stored_len);
+            pace.wrote();
         }
     }
     finish(out, c)?;
@@ -919,7 +1045,12 @@ fn relocate(frame: &Frame, moved: &Moved) -> Option<Frame> {
 /// Drops index records in `dead` packs and in frames of rewritten packs
 /// that were not copied; points records of copied frames at the copies.
 /// Returns the records dropped.
-fn rewrite_index(store: &Store, dead: &BTreeMap<u64, u64>, moved: &Moved) -> io::Result<u64> {
+fn rewrite_index(
+    store: &Store,
+    dead: &BTreeMap<u64, u64>,
+    moved: &Moved,
+    pace: &Pacer,
+) -> io::Result<u64> {
     let packs = Packs::new(store.layout());
     let mut dropped = 0;
     for shard in 0..SHARDS {
@@ -946,6 +1077,7 @@ fn rewrite_index(store: &Store, dead: &BTreeMap<u64, u64>, moved: &Moved) -> io:
         }
         if changed {
             packs.replace_shard(shard, &kept)?;
+            pace.wrote();
         }
     }
     Ok(dropped)
@@ -957,6 +1089,7 @@ fn repoint_recipe(
     store: &Store,
     mut recipe: crate::recipe::Recipe,
     moved: &Moved,
+    pace: &Pacer,
 ) -> io::Result<()> {
     let mut changed = false;
     for f in &mut recipe.frames {
@@ -967,6 +1100,7 @@ fn repoint_recipe(
     }
     if changed {
         store.put_recipe(&recipe)?;
+        pace.wrote();
     }
     Ok(())
 }
@@ -1042,7 +1176,15 @@ mod tests {
         );
         assert_eq!(c.stored_bytes_after, store.stored_bytes().unwrap());
         assert_clean(&store);
-        assert_eq!(last_collection(&store).unwrap(), Some(c));
+        assert_eq!(c.removed.blobs.len(), 2);
+        assert_eq!(
+            last_collection(&store).unwrap(),
+            Some(Collection {
+                removed: Removals::default(),
+                ..c
+            }),
+            "kept without the lists"
+        );
 
         // A second collection finds nothing more.
         let again = run(&store, &options(0));
@@ -1073,6 +1215,7 @@ mod tests {
             },
         );
         assert_eq!((c.blobs_removed, c.packs_removed), (1, 1), "{c:?}");
+        assert_eq!(c.removed.blobs, [d.to_string()], "named");
         assert!(store.has_blob(&d));
         assert_eq!(store.stored_bytes().unwrap(), before);
         assert_eq!(
@@ -1080,6 +1223,65 @@ mod tests {
             None,
             "dry runs are not recorded"
         );
+    }
+
+    #[test]
+    fn temporaries_older_than_the_grace_period_go_and_younger_ones_stay() {
+        let store = scratch_store("gc-tmp");
+        let now = now_secs();
+        let root = store.layout().root().to_path_buf();
+        let old = root.join("layers/.tmp-crashed-1");
+        let young = root.join("manifests/.tmp-in-flight-2");
+        fs::create_dir_all(old.parent().unwrap()).unwrap();
+        fs::create_dir_all(young.parent().unwrap()).unwrap();
+        fs::write(&old, b"12345").unwrap();
+        fs::write(&young, b"6").unwrap();
+        set_written(&old, now - 7200);
+        let dry = run(
+            &store,
+            &Options {
+                dry_run: true,
+                ..options(3600)
+            },
+        );
+        assert_eq!(
+            (dry.temporaries_removed, dry.temporary_bytes_removed),
+            (1, 5)
+        );
+        assert!(old.exists(), "a dry run removes nothing");
+        let c = run(&store, &options(3600));
+        assert_eq!((c.temporaries_removed, c.temporary_bytes_removed), (1, 5));
+        assert!(!old.exists());
+        assert!(young.exists(), "a write in flight is left alone");
+    }
+
+    #[test]
+    fn the_pacer_pauses_in_proportion_to_the_work_and_not_at_100_percent() {
+        let busy = |pace: &Pacer| {
+            pace.start();
+            let t = Instant::now();
+            while t.elapsed() < PACE_SLICE + Duration::from_millis(5) {
+                std::hint::spin_loop();
+            }
+            let before = Instant::now();
+            pace.wrote();
+            before.elapsed()
+        };
+        let half = Pacer::new(50);
+        let slept = busy(&half);
+        assert!(slept >= PACE_SLICE, "slept {slept:?}");
+        assert!(half.paused() >= PACE_SLICE);
+        let quarter = Pacer::new(25);
+        assert!(busy(&quarter) >= PACE_SLICE * 3, "three times the work");
+        let flat_out = Pacer::new(100);
+        assert!(busy(&flat_out) < PACE_SLICE);
+        assert_eq!(flat_out.paused(), Duration::ZERO);
+        // Reading before a step is not work: no pause for it.
+        let fresh = Pacer::new(50);
+        std::thread::sleep(PACE_SLICE * 2);
+        fresh.start();
+        fresh.wrote();
+        assert_eq!(fresh.paused(), Duration::ZERO);
     }
 
     #[test]
@@ -1123,7 +1325,7 @@ mod tests {
     }
 
     fn set_written(path: &Path, secs: u64) {
-        let t = UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        let t = std::time::UNIX_EPOCH + Duration::from_secs(secs);
         File::options()
             .write(true)
             .open(path)
@@ -1151,10 +1353,32 @@ mod tests {
             grace: 60,
             delete_untagged: true,
             retention: vec![Rule::new(vec!["ci/*".into()], Some(2), None, &[]).unwrap()],
-            dry_run: false,
+            ..Options::default()
         };
+        // A dry run names what would go, and removes none of it.
+        let dry = Options {
+            dry_run: true,
+            ..options.clone()
+        };
+        let mut seen = collect(&store, &dry, now).unwrap().removed;
+        seen.tags.sort();
+        seen.manifests.sort();
+        let mut want_manifests: Vec<String> = images[..3]
+            .iter()
+            .map(|(_, m)| format!("ci/app@{m}"))
+            .collect();
+        want_manifests.sort();
+        assert_eq!(
+            seen.tags,
+            ["ci/app:build-0", "ci/app:build-1", "ci/app:build-2"]
+        );
+        assert_eq!(seen.manifests, want_manifests);
+        assert_eq!(store.tags(&repo).unwrap().unwrap().len(), 5);
         // Blobs were stamped just now: within the grace period, kept.
         let c = collect(&store, &options, now).unwrap();
+        let mut removed = c.removed.manifests.clone();
+        removed.sort();
+        assert_eq!(removed, want_manifests, "the real run names the same");
         assert_eq!((c.tags_removed, c.manifests_removed), (3, 3), "{c:?}");
         assert_eq!(store.tags(&repo).unwrap().unwrap(), ["build-3", "build-4"]);
         assert_eq!(c.blobs_removed, 0);
@@ -1162,6 +1386,11 @@ mod tests {
         // An hour later their grace is over.
         let c = collect(&store, &options, now + 3600).unwrap();
         assert_eq!(c.blobs_removed, 3, "{c:?}");
+        let mut blobs = c.removed.blobs.clone();
+        blobs.sort();
+        let mut want: Vec<String> = images[..3].iter().map(|(b, _)| b.to_string()).collect();
+        want.sort();
+        assert_eq!(blobs, want);
         for (i, (config, m)) in images.iter().enumerate() {
             assert_eq!(store.has_blob(config), i >= 3);
             assert_eq!(store.has_manifest(&repo, m), i >= 3);
@@ -1301,11 +1530,12 @@ mod tests {
             // What the collection does before the pack phase, then the
             // pack phase's steps up to `step`, then a crash.
             let mut c = Collection::default();
-            let live = mark(&store, &options(0), 0, &HashMap::new(), &mut c).unwrap();
+            let pace = Pacer::new(100);
+            let live = mark(&store, &options(0), 0, &HashMap::new(), &pace, &mut c).unwrap();
             let now = now_secs() + 5;
-            sweep_blobs(&store, &live, now, false, &mut c).unwrap();
+            sweep_blobs(&store, &live, now, false, &pace, &mut c).unwrap();
             let frames = live_frames(&store, &HashSet::new()).unwrap();
-            let moved = copy_frames(&store, &[shared], &frames, &mut c).unwrap();
+            let moved = copy_frames(&store, &[shared], &frames, &pace, &mut c).unwrap();
             if step >= 2 {
                 let journal = Journal {
                     retired: vec![shared],
@@ -1323,12 +1553,12 @@ mod tests {
                 .unwrap();
             }
             if step >= 3 {
-                rewrite_index(&store, &BTreeMap::new(), &moved).unwrap();
+                rewrite_index(&store, &BTreeMap::new(), &moved, &pace).unwrap();
             }
             if step >= 4 {
                 write_atomic(&store.layout().retired_pack(shared), b"0").unwrap();
                 for_each_recipe(&store, &HashSet::new(), |r| {
-                    repoint_recipe(&store, r, &moved)
+                    repoint_recipe(&store, r, &moved, &pace)
                 })
                 .unwrap();
             }

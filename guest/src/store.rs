@@ -115,9 +115,18 @@ struct Lease {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
+    unix_secs(SystemTime::now())
+}
+
+/// `t` in Unix seconds (0 for a time before 1970).
+pub(crate) fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// When a file was last modified, in Unix seconds (0 when unknown).
+fn modified_secs(meta: &fs::Metadata) -> u64 {
+    meta.modified().map_or(0, unix_secs)
 }
 
 impl Lease {
@@ -172,8 +181,9 @@ fn held_file(dir: &Path) -> io::Result<Option<(String, Lease)>> {
 }
 
 /// Counts (and with `remove`, removes) the `.tmp-` files under `dir`, at
-/// any depth: `(files, bytes)`.
-fn temporaries(dir: &Path, remove: bool) -> io::Result<(u64, u64)> {
+/// any depth, last modified before `before` (Unix seconds; `u64::MAX`:
+/// all): `(files, bytes)`.
+fn temporaries(dir: &Path, before: u64, remove: bool) -> io::Result<(u64, u64)> {
     let (mut files, mut bytes) = (0, 0);
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
@@ -196,12 +206,18 @@ fn temporaries(dir: &Path, remove: bool) -> io::Result<(u64, u64)> {
         };
         let path = entry.path();
         if ty.is_dir() {
-            let (f, b) = temporaries(&path, remove)?;
+            let (f, b) = temporaries(&path, before, remove)?;
             files += f;
             bytes += b;
         } else if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+            let Ok(meta) = entry.metadata() else {
+                continue; // gone since listed: renamed into place or removed
+            };
+            if before != u64::MAX && modified_secs(&meta) >= before {
+                continue; // possibly a write in flight
+            }
             files += 1;
-            bytes += entry.metadata().map_or(0, |m| m.len());
+            bytes += meta.len();
             if remove {
                 remove_existing(&path)?;
             }
@@ -445,36 +461,13 @@ pub(crate) fn list_dir(path: &Path) -> io::Result<Vec<(String, fs::FileType)>> {
     Ok(out)
 }
 
-/// Writes `bytes` to `path` atomically: temp file, fsync, rename.
+/// Writes `bytes` to `path` atomically: temp file, fsync, rename (the
+/// folder is created when missing).
 ///
 /// # Errors
 /// Any I/O error; the temporary file is removed on failure.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().expect("store paths always have a parent");
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .expect("store paths are utf-8");
-    let tmp = dir.join(format!(
-        ".tmp-{name}-{}",
-        crate::hex::encode(&crate::sys::random_bytes(6))
-    ));
-    let write = |tmp: &Path| -> io::Result<()> {
-        let mut f = match File::create(tmp) {
-            Err(e) if is_not_found(&e) => {
-                fs::create_dir_all(dir)?;
-                File::create(tmp)?
-            }
-            other => other?,
-        };
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(tmp, path)
-    };
-    write(&tmp).inspect_err(|_| {
-        let _ = fs::remove_file(&tmp);
-    })
+    replace_file(path, bytes, true)
 }
 
 /// Replaces `path` with `bytes` (temp file, rename) without fsync and
@@ -487,6 +480,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// # Errors
 /// Any I/O error; the temporary file is removed on failure.
 fn replace_unsynced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace_file(path, bytes, false)
+}
+
+/// The one way a whole file is replaced: a `.tmp-` sibling is written
+/// (and with `durable`, its folder made when missing and the file
+/// fsynced), then renamed over `path`.
+fn replace_file(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let dir = path.parent().expect("store paths always have a parent");
     let name = path
         .file_name()
@@ -496,11 +496,24 @@ fn replace_unsynced(path: &Path, bytes: &[u8]) -> io::Result<()> {
         ".tmp-{name}-{}",
         crate::hex::encode(&crate::sys::random_bytes(6))
     ));
-    fs::write(&tmp, bytes)
-        .and_then(|()| fs::rename(&tmp, path))
-        .inspect_err(|_| {
-            let _ = fs::remove_file(&tmp);
-        })
+    let write = |tmp: &Path| -> io::Result<()> {
+        let mut f = match File::create(tmp) {
+            Err(e) if durable && is_not_found(&e) => {
+                fs::create_dir_all(dir)?;
+                File::create(tmp)?
+            }
+            other => other?,
+        };
+        f.write_all(bytes)?;
+        if durable {
+            f.sync_all()?;
+        }
+        drop(f);
+        fs::rename(tmp, path)
+    };
+    write(&tmp).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
 }
 
 /// When the blob in folder `layer` was last used, in Unix seconds: its
@@ -526,19 +539,14 @@ pub(crate) fn last_used(layer: &Path) -> io::Result<Option<u64>> {
     let mut newest = None;
     for (name, _) in list_dir(layer)? {
         if let Ok(t) = fs::metadata(layer.join(name)).and_then(|m| m.modified()) {
-            let secs = t
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let secs = unix_secs(t);
             newest = Some(newest.map_or(secs, |n: u64| n.max(secs)));
         }
     }
     match newest {
         Some(t) => Ok(Some(t)),
         None => match fs::metadata(layer).and_then(|m| m.modified()) {
-            Ok(t) => Ok(Some(
-                t.duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
-            )),
+            Ok(t) => Ok(Some(unix_secs(t))),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(e),
         },
@@ -1295,7 +1303,7 @@ impl Store {
     /// I/O errors.
     pub fn recover(&self) -> io::Result<Recovery> {
         let mut r = Recovery::default();
-        (r.temporaries, r.temporary_bytes) = temporaries(self.layout.root(), true)?;
+        (r.temporaries, r.temporary_bytes) = temporaries(self.layout.root(), u64::MAX, true)?;
         let uploads = self.layout.uploads();
         for (name, ty) in list_dir(&uploads)? {
             let dir = uploads.join(&name);
@@ -1387,7 +1395,18 @@ impl Store {
     /// # Errors
     /// I/O errors.
     pub fn temporaries(&self) -> io::Result<(u64, u64)> {
-        temporaries(self.layout.root(), false)
+        temporaries(self.layout.root(), u64::MAX, false)
+    }
+
+    /// Removes (with `remove`; else only counts) the temporary files last
+    /// written before `before` (Unix seconds): leftovers of writes that a
+    /// crash cut off, found while the store serves. A write in flight
+    /// touches its file more often than any grace period allows.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn remove_stale_temporaries(&self, before: u64, remove: bool) -> io::Result<(u64, u64)> {
+        temporaries(self.layout.root(), before, remove)
     }
 
     // --- stats ---

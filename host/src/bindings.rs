@@ -31,6 +31,9 @@ pub use generated::exports::blockreg::registry::admin::CheckReport as StoreCheck
 pub use generated::exports::blockreg::registry::admin::Collection;
 /// The `admin` export of one instance.
 pub(crate) use generated::exports::blockreg::registry::admin::Guest as Admin;
+/// What a collection removed, by name (built by the host only in tests).
+#[cfg(test)]
+pub(crate) use generated::exports::blockreg::registry::admin::Removals;
 /// The `stats` record of the `admin` interface: the figures of
 /// `blockreg stats`.
 pub use generated::exports::blockreg::registry::admin::Stats as StoreStats;

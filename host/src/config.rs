@@ -286,6 +286,11 @@ pub struct GarbageCollection {
     /// Which tags to keep, per repository (first matching rule); a
     /// repository no rule covers keeps every tag.
     pub retention: Vec<RetentionRule>,
+    /// Percent of the time the collection's writing steps (removing blobs,
+    /// rewriting packs, index shards and recipes) may work; it pauses for
+    /// the rest, so that requests' own fsyncs do not queue behind
+    /// thousands of its own (`bench/gc-scale.py`). 1 to 100.
+    pub io_percent: u8,
 }
 
 impl Default for GarbageCollection {
@@ -299,6 +304,9 @@ impl Default for GarbageCollection {
             delete_untagged: false,
             dry_run: false,
             retention: Vec::new(),
+            // Half: a collection of a large store takes up to twice as
+            // long, and requests during it meet a busy disk half as often.
+            io_percent: 50,
         }
     }
 }

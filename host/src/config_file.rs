@@ -170,6 +170,7 @@ const KNOWN_KEYS: &[&str] = &[
     "blockreg.gc.grace",
     "blockreg.gc.delete_untagged",
     "blockreg.gc.dry_run",
+    "blockreg.gc.io_percent",
     "blockreg.gc.retention",
 ];
 
@@ -1152,6 +1153,17 @@ impl Doc {
         if let Some(dry_run) = self.boolean("blockreg.gc.dry_run")? {
             gc.dry_run = dry_run;
         }
+        if let Some(percent) = self.uint("blockreg.gc.io_percent")? {
+            gc.io_percent = match u8::try_from(percent) {
+                Ok(p @ 1..=100) => p,
+                _ => {
+                    return Err(self.wrong(
+                        "blockreg.gc.io_percent",
+                        format!("{percent}: expected a percentage from 1 to 100"),
+                    ))
+                }
+            };
+        }
         let path = "blockreg.gc.retention";
         let rules = match self.take(path) {
             None => Vec::new(),
@@ -1788,6 +1800,7 @@ blockreg:
     grace: 2h
     delete_untagged: yes
     dry_run: true
+    io_percent: 20
     retention:
       - repositories: [\"ci/**\", team-*/app]
         keep_last: 5
@@ -1802,6 +1815,7 @@ blockreg:
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
         let gc = &loaded.options.serve.gc;
         assert!(gc.enabled && gc.delete_untagged && gc.dry_run);
+        assert_eq!(gc.io_percent, 20);
         assert_eq!(gc.interval, Duration::from_secs(6 * 3600));
         assert_eq!(gc.grace, Duration::from_secs(7200));
         assert_eq!(
@@ -1871,6 +1885,8 @@ blockreg:
             ("    interval: 0s\n", "blockreg.gc.interval:", "more than 0s"),
             ("    grace: an hour\n", "blockreg.gc.grace:", "duration"),
             ("    delete_untagged: maybe\n", "blockreg.gc.delete_untagged:", "true or false"),
+            ("    io_percent: 0\n", "blockreg.gc.io_percent:", "1 to 100"),
+            ("    io_percent: 101\n", "blockreg.gc.io_percent:", "1 to 100"),
             ("    retention: {keep_last: 1}\n", "blockreg.gc.retention:", "list of rules"),
             (
                 "    retention:\n      - repositories: [a]\n        keep_last: -1\n",

@@ -17,8 +17,10 @@
 //! `interval` when that is shorter), then every `interval`, each under
 //! [`COLLECT_TIMEOUT`]. A collection cut off (time limit, shutdown, a
 //! killed `blockreg gc`) leaves the blobs it was judging set aside; the
-//! next `convert-next` (within seconds while a server converts), the next
-//! collection or the recovery at start puts them back.
+//! next `convert-next` (within seconds while a server converts; a server
+//! that does not convert calls `restore-set-aside` as often, in
+//! [`restore_set_aside`]), the next collection or the recovery at start
+//! puts them back.
 
 use std::fmt;
 use std::path::Path;
@@ -67,6 +69,7 @@ fn options(gc: &GarbageCollection) -> CollectOptions {
             })
             .collect(),
         dry_run: gc.dry_run,
+        io_percent: gc.io_percent,
     }
 }
 
@@ -189,6 +192,59 @@ pub async fn collect_garbage(
     .context("garbage collection")
 }
 
+/// How often a server that does not convert looks for what a killed
+/// collection set aside: as soon as its converter would.
+const RESTORE_EVERY: Duration = Duration::from_secs(5);
+
+/// Time limit of one `restore-set-aside` (a few renames).
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// For a server that does not convert (`--no-conversion`): puts back,
+/// within [`RESTORE_EVERY`], the blobs a killed collection (`blockreg gc`
+/// in another process) left set aside, which clients would otherwise be
+/// told are unknown until the next collection. Runs only while no
+/// collection holds the store (the lock, shared, as conversion takes it).
+pub(crate) async fn restore_set_aside(
+    slot: Arc<GuestSlot>,
+    data_dir: std::path::PathBuf,
+    limits: Limits,
+    mut stop: Stop,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(RESTORE_EVERY) => {}
+            () = stop.stopped() => return,
+        }
+        let Ok(Some(_lock)) = StoreLock::try_acquire(&data_dir, Mode::Shared) else {
+            continue; // a collection runs: it restores what it set aside
+        };
+        let loaded = slot.current();
+        let outcome = guest::call_admin(
+            &loaded.admin,
+            &data_dir,
+            limits.max_memory_bytes,
+            loaded.settings,
+            RESTORE_TIMEOUT,
+            "restore-set-aside",
+            |admin, store| Box::pin(async move { admin.call_restore_set_aside(store).await }),
+        )
+        .await;
+        match outcome {
+            Ok(Ok((0, 0))) => {}
+            Ok(Ok((restored, removed))) => tracing::info!(
+                target: "blockreg::gc",
+                "a collection was cut off: {restored} blobs or manifests it had set aside put back, {removed} it had judged removed"
+            ),
+            Ok(Err(e)) => {
+                tracing::warn!(target: "blockreg::gc", "restoring what a cut-off collection set aside failed: {e:?}")
+            }
+            Err(e) => {
+                tracing::warn!(target: "blockreg::gc", "restoring what a cut-off collection set aside failed: {e:#}")
+            }
+        }
+    }
+}
+
 /// Runs collections until `stop`; returns at once when collection is off.
 pub(crate) async fn run(
     slot: Arc<GuestSlot>,
@@ -263,16 +319,18 @@ impl Collection {
         );
         if self.dry_run {
             format!(
-                "dry run: a collection would remove {removed}; {} unreferenced blobs kept as recent, in {} ms",
-                self.blobs_kept_recent, self.duration_ms
+                "dry run: a collection would remove {removed}, {} stale temporaries; {} unreferenced blobs kept as recent, in {} ms",
+                self.temporaries_removed, self.blobs_kept_recent, self.duration_ms
             )
         } else {
             format!(
-                "collected: removed {removed}; stored bytes {} -> {}; {} unreferenced blobs kept as recent; in {} ms",
+                "collected: removed {removed}, {} stale temporaries; stored bytes {} -> {}; {} unreferenced blobs kept as recent; in {} ms ({} ms paused for requests)",
+                self.temporaries_removed,
                 self.stored_bytes_before,
                 self.stored_bytes_after,
                 self.blobs_kept_recent,
-                self.duration_ms
+                self.duration_ms,
+                self.paused_ms
             )
         }
     }
@@ -324,12 +382,43 @@ impl fmt::Display for Collection {
             "cache          {} bytes {verb}",
             bytes(self.cache_bytes_removed)
         )?;
+        writeln!(
+            f,
+            "temporaries    {} {verb} (writes a crash cut off), {} bytes",
+            self.temporaries_removed,
+            bytes(self.temporary_bytes_removed)
+        )?;
+        if self.paused_ms > 0 {
+            writeln!(
+                f,
+                "paused         {} of it, leaving the disk to requests (io_percent)",
+                seconds(self.paused_ms)
+            )?;
+        }
         write!(
             f,
             "stored bytes   {} before, {} after",
             bytes(self.stored_bytes_before),
             bytes(self.stored_bytes_after)
-        )
+        )?;
+        // What a dry run is for: the names, to check a policy before it
+        // runs. A real run's are in `--json`.
+        if self.dry_run {
+            let r = &self.removed;
+            if r.tags.is_empty() && r.manifests.is_empty() && r.blobs.is_empty() {
+                write!(f, "\nnothing would be removed")?;
+            }
+            for (kind, names) in [
+                ("tag", &r.tags),
+                ("manifest", &r.manifests),
+                ("blob", &r.blobs),
+            ] {
+                for name in names {
+                    write!(f, "\nwould remove {kind:<8} {name}")?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -350,6 +439,7 @@ pub(crate) fn seconds(ms: u64) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::bindings::Removals;
     use crate::config::RetentionRule;
 
     pub(crate) fn sample() -> Collection {
@@ -371,6 +461,14 @@ pub(crate) mod tests {
             cache_bytes_removed: 100,
             stored_bytes_before: 200_000,
             stored_bytes_after: 140_000,
+            temporaries_removed: 2,
+            temporary_bytes_removed: 4096,
+            paused_ms: 700,
+            removed: Removals {
+                tags: vec!["ci/app:build-1".into()],
+                manifests: vec!["ci/app@sha256:aa".into()],
+                blobs: vec!["sha256:bb".into()],
+            },
         }
     }
 
@@ -461,10 +559,13 @@ pub(crate) mod tests {
             "packs          1 removed whole, 2 rewritten",
             "index records  40",
             "cache          100 bytes",
+            "temporaries    2 removed (writes a crash cut off), 4096 (4.0 KiB)",
+            "paused         0.7 s of it",
             "stored bytes   200000 (195.3 KiB) before, 140000 (136.7 KiB) after",
         ] {
             assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
         }
+        assert!(!text.contains("would remove"), "{text}");
         let dry = Collection {
             dry_run: true,
             ..sample()
@@ -472,6 +573,13 @@ pub(crate) mod tests {
         let text = dry.to_string();
         assert!(text.starts_with("dry run: nothing was changed"), "{text}");
         assert!(text.contains("blobs          7 to remove"), "{text}");
+        for needle in [
+            "would remove tag      ci/app:build-1",
+            "would remove manifest ci/app@sha256:aa",
+            "would remove blob     sha256:bb",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+        }
         assert!(dry.summary().starts_with("dry run"));
         assert_eq!(sample().stored_bytes_freed(), 60_000);
         assert_eq!(sample().ended(), 1_700_000_002);

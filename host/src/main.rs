@@ -186,6 +186,12 @@ struct GcArgs {
     /// Also remove manifests no tag reaches, once past the grace period.
     #[arg(long)]
     delete_untagged: bool,
+    /// Percent of the time the writing steps may work, pausing for the
+    /// rest so that requests of a server on the same store are not slowed
+    /// (default: the config file's blockreg.gc.io_percent, else 50; 100
+    /// runs flat out).
+    #[arg(long, value_name = "1-100", value_parser = clap::value_parser!(u8).range(1..=100))]
+    io_percent: Option<u8>,
     /// registry:2 configuration file (what `serve --config` takes): its
     /// blockreg.gc section (grace, delete_untagged, retention rules), data
     /// directory and guest apply. REGISTRY_* environment variables
@@ -463,6 +469,9 @@ fn gc_config(
     if args.delete_untagged {
         config.gc.delete_untagged = true;
     }
+    if let Some(percent) = args.io_percent {
+        config.gc.io_percent = percent;
+    }
     // The file's `dry_run` is the server's schedule; a manual run does what
     // its own flag says.
     config.gc.dry_run = args.dry_run;
@@ -587,6 +596,8 @@ mod tests {
                 "0s",
                 "--delete-untagged",
                 "--dry-run",
+                "--io-percent",
+                "100",
             ],
             &[("REGISTRY_BLOCKREG_GC_GRACE", "3h")],
         )
@@ -594,6 +605,7 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("/flag"));
         assert_eq!(config.gc.grace, Duration::ZERO, "flag beats env and file");
         assert!(config.gc.delete_untagged && config.gc.dry_run);
+        assert_eq!(config.gc.io_percent, 100);
         assert!(
             warnings.is_empty(),
             "a dry run removes nothing: {warnings:?}"

@@ -518,7 +518,10 @@ mod tests {
             );
         }
         let c = crate::gc::tests::sample();
-        metrics.collection(&Collection { dry_run: true, ..c });
+        metrics.collection(&Collection {
+            dry_run: true,
+            ..c.clone()
+        });
         metrics.collection(&c);
         metrics.collection_failed(2.0);
         let text = metrics.render();

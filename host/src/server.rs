@@ -200,6 +200,16 @@ pub async fn serve(
     } else {
         None
     };
+    // Without a converter, nothing else would put back soon what a killed
+    // `blockreg gc` set aside.
+    let restore_task = (!background_conversion).then(|| {
+        tokio::spawn(crate::gc::restore_set_aside(
+            slot.clone(),
+            data_dir.clone(),
+            limits.clone(),
+            stop.clone(),
+        ))
+    });
 
     metrics
         .instances_max
@@ -308,7 +318,7 @@ pub async fn serve(
     let _ = health_task.await;
     let _ = purge_task.await;
     let _ = gc_task.await;
-    for task in [debug_task, tls_task].into_iter().flatten() {
+    for task in [debug_task, tls_task, restore_task].into_iter().flatten() {
         let _ = task.await;
     }
     if let Some(converter) = converter {

@@ -70,7 +70,7 @@ impl fmt::Display for StoreStats {
         writeln!(f, "temporary      {}", bytes(self.temporary_bytes))?;
         writeln!(
             f,
-            "unreferenced   {} blobs, {} (no manifest names them: a collection reclaims them past the grace period)",
+            "unreferenced   {} blobs, {} (blob sizes; no manifest names them: a collection reclaims them past the grace period, freeing fewer stored bytes where their blocks are shared)",
             self.unreferenced_blobs,
             bytes(self.unreferenced_bytes)
         )?;
