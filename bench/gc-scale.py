@@ -19,10 +19,12 @@ alternating, so half the blobs are garbage and every pack is half dead: the
 collection removes blob folders, drops half the index records and rewrites
 every pack, its most expensive path.
 
-Then, with `blockreg serve` on the store, it measures small pushes (blob
-upload + manifest) and pulls (manifest + blob GET) for a while without a
-collection and while `blockreg gc` runs on the same directory, and reports
-the ratio of median and p95 latencies. registry:2 has no online collection
+Then, for each `--io-percent` value (default 100 and 50: no pacing, and
+the default pacing), on a fresh copy of the store with `blockreg serve`
+on it, it measures small pushes (blob upload + manifest) and pulls
+(manifest + blob GET) for a while without a collection and while
+`blockreg gc --io-percent P` runs on the same directory, and reports the
+ratio of median and p95 latencies. registry:2 has no online collection
 to compare with (its garbage-collect needs the registry stopped or
 read-only), so the baseline is blockreg itself without a collection.
 """
@@ -163,12 +165,13 @@ def du(path):
     return total
 
 
-def run_gc(blockreg, data, grace="0s"):
+def run_gc(blockreg, data, grace="0s", io_percent=100):
     """One `blockreg gc` under /usr/bin/time -v: (report, seconds, peak RSS KiB)."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
         t0 = time.monotonic()
         out = subprocess.run(
-            ["/usr/bin/time", "-v", "-o", tf.name, blockreg, "gc", "--data", data, "--grace", grace, "--json"],
+            ["/usr/bin/time", "-v", "-o", tf.name, blockreg, "gc", "--data", data, "--grace", grace,
+             "--io-percent", str(io_percent), "--json"],
             capture_output=True, text=True)
         secs = time.monotonic() - t0
         rss = 0
@@ -253,6 +256,39 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(len(xs) * p))] if xs else float("nan")
 
 
+def measure_online(blockreg, data, work, latency_secs, io_percent):
+    """Serves `data` (no background collection), measures latencies for
+    `latency_secs` alone, then while `blockreg gc --io-percent` runs:
+    ((push, pull) alone, (push, pull) during, the collection's run_gc)."""
+    port = free_port()
+    log = open(os.path.join(work, f"serve-{io_percent}.log"), "w")
+    server = subprocess.Popen([blockreg, "serve", "--no-gc", "--data", data, "--addr", f"127.0.0.1:{port}"],
+                              stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(200):
+            try:
+                http.client.HTTPConnection("127.0.0.1", port, timeout=1).request("GET", "/v2/")
+                break
+            except OSError:
+                time.sleep(0.1)
+        alone = latencies(port, latency_secs)
+        done = threading.Event()
+        result = {}
+
+        def collect():
+            result["gc"] = run_gc(blockreg, data, grace="1h", io_percent=io_percent)
+            done.set()
+
+        t = threading.Thread(target=collect)
+        t.start()
+        during = latencies(port, 3600 * 6, stop_when=done.is_set)
+        t.join()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    return alone, during, result["gc"]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--blobs", type=int, default=100_000)
@@ -261,11 +297,14 @@ def main():
     ap.add_argument("--blobs-per-pack", type=int, default=1000)
     ap.add_argument("--layers-per-image", type=int, default=5)
     ap.add_argument("--latency-secs", type=float, default=60)
+    ap.add_argument("--io-percent", default="100,50",
+                    help="comma-separated io_percent values to measure latency during a collection with")
     ap.add_argument("--blockreg", default=os.path.join(ROOT, "target/release/blockreg"))
     ap.add_argument("--work", default=None, help="directory for the store (default: a temporary one)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench/results/gc-scale.md"))
     args = ap.parse_args()
 
+    load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     work = args.work or tempfile.mkdtemp(prefix="gc-scale-")
     os.makedirs(work, exist_ok=True)
     blockreg = os.path.join(work, "blockreg")
@@ -288,36 +327,15 @@ def main():
     print(f"collection: {gc_secs:.1f} s, peak RSS {gc_rss / 1024:.0f} MiB: {report}", flush=True)
     again, again_secs, again_rss = run_gc(blockreg, data)
 
-    # 2. Latency without and with a collection running, on a fresh copy.
-    shutil.rmtree(data)
-    os.rename(pristine, data)
-    port = free_port()
-    log = open(os.path.join(work, "serve.log"), "w")
-    server = subprocess.Popen([blockreg, "serve", "--data", data, "--addr", f"127.0.0.1:{port}"],
-                              stdout=log, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(200):
-            try:
-                http.client.HTTPConnection("127.0.0.1", port, timeout=1).request("GET", "/v2/")
-                break
-            except OSError:
-                time.sleep(0.1)
-        base_push, base_pull = latencies(port, args.latency_secs)
-        done = threading.Event()
-        result = {}
-
-        def collect():
-            result["gc"] = run_gc(blockreg, data, grace="1h")
-            done.set()
-
-        t = threading.Thread(target=collect)
-        t.start()
-        gc_push, gc_pull = latencies(port, 3600, stop_when=done.is_set)
-        t.join()
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
-    online = result["gc"]
+    # 2. Latency without and with a collection running, on a fresh copy
+    # for each pacing.
+    online = {}
+    for p in [int(x) for x in args.io_percent.split(",")]:
+        shutil.rmtree(data, ignore_errors=True)
+        subprocess.run(["cp", "-a", pristine, data], check=True)
+        online[p] = measure_online(blockreg, data, work, args.latency_secs, p)
+        print(f"io_percent {p}: {online[p][2][1]:.1f} s", flush=True)
+    shutil.rmtree(pristine, ignore_errors=True)
 
     rows = [
         ("blobs / blocks / images (kept)", f"{facts['blobs']:,} / {facts['blocks']:,} / {facts['images']:,} ({facts['kept_images']:,})"),
@@ -329,17 +347,29 @@ def main():
         ("index records removed", f"{report['index_records_removed']:,}"),
         ("store after (du, MiB)", f"{after / 2**20:.0f}"),
         ("second collection (nothing to do): s, MiB RSS", f"{again_secs:.1f}, {again_rss / 1024:.0f}"),
-        ("collection while serving (grace 1h): s", f"{online[1]:.1f}"),
-        ("push latency p50 / p95 without (ms)", f"{pct(base_push, .5):.1f} / {pct(base_push, .95):.1f} (n={len(base_push)})"),
-        ("push latency p50 / p95 during (ms)", f"{pct(gc_push, .5):.1f} / {pct(gc_push, .95):.1f} (n={len(gc_push)})"),
-        ("push ratio p50 / p95", f"{pct(gc_push, .5) / pct(base_push, .5):.2f} / {pct(gc_push, .95) / pct(base_push, .95):.2f}"),
-        ("pull latency p50 / p95 without (ms)", f"{pct(base_pull, .5):.1f} / {pct(base_pull, .95):.1f}"),
-        ("pull latency p50 / p95 during (ms)", f"{pct(gc_pull, .5):.1f} / {pct(gc_pull, .95):.1f}"),
-        ("pull ratio p50 / p95", f"{pct(gc_pull, .5) / pct(base_pull, .5):.2f} / {pct(gc_pull, .95) / pct(base_pull, .95):.2f}"),
     ]
+    for p, ((base_push, base_pull), (gc_push, gc_pull), gc_run) in online.items():
+        rows += [
+            (f"**io_percent {p}**: collection while serving (grace 1h): s (of it paused)",
+             f"{gc_run[1]:.1f} ({gc_run[0].get('paused_ms', 0) / 1000:.1f})"),
+            (f"io_percent {p}: push latency p50 / p95 without (ms)",
+             f"{pct(base_push, .5):.1f} / {pct(base_push, .95):.1f} (n={len(base_push)})"),
+            (f"io_percent {p}: push latency p50 / p95 during (ms)",
+             f"{pct(gc_push, .5):.1f} / {pct(gc_push, .95):.1f} (n={len(gc_push)})"),
+            (f"**io_percent {p}: push ratio p50 / p95**",
+             f"{pct(gc_push, .5) / pct(base_push, .5):.2f} / {pct(gc_push, .95) / pct(base_push, .95):.2f}"),
+            (f"io_percent {p}: pull latency p50 / p95 without (ms)",
+             f"{pct(base_pull, .5):.1f} / {pct(base_pull, .95):.1f}"),
+            (f"io_percent {p}: pull latency p50 / p95 during (ms)",
+             f"{pct(gc_pull, .5):.1f} / {pct(gc_pull, .95):.1f}"),
+            (f"**io_percent {p}: pull ratio p50 / p95**",
+             f"{pct(gc_pull, .5) / pct(base_pull, .5):.2f} / {pct(gc_pull, .95) / pct(base_pull, .95):.2f}"),
+        ]
     lines = [f"# Garbage collection at scale ({time.strftime('%Y-%m-%d')})", "",
-             f"`python3 bench/gc-scale.py --blobs {args.blobs} --blocks-per-blob {args.blocks_per_blob}` "
-             f"(store built in {build_secs:.0f} s; {os.cpu_count()} cores, other work may share them)", "",
+             f"`python3 bench/gc-scale.py --blobs {args.blobs} --blocks-per-blob {args.blocks_per_blob} "
+             f"--latency-secs {args.latency_secs:g} --io-percent {args.io_percent}` "
+             f"(store built in {build_secs:.0f} s; {os.cpu_count()} cores; load average "
+             f"{load_start} at the start, {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end)", "",
              "| | |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in rows]
     text = "\n".join(lines) + "\n"
     print(text)
