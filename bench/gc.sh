@@ -42,7 +42,7 @@
 #      (blockreg.gc, grace 121 s, request timeout 60 s). Medians of the
 #      rounds; target: with / without <= 1.2.
 # Prints one markdown table and writes bench/results/gc-latest.md
-# (gc-quick.md with BENCH_QUICK=1).
+# (gc-quick.md with BENCH_QUICK=1; the committed full run: gc-full.md).
 set -uo pipefail
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 BENCH_CMD=""

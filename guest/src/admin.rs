@@ -77,6 +77,7 @@ impl Guest for crate::Component {
                     r.keep_last,
                     r.keep_within_secs,
                     &r.keep_tags,
+                    r.delete_untagged_after_secs,
                 )
             })
             .collect::<Result<Vec<_>, _>>()

@@ -218,7 +218,7 @@ pub fn collect(store: &Store, options: &Options, now: u64) -> io::Result<Collect
         resume_rewrite(store, now, &pace)?;
     }
     let tagged = apply_retention(store, options, now, &mut c)?;
-    let live = mark(store, options, cutoff, &tagged, &pace, &mut c)?;
+    let live = mark(store, options, now, &tagged, &pace, &mut c)?;
     let doomed = sweep_blobs(store, &live, cutoff, options.dry_run, &pace, &mut c)?;
     if !options.dry_run {
         c.cache_bytes_removed = drop_orphans(store)?;
@@ -424,16 +424,19 @@ fn apply_retention(
 
 // --- 3. mark ------------------------------------------------------------
 
-/// Reads every manifest, removes the untagged ones when asked to, and
-/// returns the blobs the kept ones name.
+/// Reads every manifest, removes the untagged ones when asked to (by
+/// `delete_untagged` past the grace period, or by the repository's
+/// retention rule past its `delete_untagged_after`), and returns the
+/// blobs the kept ones name.
 fn mark(
     store: &Store,
     options: &Options,
-    cutoff: u64,
+    now: u64,
     tagged: &HashMap<String, HashSet<Digest>>,
     pace: &Pacer,
     c: &mut Collection,
 ) -> io::Result<HashSet<Digest>> {
+    let grace_cutoff = now.saturating_sub(options.grace);
     let mut live = HashSet::new();
     for (repo, _) in store.repositories()? {
         let Ok(name) = repo.parse::<RepoName>() else {
@@ -441,7 +444,13 @@ fn mark(
         };
         let manifests = read_manifests(store, &name)?;
         let mut removed = HashSet::new();
-        if options.delete_untagged {
+        // Untagged manifests unused since this moment go, if any.
+        let untagged_cutoff =
+            match rule_for(&options.retention, &repo).and_then(Rule::delete_untagged_after) {
+                Some(after) => Some(grace_cutoff.min(now.saturating_sub(after))),
+                None => options.delete_untagged.then_some(grace_cutoff),
+            };
+        if let Some(cutoff) = untagged_cutoff {
             // Roots: what tags name, and every manifest written or used
             // within the grace period (a child pushed before its index,
             // an index pushed by digest), with all they reach.
@@ -1352,7 +1361,7 @@ mod tests {
         let options = Options {
             grace: 60,
             delete_untagged: true,
-            retention: vec![Rule::new(vec!["ci/*".into()], Some(2), None, &[]).unwrap()],
+            retention: vec![Rule::new(vec!["ci/*".into()], Some(2), None, &[], None).unwrap()],
             ..Options::default()
         };
         // A dry run names what would go, and removes none of it.
@@ -1395,6 +1404,46 @@ mod tests {
             assert_eq!(store.has_blob(config), i >= 3);
             assert_eq!(store.has_manifest(&repo, m), i >= 3);
         }
+    }
+
+    #[test]
+    fn a_rule_removes_untagged_manifests_of_its_repositories_past_its_age() {
+        let store = scratch_store("gc-untagged-after");
+        let now = now_secs();
+        let day = 86_400;
+        // (repository, age of its untagged manifest, removed?)
+        let cases = [
+            ("ci/app", 2 * day, true),
+            ("ci/app", 3600, false),
+            ("prod/app", 2 * day, false),
+        ];
+        let mut made = Vec::new();
+        for (i, (repo, age, _)) in cases.iter().enumerate() {
+            let config = commit_blob(&store, format!("{{\"u\":{i}}}").as_bytes());
+            let m = put_image(&store, repo, &config, &[]);
+            let name: RepoName = repo.parse().unwrap();
+            set_written(&store.layout().manifest(&name, &m), now - age);
+            made.push((name, m));
+        }
+        // Tagged, and old: stays (the rule keeps every tag).
+        let tagged_config = commit_blob(&store, b"{\"tagged\":1}");
+        let tagged = put_image(&store, "ci/app", &tagged_config, &[]);
+        let ci: RepoName = "ci/app".parse().unwrap();
+        store.put_tag(&ci, &"v1".parse().unwrap(), &tagged).unwrap();
+        set_written(&store.layout().manifest(&ci, &tagged), now - 9 * day);
+        let options = Options {
+            grace: 60,
+            retention: vec![Rule::new(vec!["ci/**".into()], None, None, &[], Some(day)).unwrap()],
+            ..Options::default()
+        };
+        let c = collect(&store, &options, now).unwrap();
+        assert_eq!((c.tags_removed, c.manifests_removed), (0, 1), "{c:?}");
+        assert_eq!(c.removed.manifests, [format!("ci/app@{}", made[0].1)]);
+        for ((name, m), (_, _, removed)) in made.iter().zip(cases) {
+            assert_eq!(store.has_manifest(name, m), !removed, "{name}@{m}");
+        }
+        assert!(store.has_manifest(&ci, &tagged));
+        assert_eq!(store.tags(&ci).unwrap().unwrap(), ["v1"]);
     }
 
     #[test]

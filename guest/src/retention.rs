@@ -8,9 +8,12 @@
 //! repository applies, and a repository no rule covers keeps every tag.
 //! A rule keeps the union of what its criteria keep: the `keep-last` most
 //! recently written tags, tags written within `keep-within`, and tags
-//! matching a `keep-tags` pattern. A rule with no criterion would remove
-//! every tag of what it covers, which is never what an operator meant: it
-//! is refused.
+//! matching a `keep-tags` pattern; a rule with none of them keeps every
+//! tag. With `delete-untagged-after`, it also removes the manifests of the
+//! repositories it covers that no tag reaches once unused for that long
+//! (`gc.rs`, marking). A rule that does nothing would be a mistake (and
+//! one with only an empty tag criterion would remove every tag, which is
+//! never what an operator meant): both are refused.
 
 use std::collections::HashSet;
 
@@ -23,19 +26,22 @@ pub struct Rule {
     keep_last: Option<u32>,
     keep_within: Option<u64>,
     keep_tags: Vec<Regex>,
+    delete_untagged_after: Option<u64>,
 }
 
 impl Rule {
-    /// Validates a rule as the operator wrote it.
+    /// Validates a rule as the operator wrote it (`delete_untagged_after`
+    /// in seconds).
     ///
     /// # Errors
     /// A text naming what is wrong: no repository pattern, an empty or
-    /// malformed one, a tag pattern that does not compile, no criterion.
+    /// malformed one, a tag pattern that does not compile, nothing to do.
     pub fn new(
         repositories: Vec<String>,
         keep_last: Option<u32>,
         keep_within: Option<u64>,
         keep_tags: &[String],
+        delete_untagged_after: Option<u64>,
     ) -> Result<Self, String> {
         if repositories.is_empty() {
             return Err("a retention rule names no repositories".into());
@@ -56,9 +62,10 @@ impl Rule {
                     .map_err(|e| format!("retention rule tag pattern {t:?}: {e}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if keep_last.is_none() && keep_within.is_none() && keep_tags.is_empty() {
+        let tag_criteria = keep_last.is_some() || keep_within.is_some() || !keep_tags.is_empty();
+        if !tag_criteria && delete_untagged_after.is_none() {
             return Err(format!(
-                "the retention rule for {repositories:?} keeps nothing (give keep-last, keep-within or keep-tags)"
+                "the retention rule for {repositories:?} does nothing (give keep-last, keep-within, keep-tags or delete-untagged-after)"
             ));
         }
         Ok(Self {
@@ -66,7 +73,14 @@ impl Rule {
             keep_last,
             keep_within,
             keep_tags,
+            delete_untagged_after,
         })
+    }
+
+    /// After how many seconds unused the manifests no tag reaches go, in
+    /// the repositories this rule covers.
+    pub fn delete_untagged_after(&self) -> Option<u64> {
+        self.delete_untagged_after
     }
 
     /// Whether the rule covers repository `name`.
@@ -79,6 +93,10 @@ impl Rule {
     /// The tags this rule keeps, of `tags` as `(tag, written at)` in Unix
     /// seconds, at time `now`.
     pub fn kept<'a>(&self, tags: &'a [(String, u64)], now: u64) -> HashSet<&'a str> {
+        if self.keep_last.is_none() && self.keep_within.is_none() && self.keep_tags.is_empty() {
+            // Only about untagged manifests.
+            return tags.iter().map(|(t, _)| t.as_str()).collect();
+        }
         let mut kept = HashSet::new();
         if let Some(n) = self.keep_last {
             let mut newest: Vec<&(String, u64)> = tags.iter().collect();
@@ -142,6 +160,7 @@ mod tests {
             last,
             within,
             &tags.iter().map(|s| (*s).to_string()).collect::<Vec<_>>(),
+            None,
         )
         .unwrap()
     }
@@ -191,10 +210,18 @@ mod tests {
 
     #[test]
     fn rules_that_keep_nothing_or_do_not_parse_are_refused() {
-        assert!(Rule::new(vec!["ci/*".into()], None, None, &[]).is_err());
-        assert!(Rule::new(vec![], Some(1), None, &[]).is_err());
-        assert!(Rule::new(vec!["ci/*".into()], None, None, &["(".into()]).is_err());
-        assert!(Rule::new(vec!["/abs".into()], Some(1), None, &[]).is_err());
+        assert!(Rule::new(vec!["ci/*".into()], None, None, &[], None).is_err());
+        assert!(Rule::new(vec![], Some(1), None, &[], None).is_err());
+        assert!(Rule::new(vec!["ci/*".into()], None, None, &["(".into()], None).is_err());
+        assert!(Rule::new(vec!["/abs".into()], Some(1), None, &[], None).is_err());
+    }
+
+    #[test]
+    fn a_rule_only_about_untagged_manifests_keeps_every_tag() {
+        let r = Rule::new(vec!["ci/*".into()], None, None, &[], Some(3600)).unwrap();
+        let tags = vec![("a".to_string(), 0), ("b".to_string(), 5)];
+        assert_eq!(r.kept(&tags, 1_000_000).len(), 2);
+        assert_eq!(r.delete_untagged_after(), Some(3600));
     }
 
     #[test]

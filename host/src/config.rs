@@ -313,7 +313,9 @@ impl Default for GarbageCollection {
 
 /// One tag retention rule (`blockreg.gc.retention`; the WIT's
 /// `retention-rule`): the tags it keeps in the repositories it covers; the
-/// others are removed. A tag is kept when any criterion keeps it.
+/// others are removed. A tag is kept when any criterion keeps it; a rule
+/// with no tag criterion keeps every tag (it is then only about untagged
+/// manifests).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RetentionRule {
     /// Glob patterns over repository names (`*` within a path component,
@@ -326,12 +328,20 @@ pub struct RetentionRule {
     /// Keep tags matching any of these regular expressions (whole tag);
     /// checked by the guest.
     pub keep_tags: Vec<String>,
+    /// Remove manifests no tag reaches once unused for this long (never
+    /// sooner than the grace period), `delete_untagged` or not.
+    pub delete_untagged_after: Option<Duration>,
 }
 
 impl RetentionRule {
     /// Whether the rule keeps no tag at all (it would empty the
     /// repositories it covers): refused when read.
     pub fn keeps_nothing(&self) -> bool {
+        let tag_criteria =
+            self.keep_last.is_some() || self.keep_within.is_some() || !self.keep_tags.is_empty();
+        if !tag_criteria {
+            return self.delete_untagged_after.is_none();
+        }
         self.keep_last.unwrap_or(0) == 0
             && self.keep_within.is_none_or(|d| d.is_zero())
             && self.keep_tags.is_empty()

@@ -1192,8 +1192,8 @@ impl Doc {
             return Err(self.wrong(
                 path,
                 format!(
-                    "expected a mapping of repositories, keep_last, keep_within and keep_tags, \
-                     found {}",
+                    "expected a mapping of repositories, keep_last, keep_within, keep_tags and \
+                     delete_untagged_after, found {}",
                     describe(value)
                 ),
             ));
@@ -1218,13 +1218,13 @@ impl Doc {
                         )
                     })?);
                 }
-                "keep_within" => {
+                "keep_within" | "delete_untagged_after" => {
                     let d = match v {
                         Yaml::Integer(0) => Some(Duration::ZERO),
                         Yaml::String(s) => parse_go_duration(s),
                         _ => None,
                     };
-                    rule.keep_within = Some(d.ok_or_else(|| {
+                    let d = Some(d.ok_or_else(|| {
                         self.wrong(
                             &here,
                             format!(
@@ -1233,11 +1233,17 @@ impl Doc {
                             ),
                         )
                     })?);
+                    if name == "keep_within" {
+                        rule.keep_within = d;
+                    } else {
+                        rule.delete_untagged_after = d;
+                    }
                 }
                 _ => {
                     return Err(self.wrong(
                         &here,
-                        "unknown key; expected repositories, keep_last, keep_within or keep_tags",
+                        "unknown key; expected repositories, keep_last, keep_within, keep_tags \
+                         or delete_untagged_after",
                     ))
                 }
             }
@@ -1252,8 +1258,9 @@ impl Doc {
         if rule.keeps_nothing() {
             return Err(self.wrong(
                 path,
-                "the rule keeps no tag and would empty every repository it covers: set \
-                 keep_last, keep_within or keep_tags",
+                "the rule keeps no tag and would empty every repository it covers (or does \
+                 nothing): set keep_last, keep_within or keep_tags, or delete_untagged_after \
+                 alone",
             ));
         }
         Ok(rule)
@@ -1806,8 +1813,11 @@ blockreg:
         keep_last: 5
         keep_within: 168h
         keep_tags: [\"v[0-9]+\\\\.[0-9]+\", latest]
+        delete_untagged_after: 720h
       - repositories: \"**\"
         keep_tags: [\".*\"]
+      - repositories: [scratch/*]
+        delete_untagged_after: 24h
 ",
             &[],
         )
@@ -1826,10 +1836,16 @@ blockreg:
                     keep_last: Some(5),
                     keep_within: Some(Duration::from_secs(168 * 3600)),
                     keep_tags: vec!["v[0-9]+\\.[0-9]+".into(), "latest".into()],
+                    delete_untagged_after: Some(Duration::from_secs(720 * 3600)),
                 },
                 RetentionRule {
                     repositories: vec!["**".into()],
                     keep_tags: vec![".*".into()],
+                    ..RetentionRule::default()
+                },
+                RetentionRule {
+                    repositories: vec!["scratch/*".into()],
+                    delete_untagged_after: Some(Duration::from_secs(24 * 3600)),
                     ..RetentionRule::default()
                 },
             ]
@@ -1892,6 +1908,16 @@ blockreg:
                 "    retention:\n      - repositories: [a]\n        keep_last: -1\n",
                 "blockreg.gc.retention[0].keep_last:",
                 "whole number",
+            ),
+            (
+                "    retention:\n      - repositories: [a]\n        delete_untagged_after: soon\n",
+                "blockreg.gc.retention[0].delete_untagged_after:",
+                "duration",
+            ),
+            (
+                "    retention:\n      - repositories: [a]\n",
+                "blockreg.gc.retention[0]:",
+                "does nothing",
             ),
             (
                 "    retention:\n      - repositories: [a]\n        keep_within: 3 days\n",

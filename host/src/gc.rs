@@ -66,6 +66,7 @@ fn options(gc: &GarbageCollection) -> CollectOptions {
                 keep_last: rule.keep_last,
                 keep_within_secs: rule.keep_within.map(|d| d.as_secs()),
                 keep_tags: rule.keep_tags.clone(),
+                delete_untagged_after_secs: rule.delete_untagged_after.map(|d| d.as_secs()),
             })
             .collect(),
         dry_run: gc.dry_run,
@@ -534,7 +535,9 @@ pub(crate) mod tests {
                 keep_last: Some(2),
                 keep_within: Some(Duration::from_secs(86_400)),
                 keep_tags: vec!["v.*".into()],
+                delete_untagged_after: Some(Duration::from_secs(7 * 86_400)),
             }],
+            io_percent: 30,
             ..GarbageCollection::default()
         };
         let o = options(&gc);
@@ -545,6 +548,8 @@ pub(crate) mod tests {
         assert_eq!(o.retention[0].keep_last, Some(2));
         assert_eq!(o.retention[0].keep_within_secs, Some(86_400));
         assert_eq!(o.retention[0].keep_tags, ["v.*"]);
+        assert_eq!(o.retention[0].delete_untagged_after_secs, Some(7 * 86_400));
+        assert_eq!(o.io_percent, 30);
     }
 
     #[test]
