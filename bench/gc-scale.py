@@ -256,13 +256,14 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(len(xs) * p))] if xs else float("nan")
 
 
-def measure_online(blockreg, data, work, latency_secs, io_percent):
+def measure_online(blockreg, data, work, latency_secs, io_percent, no_conversion=False):
     """Serves `data` (no background collection), measures latencies for
     `latency_secs` alone, then while `blockreg gc --io-percent` runs:
     ((push, pull) alone, (push, pull) during, the collection's run_gc)."""
     port = free_port()
     log = open(os.path.join(work, f"serve-{io_percent}.log"), "w")
-    server = subprocess.Popen([blockreg, "serve", "--no-gc", "--data", data, "--addr", f"127.0.0.1:{port}"],
+    extra = ["--no-conversion"] if no_conversion else []
+    server = subprocess.Popen([blockreg, "serve", "--no-gc", *extra, "--data", data, "--addr", f"127.0.0.1:{port}"],
                               stdout=log, stderr=subprocess.STDOUT)
     try:
         for _ in range(200):
@@ -297,6 +298,9 @@ def main():
     ap.add_argument("--blobs-per-pack", type=int, default=1000)
     ap.add_argument("--layers-per-image", type=int, default=5)
     ap.add_argument("--latency-secs", type=float, default=60)
+    ap.add_argument("--no-conversion", action="store_true",
+                    help="serve with --no-conversion in both phases (the collection's own effect alone: "
+                         "otherwise conversion runs without a collection and waits during one)")
     ap.add_argument("--io-percent", default="100,50",
                     help="comma-separated io_percent values to measure latency during a collection with")
     ap.add_argument("--blockreg", default=os.path.join(ROOT, "target/release/blockreg"))
@@ -324,7 +328,8 @@ def main():
     # 1. The collection alone.
     report, gc_secs, gc_rss = run_gc(blockreg, data)
     after = du(data)
-    print(f"collection: {gc_secs:.1f} s, peak RSS {gc_rss / 1024:.0f} MiB: {report}", flush=True)
+    figures = {k: v for k, v in report.items() if k != "removed"}
+    print(f"collection: {gc_secs:.1f} s, peak RSS {gc_rss / 1024:.0f} MiB: {figures}", flush=True)
     again, again_secs, again_rss = run_gc(blockreg, data)
 
     # 2. Latency without and with a collection running, on a fresh copy
@@ -333,7 +338,7 @@ def main():
     for p in [int(x) for x in args.io_percent.split(",")]:
         shutil.rmtree(data, ignore_errors=True)
         subprocess.run(["cp", "-a", pristine, data], check=True)
-        online[p] = measure_online(blockreg, data, work, args.latency_secs, p)
+        online[p] = measure_online(blockreg, data, work, args.latency_secs, p, args.no_conversion)
         print(f"io_percent {p}: {online[p][2][1]:.1f} s", flush=True)
     shutil.rmtree(pristine, ignore_errors=True)
 
@@ -367,7 +372,8 @@ def main():
         ]
     lines = [f"# Garbage collection at scale ({time.strftime('%Y-%m-%d')})", "",
              f"`python3 bench/gc-scale.py --blobs {args.blobs} --blocks-per-blob {args.blocks_per_blob} "
-             f"--latency-secs {args.latency_secs:g} --io-percent {args.io_percent}` "
+             f"--latency-secs {args.latency_secs:g} --io-percent {args.io_percent}"
+             f"{' --no-conversion' if args.no_conversion else ''}` "
              f"(store built in {build_secs:.0f} s; {os.cpu_count()} cores; load average "
              f"{load_start} at the start, {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end)", "",
              "| | |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in rows]
