@@ -71,7 +71,18 @@ fn build_guest() -> Result<(), String> {
         .to_path_buf();
     let out_dir = PathBuf::from(env_var("OUT_DIR")?);
 
-    for watched in ["guest/src", "guest/Cargo.toml", "wit", "Cargo.lock"] {
+    // Everything the guest is built from: its crate, the pure core crate,
+    // the vendored preflate-rs, the contract and the workspace manifest.
+    for watched in [
+        "guest/src",
+        "guest/Cargo.toml",
+        "core/src",
+        "core/Cargo.toml",
+        "third_party",
+        "wit",
+        "Cargo.toml",
+        "Cargo.lock",
+    ] {
         println!(
             "cargo:rerun-if-changed={}",
             workspace.join(watched).display()

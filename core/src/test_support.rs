@@ -141,3 +141,186 @@ pub mod prop {
         ]
     }
 }
+
+/// A gzip member whose DEFLATE stream no real compressor would write, so no
+/// encoder model explains it: an LZ77 parse that takes, at each position,
+/// the farthest earlier occurrence of the next 4 bytes in the window or a
+/// seeded-random one of the 16 nearest (not the longest), extended as far as
+/// it goes, or a literal; on data with long repeats (runs of zeros) the
+/// farthest one lies deeper down a hash chain than preflate estimates;
+/// fixed-Huffman blocks of seeded-random token counts, with a stored block
+/// now and then. Valid (any inflater reads it back to `data`).
+///
+/// `wild`: most matches are random picks (a worst case: about a quarter of
+/// the compressed size in corrections); otherwise most are the nearest
+/// occurrence, as a fast real compressor's would be, and one in eight the
+/// farthest.
+pub fn odd_gzip(data: &[u8], seed: u64, wild: bool) -> Vec<u8> {
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    out.extend(odd_deflate(data, seed, wild));
+    let mut crc = flate2::Crc::new();
+    crc.update(data);
+    out.extend(crc.sum().to_le_bytes());
+    out.extend((data.len() as u32).to_le_bytes());
+    out
+}
+
+/// The raw DEFLATE stream of [`odd_gzip`].
+pub fn odd_deflate(data: &[u8], seed: u64, wild: bool) -> Vec<u8> {
+    use std::collections::HashMap;
+    let mut rng = seed.max(1);
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    // Tokens: (length, distance), length 0 = the literal `distance as u8`.
+    let mut tokens: Vec<(u32, u32)> = Vec::new();
+    let mut seen: HashMap<[u8; 4], Vec<usize>> = HashMap::new();
+    let mut i = 0;
+    while i < data.len() {
+        let mut token = (0, u32::from(data[i]));
+        if let Some(key) = data.get(i..i + 4) {
+            let key: [u8; 4] = key.try_into().unwrap();
+            if let Some(list) = seen.get(&key) {
+                let first = list.partition_point(|&p| i - p > 32_768);
+                let window = &list[first..];
+                let pick = next() % 8;
+                if !window.is_empty() && pick != 0 {
+                    // The farthest occurrence in the window (deeper down
+                    // any hash chain than a real compressor searches), or
+                    // a random one of the 16 nearest.
+                    let p = if pick == 1 {
+                        window[0]
+                    } else if !wild {
+                        window[window.len() - 1]
+                    } else {
+                        let near = &window[window.len().saturating_sub(16)..];
+                        near[(next() % near.len() as u64) as usize]
+                    };
+                    let len = (0..258.min(data.len() - i))
+                        .take_while(|&k| data[p + k] == data[i + k])
+                        .count();
+                    token = (len as u32, (i - p) as u32);
+                }
+            }
+        }
+        let step = if token.0 == 0 { 1 } else { token.0 as usize };
+        for k in i..(i + step).min(data.len().saturating_sub(3)) {
+            let key: [u8; 4] = data[k..k + 4].try_into().unwrap();
+            seen.entry(key).or_default().push(k);
+        }
+        tokens.push(token);
+        i += step;
+    }
+
+    let mut w = BitWriter::default();
+    let mut at = 0; // tokens written
+    let mut pos = 0; // plain bytes written
+    loop {
+        let left = tokens.len() - at;
+        let stored = next() % 5 == 0;
+        let count = if stored {
+            (1 + next() % 2000) as usize
+        } else {
+            (1 + next() % 20_000) as usize
+        }
+        .min(left);
+        let last = count == left;
+        w.bits(u32::from(last), 1);
+        let chunk = &tokens[at..at + count];
+        let plain: usize = chunk.iter().map(|t| t.0.max(1) as usize).sum();
+        if stored && plain <= 65_535 {
+            w.bits(0, 2);
+            w.align();
+            w.bytes(&(plain as u16).to_le_bytes());
+            w.bytes(&(!(plain as u16)).to_le_bytes());
+            w.bytes(&data[pos..pos + plain]);
+        } else {
+            w.bits(1, 2);
+            for &(len, dist) in chunk {
+                if len == 0 {
+                    fixed_literal(&mut w, dist);
+                } else {
+                    fixed_match(&mut w, len, dist);
+                }
+            }
+            fixed_literal(&mut w, 256);
+        }
+        at += count;
+        pos += plain;
+        if last {
+            break;
+        }
+    }
+    w.align();
+    w.out
+}
+
+/// Least-significant-bit-first bit packing, as DEFLATE stores its fields.
+#[derive(Default)]
+struct BitWriter {
+    out: Vec<u8>,
+    acc: u64,
+    n: u32,
+}
+
+impl BitWriter {
+    fn bits(&mut self, value: u32, count: u32) {
+        self.acc |= u64::from(value) << self.n;
+        self.n += count;
+        while self.n >= 8 {
+            self.out.push(self.acc as u8);
+            self.acc >>= 8;
+            self.n -= 8;
+        }
+    }
+
+    /// A Huffman code, which DEFLATE packs most significant bit first.
+    fn code(&mut self, code: u32, len: u32) {
+        let reversed = code.reverse_bits() >> (32 - len);
+        self.bits(reversed, len);
+    }
+
+    fn align(&mut self) {
+        if self.n > 0 {
+            self.bits(0, 8 - self.n);
+        }
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        debug_assert_eq!(self.n, 0);
+        self.out.extend_from_slice(b);
+    }
+}
+
+/// RFC 1951 §3.2.6's fixed code of a literal/length symbol.
+fn fixed_literal(w: &mut BitWriter, symbol: u32) {
+    match symbol {
+        0..=143 => w.code(0x30 + symbol, 8),
+        144..=255 => w.code(0x190 + symbol - 144, 9),
+        256..=279 => w.code(symbol - 256, 7),
+        _ => w.code(0xc0 + symbol - 280, 8),
+    }
+}
+
+fn fixed_match(w: &mut BitWriter, len: u32, dist: u32) {
+    const LEN_BASE: [u32; 29] = [
+        3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115,
+        131, 163, 195, 227, 258,
+    ];
+    const LEN_EXTRA: [u32; 29] = [
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0,
+    ];
+    const DIST_BASE: [u32; 30] = [
+        1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537,
+        2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577,
+    ];
+    let l = LEN_BASE.iter().rposition(|&b| b <= len).unwrap();
+    fixed_literal(w, 257 + l as u32);
+    w.bits(len - LEN_BASE[l], LEN_EXTRA[l]);
+    let d = DIST_BASE.iter().rposition(|&b| b <= dist).unwrap();
+    w.code(d as u32, 5);
+    w.bits(dist - DIST_BASE[d], (d as u32 / 2).saturating_sub(1));
+}

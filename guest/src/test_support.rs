@@ -1,7 +1,7 @@
 //! Fixtures for the guest's unit tests, which run under wasmtime through
 //! `blockreg run` with a scratch directory preopened at `/scratch`.
 
-pub use blockreg_core::test_support::{gzip, seeded_bytes, tar_of, texty_bytes};
+pub use blockreg_core::test_support::{gzip, odd_gzip, seeded_bytes, tar_of, texty_bytes};
 
 use crate::oci::Digest;
 use crate::settings::Settings;
@@ -13,7 +13,7 @@ pub fn settings() -> Settings {
     Settings {
         delete_enabled: true,
         cache_bytes: 2 << 30,
-        max_correction_ratio: 0.05,
+        max_correction_ratio: 0.15,
         max_decoded_bytes: 4 << 30,
         max_decoded_ratio: 100.0,
         request_timeout_secs: 1800,

@@ -7,7 +7,9 @@
 use crate::bit_helper::DebugHash;
 use crate::deflate::deflate_constants::{MAX_MATCH, MIN_LOOKAHEAD, MIN_MATCH};
 use crate::deflate::deflate_token::DeflateTokenReference;
-use crate::estimator::preflate_parameter_estimator::{PreflateStrategy, TokenPredictorParameters};
+use crate::estimator::preflate_parameter_estimator::{
+    GENERIC_MAX_WALK, PreflateStrategy, TokenPredictorParameters,
+};
 use crate::hash_algorithm::{
     Crc32cHash, HashAlgorithm, LibdeflateHash4Fast, MiniZHash, RandomVectorHash, ZlibNGHash,
     ZlibRotatingHash, ZlibRotatingHashFixed,
@@ -213,7 +215,14 @@ impl<H: HashChain + 'static> HashChainHolder for HashChainHolderImpl<H> {
             return err_exit_code(ExitCode::InvalidDeflate, "max_len < target_reference.len()");
         }
 
-        let max_chain_org = 0xffff; // max hash chain length
+        // blockreg patch: the generic prediction's chains hold every
+        // position, and its encoder escapes a distance found deep down a
+        // chain (a cheaper correction, and a bounded walk).
+        let max_chain_org = if self.params.is_generic() {
+            GENERIC_MAX_WALK
+        } else {
+            0xffff
+        }; // max hash chain length
         let mut max_chain = max_chain_org; // max hash chain length
         let best_len = target_reference.len();
         let mut hops = 0;

@@ -7,7 +7,7 @@
 use crate::{
     bit_helper::DebugHash,
     deflate::{
-        deflate_constants::MIN_MATCH,
+        deflate_constants::{MAX_MATCH, MIN_MATCH},
         deflate_token::{
             BT_DYNAMICHUFF, BT_STATICHUFF, BT_STORED, DeflateHuffmanType, DeflateToken,
             DeflateTokenBlock, DeflateTokenBlockType, DeflateTokenReference, TokenFrequency,
@@ -27,6 +27,22 @@ use crate::{
 };
 
 const VERIFY: bool = false;
+
+/// blockreg patch: distance corrections at or above this value are not hop
+/// counts along the hash chain but `DIST_ESCAPE + distance`, written when the
+/// chain does not reach the stream's match (compressors preflate does not
+/// model). Hop counts stay below it: `calculate_hops` walks at most 0xffff
+/// entries, so streams written before the patch decode as they did.
+const DIST_ESCAPE: u32 = 0x1_0000;
+
+/// The distance an escaped correction names, checked against the window.
+fn escaped_distance(value: u32, input: &PreflateInput) -> Result<u32> {
+    let dist = value - DIST_ESCAPE;
+    if dist == 0 || dist > input.pos() || dist > 1 << 15 {
+        return err_exit_code(ExitCode::InvalidDeflate, "escaped distance outside the window");
+    }
+    Ok(dist)
+}
 
 pub struct TokenPredictor {
     state: Box<dyn HashChainHolder>,
@@ -238,13 +254,7 @@ impl TokenPredictor {
                                 CodecCorrection::LiteralPredictionWrong,
                                 true,
                             );
-                            self.repredict_reference(Some(*target_ref), input)
-                                .with_context(|| {
-                                    format!(
-                                        "repredict_reference target={:?} index={}",
-                                        target_ref, i
-                                    )
-                                })?
+                            self.repredict_reference_or_placeholder(input)
                         }
                         DeflateToken::Reference(r) => {
                             // we predicted a reference correctly, so verify that the length/dist was correct
@@ -262,31 +272,20 @@ impl TokenPredictor {
                         predicted_ref.len(),
                     );
 
+                    // blockreg patch: a distance the hash chain does not
+                    // reach is written out as an escape (see DIST_ESCAPE).
                     if predicted_ref.len() != target_ref.len() {
-                        let rematch =
-                            self.state
-                                .calculate_hops(target_ref, input)
-                                .with_context(|| {
-                                    format!(
-                                        "calculate_hops p={:?}, t={:?}",
-                                        predicted_ref, target_ref
-                                    )
-                                })?;
-                        codec.encode_correction(
-                            CodecCorrection::DistAfterLenCorrection,
-                            rematch - 1,
-                        );
+                        let value = match self.state.calculate_hops(target_ref, input) {
+                            Ok(rematch) => rematch - 1,
+                            Err(_) => DIST_ESCAPE + target_ref.dist(),
+                        };
+                        codec.encode_correction(CodecCorrection::DistAfterLenCorrection, value);
                     } else if target_ref.dist() != predicted_ref.dist() {
-                        let rematch =
-                            self.state
-                                .calculate_hops(target_ref, input)
-                                .with_context(|| {
-                                    format!(
-                                        "calculate_hops p={:?}, t={:?}",
-                                        predicted_ref, target_ref
-                                    )
-                                })?;
-                        codec.encode_correction(CodecCorrection::DistOnlyCorrection, rematch);
+                        let value = match self.state.calculate_hops(target_ref, input) {
+                            Ok(rematch) => rematch,
+                            Err(_) => DIST_ESCAPE + target_ref.dist(),
+                        };
+                        codec.encode_correction(CodecCorrection::DistOnlyCorrection, value);
                     } else {
                         codec.encode_correction(CodecCorrection::DistOnlyCorrection, 0);
                     }
@@ -398,9 +397,7 @@ impl TokenPredictor {
                         continue;
                     }
 
-                    predicted_ref = self.repredict_reference(None, input).with_context(|| {
-                        format!("repredict_reference token_count={:?}", tokens.len())
-                    })?;
+                    predicted_ref = self.repredict_reference_or_placeholder(input);
                 }
                 DeflateToken::Reference(r) => {
                     let not_ok =
@@ -421,18 +418,25 @@ impl TokenPredictor {
             let new_len =
                 codec.decode_correction_diff(CodecCorrection::LenCorrection, predicted_ref.len());
 
-            if new_len != predicted_ref.len() {
-                let hops = codec.decode_correction(CodecCorrection::DistAfterLenCorrection) + 1;
+            if new_len < MIN_MATCH || new_len > MAX_MATCH || new_len > input.remaining() {
+                return err_exit_code(ExitCode::InvalidDeflate, "invalid match length");
+            }
 
-                predicted_ref = DeflateTokenReference::new(
-                    new_len,
+            if new_len != predicted_ref.len() {
+                let value = codec.decode_correction(CodecCorrection::DistAfterLenCorrection);
+                let dist = if value >= DIST_ESCAPE {
+                    escaped_distance(value, input)?
+                } else {
                     self.state
-                        .hop_match(new_len, hops, input)
-                        .with_context(|| format!("hop_match l={} {:?}", new_len, predicted_ref))?,
-                );
+                        .hop_match(new_len, value + 1, input)
+                        .with_context(|| format!("hop_match l={} {:?}", new_len, predicted_ref))?
+                };
+                predicted_ref = DeflateTokenReference::new(new_len, dist);
             } else {
                 let hops = codec.decode_correction(CodecCorrection::DistOnlyCorrection);
-                if hops != 0 {
+                if hops >= DIST_ESCAPE {
+                    predicted_ref = DeflateTokenReference::new(new_len, escaped_distance(hops, input)?);
+                } else if hops != 0 {
                     let new_dist = self
                         .state
                         .hop_match(predicted_ref.len(), hops, input)
@@ -537,6 +541,18 @@ impl TokenPredictor {
         } else {
             DeflateToken::Literal(input.cur_char(0))
         }
+    }
+
+    /// blockreg patch: [`Self::repredict_reference`], or when the chain offers
+    /// no match, a placeholder reference (length 3, distance 1) that the
+    /// length and distance corrections then turn into the stream's one.
+    /// Encoder and decoder reach the same answer from the same state.
+    fn repredict_reference_or_placeholder(
+        &mut self,
+        input: &mut PreflateInput,
+    ) -> DeflateTokenReference {
+        self.repredict_reference(None, input)
+            .unwrap_or_else(|_| DeflateTokenReference::new(MIN_MATCH, 1))
     }
 
     /// When the predicted token was a literal, but the actual token was a reference, try again

@@ -11,7 +11,7 @@ use crate::{
     deflate::{deflate_constants, deflate_reader::DeflateContents},
     estimator::{add_policy_estimator::DictionaryAddPolicy, preflate_parse_config::MatchingType},
     hash_algorithm::HashAlgorithm,
-    preflate_error::Result,
+    preflate_error::{ExitCode, Result},
     preflate_input::PlainText,
 };
 
@@ -101,14 +101,27 @@ pub fn estimate_preflate_parameters(
 
     let max_token_count = (1 << (6 + mem_level)) - 1;
 
-    let cl = estimate_preflate_comp_level(
+    let cl = match estimate_preflate_comp_level(
         window_bits,
         mem_level,
         info.min_len,
         deflate_contents,
         plain_text,
         add_policy,
-    )?;
+    ) {
+        Ok(cl) => cl,
+        // blockreg patch: no modelled compressor reaches every match of this
+        // stream (Go >= 1.27's compress/flate, klauspost's pgzip, ...).
+        // Instead of giving up, predict with a generic matcher whose chain
+        // holds every position of the window, so that every match is
+        // reachable and the stream is still recorded as its plain text plus
+        // corrections (larger ones: each mispredicted token costs a few
+        // bits). See PATCHED.md.
+        Err(e) if e.exit_code() == ExitCode::NoCompressionCandidates => {
+            return Ok(generic_parameters(&info, window_bits, max_token_count));
+        }
+        Err(e) => return Err(e),
+    };
 
     let zlib_compatible = !info.matches_to_start_detected
         && !cl.very_far_matches_detected
@@ -130,6 +143,71 @@ pub fn estimate_preflate_parameters(
         hash_algorithm: cl.hash_algorithm,
         block_type_strategy: estimate_preflate_huff_strategy(&info),
     })
+}
+
+/// blockreg patch: the parameters of the generic prediction, used when no
+/// modelled compressor explains the stream. Every position goes into one
+/// zlib-style chain of 3-byte hashes (so `calculate_hops` always finds the
+/// stream's match), distances reach the whole window, and the search
+/// settings balance correction size against speed on Go 1.27 and pgzip
+/// streams (blockreg's `core/examples/gzip_analysis.rs`: chain 8/32/128 and
+/// walk 64/1024 tried; 32/64 within 0.2 points of the best, 1.5x faster).
+pub fn generic_parameters(
+    info: &PreflateStreamInfo,
+    window_bits: u32,
+    max_token_count: u16,
+) -> TokenPredictorParameters {
+    TokenPredictorParameters {
+        window_bits,
+        very_far_matches_detected: true,
+        matches_to_start_detected: true,
+        strategy: PreflateStrategy::Default,
+        nice_length: GENERIC_NICE_LENGTH,
+        add_policy: DictionaryAddPolicy::AddAll,
+        max_token_count,
+        zlib_compatible: false,
+        max_dist_3_matches: info.max_dist_3_matches,
+        matching_type: MatchingType::Greedy,
+        max_chain: GENERIC_MAX_CHAIN,
+        min_len: info.min_len,
+        // A 4-byte hash when the stream has no 3-byte match: shorter
+        // chains, so fewer hops to encode and to walk.
+        hash_algorithm: if info.min_len >= 4 {
+            HashAlgorithm::ZlibNG
+        } else {
+            HashAlgorithm::Zlib {
+                hash_mask: 0x7fff,
+                hash_shift: 5,
+            }
+        },
+        block_type_strategy: estimate_preflate_huff_strategy(info),
+    }
+}
+
+const GENERIC_NICE_LENGTH: u32 = 258;
+const GENERIC_MAX_CHAIN: u32 = 32;
+
+/// blockreg patch: how far down a chain the generic prediction's encoder
+/// looks for the stream's match before it writes the distance as an escape
+/// (`token_predictor::DIST_ESCAPE`). Only the encoder walks this far; the
+/// decoder follows whatever the corrections say.
+pub const GENERIC_MAX_WALK: u32 = 64;
+
+impl TokenPredictorParameters {
+    /// Whether these are the parameters of [`generic_parameters`] (the
+    /// fields it fixes; a modelled stream never has this combination of
+    /// far matches, matches to the start, no zlib compatibility and the
+    /// generic chain depth).
+    pub fn is_generic(&self) -> bool {
+        self.very_far_matches_detected
+            && self.matches_to_start_detected
+            && !self.zlib_compatible
+            && self.add_policy == DictionaryAddPolicy::AddAll
+            && self.matching_type == MatchingType::Greedy
+            && self.nice_length == GENERIC_NICE_LENGTH
+            && self.max_chain == GENERIC_MAX_CHAIN
+            && self.strategy == PreflateStrategy::Default
+    }
 }
 
 #[derive(Encode, Decode, Debug, Copy, Clone, Eq, PartialEq)]
