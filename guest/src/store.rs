@@ -408,13 +408,17 @@ fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
 
 /// The `size` of a recipe without building its block list: HEAD and stats
 /// need only that, and a large layer's recipe lists thousands of blocks.
-fn recipe_size(bytes: &[u8], what: &str) -> io::Result<u64> {
+/// A recipe's blob size, and whether it is stored decoded (`"encoding":
+/// "gzip"`; format 1 recipes have no encoding and are verbatim).
+fn recipe_size(bytes: &[u8], what: &str) -> io::Result<(u64, bool)> {
     #[derive(serde::Deserialize)]
     struct SizeOnly {
         size: u64,
+        #[serde(default)]
+        encoding: Option<String>,
     }
     serde_json::from_slice::<SizeOnly>(bytes)
-        .map(|s| s.size)
+        .map(|s| (s.size, s.encoding.as_deref() == Some("gzip")))
         .map_err(|e| io::Error::new(ErrorKind::InvalidData, format!("{what}: {e}")))
 }
 
@@ -677,7 +681,7 @@ impl Store {
     /// I/O errors, or `InvalidData` for a recipe that does not parse.
     pub fn blob_size(&self, digest: &Digest) -> io::Result<Option<u64>> {
         if let Some(bytes) = read_optional(&self.layout.recipe(digest))? {
-            return recipe_size(&bytes, &digest.to_string()).map(Some);
+            return recipe_size(&bytes, &digest.to_string()).map(|(size, _)| Some(size));
         }
         match fs::metadata(self.original_path(digest)) {
             Ok(m) => Ok(Some(m.len())),
@@ -1420,8 +1424,15 @@ impl Store {
         for (name, _) in list_dir(&self.layout.layers())? {
             let dir = self.layout.layers().join(&name);
             if let Some(bytes) = read_optional(&Layout::recipe_in(&dir))? {
+                let (size, gzip) = recipe_size(&bytes, &name)?;
                 u.blobs += 1;
-                u.logical_bytes += recipe_size(&bytes, &name)?;
+                u.logical_bytes += size;
+                if gzip {
+                    u.gzip_blobs += 1;
+                } else {
+                    u.raw_blobs += 1;
+                    u.raw_bytes += size;
+                }
                 u.recipe_bytes += bytes.len() as u64;
                 if let Ok(m) = fs::metadata(Layout::original_in(&dir)) {
                     u.pending += 1;
@@ -1476,6 +1487,11 @@ pub struct Usage {
     pub pending: u64,
     /// Blobs whose conversion failed for good (served from their original).
     pub failed: u64,
+    /// Converted blobs stored decoded (gzip), and stored as their own
+    /// bytes, with the sizes of the latter.
+    pub gzip_blobs: u64,
+    pub raw_blobs: u64,
+    pub raw_bytes: u64,
     /// Bytes of originals still on disk.
     pub original_bytes: u64,
     /// Bytes of recipe files.

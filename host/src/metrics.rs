@@ -76,6 +76,8 @@ struct StoreGauges {
     block_bytes: IntGauge,
     packs: IntGauge,
     pending: IntGauge,
+    gzip_blobs: IntGauge,
+    raw_blobs: IntGauge,
     failed: IntGauge,
     cache_bytes: IntGauge,
     repositories: IntGauge,
@@ -227,6 +229,14 @@ impl Metrics {
             pending: gauge(
                 "blockreg_store_pending_blobs",
                 "Blobs awaiting background conversion.",
+            ),
+            gzip_blobs: gauge(
+                "blockreg_store_decoded_blobs",
+                "Blobs stored as their decoded content plus corrections (gzip layers).",
+            ),
+            raw_blobs: gauge(
+                "blockreg_store_verbatim_blobs",
+                "Blobs stored as their own bytes (configs, uncompressed layers, compressed blobs that could not be decoded).",
             ),
             failed: gauge(
                 "blockreg_store_failed_blobs",
@@ -391,6 +401,8 @@ impl Metrics {
         set(&g.block_bytes, stats.block_bytes);
         set(&g.packs, stats.packs);
         set(&g.pending, stats.pending);
+        set(&g.gzip_blobs, stats.gzip_blobs);
+        set(&g.raw_blobs, stats.raw_blobs);
         set(&g.failed, stats.failed);
         set(&g.cache_bytes, stats.cache_bytes);
         set(&g.repositories, stats.repositories);

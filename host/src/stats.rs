@@ -63,6 +63,13 @@ impl fmt::Display for StoreStats {
         writeln!(f, "cache bytes    {}", bytes(self.cache_bytes))?;
         writeln!(f, "blobs          {}", self.blobs)?;
         writeln!(f, "pending        {}", self.pending)?;
+        writeln!(f, "decoded        {} blobs (content + corrections)", self.gzip_blobs)?;
+        writeln!(
+            f,
+            "as they came   {} blobs, {}",
+            self.raw_blobs,
+            bytes(self.raw_bytes)
+        )?;
         writeln!(f, "failed         {}", self.failed)?;
         writeln!(f, "repositories   {}", self.repositories)?;
         writeln!(f, "manifests      {}", self.manifests)?;
@@ -191,6 +198,9 @@ mod tests {
             stored_bytes: 4_000,
             cache_bytes: 100,
             pending: 1,
+            gzip_blobs: 2,
+            raw_blobs: 1,
+            raw_bytes: 500,
             failed: 0,
             repositories: 1,
             manifests: 2,
@@ -227,6 +237,7 @@ mod tests {
             serde_json::json!({
                 "logical_bytes": 10_000, "blobs": 4, "blocks": 3, "block_bytes": 12_000,
                 "packs": 1, "stored_bytes": 4_000, "cache_bytes": 100, "pending": 1,
+                "gzip_blobs": 2, "raw_blobs": 1, "raw_bytes": 500,
                 "failed": 0, "repositories": 1, "manifests": 2, "uploads": 0, "temporary_bytes": 0,
                 "unreferenced_blobs": 2, "unreferenced_bytes": 3000, "last_collection": null,
                 "ratio": 0.4

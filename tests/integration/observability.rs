@@ -251,6 +251,10 @@ async fn store_conversion_and_cache_metrics_follow_a_push_and_its_pulls() {
     assert_eq!(sample(&text, "blockreg_store_blobs"), 1.0, "{text}");
     assert_eq!(sample(&text, "blockreg_store_logical_bytes"), size);
     assert_eq!(sample(&text, "blockreg_store_pending_blobs"), 0.0);
+    // One gzip layer, stored decoded.
+    assert_eq!(sample(&text, "blockreg_store_decoded_blobs"), 1.0, "{text}");
+    assert_eq!(sample(&text, "blockreg_store_verbatim_blobs"), 0.0, "{text}");
+    assert_eq!((stats.gzip_blobs, stats.raw_blobs), (1, 0));
     assert_eq!(
         sample(&text, "blockreg_store_stored_bytes"),
         stats.stored_bytes as f64
