@@ -6,11 +6,17 @@
 //! file. An entry is written to a temporary name, its digest checked, fsynced
 //! and renamed: a cached file is always the exact blob. A hit refreshes the
 //! file's modification time, which orders eviction.
+//!
+//! One recreation per blob however many clients ask at once: the first
+//! whole read that misses creates the blob's fill file exclusively; the
+//! others read that file as it grows ([`Following`]) instead of recreating
+//! the blob on their own, and take over (recreate from where they got to)
+//! only if the filling read gives up or stalls.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, ErrorKind, Write};
+use std::io::{self, BufWriter, ErrorKind, Read, Write};
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::layout::Layout;
 use crate::oci::{Digest, Hasher};
@@ -61,28 +67,68 @@ impl Cache {
         }
     }
 
-    /// Starts filling an entry, if the budget allows one of `size` bytes.
+    /// What a whole read of `digest` (`size` bytes) that missed the cache
+    /// does: fill the entry while it recreates the blob, or follow the
+    /// fill another read already started (so concurrent cold pulls of one
+    /// blob recreate it once), or neither when the budget leaves no room.
+    ///
+    /// One fill per blob: its file, `.tmp-fill-<hex>`, is created
+    /// exclusively. A fill file not written to for `stall` is a dead
+    /// reader's: it is removed and this read fills instead.
     ///
     /// # Errors
-    /// I/O errors creating the temporary file.
-    pub fn fill(&self, digest: &Digest, size: u64) -> io::Result<Option<Fill>> {
+    /// I/O errors creating or opening the fill file.
+    pub fn miss(&self, digest: &Digest, size: u64, stall: Duration) -> io::Result<Miss> {
         if size > self.budget {
-            return Ok(None);
+            return Ok(Miss::Uncached);
         }
         fs::create_dir_all(&self.dir)?;
-        let tmp = self.dir.join(format!(
-            ".tmp-{}-{}",
-            digest.hex(),
-            crate::hex::encode(&crate::sys::random_bytes(6))
-        ));
-        let out = BufWriter::with_capacity(256 * 1024, File::create(&tmp)?);
-        Ok(Some(Fill {
-            cache: self.clone(),
-            tmp,
-            out: Some(out),
-            hasher: Some(Hasher::new(digest.algorithm())),
-            digest: digest.clone(),
-        }))
+        let tmp = self.dir.join(format!(".tmp-fill-{}", digest.hex()));
+        for _ in 0..2 {
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+            {
+                Ok(file) => {
+                    return Ok(Miss::Fill(Fill {
+                        cache: self.clone(),
+                        tmp,
+                        out: Some(BufWriter::with_capacity(256 * 1024, file)),
+                        hasher: Some(Hasher::new(digest.algorithm())),
+                        digest: digest.clone(),
+                    }))
+                }
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            let written = fs::metadata(&tmp).and_then(|m| m.modified());
+            let stale = match written {
+                Ok(t) => t.elapsed().is_ok_and(|age| age > stall),
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if stale {
+                match fs::remove_file(&tmp) {
+                    Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
+                    _ => continue,
+                }
+            }
+            return match File::open(&tmp) {
+                Ok(file) => Ok(Miss::Follow(Following {
+                    file,
+                    tmp,
+                    pos: 0,
+                    size,
+                    stall,
+                    last_growth: Instant::now(),
+                })),
+                // Committed or dropped just now: recreate, without a fill.
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(Miss::Uncached),
+                Err(e) => Err(e),
+            };
+        }
+        Ok(Miss::Uncached)
     }
 
     /// Entries and their bytes (temporaries included: they use disk too).
@@ -140,6 +186,73 @@ impl Cache {
     }
 }
 
+/// What a whole read that missed the cache does; see [`Cache::miss`].
+pub enum Miss {
+    /// Recreate the blob and fill its entry.
+    Fill(Fill),
+    /// Read the entry another read is filling.
+    Follow(Following),
+    /// Recreate the blob; no entry.
+    Uncached,
+}
+
+/// The fill file of another read, read as it grows.
+#[derive(Debug)]
+pub struct Following {
+    file: File,
+    tmp: PathBuf,
+    pos: u64,
+    size: u64,
+    stall: Duration,
+    last_growth: Instant,
+}
+
+/// How long a follower sleeps when it has caught up with the fill.
+const FOLLOW_POLL: Duration = Duration::from_millis(10);
+
+impl Following {
+    /// Bytes read so far.
+    pub fn pos(&self) -> u64 {
+        self.pos
+    }
+
+    /// Reads the next bytes the filling read has written, waiting for them
+    /// while it goes on. `Ok(None)` when it will not deliver the rest: it
+    /// dropped its fill (its client went away, its bytes did not hash
+    /// right) or wrote nothing for the stall time; the caller then
+    /// recreates the blob from [`Self::pos`] itself. Never reads past the
+    /// blob's size.
+    ///
+    /// # Errors
+    /// I/O errors reading the file.
+    pub fn read_some(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        let want = buf.len().min(usize::try_from(self.size - self.pos).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(Some(0));
+        }
+        loop {
+            let n = self.file.read(&mut buf[..want])?;
+            if n > 0 {
+                self.pos += n as u64;
+                self.last_growth = Instant::now();
+                return Ok(Some(n));
+            }
+            // The fill renames its file only once every byte is written,
+            // and removes it when it gives up: either way, what is there
+            // now is all there will be.
+            if !self.tmp.exists() {
+                let n = self.file.read(&mut buf[..want])?;
+                self.pos += n as u64;
+                return Ok((n > 0).then_some(n));
+            }
+            if self.last_growth.elapsed() > self.stall {
+                return Ok(None);
+            }
+            std::thread::sleep(FOLLOW_POLL);
+        }
+    }
+}
+
 /// An entry being written while its blob streams to a client.
 pub struct Fill {
     cache: Cache,
@@ -190,21 +303,108 @@ impl Drop for Fill {
 mod tests {
     use super::*;
     use crate::oci::Algorithm;
-    use crate::test_support::scratch_store;
+    use crate::test_support::{scratch_store, seeded_bytes};
+
+    const STALL: Duration = Duration::from_secs(10);
+
+    fn fill(cache: &Cache, d: &Digest, size: u64) -> Fill {
+        match cache.miss(d, size, STALL).unwrap() {
+            Miss::Fill(f) => f,
+            _ => panic!("expected to fill {d}"),
+        }
+    }
+
+    fn follow(cache: &Cache, d: &Digest, size: u64, stall: Duration) -> Following {
+        match cache.miss(d, size, stall).unwrap() {
+            Miss::Follow(f) => f,
+            _ => panic!("expected to follow the fill of {d}"),
+        }
+    }
+
+    /// Everything the follower reads, and whether it got to the end
+    /// (else it was told to recreate the rest).
+    fn read_all(f: &mut Following) -> (Vec<u8>, bool) {
+        let mut out = Vec::new();
+        let mut buf = vec![0; 100_000];
+        loop {
+            match f.read_some(&mut buf).unwrap() {
+                Some(0) => return (out, true),
+                Some(n) => out.extend_from_slice(&buf[..n]),
+                None => return (out, false),
+            }
+        }
+    }
+
+    #[test]
+    fn a_second_miss_reads_the_fill_in_progress_instead_of_recreating() {
+        let store = scratch_store("cache-follow");
+        let cache = Cache::new(store.layout(), 10 << 20);
+        let blob = seeded_bytes(5, 700_000);
+        let d = Digest::of(Algorithm::Sha256, &blob);
+        let mut first = fill(&cache, &d, blob.len() as u64);
+        first.write(&blob[..100_000]);
+        let mut second = follow(&cache, &d, blob.len() as u64, STALL);
+        first.write(&blob[100_000..]);
+        first.commit().unwrap();
+        assert_eq!(read_all(&mut second), (blob.clone(), true));
+        assert!(cache.open(&d, blob.len() as u64).is_some());
+    }
+
+    #[test]
+    fn a_follower_is_told_to_recreate_when_the_fill_is_dropped() {
+        let store = scratch_store("cache-follow-dropped");
+        let cache = Cache::new(store.layout(), 10 << 20);
+        let blob = seeded_bytes(6, 700_000);
+        let d = Digest::of(Algorithm::Sha256, &blob);
+        let mut first = fill(&cache, &d, blob.len() as u64);
+        let mut second = follow(&cache, &d, blob.len() as u64, STALL);
+        first.write(&blob[..300_000]); // 256 KiB of it reach the file
+        drop(first); // its client went away
+        let (got, finished) = read_all(&mut second);
+        assert!(!finished, "a dropped fill cannot finish");
+        assert!(got.len() >= 256 * 1024 && got.len() <= 300_000, "{}", got.len());
+        assert_eq!(got, blob[..got.len()]);
+        assert_eq!(second.pos(), got.len() as u64);
+        // The next miss fills afresh.
+        drop(fill(&cache, &d, blob.len() as u64));
+    }
+
+    #[test]
+    fn a_stalled_fill_is_followed_no_longer_than_the_stall_time_then_replaced() {
+        let store = scratch_store("cache-follow-stalled");
+        let cache = Cache::new(store.layout(), 10 << 20);
+        let d = Digest::of(Algorithm::Sha256, b"stalled");
+        let first = fill(&cache, &d, 7);
+        let mut second = follow(&cache, &d, 7, Duration::from_millis(50));
+        let started = Instant::now();
+        assert_eq!(read_all(&mut second), (Vec::new(), false));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // A reader that died without removing its fill file (a killed
+        // instance) blocks no one past the stall time.
+        std::mem::forget(first);
+        std::thread::sleep(Duration::from_millis(60));
+        let mut again = match cache.miss(&d, 7, Duration::from_millis(50)).unwrap() {
+            Miss::Fill(f) => f,
+            _ => panic!("a stale fill file must be replaced"),
+        };
+        again.write(b"stalled");
+        again.commit().unwrap();
+        assert!(cache.open(&d, 7).is_some());
+    }
 
     #[test]
     fn entries_are_kept_only_when_their_digest_matches() {
         let store = scratch_store("cache-digest");
         let cache = Cache::new(store.layout(), 1 << 20);
         let d = Digest::of(Algorithm::Sha256, b"hello");
-        let mut f = cache.fill(&d, 5).unwrap().unwrap();
+        let mut f = fill(&cache, &d, 5);
         f.write(b"hel");
         f.write(b"lo");
         f.commit().unwrap();
         assert!(cache.open(&d, 5).is_some());
         assert!(cache.open(&d, 6).is_none(), "wrong size is a miss");
         let other = Digest::of(Algorithm::Sha256, b"other");
-        let mut f = cache.fill(&other, 5).unwrap().unwrap();
+        let mut f = fill(&cache, &other, 5);
         f.write(b"wrong");
         f.commit().unwrap();
         assert!(cache.open(&other, 5).is_none());
@@ -221,7 +421,7 @@ mod tests {
             .map(|b| Digest::of(Algorithm::Sha256, b))
             .collect();
         for (b, d) in blobs.iter().zip(&digests).take(2) {
-            let mut f = cache.fill(d, 100).unwrap().unwrap();
+            let mut f = fill(&cache, d, 100);
             f.write(b);
             f.commit().unwrap();
             std::thread::sleep(std::time::Duration::from_millis(20));
@@ -229,7 +429,7 @@ mod tests {
         // Touch the first, so the second is the least recently used.
         assert!(cache.open(&digests[0], 100).is_some());
         std::thread::sleep(std::time::Duration::from_millis(20));
-        let mut f = cache.fill(&digests[2], 100).unwrap().unwrap();
+        let mut f = fill(&cache, &digests[2], 100);
         f.write(&blobs[2]);
         f.commit().unwrap();
         assert!(cache.open(&digests[0], 100).is_some());
@@ -243,6 +443,6 @@ mod tests {
         let store = scratch_store("cache-budget");
         let cache = Cache::new(store.layout(), 10);
         let d = Digest::of(Algorithm::Sha256, b"x");
-        assert!(cache.fill(&d, 11).unwrap().is_none());
+        assert!(matches!(cache.miss(&d, 11, STALL).unwrap(), Miss::Uncached));
     }
 }

@@ -20,11 +20,17 @@
 //! range of an original (a blob awaiting conversion, or one that could not
 //! be converted) or of a cache entry is served as stored; the next whole
 //! read of it verifies it and sets it aside or drops it if damaged.
+//!
+//! Concurrent whole reads of a blob that is not cached recreate it once:
+//! the first fills the cache, the others follow its fill file
+//! ([`crate::cache::Cache::miss`]) and recreate the rest themselves only if
+//! it gives up.
 
 use std::fs::File;
 use std::io::{self, BufReader, ErrorKind, Read, Seek, SeekFrom};
+use std::time::Duration;
 
-use crate::cache::{Cache, Fill};
+use crate::cache::{Cache, Fill, Following, Miss};
 use crate::oci::{Digest, Hasher};
 use crate::rebuild::Rebuild;
 use crate::store::{BlobSource, Store};
@@ -98,18 +104,41 @@ impl Blob {
                         let f: BufReader<File> = BufReader::new(f);
                         (Box::new(f), Damage::Cached(cache), None, ServedFrom::Cache)
                     } else {
-                        let fill = if whole {
-                            cache.fill(&self.digest, recipe.size).ok().flatten()
+                        let miss = if whole {
+                            // A cache that cannot be written only costs the
+                            // entry: the blob is still served.
+                            cache
+                                .miss(&self.digest, recipe.size, FOLLOW_STALL)
+                                .unwrap_or(Miss::Uncached)
                         } else {
-                            None
+                            Miss::Uncached
                         };
-                        let rebuild = rebuild(store, recipe, start, end);
-                        (
-                            Box::new(rebuild),
-                            Damage::Blocks,
-                            fill,
-                            ServedFrom::Recreated,
-                        )
+                        match miss {
+                            Miss::Follow(following) => (
+                                Box::new(Follow {
+                                    following,
+                                    store: store.clone(),
+                                    digest: self.digest.clone(),
+                                    recipe: Some(recipe),
+                                    takeover: None,
+                                }),
+                                Damage::Blocks,
+                                None,
+                                ServedFrom::Following,
+                            ),
+                            Miss::Fill(fill) => (
+                                Box::new(rebuild(store, recipe, start, end)),
+                                Damage::Blocks,
+                                Some(fill),
+                                ServedFrom::Recreated,
+                            ),
+                            Miss::Uncached => (
+                                Box::new(rebuild(store, recipe, start, end)),
+                                Damage::Blocks,
+                                None,
+                                ServedFrom::Recreated,
+                            ),
+                        }
                     }
                 }
             };
@@ -129,6 +158,45 @@ impl Blob {
             done: false,
             mismatched: false,
         })
+    }
+}
+
+/// How long a read that follows another's recreation waits for new bytes
+/// before it recreates the rest itself. Recreation writes every few
+/// milliseconds; a filling read whose client reads slowly can pause longer.
+const FOLLOW_STALL: Duration = Duration::from_secs(10);
+
+/// A whole read that follows the recreation another read is doing (its
+/// cache fill), and recreates the rest itself if that one gives up. Its
+/// bytes are checked against the digest like any whole read's.
+struct Follow {
+    following: Following,
+    store: Store,
+    digest: Digest,
+    recipe: Option<crate::recipe::Recipe>,
+    takeover: Option<Rebuild>,
+}
+
+impl Read for Follow {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(r) = &mut self.takeover {
+            return r.read(buf);
+        }
+        if let Some(n) = self.following.read_some(buf)? {
+            return Ok(n);
+        }
+        let Some(recipe) = self.recipe.take() else {
+            return Ok(0);
+        };
+        let pos = self.following.pos();
+        eprintln!(
+            "blockreg-guest: {}: the read recreating it gave up at byte {pos}; recreating the rest here",
+            self.digest
+        );
+        let r = self
+            .takeover
+            .insert(Rebuild::new(self.store.layout(), recipe, pos));
+        r.read(buf)
     }
 }
 
@@ -167,6 +235,9 @@ pub enum ServedFrom {
     Cache,
     /// Recreated from its recipe (a cache miss).
     Recreated,
+    /// Read as another read recreates it (a miss while that one fills
+    /// the cache).
+    Following,
 }
 
 impl ServedFrom {
@@ -177,6 +248,7 @@ impl ServedFrom {
             Self::Blocks => "blocks",
             Self::Cache => "cache",
             Self::Recreated => "recreated",
+            Self::Following => "following",
         }
     }
 }
@@ -445,6 +517,53 @@ mod tests {
         crate::convert::convert(&store, &settings(), &gz).unwrap();
         assert_eq!(whole(&gz), ServedFrom::Recreated, "a cache miss");
         assert_eq!(whole(&gz), ServedFrom::Cache, "filled by the first read");
+    }
+
+    /// Concurrent cold pulls: the second whole read of a blob that is
+    /// being recreated reads the first's cache fill, and recreates the
+    /// rest itself when the first gives up (its client went away).
+    #[test]
+    fn a_read_during_a_recreation_follows_it_and_takes_over_when_it_stops() {
+        use crate::test_support::{gzip, settings, tar_of, texty_bytes};
+        let store = scratch_store("pull-follow");
+        let text = texty_bytes(6, 1_000_000);
+        let bin = seeded_bytes(7, 1_200_000);
+        let layer = gzip(&tar_of(&[("a.txt", &text, 0), ("b.bin", &bin, 0)]), 6);
+        assert!(layer.len() > 4 * BATCH);
+        let d = commit_blob(&store, &layer);
+        crate::convert::convert(&store, &settings(), &d).unwrap();
+        let open = || {
+            let blob = Blob::open(&store, &d).unwrap().unwrap();
+            let size = blob.size();
+            blob.read(&store, 1 << 30, 0, size).unwrap()
+        };
+        let read_some = |r: &mut BlobReader, n: usize| {
+            let mut buf = vec![0u8; n];
+            r.read_exact(&mut buf).unwrap();
+            buf
+        };
+
+        // The first finishes: the second reads its fill to the end.
+        let mut first = open();
+        let head = read_some(&mut first, 2 * BATCH);
+        let mut second = open();
+        assert_eq!(first.served_from(), ServedFrom::Recreated);
+        assert_eq!(second.served_from(), ServedFrom::Following);
+        let mut rest = Vec::new();
+        first.read_to_end(&mut rest).unwrap();
+        assert_eq!([head, rest].concat(), layer);
+        drop(first); // commits the entry
+        assert_eq!(read_all(&mut second).unwrap(), layer);
+        drop(second);
+        Cache::new(store.layout(), 1 << 30).remove(&d).unwrap();
+
+        // The first stops half way: the second recreates the rest.
+        let mut first = open();
+        read_some(&mut first, 3 * BATCH);
+        let mut second = open();
+        assert_eq!(second.served_from(), ServedFrom::Following);
+        drop(first);
+        assert_eq!(read_all(&mut second).unwrap(), layer);
     }
 
     #[test]

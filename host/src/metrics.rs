@@ -89,7 +89,9 @@ struct StoreGauges {
 
 /// Where a blob read's bytes came from, as the guest reports it (the
 /// `blockreg-served-from` header, `guest/src/routes/blobs.rs`).
-pub(crate) const BLOB_SOURCES: [&str; 4] = ["original", "blocks", "cache", "recreated"];
+/// `following`: read as another request recreated it (one recreation for
+/// concurrent cold pulls).
+pub(crate) const BLOB_SOURCES: [&str; 5] = ["original", "blocks", "cache", "recreated", "following"];
 
 impl Metrics {
     /// Creates and registers every metric.
@@ -286,7 +288,7 @@ impl Metrics {
             ),
             blob_reads: counters(
                 "blockreg_blob_reads_total",
-                "Blob GETs by where their bytes came from: original (not converted yet), blocks, cache (a hit), recreated (a miss).",
+                "Blob GETs by where their bytes came from: original (not converted yet), blocks, cache (a hit), recreated (a miss), following (a miss while another request recreates it: read from that recreation).",
                 &["source"],
             ),
             blob_read_bytes: counters(

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use hyper::Method;
-use tests::{gzip_layer, text_bytes, Server};
+use tests::{gzip_layer, join_all, text_bytes, Server};
 
 /// Waits until the server answers (it loads its guest first).
 async fn ready(srv: &Server) {
@@ -304,3 +304,48 @@ pub(crate) fn promtool_check(text: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Concurrent cold pulls of one new layer (a CI fleet starting on a new
+/// image): the layer is recreated once; the other requests read that
+/// recreation as it is written (or, arriving after, the cache entry), and
+/// every one gets the exact bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_cold_pulls_recreate_a_layer_once() {
+    let srv = Server::start_with_debug(|_| {}).await;
+    ready(&srv).await;
+    // The same file eight times (as layers hold copies): its decoded form
+    // costs less than the gzip stream, so it is stored decoded.
+    let files: Vec<_> = (0..8)
+        .map(|i| (format!("f{i}.txt"), text_bytes(40, 700_000)))
+        .collect();
+    let layer = gzip_layer(&files, 1_700_000_000);
+    let digest = srv.push_blob("fleet/app", &layer).await;
+    srv.wait_converted().await;
+    let path = format!("/v2/fleet/app/blobs/{digest}");
+    const PULLS: usize = 10;
+    let pulls = (0..PULLS).map(|_| {
+        let (srv, path) = (&srv, &path);
+        async move { srv.get(path.clone()).await }
+    });
+    for resp in join_all(pulls).await {
+        resp.assert_status(200).assert_body(&layer);
+    }
+    let reads = |text: &str, source: &str| {
+        sample(
+            text,
+            &format!("blockreg_blob_reads_total{{source=\"{source}\"}}"),
+        )
+    };
+    let text = scrape_until(&srv, |t| {
+        reads(t, "recreated") + reads(t, "following") + reads(t, "cache") == PULLS as f64
+    })
+    .await;
+    assert_eq!(reads(&text, "recreated"), 1.0, "{text}");
+    assert!(reads(&text, "following") >= 1.0, "{text}");
+    assert_eq!(
+        reads(&text, "recreated") + reads(&text, "following") + reads(&text, "cache"),
+        PULLS as f64,
+        "{text}"
+    );
+}
+

@@ -9,7 +9,7 @@ use crate::settings::Settings;
 use crate::store::Store;
 
 /// Response header saying where a blob GET's bytes come from (original,
-/// blocks, cache, recreated; [`crate::pull::ServedFrom`]): the host counts
+/// blocks, cache, recreated, following; [`crate::pull::ServedFrom`]): the host counts
 /// cache hits and misses by it and removes it before the response leaves.
 pub const SERVED_FROM_HEADER: &str = "blockreg-served-from";
 
