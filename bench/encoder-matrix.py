@@ -521,14 +521,15 @@ def main():
                 skipped += [(e2[0], f"Go {v} toolchain unavailable: {e}") for e2 in encs
                             if e2[0].startswith(f"go{v}-")]
                 encs = [e2 for e2 in encs if not e2[0].startswith(f"go{v}-")]
-        cmd = "nice -n 19 python3 bench/encoder-matrix.py" + "".join(
+        niceness = os.nice(0)
+        cmd = (f"nice -n {niceness} " if niceness else "") + "python3 bench/encoder-matrix.py" + "".join(
             f" {a}" for a in sys.argv[1:])
         sizes = [os.path.getsize(x) for x in plain]
         rows = []
 
         def header(done, load1=None):
             h = [
-                "# Encoder matrix: gzip/zstd layers from different compressors (issue 8 baseline)",
+                "# Encoder matrix: gzip/zstd layers from different compressors (issue 8)",
                 "",
                 f"- command: `{cmd}`",
                 f"- started {started.strftime('%Y-%m-%d %H:%M UTC')}"
@@ -536,7 +537,7 @@ def main():
                    " (in progress)"),
                 f"- load average at start {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}"
                 + (f", at end {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}" if load1 else "")
-                + f"; {os.cpu_count()} cores, shared with another heavy test run; everything under nice -n 19",
+                + f"; {os.cpu_count()} cores; niceness {niceness}",
                 f"- content: debian-bookworm-minbase-amd64 b1 and b2 rootfs tars ("
                 + ("whole" if args.max_mib is None else f"members within the first {args.max_mib:g} MiB")
                 + f": {sizes[0] / 2**20:.1f} and {sizes[1] / 2**20:.1f} MiB); 1st layer = b1, 2nd = b2",
