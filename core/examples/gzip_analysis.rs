@@ -13,7 +13,10 @@ use blockreg_core::deflate::{AnalyzeConfig, DeflateRecreator, Event, GzipAnalyze
 enum Piece {
     Literal(Vec<u8>),
     Start,
-    Segment { plain: Vec<u8>, corrections: Vec<u8> },
+    Segment {
+        plain: Vec<u8>,
+        corrections: Vec<u8>,
+    },
 }
 
 fn main() {
@@ -70,13 +73,15 @@ fn main() {
             match p {
                 Piece::Literal(b) => rebuilt.extend_from_slice(b),
                 Piece::Start => recreator = DeflateRecreator::new(),
-                Piece::Segment { plain, corrections } => match recreator.segment(plain, corrections) {
-                    Ok(b) => rebuilt.extend_from_slice(&b),
-                    Err(e) => {
-                        error = Some(e.to_string());
-                        break;
+                Piece::Segment { plain, corrections } => {
+                    match recreator.segment(plain, corrections) {
+                        Ok(b) => rebuilt.extend_from_slice(&b),
+                        Err(e) => {
+                            error = Some(e.to_string());
+                            break;
+                        }
                     }
-                },
+                }
             }
         }
         let recreation = started.elapsed().as_secs_f64();

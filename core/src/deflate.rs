@@ -1191,7 +1191,11 @@ pub(crate) mod tests {
             let (summary, plains) = round_trip(&gz, 100_000, limits);
             assert_eq!(plains, vec![data.clone()]);
             let share = summary.correction_bytes as f64 / gz.len() as f64;
-            println!("odd encoder, segments of {segment}: corrections {:.2} % of {} B", 100.0 * share, gz.len());
+            println!(
+                "odd encoder, segments of {segment}: corrections {:.2} % of {} B",
+                100.0 * share,
+                gz.len()
+            );
             assert!(share < 0.30, "corrections {share} of the compressed size");
         }
         // A raw DEFLATE stream with a zlib-like trailer after it.

@@ -91,13 +91,13 @@ impl Cache {
                 .open(&tmp)
             {
                 Ok(file) => {
-                    return Ok(Miss::Fill(Fill {
+                    return Ok(Miss::Fill(Box::new(Fill {
                         cache: self.clone(),
                         tmp,
                         out: Some(BufWriter::with_capacity(256 * 1024, file)),
                         hasher: Some(Hasher::new(digest.algorithm())),
                         digest: digest.clone(),
-                    }))
+                    })))
                 }
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e),
@@ -188,8 +188,8 @@ impl Cache {
 
 /// What a whole read that missed the cache does; see [`Cache::miss`].
 pub enum Miss {
-    /// Recreate the blob and fill its entry.
-    Fill(Fill),
+    /// Recreate the blob and fill its entry (boxed: its hasher is large).
+    Fill(Box<Fill>),
     /// Read the entry another read is filling.
     Follow(Following),
     /// Recreate the blob; no entry.
@@ -226,7 +226,9 @@ impl Following {
     /// # Errors
     /// I/O errors reading the file.
     pub fn read_some(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        let want = buf.len().min(usize::try_from(self.size - self.pos).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.size - self.pos).unwrap_or(usize::MAX));
         if want == 0 {
             return Ok(Some(0));
         }
@@ -309,7 +311,7 @@ mod tests {
 
     fn fill(cache: &Cache, d: &Digest, size: u64) -> Fill {
         match cache.miss(d, size, STALL).unwrap() {
-            Miss::Fill(f) => f,
+            Miss::Fill(f) => *f,
             _ => panic!("expected to fill {d}"),
         }
     }
@@ -362,7 +364,11 @@ mod tests {
         drop(first); // its client went away
         let (got, finished) = read_all(&mut second);
         assert!(!finished, "a dropped fill cannot finish");
-        assert!(got.len() >= 256 * 1024 && got.len() <= 300_000, "{}", got.len());
+        assert!(
+            got.len() >= 256 * 1024 && got.len() <= 300_000,
+            "{}",
+            got.len()
+        );
         assert_eq!(got, blob[..got.len()]);
         assert_eq!(second.pos(), got.len() as u64);
         // The next miss fills afresh.
@@ -384,7 +390,7 @@ mod tests {
         std::mem::forget(first);
         std::thread::sleep(Duration::from_millis(60));
         let mut again = match cache.miss(&d, 7, Duration::from_millis(50)).unwrap() {
-            Miss::Fill(f) => f,
+            Miss::Fill(f) => *f,
             _ => panic!("a stale fill file must be replaced"),
         };
         again.write(b"stalled");

@@ -129,7 +129,7 @@ impl Blob {
                             Miss::Fill(fill) => (
                                 Box::new(rebuild(store, recipe, start, end)),
                                 Damage::Blocks,
-                                Some(fill),
+                                Some(*fill),
                                 ServedFrom::Recreated,
                             ),
                             Miss::Uncached => (

@@ -91,7 +91,8 @@ struct StoreGauges {
 /// `blockreg-served-from` header, `guest/src/routes/blobs.rs`).
 /// `following`: read as another request recreated it (one recreation for
 /// concurrent cold pulls).
-pub(crate) const BLOB_SOURCES: [&str; 5] = ["original", "blocks", "cache", "recreated", "following"];
+pub(crate) const BLOB_SOURCES: [&str; 5] =
+    ["original", "blocks", "cache", "recreated", "following"];
 
 impl Metrics {
     /// Creates and registers every metric.

@@ -63,7 +63,11 @@ impl fmt::Display for StoreStats {
         writeln!(f, "cache bytes    {}", bytes(self.cache_bytes))?;
         writeln!(f, "blobs          {}", self.blobs)?;
         writeln!(f, "pending        {}", self.pending)?;
-        writeln!(f, "decoded        {} blobs (content + corrections)", self.gzip_blobs)?;
+        writeln!(
+            f,
+            "decoded        {} blobs (content + corrections)",
+            self.gzip_blobs
+        )?;
         writeln!(
             f,
             "as they came   {} blobs, {}",

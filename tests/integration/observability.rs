@@ -253,7 +253,11 @@ async fn store_conversion_and_cache_metrics_follow_a_push_and_its_pulls() {
     assert_eq!(sample(&text, "blockreg_store_pending_blobs"), 0.0);
     // One gzip layer, stored decoded.
     assert_eq!(sample(&text, "blockreg_store_decoded_blobs"), 1.0, "{text}");
-    assert_eq!(sample(&text, "blockreg_store_verbatim_blobs"), 0.0, "{text}");
+    assert_eq!(
+        sample(&text, "blockreg_store_verbatim_blobs"),
+        0.0,
+        "{text}"
+    );
     assert_eq!((stats.gzip_blobs, stats.raw_blobs), (1, 0));
     assert_eq!(
         sample(&text, "blockreg_store_stored_bytes"),
@@ -348,4 +352,3 @@ async fn concurrent_cold_pulls_recreate_a_layer_once() {
         "{text}"
     );
 }
-
