@@ -849,6 +849,61 @@ pub(crate) mod tests {
         }
     }
 
+    /// Members of unmodelled streams mixed with modelled ones, an empty
+    /// unmodelled member, and bytes after the last member.
+    #[test]
+    fn unmodelled_members_mix_with_modelled_ones_and_trailing_bytes() {
+        use crate::test_support::{odd_gzip, texty_bytes};
+        let mut zeros_first = vec![0u8; 50_000];
+        zeros_first.extend(texty_bytes(46, 150_000));
+        let parts = [
+            zeros_first,
+            Vec::new(),
+            sample(70_000, 4),
+            texty_bytes(47, 90_000),
+        ];
+        let mut gz = odd_gzip(&parts[0], 1, false);
+        gz.extend(odd_gzip(&parts[1], 2, true));
+        gz.extend(gzip(&parts[2], 6));
+        gz.extend(odd_gzip(&parts[3], 3, true));
+        gz.extend_from_slice(b"trailing bytes, not a member");
+        let limits = AnalyzeConfig {
+            max_corrections_ratio: 0.5,
+            ..cfg(16_384)
+        };
+        for feed in [7, 4096, 1 << 20] {
+            let (summary, plains) = round_trip(&gz, feed, limits);
+            assert_eq!(summary.members, 4);
+            assert_eq!(plains, parts);
+        }
+    }
+
+    /// A damaged or cut unmodelled stream is an error, as any other.
+    #[test]
+    fn corrupt_or_truncated_unmodelled_streams_are_errors() {
+        use crate::test_support::{odd_gzip, texty_bytes};
+        let mut data = vec![0u8; 40_000];
+        data.extend(texty_bytes(48, 200_000));
+        let gz = odd_gzip(&data, 5, false);
+        let limits = AnalyzeConfig {
+            max_corrections_ratio: 0.5,
+            ..cfg(16_384)
+        };
+        let mut rng = XorShift(78);
+        for i in 0..16 {
+            let mut bad = gz.clone();
+            let at = 10 + rng.below(gz.len() - 30);
+            bad[at] ^= 1 << rng.below(8);
+            let r = run(GzipAnalyzer::new(limits), &bad, 8192);
+            assert!(r.is_err(), "corruption {i} at {at} went unnoticed");
+        }
+        for i in 1..12 {
+            let cut = gz.len() * i / 12;
+            let r = run(GzipAnalyzer::new(limits), &gz[..cut], 4096);
+            assert!(r.is_err(), "truncation at {cut} of {} accepted", gz.len());
+        }
+    }
+
     #[test]
     fn header_fields_are_kept_verbatim() {
         let data = sample(30_000, 5);

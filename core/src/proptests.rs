@@ -821,6 +821,72 @@ fn valid_gzip_headers_are_accepted_and_recreated_exactly() -> Result<(), String>
     Ok(())
 }
 
+/// Gzip whose DEFLATE stream no real compressor would write (the test
+/// encoder `odd_gzip`: random earlier occurrences, fixed-Huffman and stored
+/// blocks), as written and damaged: accepted and recreated bit for bit, or
+/// refused, never a panic.
+#[test]
+fn streams_of_no_known_encoder_are_recreated_exactly_or_refused() -> Result<(), String> {
+    let data = prop_oneof![
+        vec(any::<u8>(), 0..3000),
+        vec(
+            prop_oneof![Just(b'a'), Just(b'b'), Just(b' '), Just(0u8)],
+            0..30_000
+        ),
+        (
+            0usize..40_000,
+            vec(prop_oneof![Just(b'x'), Just(b'y')], 0..5000)
+        )
+            .prop_map(|(z, mut t)| {
+                let mut d = vec![0u8; z];
+                d.append(&mut t);
+                d
+            }),
+    ];
+    let strategy = (
+        data,
+        any::<u64>(),
+        any::<bool>(),
+        vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+        1usize..5000,
+        1024usize..65536,
+    );
+    let tally = Tally::default();
+    check(
+        "gzip_unmodelled",
+        300,
+        strategy,
+        |(data, seed, wild, muts, feed, segment)| {
+            let valid = crate::test_support::odd_gzip(&data, seed, wild);
+            let damaged = !muts.is_empty();
+            let input = if damaged {
+                damage(valid, muts, None, &[])
+            } else {
+                valid
+            };
+            match analyze(&input, feed, segment, false) {
+                Ok(events) => {
+                    let again = recreate(&events).map_err(TestCaseError::fail)?;
+                    prop_assert!(again == input, "accepted but recreated differently");
+                    tally.add(if damaged {
+                        "damaged, still valid: recreated"
+                    } else {
+                        "recreated"
+                    });
+                }
+                Err(AnalyzeError::TooManyCorrections { .. }) => tally.add("too many corrections"),
+                Err(e) => {
+                    prop_assert!(damaged, "valid stream refused: {e}");
+                    tally.add("damaged: refused");
+                }
+            }
+            Ok(())
+        },
+    )?;
+    tally.print();
+    Ok(())
+}
+
 /// Damaged gzip (bytes changed, cut, garbage appended) and arbitrary bytes:
 /// an error or events that still recreate the input exactly, never a panic.
 #[test]

@@ -154,16 +154,21 @@ impl HashChainHolder for () {
         MatchResult::NoMoreMatchesFound
     }
 
+    // blockreg patch: upstream panicked (`unimplemented!()`) here. A stream
+    // whose first chunk has no match (stored or literal-only blocks: no
+    // dictionary estimated) may have matches later; their distances are
+    // then escaped (`token_predictor::DIST_ESCAPE`), which starts with
+    // this error.
     fn calculate_hops(
         &self,
         _target_reference: &DeflateTokenReference,
         _input: &PreflateInput,
     ) -> Result<u32> {
-        unimplemented!()
+        err_exit_code(ExitCode::MatchNotFound, "no dictionary")
     }
 
     fn hop_match(&self, _len: u32, _hops: u32, _input: &PreflateInput) -> Result<u32> {
-        unimplemented!()
+        err_exit_code(ExitCode::RecompressFailed, "no dictionary")
     }
 
     fn add_missing_previous_hash(&mut self, _input: &PreflateInput) {}
