@@ -237,8 +237,8 @@ def encoders(args):
 class Server:
     """A private `blockreg serve` on 127.0.0.1, stopped by PID."""
 
-    def __init__(self, binary, data, logf):
-        self.binary, self.data, self.logf = binary, data, logf
+    def __init__(self, binary, data, logf, guest=None):
+        self.binary, self.data, self.logf, self.guest = binary, data, logf, guest
         self.proc = None
         self.port = None
 
@@ -247,7 +247,8 @@ class Server:
         with open(self.logf, "ab") as out:
             self.proc = subprocess.Popen(
                 [self.binary, "serve", "--data", self.data, "--addr", f"127.0.0.1:{self.port}",
-                 "--no-gc"], stdout=out, stderr=subprocess.STDOUT)
+                 "--no-gc"] + (["--guest", self.guest] if self.guest else []),
+                stdout=out, stderr=subprocess.STDOUT)
         t0 = time.time()
         while time.time() - t0 < timeout:
             if self.proc.poll() is not None:
@@ -379,7 +380,7 @@ def measure(args, binary, work, enc, plain):
         layers.append((dst, sha256_file(dst), os.path.getsize(dst)))
     data = os.path.join(d, "data")
     logf = os.path.join(d, "server.log")
-    srv = Server(binary, data, logf)
+    srv = Server(binary, data, logf, args.guest)
     repo = f"encm/{key.replace('.', '-').lower()}"
     try:
         srv.start()
@@ -478,6 +479,7 @@ def main():
     p.add_argument("--max-mib", type=float, default=None,
                    help="use only the tar members that fit in this many MiB (default: whole tars)")
     p.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "blockreg"))
+    p.add_argument("--guest", help="serve this guest .wasm instead of the binary's embedded one")
     p.add_argument("--go-versions", default="1.21.13,1.26.6,1.27.3",
                    type=lambda s: [v for v in s.split(",") if v])
     p.add_argument("--huffman-only", default="1.27.3",
