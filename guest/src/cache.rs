@@ -14,7 +14,7 @@
 //! only if the filling read gives up or stalls.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, ErrorKind, Read, Write};
+use std::io::{self, BufWriter, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -118,6 +118,7 @@ impl Cache {
                 Ok(file) => Ok(Miss::Follow(Following {
                     file,
                     tmp,
+                    entry: self.path(digest),
                     pos: 0,
                     size,
                     stall,
@@ -199,8 +200,10 @@ pub enum Miss {
 /// The fill file of another read, read as it grows.
 #[derive(Debug)]
 pub struct Following {
+    /// The fill file, or once committed the entry, open at `pos`.
     file: File,
     tmp: PathBuf,
+    entry: PathBuf,
     pos: u64,
     size: u64,
     stall: Duration,
@@ -209,6 +212,17 @@ pub struct Following {
 
 /// How long a follower sleeps when it has caught up with the fill.
 const FOLLOW_POLL: Duration = Duration::from_millis(10);
+
+/// What one look at the fill found; see [`Following::poll`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Poll {
+    /// This many new bytes (0: the blob's end).
+    Data(usize),
+    /// Nothing new yet; the fill goes on.
+    Pending,
+    /// The fill was dropped: nothing more will come.
+    Gone,
+}
 
 impl Following {
     /// Bytes read so far.
@@ -226,32 +240,71 @@ impl Following {
     /// # Errors
     /// I/O errors reading the file.
     pub fn read_some(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        loop {
+            match self.poll(buf)? {
+                Poll::Data(n) => return Ok(Some(n)),
+                Poll::Gone => return Ok(None),
+                Poll::Pending if self.last_growth.elapsed() > self.stall => return Ok(None),
+                Poll::Pending => std::thread::sleep(FOLLOW_POLL),
+            }
+        }
+    }
+
+    /// One look at the fill, without waiting.
+    ///
+    /// A read at the end of a file that is still growing is not retried on
+    /// the same descriptor: under WASI preview 2 a file is read through a
+    /// stream that, once it reported the end, reports it for good (the
+    /// bytes the fill writes later would never be seen). The file is
+    /// opened again at `pos` instead: the fill file while it exists, else
+    /// the committed entry (any committed entry of the blob holds its
+    /// exact bytes).
+    ///
+    /// # Errors
+    /// I/O errors reading the file.
+    pub fn poll(&mut self, buf: &mut [u8]) -> io::Result<Poll> {
         let want = buf
             .len()
             .min(usize::try_from(self.size - self.pos).unwrap_or(usize::MAX));
         if want == 0 {
-            return Ok(Some(0));
+            return Ok(Poll::Data(0));
         }
-        loop {
-            let n = self.file.read(&mut buf[..want])?;
-            if n > 0 {
-                self.pos += n as u64;
-                self.last_growth = Instant::now();
-                return Ok(Some(n));
-            }
-            // The fill renames its file only once every byte is written,
-            // and removes it when it gives up: either way, what is there
-            // now is all there will be.
-            if !self.tmp.exists() {
-                let n = self.file.read(&mut buf[..want])?;
-                self.pos += n as u64;
-                return Ok((n > 0).then_some(n));
-            }
-            if self.last_growth.elapsed() > self.stall {
-                return Ok(None);
-            }
-            std::thread::sleep(FOLLOW_POLL);
+        let n = self.file.read(&mut buf[..want])?;
+        if n > 0 {
+            return Ok(self.advance(n));
         }
+        let pending = match File::open(&self.tmp) {
+            Ok(f) => {
+                self.file = f;
+                true
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => match File::open(&self.entry) {
+                // The fill renamed its file once every byte was written.
+                Ok(f) => {
+                    self.file = f;
+                    false
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Poll::Gone),
+                Err(e) => return Err(e),
+            },
+            Err(e) => return Err(e),
+        };
+        self.file.seek(SeekFrom::Start(self.pos))?;
+        let n = self.file.read(&mut buf[..want])?;
+        if n > 0 {
+            Ok(self.advance(n))
+        } else if pending {
+            Ok(Poll::Pending)
+        } else {
+            // The committed entry ends before the blob does: not ours.
+            Ok(Poll::Gone)
+        }
+    }
+
+    fn advance(&mut self, n: usize) -> Poll {
+        self.pos += n as u64;
+        self.last_growth = Instant::now();
+        Poll::Data(n)
     }
 }
 
@@ -350,6 +403,51 @@ mod tests {
         first.commit().unwrap();
         assert_eq!(read_all(&mut second), (blob.clone(), true));
         assert!(cache.open(&d, blob.len() as u64).is_some());
+    }
+
+    /// Under WASI preview 2 a read that reached the end of a growing file
+    /// saw the end for good on that descriptor: a follower that caught up
+    /// with the fill once never saw another byte (every concurrent pull
+    /// ended up recreating the blob itself). It must see what comes after.
+    #[test]
+    fn a_follower_that_caught_up_sees_the_bytes_written_after() {
+        let store = scratch_store("cache-follow-caught-up");
+        let cache = Cache::new(store.layout(), 10 << 20);
+        let blob = seeded_bytes(8, 900_000);
+        let d = Digest::of(Algorithm::Sha256, &blob);
+        let mut first = fill(&cache, &d, blob.len() as u64);
+        let mut second = follow(&cache, &d, blob.len() as u64, STALL);
+        let mut buf = vec![0; 1 << 20];
+        assert_eq!(
+            second.poll(&mut buf).unwrap(),
+            Poll::Pending,
+            "nothing flushed yet"
+        );
+        first.write(&blob[..300_000]); // at least 256 KiB reach the file
+        let mut got = Vec::new();
+        loop {
+            match second.poll(&mut buf).unwrap() {
+                Poll::Data(k) if k > 0 => got.extend_from_slice(&buf[..k]),
+                Poll::Pending => break,
+                other => panic!("{other:?} while the fill goes on"),
+            }
+        }
+        assert!(
+            got.len() >= 256 * 1024,
+            "the bytes written after the end was seen: {}",
+            got.len()
+        );
+        assert_eq!(got, blob[..got.len()]);
+        first.write(&blob[300_000..]);
+        first.commit().unwrap(); // renamed: the rest is read from the entry
+        loop {
+            match second.poll(&mut buf).unwrap() {
+                Poll::Data(0) => break,
+                Poll::Data(k) => got.extend_from_slice(&buf[..k]),
+                other => panic!("{other:?} after the commit"),
+            }
+        }
+        assert_eq!(got, blob);
     }
 
     #[test]
