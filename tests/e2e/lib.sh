@@ -140,7 +140,7 @@ show_log() {
 
 # ensure_packages: install the Debian packages the tests use, only if missing.
 ensure_packages() {
-    local want=(docker.io skopeo debootstrap docker-registry curl jq prometheus apache2-utils openssl python3)
+    local want=(docker.io skopeo debootstrap docker-registry curl jq prometheus apache2-utils openssl python3 python3-pip)
     local missing=() p
     for p in "${want[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
