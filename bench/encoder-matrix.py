@@ -20,14 +20,15 @@ zero blocks appended), then, against a fresh `blockreg serve` on 127.0.0.1:
    waits for the converter's log line (`blockreg::convert`, "converted
    <digest> as <encoding>: ... in <secs>s"), and takes `du -sb` of the data
    directory; then the same for the second layer. The log line gives the
-   encoding (`gzip`: recreated from content + preflate corrections; `raw`:
+   encoding (`gzip`: recreated from content + preflate corrections; `zstd`:
+   from content + the stream's own structure; `raw`:
    the blob's own bytes in blocks, with the fallback reason when preflate was
    tried) and the conversion time: analysis MB/s = compressed size / time.
    The store growth of the second layer, as a share of its compressed size,
    is the dedup effect (100 % or more: nothing shared).
 2. reads the correction bytes from the second layer's recipe
-   (`layers/<digest>/recipe.json`: the blocks named by its `deflate`
-   segments, data/FORMAT.md), as a share of the compressed size. They are
+   (`layers/<digest>/recipe.json`: the blocks named by its `deflate` or
+   `zstd` segments, data/FORMAT.md), as a share of the compressed size. They are
    the bytes before the packs' Brotli; raw layers have none.
 3. stops the server, empties `cache/` (the recreated-blob cache), starts it
    again and times a cold `GET /v2/<repo>/blobs/<digest>` of the second
@@ -349,7 +350,8 @@ def wait_converted(logf, digest, timeout):
 
 
 def correction_bytes(data, digest):
-    """Bytes of the preflate correction blocks the recipe names (0 if raw)."""
+    """Bytes of the correction blocks the recipe names (preflate's, or a zstd
+    stream's own structure; 0 if raw)."""
     path = os.path.join(data, "layers", digest, "recipe.json")
     try:
         with open(path) as f:
@@ -358,7 +360,7 @@ def correction_bytes(data, digest):
         return None
     total = 0
     for part in recipe.get("layout", []):
-        for _plain_len, blocks in part.get("deflate", []):
+        for _plain_len, blocks in part.get("deflate", []) + part.get("zstd", []):
             total += sum(b[1] for b in blocks)
     return total
 
@@ -545,9 +547,10 @@ def main():
                 + f": {sizes[0] / 2**20:.1f} and {sizes[1] / 2**20:.1f} MiB); 1st layer = b1, 2nd = b2",
                 "- versions: " + "; ".join(f"{k}: {v}" for k, v in versions.items()),
                 "",
-                "Encoding: `gzip` = recreated from the decoded content + preflate corrections; `raw` = "
-                "the blob's own bytes in blocks, with the fallback reason the converter logged (none: "
-                "not a gzip stream, so not decoded: zstd); its cold GET only reads blocks back. "
+                "Encoding: `gzip` = recreated from the decoded content + preflate corrections; `zstd` = "
+                "recreated from the decoded content + the stream's own headers, tables and sequences; "
+                "`raw` = the blob's own bytes in blocks, with the fallback reason the converter logged; "
+                "its cold GET only reads blocks back. "
                 "Corrections: bytes of the correction blocks the 2nd layer's recipe names, before "
                 "the packs' Brotli. Store growth: `du -sb` of the data directory after the 2nd "
                 "layer converted minus after the 1st (with its manifest), against the 2nd layer's "

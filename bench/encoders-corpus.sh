@@ -8,12 +8,16 @@
 #             the layouts are cached under BENCH_CACHE/oci-go<version>/
 #   pgzip     klauspost's pgzip, as `skopeo copy --dest-compress
 #             --dest-compress-format gzip` writes it (podman, buildah, skopeo)
+#   zstd      klauspost's zstd, as `skopeo copy --dest-compress
+#             --dest-compress-format zstd` writes it (podman, BuildKit's
+#             compression=zstd write the same encoder's streams)
 # into a fresh store of each registry per variant, blockreg's conversions
 # waited for; stored bytes are `du -sb` of the whole store directory
 # (blockreg: DATA, cache included; registry:2: its storage root).
 #
-#   bash bench/encoders-corpus.sh                 # both variants (~25 min on 2 cores, cold)
+#   bash bench/encoders-corpus.sh                 # go1.27.3 and pgzip (~25 min on 2 cores, cold)
 #   BENCH_VARIANTS=pgzip bash bench/encoders-corpus.sh
+#   BENCH_VARIANTS=zstd BENCH_OUT=bench/results/encoders-corpus-zstd.md bash bench/encoders-corpus.sh
 #   BENCH_QUICK=1 ...                             # only the Debian bases
 #
 # Writes bench/results/encoders-corpus.md. Kept apart from compare.sh (which
@@ -30,7 +34,7 @@ source "$BENCH_DIR/lib-measure.sh"
 
 BENCH_VARIANTS="${BENCH_VARIANTS:-go1.27.3 pgzip}"
 GO_VERSION=1.27.3
-OUT="$BENCH_DIR/results/encoders-corpus.md"
+OUT="${BENCH_OUT:-$BENCH_DIR/results/encoders-corpus.md}"
 
 bench_init
 bench_corpus oci
@@ -56,6 +60,24 @@ go_layout() {
     echo "$d"
 }
 
+# zstd_layout IMG: IMG's OCI layout with zstd layers as skopeo writes them
+# (cached). Pushing straight with --dest-compress-format zstd, skopeo would
+# reuse gzip layers of the same content it knows on that registry.
+zstd_layout() {
+    local id d tmp
+    id="$(basename "${OCI_DIR[$1]}")"
+    d="$BENCH_CACHE/oci-zstd/$id"
+    if [[ ! -f "$d/index.json" ]]; then
+        tmp="$(mktemp -d "$BENCH_CACHE/oci-zstd.tmp.XXXXXX")"
+        skopeo copy --quiet --dest-compress --dest-compress-format zstd "oci:${OCI_DIR[$1]}:img" "oci:$tmp:img" \
+            >>"$LOG_DIR/recompress.log" 2>&1 || { show_log "$LOG_DIR/recompress.log"; die "zstd layout of $1 failed"; }
+        mkdir -p "$(dirname "$d")"
+        rm -rf "$d"
+        mv "$tmp" "$d"
+    fi
+    echo "$d"
+}
+
 ROWS=()
 for variant in $BENCH_VARIANTS; do
     case "$variant" in
@@ -66,7 +88,8 @@ for variant in $BENCH_VARIANTS; do
             for img in "${BENCH_IMAGES[@]}"; do go_layout "$img" >/dev/null; done
             ;;
         pgzip) ;;
-        *) die "unknown variant $variant (go1.27.3, pgzip)" ;;
+        zstd) for img in "${BENCH_IMAGES[@]}"; do zstd_layout "$img" >/dev/null; done ;;
+        *) die "unknown variant $variant (go1.27.3, pgzip, zstd)" ;;
     esac
     d="$WORK_DIR/$variant"
     start_blockreg "$d/br" "$LOG_DIR/br-$variant.log" "${BENCH_GUEST:-}" || die "blockreg did not start"
@@ -79,6 +102,7 @@ for variant in $BENCH_VARIANTS; do
             case "$variant" in
                 go*) args=(--preserve-digests "oci:$(go_layout "$img"):img") ;;
                 pgzip) args=(--dest-compress --dest-compress-format gzip "oci:${OCI_DIR[$img]}:img") ;;
+                zstd) args=(--preserve-digests "oci:$(zstd_layout "$img"):img") ;;
             esac
             skopeo copy --quiet --dest-tls-verify=false "${args[@]}" "docker://$host/$img" \
                 >>"$LOG_DIR/skopeo-$variant.log" 2>&1 \
@@ -90,7 +114,7 @@ for variant in $BENCH_VARIANTS; do
     br="$(store_du "$d/br")" r2="$(store_du "$d/r2/storage")"
     js="$(stats_json "$d/br")"
     rss="$(vm_hwm "$BRP")"
-    ROWS+=("| $variant | $(mib "$br") | $(mib "$r2") | **$(div "$br" "$r2")** | $(jq -r .gzip_blobs <<<"$js") | $(jq -r .raw_blobs <<<"$js") ($(mib "$(jq -r .raw_bytes <<<"$js")")) | $(mib "$(jq -r .cache_bytes <<<"$js")") | $push_s | $wait_s | $(mib "$rss") |")
+    ROWS+=("| $variant | $(mib "$br") | $(mib "$r2") | **$(div "$br" "$r2")** | $(jq -r '.gzip_blobs + (.zstd_blobs // 0)' <<<"$js") | $(jq -r .raw_blobs <<<"$js") ($(mib "$(jq -r .raw_bytes <<<"$js")")) | $(mib "$(jq -r .cache_bytes <<<"$js")") | $push_s | $wait_s | $(mib "$rss") |")
     log "$variant: blockreg $(mib "$br"), registry:2 $(mib "$r2"), ratio $(div "$br" "$r2")"
     stop_pid "$BRP"
     stop_pid "$R2P"

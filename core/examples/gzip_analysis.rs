@@ -1,4 +1,4 @@
-//! Analyses gzip files the way the converter does and recreates them:
+//! Analyses gzip (or zstd) files the way the converter does and recreates them:
 //! prints, per file, plain and correction bytes, analysis and recreation
 //! speed, and whether the recreation is exact. A developer's measuring tool
 //! (native, no guest); the bench scripts measure the real path.
@@ -9,10 +9,18 @@ use std::convert::Infallible;
 use std::time::Instant;
 
 use blockreg_core::deflate::{AnalyzeConfig, DeflateRecreator, Event, GzipAnalyzer};
+use blockreg_core::zstd::{is_zstd, ZstdAnalyzer, ZstdConfig, ZstdRecreator};
+
+/// The recreator of the stream in progress.
+enum Recreator {
+    Deflate(DeflateRecreator),
+    Zstd(Box<ZstdRecreator>),
+}
 
 enum Piece {
     Literal(Vec<u8>),
     Start,
+    ZstdStart,
     Segment {
         plain: Vec<u8>,
         corrections: Vec<u8>,
@@ -32,20 +40,32 @@ fn main() {
             match e {
                 Event::Literal(b) => pieces.push(Piece::Literal(b.to_vec())),
                 Event::DeflateStart => pieces.push(Piece::Start),
+                Event::ZstdStart => pieces.push(Piece::ZstdStart),
                 Event::Plain(b) => plain.extend_from_slice(b),
                 Event::SegmentEnd { corrections } => pieces.push(Piece::Segment {
                     plain: std::mem::take(&mut plain),
                     corrections,
                 }),
-                Event::DeflateEnd => {}
+                Event::StreamEnd => {}
             }
             Ok(())
         };
         let started = Instant::now();
-        let mut analyzer = GzipAnalyzer::new(cfg);
-        let result = analyzer
-            .feed(&data, &mut out)
-            .and_then(|()| analyzer.finish(&mut out));
+        let result = if is_zstd(&data) {
+            let mut analyzer = ZstdAnalyzer::new(ZstdConfig::default());
+            analyzer
+                .feed(&data, &mut out)
+                .and_then(|()| analyzer.finish(&mut out))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        } else {
+            let mut analyzer = GzipAnalyzer::new(cfg);
+            analyzer
+                .feed(&data, &mut out)
+                .and_then(|()| analyzer.finish(&mut out))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
         let analysis = started.elapsed().as_secs_f64();
         if let Err(e) = result {
             println!("{path}: analysis failed after {analysis:.1} s: {e}");
@@ -67,14 +87,23 @@ fn main() {
             .sum();
         let started = Instant::now();
         let mut rebuilt = Vec::with_capacity(data.len());
-        let mut recreator = DeflateRecreator::new();
+        let mut recreator = Recreator::Deflate(DeflateRecreator::new());
         let mut error = None;
         for p in &pieces {
             match p {
                 Piece::Literal(b) => rebuilt.extend_from_slice(b),
-                Piece::Start => recreator = DeflateRecreator::new(),
+                Piece::Start => recreator = Recreator::Deflate(DeflateRecreator::new()),
+                Piece::ZstdStart => recreator = Recreator::Zstd(Box::new(ZstdRecreator::new())),
                 Piece::Segment { plain, corrections } => {
-                    match recreator.segment(plain, corrections) {
+                    let segment = match &mut recreator {
+                        Recreator::Deflate(r) => {
+                            r.segment(plain, corrections).map_err(|e| e.to_string())
+                        }
+                        Recreator::Zstd(r) => {
+                            r.segment(plain, corrections).map_err(|e| e.to_string())
+                        }
+                    };
+                    match segment {
                         Ok(b) => rebuilt.extend_from_slice(&b),
                         Err(e) => {
                             error = Some(e.to_string());

@@ -56,6 +56,10 @@ pub enum Event<'a> {
     Literal(&'a [u8]),
     /// A raw DEFLATE stream begins (one per gzip member).
     DeflateStart,
+    /// A zstd stream begins (the whole blob: every frame, skippable frames
+    /// included); its segments are recreated by
+    /// [`crate::zstd::ZstdRecreator`].
+    ZstdStart,
     /// Decoded bytes of the current DEFLATE stream (may come in many pieces).
     Plain(&'a [u8]),
     /// Closes a segment: the `Plain` bytes since the previous `SegmentEnd` or
@@ -65,8 +69,9 @@ pub enum Event<'a> {
         /// Preflate's correction data for the segment.
         corrections: Vec<u8>,
     },
-    /// The DEFLATE stream ended (its final block was read).
-    DeflateEnd,
+    /// The stream ended (a DEFLATE stream's final block was read, or a zstd
+    /// blob's last frame).
+    StreamEnd,
 }
 
 /// Limits and tuning of a [`GzipAnalyzer`].
@@ -404,7 +409,7 @@ impl GzipAnalyzer {
                     .map_err(AnalyzeError::Callback)?;
                     self.pending.drain(..r.compressed_size);
                     if stream.processor.is_done() {
-                        out(Event::DeflateEnd).map_err(AnalyzeError::Callback)?;
+                        out(Event::StreamEnd).map_err(AnalyzeError::Callback)?;
                         self.state = if self.gzip {
                             State::Trailer {
                                 crc: stream.crc.sum(),
@@ -672,7 +677,8 @@ pub(crate) mod tests {
                 Event::DeflateStart => Owned::Start,
                 Event::Plain(b) => Owned::Plain(b.to_vec()),
                 Event::SegmentEnd { corrections } => Owned::SegmentEnd(corrections),
-                Event::DeflateEnd => Owned::End,
+                Event::StreamEnd => Owned::End,
+                Event::ZstdStart => panic!("the gzip analysis started a zstd stream"),
             });
             Ok(())
         };

@@ -4,7 +4,8 @@
 //!
 //! Where to look: `oci/` (digests, names, media types, error codes),
 //! `chunker.rs` (fixed-size blocks), `tarchunk.rs` (cuts at tar members),
-//! `deflate.rs` (gzip analysis and bit-exact recreation), `recipe.rs` (how a
+//! `deflate.rs` (gzip analysis and bit-exact recreation), `zstd.rs` (the same
+//! for zstd), `varint.rs`, `recipe.rs` (how a
 //! blob is rebuilt from blocks), `block.rs` (block ids) and `hex.rs`.
 
 pub mod block;
@@ -18,3 +19,5 @@ pub mod recipe;
 pub mod tarchunk;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
+pub mod varint;
+pub mod zstd;

@@ -1015,25 +1015,32 @@ fn recipe() -> impl Strategy<Value = Recipe> {
             let total: u64 = content.iter().map(|b| u64::from(b.len)).sum();
             if gzip {
                 let half = total / 2;
-                let layout = vec![
-                    Op::Lit(lit.clone()),
-                    Op::Deflate(vec![
-                        Segment {
-                            plain: half,
-                            corrections: corrections.clone(),
-                        },
-                        Segment {
-                            plain: total - half,
-                            corrections: Vec::new(),
-                        },
-                    ]),
-                    Op::Lit(lit),
+                let segments = vec![
+                    Segment {
+                        plain: half,
+                        corrections: corrections.clone(),
+                    },
+                    Segment {
+                        plain: total - half,
+                        corrections: Vec::new(),
+                    },
                 ];
+                // Odd seeds stand for zstd blobs: one stream op, no literals.
+                let zstd = seed.first().is_some_and(|b| b % 2 == 1);
+                let layout = if zstd {
+                    vec![Op::Zstd(segments)]
+                } else {
+                    vec![Op::Lit(lit.clone()), Op::Deflate(segments), Op::Lit(lit)]
+                };
                 Recipe {
                     digest,
                     size: total / 3 + 17,
                     chunker,
-                    encoding: crate::recipe::Encoding::Gzip,
+                    encoding: if zstd {
+                        crate::recipe::Encoding::Zstd
+                    } else {
+                        crate::recipe::Encoding::Gzip
+                    },
                     frames,
                     content,
                     layout,
@@ -1068,7 +1075,9 @@ fn recipe_is_consistent(r: &Recipe) -> Result<(), String> {
                 consumed += u128::from(*n);
                 produced += u128::from(*n);
             }
-            Op::Deflate(segs) => consumed += segs.iter().map(|s| u128::from(s.plain)).sum::<u128>(),
+            Op::Deflate(segs) | Op::Zstd(segs) => {
+                consumed += segs.iter().map(|s| u128::from(s.plain)).sum::<u128>();
+            }
         }
     }
     if consumed != content {
@@ -1086,7 +1095,9 @@ fn recipe_is_consistent(r: &Recipe) -> Result<(), String> {
         .content
         .iter()
         .chain(r.layout.iter().flat_map(|op| match op {
-            Op::Deflate(segs) => segs.iter().flat_map(|s| &s.corrections).collect::<Vec<_>>(),
+            Op::Deflate(segs) | Op::Zstd(segs) => {
+                segs.iter().flat_map(|s| &s.corrections).collect::<Vec<_>>()
+            }
             _ => Vec::new(),
         }));
     for b in blocks {

@@ -11,7 +11,9 @@
 //!   `{"lit":"<hex>"}` literal bytes (gzip headers, trailers), `{"copy":n}` the
 //!   next `n` content bytes as they are, `{"deflate":[[plain, [blocks…]],…]}` a
 //!   DEFLATE stream recreated bit for bit, segment by segment, from the next
-//!   `plain` content bytes and the correction bytes held in `blocks`.
+//!   `plain` content bytes and the correction bytes held in `blocks`;
+//!   `{"zstd":[[plain, [blocks…]],…]}` the same for a whole zstd blob, whose
+//!   corrections are `zstd.rs`'s records.
 //!
 //! Version 2 (written by this guest):
 //! `{"version":2,"digest","size","chunker","encoding","frames":[[pack,offset,
@@ -36,6 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::block::BlockId;
 use crate::oci::Digest;
+use crate::varint;
 
 /// The newest recipe format version this guest writes (see the module doc:
 /// version 2 unless the content has runs of a repeated block).
@@ -120,6 +123,9 @@ pub enum Op {
     Lit(Vec<u8>),
     Copy(u64),
     Deflate(Vec<Segment>),
+    /// A zstd stream (the whole blob) recreated segment by segment by
+    /// `zstd::ZstdRecreator`; the layout's only op.
+    Zstd(Vec<Segment>),
 }
 
 /// What a blob is, relative to the content its blocks hold.
@@ -131,15 +137,19 @@ pub enum Encoding {
     /// The content is the decoded bytes of a gzip blob, recreated bit for
     /// bit from the content and preflate corrections.
     Gzip,
+    /// The content is the decoded bytes of a zstd blob, recreated exactly
+    /// from the content and the stream's own structure (`zstd.rs`).
+    Zstd,
 }
 
 impl Encoding {
-    /// The name recipes and reports use: `raw` or `gzip`.
+    /// The name recipes and reports use: `raw`, `gzip` or `zstd`.
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Raw => "raw",
             Self::Gzip => "gzip",
+            Self::Zstd => "zstd",
         }
     }
 }
@@ -176,6 +186,7 @@ enum RawOp {
     Lit(String),
     Copy(u64),
     Deflate(Vec<(u64, Vec<RawBlock>)>),
+    Zstd(Vec<(u64, Vec<RawBlock>)>),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -267,27 +278,35 @@ fn block_from_raw(raw: RawBlock, frames: &[Frame]) -> Result<BlockRef, RecipeErr
     })
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
+fn segments_to_raw(segs: &[Segment]) -> Vec<(u64, Vec<RawBlock>)> {
+    segs.iter()
+        .map(|s| (s.plain, s.corrections.iter().map(block_to_raw).collect()))
+        .collect()
+}
+
+fn segments_from_raw(
+    segs: Vec<(u64, Vec<RawBlock>)>,
+    frames: &[Frame],
+) -> Result<Vec<Segment>, RecipeError> {
+    segs.into_iter()
+        .map(|(plain, blocks)| {
+            Ok(Segment {
+                plain,
+                corrections: blocks
+                    .into_iter()
+                    .map(|b| block_from_raw(b, frames))
+                    .collect::<Result<Vec<_>, _>>()?,
+            })
+        })
+        .collect()
+}
+
+fn put_varint(out: &mut Vec<u8>, v: u64) {
+    varint::put(out, v);
 }
 
 fn get_varint(bytes: &[u8], pos: &mut usize) -> Result<u64, RecipeError> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *bytes
-            .get(*pos)
-            .ok_or_else(|| bad("content record cut short"))?;
-        *pos += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Ok(v);
-        }
-    }
-    Err(bad("content varint too long"))
+    varint::get(bytes, pos).ok_or_else(|| bad("content record cut short or varint too long"))
 }
 
 /// Content blocks as the compact base64 record string (see the module doc),
@@ -427,11 +446,8 @@ impl Recipe {
             .map(|op| match op {
                 Op::Lit(b) => RawOp::Lit(crate::hex::encode(b)),
                 Op::Copy(n) => RawOp::Copy(*n),
-                Op::Deflate(segs) => RawOp::Deflate(
-                    segs.iter()
-                        .map(|s| (s.plain, s.corrections.iter().map(block_to_raw).collect()))
-                        .collect(),
-                ),
+                Op::Deflate(segs) => RawOp::Deflate(segments_to_raw(segs)),
+                Op::Zstd(segs) => RawOp::Zstd(segments_to_raw(segs)),
             })
             .collect();
         let (content, repeats) = encode_content(&self.content);
@@ -519,19 +535,8 @@ impl Recipe {
                                 crate::hex::decode(&h).ok_or_else(|| bad("literal is not hex"))?,
                             ),
                             RawOp::Copy(n) => Op::Copy(n),
-                            RawOp::Deflate(segs) => Op::Deflate(
-                                segs.into_iter()
-                                    .map(|(plain, blocks)| {
-                                        Ok(Segment {
-                                            plain,
-                                            corrections: blocks
-                                                .into_iter()
-                                                .map(|b| block_from_raw(b, &frames))
-                                                .collect::<Result<Vec<_>, _>>()?,
-                                        })
-                                    })
-                                    .collect::<Result<Vec<_>, RecipeError>>()?,
-                            ),
+                            RawOp::Deflate(segs) => Op::Deflate(segments_from_raw(segs, &frames)?),
+                            RawOp::Zstd(segs) => Op::Zstd(segments_from_raw(segs, &frames)?),
                         })
                     })
                     .collect::<Result<Vec<_>, RecipeError>>()?;
@@ -564,7 +569,7 @@ impl Recipe {
                     consumed += u128::from(*n);
                     produced += u128::from(*n);
                 }
-                Op::Deflate(segs) => {
+                Op::Deflate(segs) | Op::Zstd(segs) => {
                     consumed += segs.iter().map(|s| u128::from(s.plain)).sum::<u128>();
                 }
             }

@@ -49,6 +49,12 @@ pub fn gzip(data: &[u8], level: u32) -> Vec<u8> {
     e.finish().unwrap()
 }
 
+/// Zstd of `data` as ruzstd's encoder writes it at its fastest level (pure
+/// Rust: the guest's tests run in wasm, where libzstd is not available).
+pub fn zstd_of(data: &[u8]) -> Vec<u8> {
+    ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
+}
+
 /// Mostly-text pseudo-random bytes that compress like real files.
 pub fn texty_bytes(seed: u64, len: usize) -> Vec<u8> {
     const WORDS: [&str; 12] = [

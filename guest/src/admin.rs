@@ -49,6 +49,7 @@ impl Guest for crate::Component {
             cache_bytes,
             pending: usage.pending,
             gzip_blobs: usage.gzip_blobs,
+            zstd_blobs: usage.zstd_blobs,
             raw_blobs: usage.raw_blobs,
             raw_bytes: usage.raw_bytes,
             failed: usage.failed,
@@ -116,6 +117,7 @@ impl Guest for crate::Component {
                     encoding: match c.encoding {
                         crate::recipe::Encoding::Raw => Encoding::Raw,
                         crate::recipe::Encoding::Gzip => Encoding::Gzip,
+                        crate::recipe::Encoding::Zstd => Encoding::Zstd,
                     },
                     content_bytes: c.content_bytes,
                     new_blocks: c.new_blocks,

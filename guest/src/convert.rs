@@ -45,6 +45,7 @@ use crate::recipe::{BlockRef, Encoding, Frame, Location, Op, Recipe, Segment};
 use crate::settings::Settings;
 use crate::store::Store;
 use crate::tarchunk::TarChunker;
+use crate::zstd::{self, ZstdAnalyzer, ZstdConfig};
 
 /// Segment sizes (compressed input per preflate call) and plain-text limits
 /// tried in turn for a gzip blob. Recreating a segment holds its plain text
@@ -54,6 +55,15 @@ const GZIP_ATTEMPTS: [(usize, usize); 3] = [
     (512 << 10, 8 << 20),
     (8 << 20, 64 << 20),
 ];
+
+/// A zstd blob is stored decoded only if its corrections (everything but
+/// its literals: headers, tables, the encoder's sequences) stay within this
+/// share of it, plus [`ZSTD_CORRECTION_SLACK`] (headers dominate tiny
+/// blobs). Measured (`core/examples/gzip_analysis.rs`): the Debian and
+/// nginx layers skopeo writes 30-36 %; a text-heavy layer at zstd -3 87 %,
+/// which would cost more than it can share.
+const ZSTD_MAX_CORRECTION_SHARE: f64 = 0.5;
+const ZSTD_CORRECTION_SLACK: u64 = 4096;
 
 /// Correction bytes are stored in blocks of at most this size.
 const CORRECTION_BLOCK: usize = 64 * 1024;
@@ -388,6 +398,23 @@ impl FrameTable {
 enum DraftOp {
     Lit(Vec<u8>),
     Deflate(Vec<(u64, Vec<Draft>)>),
+    Zstd(Vec<(u64, Vec<Draft>)>),
+}
+
+/// Which analysis reads a compressed blob.
+#[derive(Clone, Copy)]
+enum Codec {
+    Gzip(AnalyzeConfig),
+    Zstd(ZstdConfig),
+}
+
+impl Codec {
+    fn encoding(self) -> Encoding {
+        match self {
+            Codec::Gzip(_) => Encoding::Gzip,
+            Codec::Zstd(_) => Encoding::Zstd,
+        }
+    }
 }
 
 fn open_original(store: &Store, digest: &Digest) -> io::Result<BufReader<File>> {
@@ -585,7 +612,7 @@ pub fn convert_batch(
             Err(e) => Err(e),
             Ok((c, Landed::Deferred(recipe))) => match prove_and_commit(store, &recipe) {
                 Ok(Ok(())) => Ok(c),
-                Ok(Err(_)) if c.encoding == Encoding::Gzip => {
+                Ok(Err(_)) if matches!(c.encoding, Encoding::Gzip | Encoding::Zstd) => {
                     convert_with(store, settings, digest, new_chunker)
                 }
                 Ok(Err(why)) => Err(ConvertError::Damaged(why)),
@@ -624,10 +651,27 @@ fn stage(
         ));
     }
     verify_original(store, digest)?;
-    let mut head = [0u8; 3];
+    let mut head = [0u8; 4];
     let n = open_original(store, digest)?.read(&mut head)?;
     let gzip = deflate::is_gzip(&head[..n]);
+    let zstd = zstd::is_zstd(&head[..n]);
     let mut fallback = None;
+    if zstd {
+        let codec = Codec::Zstd(ZstdConfig {
+            // One segment per block: a block whose content, tables and
+            // sequences recur in another layer gives identical correction
+            // bytes, stored once.
+            segment_plain: 1,
+            ..ZstdConfig::default()
+        });
+        match convert_gzip(store, packs, sink, digest, new_chunker(), codec, settings) {
+            Ok(done) => return Ok(done),
+            Err(GzipError::Refused(Refusal::Unmodelled(why) | Refusal::Final(why))) => {
+                fallback = Some(why);
+            }
+            Err(GzipError::Failed(e)) => return Err(e),
+        }
+    }
     if gzip {
         // preflate-rs 0.7's streaming sometimes loses a match at a segment
         // boundary ("PredictionFailure"), depending only on where segments
@@ -640,7 +684,8 @@ fn stage(
                 max_pending: plain_text_limit.max(2 * segment_input),
                 ..AnalyzeConfig::default()
             };
-            match convert_gzip(store, packs, sink, digest, new_chunker(), cfg, settings) {
+            let codec = Codec::Gzip(cfg);
+            match convert_gzip(store, packs, sink, digest, new_chunker(), codec, settings) {
                 Ok(done) => return Ok(done),
                 Err(GzipError::Refused(Refusal::Unmodelled(why))) => fallback = Some(why),
                 Err(GzipError::Refused(Refusal::Final(why))) => {
@@ -652,7 +697,8 @@ fn stage(
         }
     }
     let size = std::fs::metadata(store.original_path(digest))?.len();
-    let (mut done, landed) = if gzip || size > settings.max_decoded_bytes {
+    let compressed = gzip || zstd;
+    let (mut done, landed) = if compressed || size > settings.max_decoded_bytes {
         // Compressed bytes do not dedup below the blob, nor shrink: big
         // stored blocks keep the recipe and index tiny. So does a blob too
         // large to cut by content within the memory bound.
@@ -662,7 +708,7 @@ fn stage(
             sink,
             digest,
             FixedChunker::new(OPAQUE_BLOCK),
-            !gzip,
+            !compressed,
         )?
     } else {
         convert_raw(store, packs, sink, digest, new_chunker(), true)?
@@ -828,6 +874,10 @@ impl<'s> GzipDraft<'s> {
                 self.layout.push(DraftOp::Deflate(Vec::new()));
                 self.seg_plain = 0;
             }
+            Event::ZstdStart => {
+                self.layout.push(DraftOp::Zstd(Vec::new()));
+                self.seg_plain = 0;
+            }
             Event::Plain(bytes) => {
                 self.seg_plain += bytes.len() as u64;
                 self.decoded += bytes.len() as u64;
@@ -845,12 +895,14 @@ impl<'s> GzipDraft<'s> {
                     refs.push(builder.put(part)?);
                 }
                 match self.layout.last_mut() {
-                    Some(DraftOp::Deflate(segs)) => segs.push((self.seg_plain, refs)),
-                    _ => return Err(refused("segment outside a DEFLATE stream".into())),
+                    Some(DraftOp::Deflate(segs) | DraftOp::Zstd(segs)) => {
+                        segs.push((self.seg_plain, refs));
+                    }
+                    _ => return Err(refused("segment outside a compressed stream".into())),
                 }
                 self.seg_plain = 0;
             }
-            Event::DeflateEnd => {
+            Event::StreamEnd => {
                 if self.seg_plain != 0 {
                     return Err(refused("DEFLATE stream ended mid-segment".into()));
                 }
@@ -869,32 +921,115 @@ impl<'s> GzipDraft<'s> {
     }
 }
 
-/// Feeds a gzip blob through the analyser into `draft`; returns its size
-/// and the bytes of its corrections.
+/// Feeds a compressed blob through its codec's analyser into `draft`;
+/// returns its size and the bytes of its corrections.
 fn analyse_gzip(
     input: &mut impl Read,
     builder: &mut Builder,
     draft: &mut GzipDraft,
-    cfg: AnalyzeConfig,
+    codec: Codec,
 ) -> Result<(u64, u64), GzipError> {
-    let mut analyzer = GzipAnalyzer::new(cfg);
+    let (size, corrections) = match codec {
+        Codec::Gzip(cfg) => run_analyzer(GzipAnalyzer::new(cfg), input, builder, draft)?,
+        Codec::Zstd(cfg) => {
+            let (size, corrections) = run_analyzer(ZstdAnalyzer::new(cfg), input, builder, draft)?;
+            let allowed = ZSTD_MAX_CORRECTION_SHARE * size as f64 + ZSTD_CORRECTION_SLACK as f64;
+            if corrections as f64 > allowed {
+                return Err(refused(format!(
+                    "zstd corrections of {corrections} bytes are over \
+                     {ZSTD_MAX_CORRECTION_SHARE} of the blob's {size} (its sequences \
+                     dominate: little to share)"
+                )));
+            }
+            (size, corrections)
+        }
+    };
+    draft.finish(builder)?;
+    Ok((size, corrections))
+}
+
+/// What the conversion needs of a compressed stream's analyser.
+trait StreamAnalyzer {
+    fn feed_events(
+        &mut self,
+        bytes: &[u8],
+        out: &mut dyn FnMut(Event<'_>) -> Result<(), GzipError>,
+    ) -> Result<(), GzipError>;
+    /// Ends the input; the correction bytes in all.
+    fn finish_events(
+        self,
+        out: &mut dyn FnMut(Event<'_>) -> Result<(), GzipError>,
+    ) -> Result<u64, GzipError>;
+}
+
+impl StreamAnalyzer for GzipAnalyzer {
+    fn feed_events(
+        &mut self,
+        bytes: &[u8],
+        out: &mut dyn FnMut(Event<'_>) -> Result<(), GzipError>,
+    ) -> Result<(), GzipError> {
+        self.feed(bytes, &mut |ev| out(ev)).map_err(analyze_error)
+    }
+
+    fn finish_events(
+        self,
+        out: &mut dyn FnMut(Event<'_>) -> Result<(), GzipError>,
+    ) -> Result<u64, GzipError> {
+        Ok(self
+            .finish(&mut |ev| out(ev))
+            .map_err(analyze_error)?
+            .correction_bytes)
+    }
+}
+
+impl StreamAnalyzer for ZstdAnalyzer {
+    fn feed_events(
+        &mut self,
+        bytes: &[u8],
+        out: &mut dyn FnMut(Event<'_>) -> Result<(), GzipError>,
+    ) -> Result<(), GzipError> {
+        self.feed(bytes, out).map_err(zstd_error)
+    }
+
+    fn finish_events(
+        self,
+        out: &mut dyn FnMut(Event<'_>) -> Result<(), GzipError>,
+    ) -> Result<u64, GzipError> {
+        Ok(self.finish(out).map_err(zstd_error)?.correction_bytes)
+    }
+}
+
+/// Feeds the whole input through `analyzer` into `draft`; the input's size
+/// and the correction bytes.
+fn run_analyzer(
+    mut analyzer: impl StreamAnalyzer,
+    input: &mut impl Read,
+    builder: &mut Builder,
+    draft: &mut GzipDraft,
+) -> Result<(u64, u64), GzipError> {
+    let size = feed_all(input, |bytes, read| {
+        analyzer.feed_events(bytes, &mut |ev| draft.take(builder, ev, read))
+    })?;
+    let corrections = analyzer.finish_events(&mut |ev| draft.take(builder, ev, size))?;
+    Ok((size, corrections))
+}
+
+/// Reads `input` to its end in 1 MiB pieces, handing each to `feed` with
+/// the bytes read so far; returns the total.
+fn feed_all(
+    input: &mut impl Read,
+    mut feed: impl FnMut(&[u8], u64) -> Result<(), GzipError>,
+) -> Result<u64, GzipError> {
     let mut buf = vec![0u8; 1024 * 1024];
     let mut read = 0u64;
     loop {
         let n = input.read(&mut buf)?;
         if n == 0 {
-            break;
+            return Ok(read);
         }
         read += n as u64;
-        analyzer
-            .feed(&buf[..n], &mut |ev| draft.take(builder, ev, read))
-            .map_err(analyze_error)?;
+        feed(&buf[..n], read)?;
     }
-    let summary = analyzer
-        .finish(&mut |ev| draft.take(builder, ev, read))
-        .map_err(analyze_error)?;
-    draft.finish(builder)?;
-    Ok((read, summary.correction_bytes))
 }
 
 /// The layout of a draft with every block reference resolved.
@@ -903,14 +1038,17 @@ fn resolve_layout(layout: Vec<DraftOp>, table: &mut FrameTable) -> Vec<Op> {
         .into_iter()
         .map(|op| match op {
             DraftOp::Lit(b) => Op::Lit(b),
-            DraftOp::Deflate(segs) => Op::Deflate(
-                segs.into_iter()
-                    .map(|(plain, refs)| Segment {
-                        plain,
-                        corrections: refs.iter().map(|d| table.block(d)).collect(),
-                    })
-                    .collect(),
-            ),
+            DraftOp::Deflate(segs) => Op::Deflate(resolve_segments(segs, table)),
+            DraftOp::Zstd(segs) => Op::Zstd(resolve_segments(segs, table)),
+        })
+        .collect()
+}
+
+fn resolve_segments(segs: Vec<(u64, Vec<Draft>)>, table: &mut FrameTable) -> Vec<Segment> {
+    segs.into_iter()
+        .map(|(plain, refs)| Segment {
+            plain,
+            corrections: refs.iter().map(|d| table.block(d)).collect(),
         })
         .collect()
 }
@@ -923,14 +1061,14 @@ fn convert_gzip(
     sink: &mut Sink,
     digest: &Digest,
     chunker: TarChunker,
-    cfg: AnalyzeConfig,
+    codec: Codec,
     settings: &Settings,
 ) -> Result<(Converted, Landed), GzipError> {
     let mut input = open_original(store, digest)?;
     let mut builder = Builder::new(packs, sink)?;
     let name = chunker.name();
     let mut draft = GzipDraft::new(chunker, settings);
-    let (size, corrections) = match analyse_gzip(&mut input, &mut builder, &mut draft, cfg) {
+    let (size, corrections) = match analyse_gzip(&mut input, &mut builder, &mut draft, codec) {
         Ok(analysed) => analysed,
         Err(e) => {
             builder.writer.abandon();
@@ -946,7 +1084,7 @@ fn convert_gzip(
         digest: digest.clone(),
         size,
         chunker: name,
-        encoding: Encoding::Gzip,
+        encoding: codec.encoding(),
         frames: std::mem::take(&mut table.frames),
         content,
         layout,
@@ -972,13 +1110,21 @@ fn convert_gzip(
     let done = Converted {
         digest: digest.clone(),
         size,
-        encoding: Encoding::Gzip,
+        encoding: codec.encoding(),
         content_bytes,
         new_blocks,
         new_bytes,
         fallback: None,
     };
     Ok((done, landed))
+}
+
+/// Every zstd failure is final: there is no other attempt to make.
+fn zstd_error(e: zstd::ZstdError<GzipError>) -> GzipError {
+    match e {
+        zstd::ZstdError::Callback(inner) => inner,
+        other => refused(format!("zstd analysis: {other}")),
+    }
 }
 
 /// Preflate's failures, and a block too large for this attempt's bounds,
@@ -1003,6 +1149,7 @@ mod tests {
     use super::*;
     use crate::test_support::{
         commit_blob, gzip, odd_gzip, scratch_store, seeded_bytes, settings, tar_of, texty_bytes,
+        zstd_of,
     };
 
     fn rebuild_all(store: &Store, d: &Digest, start: u64) -> Vec<u8> {
@@ -1108,6 +1255,64 @@ mod tests {
         assert_eq!(rebuild_all(&store, &d1, 0), first);
         assert_eq!(rebuild_all(&store, &d2, 0), second);
         assert_eq!(rebuild_all(&store, &d2, 777), second[777..]);
+    }
+
+    /// Issue 8: a zstd layer is stored as its content plus the stream's own
+    /// structure, so a rebuilt copy, and the same tar pushed gzip-compressed,
+    /// share its blocks; a zstd layer whose sequences would cost more than
+    /// half of it stays raw. Every form is rebuilt exactly.
+    #[test]
+    fn zstd_layers_are_stored_decoded_and_share_content_with_gzip_twins() {
+        let store = scratch_store("convert-zstd");
+        let tar = |mtime, changed| {
+            let lib = seeded_bytes(11, 400_000);
+            let mut t = tar_of(&[("usr/lib/a.so", &lib, mtime)]);
+            t.truncate(t.len() - 1024);
+            t.extend(files(mtime, changed));
+            t
+        };
+        let first = zstd_of(&tar(1_700_000_000, false));
+        let d1 = commit_blob(&store, &first);
+        let c1 = convert(&store, &settings(), &d1).unwrap();
+        assert_eq!(c1.encoding, Encoding::Zstd, "{:?}", c1.fallback);
+        let second = zstd_of(&tar(1_700_086_400, true));
+        let d2 = commit_blob(&store, &second);
+        let c2 = convert(&store, &settings(), &d2).unwrap();
+        assert_eq!(c2.encoding, Encoding::Zstd, "{:?}", c2.fallback);
+        assert!(
+            c2.new_bytes * 3 < second.len() as u64,
+            "second zstd layer added {} bytes for a {}-byte blob",
+            c2.new_bytes,
+            second.len()
+        );
+        let twin = gzip(&tar(1_700_000_000, false), 6);
+        let d3 = commit_blob(&store, &twin);
+        let c3 = convert(&store, &settings(), &d3).unwrap();
+        assert_eq!(c3.encoding, Encoding::Gzip, "{:?}", c3.fallback);
+        assert!(
+            c3.new_bytes * 20 < twin.len() as u64,
+            "the gzip twin added {} bytes for a {}-byte blob",
+            c3.new_bytes,
+            twin.len()
+        );
+        let texty = zstd_of(&texty_bytes(5, 2_000_000));
+        let d4 = commit_blob(&store, &texty);
+        let c4 = convert(&store, &settings(), &d4).unwrap();
+        assert_eq!(c4.encoding, Encoding::Raw);
+        assert!(
+            c4.fallback
+                .as_deref()
+                .is_some_and(|w| w.contains("zstd corrections")),
+            "{:?}",
+            c4.fallback
+        );
+        for (d, blob) in [(&d1, &first), (&d2, &second), (&d3, &twin), (&d4, &texty)] {
+            assert!(
+                rebuild_all(&store, d, 0) == *blob,
+                "{d} rebuilt differently"
+            );
+        }
+        assert_eq!(store.usage().unwrap().zstd_blobs, 2);
     }
 
     #[test]

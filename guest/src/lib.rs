@@ -40,7 +40,7 @@ mod sys;
 #[cfg(test)]
 mod test_support;
 
-pub(crate) use blockreg_core::{block, chunker, deflate, hex, oci, recipe, tarchunk};
+pub(crate) use blockreg_core::{block, chunker, deflate, hex, oci, recipe, tarchunk, zstd};
 
 use std::io::{self, Read};
 

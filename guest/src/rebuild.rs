@@ -13,6 +13,7 @@ use crate::deflate::DeflateRecreator;
 use crate::layout::Layout;
 use crate::packs::FrameReader;
 use crate::recipe::{BlockRef, Location, Op, Recipe};
+use crate::zstd::ZstdRecreator;
 
 /// How many content bytes a verbatim copy reads at a time.
 const COPY_STEP: u64 = 256 * 1024;
@@ -28,7 +29,8 @@ pub struct Rebuild {
     /// Next layout op; bytes or segments of it already used.
     op: usize,
     op_used: u64,
-    recreator: Option<DeflateRecreator>,
+    /// The recreator of the current DEFLATE or zstd stream op.
+    recreator: Option<StreamRecreator>,
     out: Vec<u8>,
     out_pos: usize,
     discard: u64,
@@ -182,6 +184,7 @@ impl Rebuild {
             let Some(op) = self.recipe.layout.get(self.op).cloned() else {
                 return Ok(false);
             };
+            let zstd = matches!(op, Op::Zstd(_));
             match op {
                 Op::Lit(bytes) => {
                     self.out = bytes;
@@ -205,7 +208,7 @@ impl Rebuild {
                         self.op_used = 0;
                     }
                 }
-                Op::Deflate(segments) => {
+                Op::Deflate(segments) | Op::Zstd(segments) => {
                     let i = self.op_used as usize;
                     let Some(seg) = segments.get(i) else {
                         self.op += 1;
@@ -216,16 +219,39 @@ impl Rebuild {
                     let mut plain = Vec::with_capacity(seg.plain as usize);
                     self.take_content(seg.plain, &mut plain)?;
                     let corr = self.corrections(&seg.corrections)?;
-                    let rec = self.recreator.get_or_insert_with(DeflateRecreator::new);
-                    self.out = rec
-                        .segment(&plain, &corr)
-                        .map_err(|e| damaged(format!("recreating DEFLATE: {e}")))?;
+                    let rec = self.recreator.get_or_insert_with(|| {
+                        if zstd {
+                            StreamRecreator::Zstd(Box::default())
+                        } else {
+                            StreamRecreator::Deflate(DeflateRecreator::new())
+                        }
+                    });
+                    self.out = rec.segment(&plain, &corr)?;
                     self.op_used += 1;
                 }
             }
             if !self.out.is_empty() {
                 return Ok(true);
             }
+        }
+    }
+}
+
+/// The recreator of the compressed stream in progress.
+enum StreamRecreator {
+    Deflate(DeflateRecreator),
+    Zstd(Box<ZstdRecreator>),
+}
+
+impl StreamRecreator {
+    fn segment(&mut self, plain: &[u8], corrections: &[u8]) -> io::Result<Vec<u8>> {
+        match self {
+            Self::Deflate(r) => r
+                .segment(plain, corrections)
+                .map_err(|e| damaged(format!("recreating DEFLATE: {e}"))),
+            Self::Zstd(r) => r
+                .segment(plain, corrections)
+                .map_err(|e| damaged(format!("recreating zstd: {e}"))),
         }
     }
 }

@@ -410,7 +410,7 @@ fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
 /// need only that, and a large layer's recipe lists thousands of blocks.
 /// A recipe's blob size, and whether it is stored decoded (`"encoding":
 /// "gzip"`; format 1 recipes have no encoding and are verbatim).
-fn recipe_size(bytes: &[u8], what: &str) -> io::Result<(u64, bool)> {
+fn recipe_size(bytes: &[u8], what: &str) -> io::Result<(u64, Option<String>)> {
     #[derive(serde::Deserialize)]
     struct SizeOnly {
         size: u64,
@@ -418,7 +418,7 @@ fn recipe_size(bytes: &[u8], what: &str) -> io::Result<(u64, bool)> {
         encoding: Option<String>,
     }
     serde_json::from_slice::<SizeOnly>(bytes)
-        .map(|s| (s.size, s.encoding.as_deref() == Some("gzip")))
+        .map(|s| (s.size, s.encoding))
         .map_err(|e| io::Error::new(ErrorKind::InvalidData, format!("{what}: {e}")))
 }
 
@@ -1424,11 +1424,13 @@ impl Store {
         for (name, _) in list_dir(&self.layout.layers())? {
             let dir = self.layout.layers().join(&name);
             if let Some(bytes) = read_optional(&Layout::recipe_in(&dir))? {
-                let (size, gzip) = recipe_size(&bytes, &name)?;
+                let (size, encoding) = recipe_size(&bytes, &name)?;
                 u.blobs += 1;
                 u.logical_bytes += size;
-                if gzip {
+                if encoding.as_deref() == Some("gzip") {
                     u.gzip_blobs += 1;
+                } else if encoding.as_deref() == Some("zstd") {
+                    u.zstd_blobs += 1;
                 } else {
                     u.raw_blobs += 1;
                     u.raw_bytes += size;
@@ -1487,9 +1489,10 @@ pub struct Usage {
     pub pending: u64,
     /// Blobs whose conversion failed for good (served from their original).
     pub failed: u64,
-    /// Converted blobs stored decoded (gzip), and stored as their own
+    /// Converted blobs stored decoded (gzip, zstd), and stored as their own
     /// bytes, with the sizes of the latter.
     pub gzip_blobs: u64,
+    pub zstd_blobs: u64,
     pub raw_blobs: u64,
     pub raw_bytes: u64,
     /// Bytes of originals still on disk.

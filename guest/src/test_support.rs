@@ -1,7 +1,7 @@
 //! Fixtures for the guest's unit tests, which run under wasmtime through
 //! `blockreg run` with a scratch directory preopened at `/scratch`.
 
-pub use blockreg_core::test_support::{gzip, odd_gzip, seeded_bytes, tar_of, texty_bytes};
+pub use blockreg_core::test_support::{gzip, odd_gzip, seeded_bytes, tar_of, texty_bytes, zstd_of};
 
 use crate::oci::Digest;
 use crate::settings::Settings;

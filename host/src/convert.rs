@@ -318,6 +318,7 @@ fn log_converted(c: &Conversion, batch: &str, secs: f64) {
         None => match c.encoding {
             Encoding::Raw => "raw".to_string(),
             Encoding::Gzip => "gzip".to_string(),
+            Encoding::Zstd => "zstd".to_string(),
         },
     };
     tracing::info!(

@@ -235,7 +235,7 @@ impl Metrics {
             ),
             gzip_blobs: gauge(
                 "blockreg_store_decoded_blobs",
-                "Blobs stored as their decoded content plus corrections (gzip layers).",
+                "Blobs stored as their decoded content plus corrections (gzip and zstd layers).",
             ),
             raw_blobs: gauge(
                 "blockreg_store_verbatim_blobs",
@@ -404,7 +404,7 @@ impl Metrics {
         set(&g.block_bytes, stats.block_bytes);
         set(&g.packs, stats.packs);
         set(&g.pending, stats.pending);
-        set(&g.gzip_blobs, stats.gzip_blobs);
+        set(&g.gzip_blobs, stats.gzip_blobs + stats.zstd_blobs);
         set(&g.raw_blobs, stats.raw_blobs);
         set(&g.failed, stats.failed);
         set(&g.cache_bytes, stats.cache_bytes);

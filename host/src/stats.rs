@@ -65,8 +65,8 @@ impl fmt::Display for StoreStats {
         writeln!(f, "pending        {}", self.pending)?;
         writeln!(
             f,
-            "decoded        {} blobs (content + corrections)",
-            self.gzip_blobs
+            "decoded        {} gzip + {} zstd blobs (content + corrections)",
+            self.gzip_blobs, self.zstd_blobs
         )?;
         writeln!(
             f,
@@ -203,6 +203,7 @@ mod tests {
             cache_bytes: 100,
             pending: 1,
             gzip_blobs: 2,
+            zstd_blobs: 0,
             raw_blobs: 1,
             raw_bytes: 500,
             failed: 0,
@@ -241,7 +242,7 @@ mod tests {
             serde_json::json!({
                 "logical_bytes": 10_000, "blobs": 4, "blocks": 3, "block_bytes": 12_000,
                 "packs": 1, "stored_bytes": 4_000, "cache_bytes": 100, "pending": 1,
-                "gzip_blobs": 2, "raw_blobs": 1, "raw_bytes": 500,
+                "gzip_blobs": 2, "zstd_blobs": 0, "raw_blobs": 1, "raw_bytes": 500,
                 "failed": 0, "repositories": 1, "manifests": 2, "uploads": 0, "temporary_bytes": 0,
                 "unreferenced_blobs": 2, "unreferenced_bytes": 3000, "last_collection": null,
                 "ratio": 0.4

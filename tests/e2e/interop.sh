@@ -17,9 +17,11 @@
 #                pushed image, is hot-swapped for the default build on the
 #                live host, and each reads what the other wrote
 #   7. encoders  the base image pushed with pgzip layers (skopeo
-#                --dest-compress) and with Go 1.27.3 gzip layers
-#                (tests/e2e/go_gzip.py): decoded, not stored raw; pulled
-#                back exact cold and warm; the second shares the first's blocks
+#                --dest-compress), with Go 1.27.3 gzip layers
+#                (tests/e2e/go_gzip.py) and with zstd layers (skopeo
+#                --dest-compress-format zstd): decoded, not stored raw;
+#                pulled back exact cold and warm; each later one shares the
+#                first's blocks
 #
 # Each check prints "ok NAME" or "FAIL NAME: reason" and the run goes on; the
 # last line is "N passed, N failed[, N skipped]" and the exit code is nonzero
@@ -974,8 +976,8 @@ if is_blockreg; then
         || { show_log "$LOG_DIR/go.log" 10; GO127=""; }
     if start_blockreg "$D7" "$L7" "$INTEROP_GUEST"; then
         P7="$BR_PID" U7="$BR_URL" H7="$BR_HOST"
-        declare -A stored7=([pgzip]=0 [go127]=0)
-        for enc in pgzip go127; do
+        declare -A stored7=([pgzip]=0 [go127]=0 [zstd]=0)
+        for enc in pgzip go127 zstd; do
             bad=""
             case "$enc" in
             pgzip)
@@ -993,13 +995,28 @@ if is_blockreg; then
                         "docker://$H7/enc/$enc:v1" || why "skopeo push of the Go 1.27 image failed"
                 fi
                 ;;
+            zstd)
+                # klauspost's zstd, as podman and BuildKit write zstd layers;
+                # into a layout first: pushing straight to this registry,
+                # skopeo would reuse the gzip layers it already holds for
+                # the same content (its blob info cache).
+                rm -rf "$WORK_DIR/oci-zstd"
+                if ! skopeo_q copy --dest-compress --dest-compress-format zstd "oci:$L:base" "oci:$WORK_DIR/oci-zstd:base"; then
+                    why "skopeo copy --dest-compress-format zstd to a layout failed"
+                else
+                    skopeo_q copy --dest-tls-verify=false --preserve-digests "oci:$WORK_DIR/oci-zstd:base" \
+                        "docker://$H7/enc/$enc:v1" || why "skopeo push of the zstd image failed"
+                fi
+                ;;
             esac
+            want="gzip "
+            [[ "$enc" == zstd ]] && want="zstd "
             wait_pending "$D7" || why "conversion still pending after 5 min"
             stored7["$enc"]="$(stat7 stored_bytes)"
             curl -s -H "Accept: $MT_MANIFEST" "$U7/v2/enc/$enc/manifests/v1" >"$WORK_DIR/br7/$enc.json"
             jq -e '.layers | length > 0' "$WORK_DIR/br7/$enc.json" >/dev/null 2>&1 || why "no manifest for enc/$enc:v1"
             e="$(layer_encodings "$WORK_DIR/br7/$enc.json")"
-            [[ "$e" == "gzip " ]] || why "$enc layers stored as '$e', want gzip (content + corrections), not raw"
+            [[ "$e" == "$want" ]] || why "$enc layers stored as '$e', want $want(content + corrections), not raw"
             verdict "encoders_${enc}_layers_decoded"
             log "  $enc: layers $e; stored bytes after its conversion ${stored7[$enc]}"
 
@@ -1021,11 +1038,19 @@ if is_blockreg; then
         layers_n="$(wc -l <"$WORK_DIR/br7/layers")"
         gz="$(stat7 gzip_blobs)"
         ((${gz:-0} >= layers_n)) || why "stats gzip_blobs=$gz, want at least the $layers_n layers pushed"
+        zs="$(stat7 zstd_blobs)"
+        ((${zs:-0} >= 1)) || why "stats zstd_blobs=$zs, want the zstd image's layers"
         go_bytes="$(jq '[.layers[].size] | add' "$WORK_DIR/br7/go127.json" 2>/dev/null)"
         added="$((${stored7[go127]:-0} - ${stored7[pgzip]:-0}))"
         ((go_bytes > 0 && added >= 0 && added * 5 < go_bytes)) || why "the Go 1.27 image added $added stored bytes for $go_bytes of layers already stored as pgzip (want < 20 %)"
+        # The zstd image came last: its layers' content is the same tars, so
+        # it adds its corrections (headers, tables, sequences: ~35 % of a
+        # zstd layer) and recipes, not its content again.
+        zstd_bytes="$(jq '[.layers[].size] | add' "$WORK_DIR/br7/zstd.json" 2>/dev/null)"
+        zadded="$((${stored7[zstd]:-0} - ${stored7[go127]:-0}))"
+        ((zstd_bytes > 0 && zadded >= 0 && zadded * 2 < zstd_bytes)) || why "the zstd image added $zadded stored bytes for $zstd_bytes of layers whose content is stored (want < 50 %)"
         verdict "encoders_same_content_other_tool_shares_blocks"
-        log "  Go 1.27 image after the pgzip one: +$added stored bytes for $go_bytes bytes of layers; stats: gzip_blobs $gz, raw_blobs $(stat7 raw_blobs)"
+        log "  Go 1.27 image after the pgzip one: +$added stored bytes for $go_bytes bytes of layers; zstd image after both: +$zadded for $zstd_bytes; stats: gzip_blobs $gz, zstd_blobs $zs, raw_blobs $(stat7 raw_blobs)"
         stop_pid "$P7"
     else
         fail "encoders_pgzip_layers_decoded" "blockreg for the encoder checks did not start"
