@@ -887,6 +887,106 @@ fn streams_of_no_known_encoder_are_recreated_exactly_or_refused() -> Result<(), 
     Ok(())
 }
 
+/// Zstd streams of any libzstd level, content and feed size are analysed
+/// and recreated exactly; damaged ones (bytes changed, cut, garbage
+/// appended) are refused or still recreated exactly, never a panic.
+#[test]
+fn zstd_streams_are_recreated_exactly_or_refused() -> Result<(), String> {
+    use crate::deflate::Event;
+    use crate::zstd::{ZstdAnalyzer, ZstdConfig, ZstdRecreator};
+    let pieces = vec(
+        prop_oneof![
+            (1usize..20_000, any::<u64>())
+                .prop_map(|(n, seed)| crate::test_support::texty_bytes(seed, n)),
+            (1usize..5_000, any::<u64>())
+                .prop_map(|(n, seed)| crate::test_support::seeded_bytes(seed, n)),
+            (1usize..20_000, any::<u8>()).prop_map(|(n, b)| vec![b; n]),
+        ],
+        0..8,
+    )
+    .prop_map(|p| p.concat());
+    let strategy = (
+        pieces,
+        -7i32..20,
+        vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+        prop::option::of(any::<prop::sample::Index>()),
+        vec(any::<u8>(), 0..3),
+        1usize..70_000,
+        1usize..300_000,
+        any::<bool>(),
+    );
+    let tally = Tally::default();
+    check(
+        "zstd_round_trip",
+        300,
+        strategy,
+        |(data, level, muts, cut, tail, feed, segment, harm)| {
+            let valid = zstd::bulk::compress(&data, level)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let damaged = harm && (!muts.is_empty() || cut.is_some() || !tail.is_empty());
+            let input = if damaged {
+                damage(valid, muts, cut, &tail)
+            } else {
+                valid
+            };
+            let cfg = ZstdConfig {
+                segment_plain: segment,
+                ..ZstdConfig::default()
+            };
+            let mut analyzer = ZstdAnalyzer::new(cfg);
+            let mut plain = Vec::new();
+            let mut segments = Vec::new();
+            let mut out = |ev: Event<'_>| -> Result<(), Infallible> {
+                match ev {
+                    Event::Plain(b) => plain.extend_from_slice(b),
+                    Event::SegmentEnd { corrections } => {
+                        segments.push((std::mem::take(&mut plain), corrections));
+                    }
+                    _ => {}
+                }
+                Ok(())
+            };
+            let mut result = Ok(());
+            for piece in input.chunks(feed) {
+                result = analyzer.feed(piece, &mut out);
+                if result.is_err() {
+                    break;
+                }
+            }
+            let result = result.and_then(|()| analyzer.finish(&mut out));
+            match result {
+                Ok(summary) => {
+                    prop_assert!(plain.is_empty(), "plain bytes after the last segment");
+                    let mut r = ZstdRecreator::new();
+                    let mut again = Vec::new();
+                    for (p, c) in &segments {
+                        again.extend(
+                            r.segment(p, c)
+                                .map_err(|e| TestCaseError::fail(e.to_string()))?,
+                        );
+                    }
+                    prop_assert!(again == input, "accepted but recreated differently");
+                    if !damaged {
+                        prop_assert_eq!(summary.plain_bytes, data.len() as u64);
+                    }
+                    tally.add(if damaged {
+                        "damaged, still valid: recreated"
+                    } else {
+                        "recreated"
+                    });
+                }
+                Err(e) => {
+                    prop_assert!(damaged, "valid stream refused: {e}");
+                    tally.add("damaged: refused");
+                }
+            }
+            Ok(())
+        },
+    )?;
+    tally.print();
+    Ok(())
+}
+
 /// Damaged gzip (bytes changed, cut, garbage appended) and arbitrary bytes:
 /// an error or events that still recreate the input exactly, never a panic.
 #[test]
