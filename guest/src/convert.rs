@@ -59,10 +59,13 @@ const GZIP_ATTEMPTS: [(usize, usize); 3] = [
 /// A zstd blob is stored decoded only if its corrections (everything but
 /// its literals: headers, tables, the encoder's sequences) stay within this
 /// share of it, plus [`ZSTD_CORRECTION_SLACK`] (headers dominate tiny
-/// blobs). Measured (`core/examples/gzip_analysis.rs`): the Debian and
-/// nginx layers skopeo writes 30-36 %; a text-heavy layer at zstd -3 87 %,
-/// which would cost more than it can share.
-const ZSTD_MAX_CORRECTION_SHARE: f64 = 0.5;
+/// blobs). The first layer of a series then costs up to 1.65 times its
+/// size, and each later near-identical one its corrections (less the
+/// blocks that recur) instead of its whole size. Measured on the bench
+/// corpus as skopeo writes it (`core/examples/gzip_analysis.rs`): Debian
+/// and nginx layers 29-36 %, Python application layers 57 %; Node.js layers
+/// (JavaScript sources) 87 %, which would cost more than they can share.
+const ZSTD_MAX_CORRECTION_SHARE: f64 = 0.65;
 const ZSTD_CORRECTION_SLACK: u64 = 4096;
 
 /// Correction bytes are stored in blocks of at most this size.
@@ -1096,8 +1099,15 @@ fn convert_gzip(
     // allowed on top: an encoder preflate predicts poorly (15 % of a
     // JavaScript-heavy Go 1.27 layer) would otherwise keep a whole series
     // of layers from sharing anything, the first one being stored raw.
+    // A zstd layer's content may also cost a tenth more than the layer:
+    // zstd's 8 MiB window beats the packs' Brotli in 1 MiB frames on text
+    // (a Python layer: content 1.08x the layer).
+    let codec_slack = match codec {
+        Codec::Gzip(_) => 0,
+        Codec::Zstd(_) => size / 10,
+    };
     let cost = sealed.added_bytes + recipe.to_json().len() as u64;
-    if cost > cost_allowance(size) + corrections {
+    if cost > cost_allowance(size) + corrections + codec_slack {
         sealed.abandon();
         return Err(refused(format!(
             "its decoded form would add {cost} bytes, more than the blob's {size} plus its {corrections} correction bytes"
@@ -1260,7 +1270,7 @@ mod tests {
     /// Issue 8: a zstd layer is stored as its content plus the stream's own
     /// structure, so a rebuilt copy, and the same tar pushed gzip-compressed,
     /// share its blocks; a zstd layer whose sequences would cost more than
-    /// half of it stays raw. Every form is rebuilt exactly.
+    /// 65 % of it stays raw. Every form is rebuilt exactly.
     #[test]
     fn zstd_layers_are_stored_decoded_and_share_content_with_gzip_twins() {
         let store = scratch_store("convert-zstd");
