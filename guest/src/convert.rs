@@ -5,7 +5,9 @@
 //! Content-aware: a gzip blob (what `docker push` sends) is decoded and its
 //! DEFLATE streams analysed with preflate-rs, so the recipe holds the tar
 //! inside plus small corrections that recreate the compressed stream bit for
-//! bit. The tar (or any other blob) is cut by the build's chunker: at tar
+//! bit. A zstd blob is decoded the same way (`zstd.rs`): its corrections
+//! are the stream's own headers, tables and sequences, its literals come
+//! back from the content. The tar (or any other blob) is cut by the build's chunker: at tar
 //! member boundaries, so an unchanged file gives the same blocks wherever it
 //! sits. Anything that fails — not gzip, a corrupt stream, corrections above
 //! the configured share, a recreation that does not match, a decoded size or
@@ -85,7 +87,7 @@ const RATIO_FLOOR: u64 = 64 << 20;
 pub const COST_SLACK: u64 = 16 * 1024;
 
 /// The most a converted form of a `size`-byte blob may add to the store
-/// (a gzip blob's corrections allowed on top, see `convert_gzip`):
+/// (a gzip blob's corrections allowed on top, see `convert_decoded`):
 /// the blob's own size, plus [`COST_SLACK`], plus 4 % for the index
 /// records, recipe and corrections of content that does not compress
 /// (files already compressed inside a layer). Without the 4 % such a
@@ -157,7 +159,7 @@ impl From<io::Error> for ConvertError {
     }
 }
 
-/// Why the content-aware form of a gzip blob was not taken; the blob is
+/// Why the content-aware form of a gzip or zstd blob was not taken; the blob is
 /// then stored as opaque blocks of its own bytes.
 #[derive(Debug)]
 enum Refusal {
@@ -170,14 +172,15 @@ enum Refusal {
     Final(String),
 }
 
-/// How one content-aware attempt at a gzip blob ended, when not converted.
+/// How one content-aware attempt at a gzip or zstd blob ended, when not
+/// converted.
 #[derive(Debug)]
-enum GzipError {
+enum DecodeError {
     Refused(Refusal),
     Failed(ConvertError),
 }
 
-impl std::fmt::Display for GzipError {
+impl std::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Refused(Refusal::Unmodelled(why) | Refusal::Final(why)) => f.write_str(why),
@@ -186,20 +189,20 @@ impl std::fmt::Display for GzipError {
     }
 }
 
-impl From<io::Error> for GzipError {
+impl From<io::Error> for DecodeError {
     fn from(e: io::Error) -> Self {
         Self::Failed(e.into())
     }
 }
 
-impl From<ConvertError> for GzipError {
+impl From<ConvertError> for DecodeError {
     fn from(e: ConvertError) -> Self {
         Self::Failed(e)
     }
 }
 
-fn refused(why: String) -> GzipError {
-    GzipError::Refused(Refusal::Final(why))
+fn refused(why: String) -> DecodeError {
+    DecodeError::Refused(Refusal::Final(why))
 }
 
 /// What converting one blob did.
@@ -584,7 +587,7 @@ pub fn convert_with(
 
 /// Converts small blobs together: their new blocks go into one shared
 /// pack, written once all of them are staged, and only then are their
-/// recipes proven and committed. A gzip blob whose recipe does not
+/// recipes proven and committed. A gzip or zstd blob whose recipe does not
 /// rebuild it there is converted again on its own (with every segment
 /// size [`convert`] tries). Returns one outcome per digest, in order.
 ///
@@ -667,12 +670,12 @@ fn stage(
             segment_plain: 1,
             ..ZstdConfig::default()
         });
-        match convert_gzip(store, packs, sink, digest, new_chunker(), codec, settings) {
+        match convert_decoded(store, packs, sink, digest, new_chunker(), codec, settings) {
             Ok(done) => return Ok(done),
-            Err(GzipError::Refused(Refusal::Unmodelled(why) | Refusal::Final(why))) => {
+            Err(DecodeError::Refused(Refusal::Unmodelled(why) | Refusal::Final(why))) => {
                 fallback = Some(why);
             }
-            Err(GzipError::Failed(e)) => return Err(e),
+            Err(DecodeError::Failed(e)) => return Err(e),
         }
     }
     if gzip {
@@ -688,14 +691,14 @@ fn stage(
                 ..AnalyzeConfig::default()
             };
             let codec = Codec::Gzip(cfg);
-            match convert_gzip(store, packs, sink, digest, new_chunker(), codec, settings) {
+            match convert_decoded(store, packs, sink, digest, new_chunker(), codec, settings) {
                 Ok(done) => return Ok(done),
-                Err(GzipError::Refused(Refusal::Unmodelled(why))) => fallback = Some(why),
-                Err(GzipError::Refused(Refusal::Final(why))) => {
+                Err(DecodeError::Refused(Refusal::Unmodelled(why))) => fallback = Some(why),
+                Err(DecodeError::Refused(Refusal::Final(why))) => {
                     fallback = Some(why);
                     break;
                 }
-                Err(GzipError::Failed(e)) => return Err(e),
+                Err(DecodeError::Failed(e)) => return Err(e),
             }
         }
     }
@@ -812,7 +815,7 @@ fn convert_raw(
 
 /// Fails once the decoded bytes exceed the configured size, or exceed the
 /// configured ratio to the compressed bytes read so far.
-fn check_decoded(decoded: u64, compressed: u64, settings: &Settings) -> Result<(), GzipError> {
+fn check_decoded(decoded: u64, compressed: u64, settings: &Settings) -> Result<(), DecodeError> {
     if decoded > settings.max_decoded_bytes {
         return Err(refused(format!(
             "decodes to more than {} bytes (max_decoded_bytes)",
@@ -829,10 +832,11 @@ fn check_decoded(decoded: u64, compressed: u64, settings: &Settings) -> Result<(
     Ok(())
 }
 
-/// What the analysis of a gzip blob has drafted so far: content blocks cut
-/// from its decoded bytes, and the layout that recreates the stream from
-/// them (literal bytes, DEFLATE segments with their corrections).
-struct GzipDraft<'s> {
+/// What the analysis of a gzip or zstd blob has drafted so far: content
+/// blocks cut from its decoded bytes, and the layout that recreates the
+/// stream from them (literal bytes, DEFLATE or zstd segments with their
+/// corrections).
+struct DecodedDraft<'s> {
     chunker: TarChunker,
     settings: &'s Settings,
     content: Vec<Draft>,
@@ -845,7 +849,7 @@ struct GzipDraft<'s> {
     decoded: u64,
 }
 
-impl<'s> GzipDraft<'s> {
+impl<'s> DecodedDraft<'s> {
     fn new(chunker: TarChunker, settings: &'s Settings) -> Self {
         Self {
             chunker,
@@ -859,7 +863,7 @@ impl<'s> GzipDraft<'s> {
     }
 
     /// Takes one analysis event; `read` is the compressed bytes read so far.
-    fn take(&mut self, builder: &mut Builder, ev: Event<'_>, read: u64) -> Result<(), GzipError> {
+    fn take(&mut self, builder: &mut Builder, ev: Event<'_>, read: u64) -> Result<(), DecodeError> {
         match ev {
             Event::Literal(bytes) => {
                 self.literal += bytes.len();
@@ -926,12 +930,12 @@ impl<'s> GzipDraft<'s> {
 
 /// Feeds a compressed blob through its codec's analyser into `draft`;
 /// returns its size and the bytes of its corrections.
-fn analyse_gzip(
+fn analyse_stream(
     input: &mut impl Read,
     builder: &mut Builder,
-    draft: &mut GzipDraft,
+    draft: &mut DecodedDraft,
     codec: Codec,
-) -> Result<(u64, u64), GzipError> {
+) -> Result<(u64, u64), DecodeError> {
     let (size, corrections) = match codec {
         Codec::Gzip(cfg) => run_analyzer(GzipAnalyzer::new(cfg), input, builder, draft)?,
         Codec::Zstd(cfg) => {
@@ -956,28 +960,28 @@ trait StreamAnalyzer {
     fn feed_events(
         &mut self,
         bytes: &[u8],
-        out: &mut dyn FnMut(Event<'_>) -> Result<(), GzipError>,
-    ) -> Result<(), GzipError>;
+        out: &mut dyn FnMut(Event<'_>) -> Result<(), DecodeError>,
+    ) -> Result<(), DecodeError>;
     /// Ends the input; the correction bytes in all.
     fn finish_events(
         self,
-        out: &mut dyn FnMut(Event<'_>) -> Result<(), GzipError>,
-    ) -> Result<u64, GzipError>;
+        out: &mut dyn FnMut(Event<'_>) -> Result<(), DecodeError>,
+    ) -> Result<u64, DecodeError>;
 }
 
 impl StreamAnalyzer for GzipAnalyzer {
     fn feed_events(
         &mut self,
         bytes: &[u8],
-        out: &mut dyn FnMut(Event<'_>) -> Result<(), GzipError>,
-    ) -> Result<(), GzipError> {
+        out: &mut dyn FnMut(Event<'_>) -> Result<(), DecodeError>,
+    ) -> Result<(), DecodeError> {
         self.feed(bytes, &mut |ev| out(ev)).map_err(analyze_error)
     }
 
     fn finish_events(
         self,
-        out: &mut dyn FnMut(Event<'_>) -> Result<(), GzipError>,
-    ) -> Result<u64, GzipError> {
+        out: &mut dyn FnMut(Event<'_>) -> Result<(), DecodeError>,
+    ) -> Result<u64, DecodeError> {
         Ok(self
             .finish(&mut |ev| out(ev))
             .map_err(analyze_error)?
@@ -989,15 +993,15 @@ impl StreamAnalyzer for ZstdAnalyzer {
     fn feed_events(
         &mut self,
         bytes: &[u8],
-        out: &mut dyn FnMut(Event<'_>) -> Result<(), GzipError>,
-    ) -> Result<(), GzipError> {
+        out: &mut dyn FnMut(Event<'_>) -> Result<(), DecodeError>,
+    ) -> Result<(), DecodeError> {
         self.feed(bytes, out).map_err(zstd_error)
     }
 
     fn finish_events(
         self,
-        out: &mut dyn FnMut(Event<'_>) -> Result<(), GzipError>,
-    ) -> Result<u64, GzipError> {
+        out: &mut dyn FnMut(Event<'_>) -> Result<(), DecodeError>,
+    ) -> Result<u64, DecodeError> {
         Ok(self.finish(out).map_err(zstd_error)?.correction_bytes)
     }
 }
@@ -1008,8 +1012,8 @@ fn run_analyzer(
     mut analyzer: impl StreamAnalyzer,
     input: &mut impl Read,
     builder: &mut Builder,
-    draft: &mut GzipDraft,
-) -> Result<(u64, u64), GzipError> {
+    draft: &mut DecodedDraft,
+) -> Result<(u64, u64), DecodeError> {
     let size = feed_all(input, |bytes, read| {
         analyzer.feed_events(bytes, &mut |ev| draft.take(builder, ev, read))
     })?;
@@ -1021,8 +1025,8 @@ fn run_analyzer(
 /// the bytes read so far; returns the total.
 fn feed_all(
     input: &mut impl Read,
-    mut feed: impl FnMut(&[u8], u64) -> Result<(), GzipError>,
-) -> Result<u64, GzipError> {
+    mut feed: impl FnMut(&[u8], u64) -> Result<(), DecodeError>,
+) -> Result<u64, DecodeError> {
     let mut buf = vec![0u8; 1024 * 1024];
     let mut read = 0u64;
     loop {
@@ -1056,9 +1060,9 @@ fn resolve_segments(segs: Vec<(u64, Vec<Draft>)>, table: &mut FrameTable) -> Vec
         .collect()
 }
 
-/// Converts a gzip blob to its decoded content's blocks plus the layout
+/// Converts a gzip or zstd blob to its decoded content's blocks plus the layout
 /// that recreates the stream, if the result is exact and worth it.
-fn convert_gzip(
+fn convert_decoded(
     store: &Store,
     packs: &mut Packs,
     sink: &mut Sink,
@@ -1066,12 +1070,12 @@ fn convert_gzip(
     chunker: TarChunker,
     codec: Codec,
     settings: &Settings,
-) -> Result<(Converted, Landed), GzipError> {
+) -> Result<(Converted, Landed), DecodeError> {
     let mut input = open_original(store, digest)?;
     let mut builder = Builder::new(packs, sink)?;
     let name = chunker.name();
-    let mut draft = GzipDraft::new(chunker, settings);
-    let (size, corrections) = match analyse_gzip(&mut input, &mut builder, &mut draft, codec) {
+    let mut draft = DecodedDraft::new(chunker, settings);
+    let (size, corrections) = match analyse_stream(&mut input, &mut builder, &mut draft, codec) {
         Ok(analysed) => analysed,
         Err(e) => {
             builder.writer.abandon();
@@ -1116,7 +1120,7 @@ fn convert_gzip(
     let content_bytes = recipe.content_len();
     let landed = sealed
         .land(store, packs, sink, recipe)?
-        .map_err(|why| GzipError::Refused(Refusal::Unmodelled(why)))?;
+        .map_err(|why| DecodeError::Refused(Refusal::Unmodelled(why)))?;
     let done = Converted {
         digest: digest.clone(),
         size,
@@ -1130,7 +1134,7 @@ fn convert_gzip(
 }
 
 /// Every zstd failure is final: there is no other attempt to make.
-fn zstd_error(e: zstd::ZstdError<GzipError>) -> GzipError {
+fn zstd_error(e: zstd::ZstdError<DecodeError>) -> DecodeError {
     match e {
         zstd::ZstdError::Callback(inner) => inner,
         other => refused(format!("zstd analysis: {other}")),
@@ -1140,12 +1144,12 @@ fn zstd_error(e: zstd::ZstdError<GzipError>) -> GzipError {
 /// Preflate's failures, and a block too large for this attempt's bounds,
 /// may pass with other segment sizes; a stream that is not valid gzip, or
 /// corrections above the limit, will not.
-fn analyze_error(e: deflate::AnalyzeError<GzipError>) -> GzipError {
+fn analyze_error(e: deflate::AnalyzeError<DecodeError>) -> DecodeError {
     use deflate::AnalyzeError as A;
     let why = format!("gzip analysis: {e}");
     match e {
         A::Callback(inner) => inner,
-        A::Preflate(_) | A::NoProgress(_) => GzipError::Refused(Refusal::Unmodelled(why)),
+        A::Preflate(_) | A::NoProgress(_) => DecodeError::Refused(Refusal::Unmodelled(why)),
         A::NotGzip
         | A::BadHeader(_)
         | A::Corrupt(_)
