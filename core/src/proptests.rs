@@ -43,6 +43,25 @@ impl Tally {
     fn print(&self) {
         println!("  outcomes: {:?}", self.0.borrow());
     }
+
+    /// Counts a recreation test's outcome: an accepted stream (damaged or
+    /// not) was recreated exactly by the caller; a refused one must have
+    /// been damaged.
+    fn recreation<E: std::fmt::Display>(
+        &self,
+        damaged: bool,
+        refused: Option<E>,
+    ) -> Result<(), TestCaseError> {
+        match refused {
+            None if damaged => self.add("damaged, still valid: recreated"),
+            None => self.add("recreated"),
+            Some(e) => {
+                prop_assert!(damaged, "valid stream refused: {e}");
+                self.add("damaged: refused");
+            }
+        }
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------- digests, names
@@ -868,17 +887,10 @@ fn streams_of_no_known_encoder_are_recreated_exactly_or_refused() -> Result<(), 
                 Ok(events) => {
                     let again = recreate(&events).map_err(TestCaseError::fail)?;
                     prop_assert!(again == input, "accepted but recreated differently");
-                    tally.add(if damaged {
-                        "damaged, still valid: recreated"
-                    } else {
-                        "recreated"
-                    });
+                    tally.recreation(damaged, None::<String>)?;
                 }
                 Err(AnalyzeError::TooManyCorrections { .. }) => tally.add("too many corrections"),
-                Err(e) => {
-                    prop_assert!(damaged, "valid stream refused: {e}");
-                    tally.add("damaged: refused");
-                }
+                Err(e) => tally.recreation(damaged, Some(e))?,
             }
             Ok(())
         },
@@ -969,16 +981,9 @@ fn zstd_streams_are_recreated_exactly_or_refused() -> Result<(), String> {
                     if !damaged {
                         prop_assert_eq!(summary.plain_bytes, data.len() as u64);
                     }
-                    tally.add(if damaged {
-                        "damaged, still valid: recreated"
-                    } else {
-                        "recreated"
-                    });
+                    tally.recreation(damaged, None::<String>)?;
                 }
-                Err(e) => {
-                    prop_assert!(damaged, "valid stream refused: {e}");
-                    tally.add("damaged: refused");
-                }
+                Err(e) => tally.recreation(damaged, Some(e))?,
             }
             Ok(())
         },
