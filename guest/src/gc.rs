@@ -579,7 +579,7 @@ fn remove_manifest(
         if let Some(subject) = &info.subject {
             store.delete_referrer(repo, subject, digest)?;
         }
-        let _ = fs::remove_file(layout.legacy_media_type(repo, digest));
+        let _ = fs::remove_file(layout.path(&layout.legacy_media_type_key(repo, digest)));
     }
     remove_tree(&dead)?;
     Ok(true)
@@ -1169,10 +1169,7 @@ mod tests {
         assert!(!store.has_blob(&own) && !store.has_blob(&config_a));
         assert!(store.has_blob(&shared) && store.has_blob(&kept) && store.has_blob(&config_b));
         assert!(
-            !store
-                .layout()
-                .blob_link(&"team/a".parse().unwrap(), &own)
-                .exists(),
+            !store.unlink_blob(&"team/a".parse().unwrap(), &own).unwrap(),
             "links to removed blobs go"
         );
         assert_eq!(c.packs_removed, 1, "the deleted layer's own pack: {c:?}");
@@ -1354,7 +1351,10 @@ mod tests {
             let m = put_image(&store, "ci/app", &config, &[]);
             let tag: Tag = format!("build-{i}").parse().unwrap();
             store.put_tag(&repo, &tag, &m).unwrap();
-            set_written(&store.layout().tag(&repo, &tag), now - 1000 + i * 10);
+            set_written(
+                &store.layout().path(&store.layout().tag_key(&repo, &tag)),
+                now - 1000 + i * 10,
+            );
             set_written(&store.layout().manifest(&repo, &m), now - 1000);
             images.push((config, m));
         }

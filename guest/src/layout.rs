@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::objects::Key;
 use crate::oci::{Digest, RepoName, Tag};
 use crate::recipe::pack_name;
 
@@ -26,6 +27,24 @@ const DAMAGED: &str = "damaged-original";
 /// When the blob was last used (pushed, mounted, asked for by a push, named
 /// by a manifest push): Unix seconds, for the garbage collection's grace.
 const TOUCHED: &str = "touched";
+
+/// A repository's manifests, tags, links to its blobs, and referrers.
+const MANIFESTS: &str = "_manifests";
+const TAGS: &str = "_tags";
+const BLOB_LINKS: &str = "_blobs";
+const REFERRERS: &str = "_referrers";
+
+/// A key made of validated names (repository names, tags, digests and
+/// this module's constants all keep [`Key`]'s rules).
+fn key(s: String) -> Key {
+    Key::new(s).expect("the layout builds keys from validated names")
+}
+
+fn child(parent: &Key, name: &str) -> Key {
+    parent
+        .join(name)
+        .expect("the layout builds keys from validated names")
+}
 
 /// Paths of one store.
 #[derive(Debug, Clone)]
@@ -155,66 +174,91 @@ impl Layout {
         self.cache().join(digest.to_string())
     }
 
-    // --- manifests/<repo>/ ---
+    // --- manifests/<repo>/: records kept through the object seam ---
 
-    /// The folder of every repository.
-    pub fn repositories(&self) -> PathBuf {
-        self.root.join("manifests")
+    /// The file of an object (for the code that still reads the local
+    /// directory's files directly: the collection, `check`).
+    pub fn path(&self, key: &Key) -> PathBuf {
+        self.root.join(key.as_str())
     }
 
-    pub fn repository(&self, repo: &RepoName) -> PathBuf {
-        self.repositories().join(repo.as_str())
+    /// The folder of every repository.
+    pub fn repositories_key(&self) -> Key {
+        key("manifests".to_string())
+    }
+
+    pub fn repository_key(&self, repo: &RepoName) -> Key {
+        key(format!("manifests/{}", repo.as_str()))
     }
 
     /// Where a repository's manifests are, by digest.
-    pub fn manifests(&self, repo: &RepoName) -> PathBuf {
-        Self::manifests_in(&self.repository(repo))
+    pub fn manifests_key(&self, repo: &RepoName) -> Key {
+        Self::manifests_key_in(&self.repository_key(repo))
     }
 
-    pub fn manifests_in(repository: &Path) -> PathBuf {
-        repository.join("_manifests")
+    /// A repository folder's manifests, tags and blob links, by the
+    /// folder's key (walks of `manifests/` find repositories by these).
+    pub fn manifests_key_in(repository: &Key) -> Key {
+        child(repository, MANIFESTS)
     }
 
-    pub fn manifest(&self, repo: &RepoName, digest: &Digest) -> PathBuf {
-        self.manifests(repo).join(digest.to_string())
+    pub fn tags_key_in(repository: &Key) -> Key {
+        child(repository, TAGS)
+    }
+
+    pub fn manifest_key(&self, repo: &RepoName, digest: &Digest) -> Key {
+        child(&self.manifests_key(repo), &digest.to_string())
     }
 
     /// A version-2 manifest's media type, beside it.
-    pub fn legacy_media_type(&self, repo: &RepoName, digest: &Digest) -> PathBuf {
-        self.manifests(repo).join(format!("{digest}.type"))
+    pub fn legacy_media_type_key(&self, repo: &RepoName, digest: &Digest) -> Key {
+        child(&self.manifests_key(repo), &format!("{digest}.type"))
     }
 
-    pub fn tags(&self, repo: &RepoName) -> PathBuf {
-        Self::tags_in(&self.repository(repo))
+    pub fn tags_key(&self, repo: &RepoName) -> Key {
+        Self::tags_key_in(&self.repository_key(repo))
     }
 
-    pub fn tags_in(repository: &Path) -> PathBuf {
-        repository.join("_tags")
-    }
-
-    pub fn tag(&self, repo: &RepoName, tag: &Tag) -> PathBuf {
-        self.tags(repo).join(tag.as_str())
+    pub fn tag_key(&self, repo: &RepoName, tag: &Tag) -> Key {
+        child(&self.tags_key(repo), tag.as_str())
     }
 
     /// The link saying a blob belongs to a repository.
-    pub fn blob_link(&self, repo: &RepoName, digest: &Digest) -> PathBuf {
-        Self::blob_links_in(&self.repository(repo)).join(digest.to_string())
+    pub fn blob_link_key(&self, repo: &RepoName, digest: &Digest) -> Key {
+        child(
+            &child(&self.repository_key(repo), BLOB_LINKS),
+            &digest.to_string(),
+        )
     }
 
     /// Descriptors of the manifests whose `subject` is `subject`.
-    pub fn referrers(&self, repo: &RepoName, subject: &Digest) -> PathBuf {
-        self.repository(repo)
-            .join("_referrers")
-            .join(subject.to_string())
+    pub fn referrers_key(&self, repo: &RepoName, subject: &Digest) -> Key {
+        child(
+            &child(&self.repository_key(repo), REFERRERS),
+            &subject.to_string(),
+        )
     }
 
-    pub fn referrer(&self, repo: &RepoName, subject: &Digest, digest: &Digest) -> PathBuf {
-        self.referrers(repo, subject).join(digest.to_string())
+    pub fn referrer_key(&self, repo: &RepoName, subject: &Digest, digest: &Digest) -> Key {
+        child(&self.referrers_key(repo, subject), &digest.to_string())
     }
 
-    /// Every repository's link to a blob is in one of these folders.
-    pub fn blob_links_in(repository: &Path) -> PathBuf {
-        repository.join("_blobs")
+    // The same records as files, for the code that still walks them.
+
+    pub fn repositories(&self) -> PathBuf {
+        self.path(&self.repositories_key())
+    }
+
+    pub fn manifests(&self, repo: &RepoName) -> PathBuf {
+        self.path(&self.manifests_key(repo))
+    }
+
+    pub fn manifest(&self, repo: &RepoName, digest: &Digest) -> PathBuf {
+        self.path(&self.manifest_key(repo, digest))
+    }
+
+    pub fn tags(&self, repo: &RepoName) -> PathBuf {
+        self.path(&self.tags_key(repo))
     }
 
     // --- gc/: the garbage collection's own records ---
@@ -292,7 +336,7 @@ mod tests {
         assert_eq!(l.index_shard(0xabc), Path::new("/data/blocks/index/abc"));
         assert_eq!(l.loose_block("abcdef"), Path::new("/data/blocks/ab/abcdef"));
         assert_eq!(
-            l.tag(&repo, &tag),
+            l.path(&l.tag_key(&repo, &tag)),
             Path::new("/data/manifests/a/b/_tags/v1")
         );
         assert_eq!(
@@ -306,7 +350,7 @@ mod tests {
             Path::new("/data/gc/retired/00000000000000ab")
         );
         assert_eq!(
-            l.blob_link(&repo, &d),
+            l.path(&l.blob_link_key(&repo, &d)),
             Path::new("/data/manifests/a/b/_blobs").join(d.to_string())
         );
         assert_eq!(l.folders().last().unwrap(), l.uploads());

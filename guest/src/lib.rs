@@ -12,7 +12,8 @@
 //! original at stream speed), `pull.rs` (a blob's bytes for a GET, verified),
 //! `convert.rs` (original → blocks + recipe, in the background),
 //! `rebuild.rs` (recipe → exact bytes), `packs.rs` (pack files and block
-//! index), `cache.rs` (recreated blobs), `admin.rs` (the `admin` export),
+//! index), `cache.rs` (recreated blobs), `objects.rs` (the object seam the
+//! store's records go through), `admin.rs` (the `admin` export),
 //! `http.rs` (request/response model) and this file (the glue to the
 //! `wasi:http` resources).
 
@@ -27,6 +28,7 @@ mod gc;
 mod http;
 mod ingest;
 mod layout;
+mod objects;
 mod packs;
 #[cfg(test)]
 mod proptests;

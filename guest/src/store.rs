@@ -26,7 +26,11 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+use std::sync::Arc;
+
 use crate::layout::Layout;
+use crate::objects::{FsObjects, Listing, Objects};
+use crate::oci::media::MAX_MANIFEST_BYTES;
 use crate::oci::{Digest, RepoName, Tag};
 use crate::recipe::Recipe;
 
@@ -51,10 +55,34 @@ pub enum BlobSource {
     Recipe(Recipe),
 }
 
-/// Handle on the store's root directory.
+/// Handle on the store: where its records are ([`Layout`]) and what keeps
+/// those that go through the object seam ([`Objects`]).
 #[derive(Debug, Clone)]
 pub struct Store {
     layout: Layout,
+    objects: Arc<dyn Objects>,
+}
+
+/// The most a manifest record may hold: the manifest (its size is bounded
+/// when it is pushed) and its media type line.
+const MAX_MANIFEST_RECORD: u64 = MAX_MANIFEST_BYTES as u64 + 1024;
+
+/// The most a tag or a media type record may hold.
+const SMALL_RECORD: u64 = 4096;
+
+/// A digest written alone in a record (a tag), surrounding white space
+/// allowed.
+fn parse_digest_record(bytes: &[u8]) -> Option<Digest> {
+    std::str::from_utf8(bytes).ok()?.trim().parse().ok()
+}
+
+/// Whether a folder of `manifests/` is a repository: it holds manifests or
+/// tags.
+fn is_repository(folder: &Listing) -> bool {
+    folder
+        .folders
+        .iter()
+        .any(|f| f == "_manifests" || f == "_tags")
 }
 
 /// A validated upload session id (a UUID in canonical lowercase form).
@@ -571,7 +599,22 @@ impl Store {
                 fs::create_dir_all(d)?;
             }
         }
-        Ok(Self { layout })
+        let objects = Arc::new(FsObjects::new(layout.root()));
+        Ok(Self { layout, objects })
+    }
+
+    /// The store at `root` with the records that go through the object
+    /// seam kept by `objects` instead of `root`'s files (tests run the
+    /// same checks on [`crate::objects::MemObjects`]).
+    ///
+    /// # Errors
+    /// When the directories cannot be created.
+    #[cfg(test)]
+    pub fn with_objects(root: impl Into<PathBuf>, objects: Arc<dyn Objects>) -> io::Result<Self> {
+        Ok(Self {
+            objects,
+            ..Self::open(root)?
+        })
     }
 
     /// Where everything is in the store.
@@ -808,26 +851,28 @@ impl Store {
         write_atomic(&self.layout.recipe(&recipe.digest), &recipe.to_json())
     }
 
-    // --- repositories ---
+    // --- repositories: through the object seam (`objects.rs`) ---
 
     /// Records that `digest` belongs to `repo` (push or mount).
     ///
     /// # Errors
     /// I/O errors.
     pub fn link_blob(&self, repo: &RepoName, digest: &Digest) -> io::Result<()> {
-        let path = self.layout.blob_link(repo, digest);
-        if path.is_file() {
+        let key = self.layout.blob_link_key(repo, digest);
+        if self.objects.stat(&key)?.is_some() {
             return Ok(());
         }
-        write_atomic(&path, b"")
+        Ok(self.objects.write(&key, b"")?)
     }
 
-    /// Whether `digest` is a committed blob of `repo`.
+    /// Whether `digest` is a committed blob of `repo` (a store that cannot
+    /// be read answers no).
     pub fn blob_in_repo(&self, repo: &RepoName, digest: &Digest) -> bool {
-        self.layout.blob_link(repo, digest).is_file() && self.has_blob(digest)
+        let linked = self.objects.stat(&self.layout.blob_link_key(repo, digest));
+        matches!(linked, Ok(Some(_))) && self.has_blob(digest)
     }
 
-    /// Stores a manifest byte-exact with its media type, in one file (the
+    /// Stores a manifest byte-exact with its media type, in one object (the
     /// media type on the first line, then the bytes), so a manifest is
     /// either there whole or not at all whatever races with it. The media
     /// type must be valid ([`crate::oci::media::is_valid_media_type`]): it
@@ -847,20 +892,23 @@ impl Store {
         file.extend_from_slice(media_type.as_bytes());
         file.push(b'\n');
         file.extend_from_slice(bytes);
-        write_atomic(&self.layout.manifest(repo, digest), &file)
+        Ok(self
+            .objects
+            .write(&self.layout.manifest_key(repo, digest), &file)?)
     }
 
     /// A stored manifest: `(media type, bytes)`.
     ///
     /// # Errors
-    /// I/O errors, `InvalidData` for a damaged file.
+    /// I/O errors, `InvalidData` for a damaged record.
     pub fn manifest(
         &self,
         repo: &RepoName,
         digest: &Digest,
     ) -> io::Result<Option<(String, Vec<u8>)>> {
         let name = digest.to_string();
-        let Some(mut bytes) = read_optional(&self.layout.manifest(repo, digest))? else {
+        let key = self.layout.manifest_key(repo, digest);
+        let Some(mut bytes) = self.objects.read(&key, MAX_MANIFEST_RECORD)? else {
             return Ok(None);
         };
         let corrupt =
@@ -880,15 +928,25 @@ impl Store {
             bytes.drain(..=nl);
             return Ok(Some((media_type, bytes)));
         }
-        // Data format 2: the media type in a `.type` file beside the bytes.
-        let media_type = read_optional(&self.layout.legacy_media_type(repo, digest))?
+        // Data format 2: the media type in a `.type` record beside the bytes.
+        let media_type = self
+            .objects
+            .read(
+                &self.layout.legacy_media_type_key(repo, digest),
+                SMALL_RECORD,
+            )?
             .and_then(|t| String::from_utf8(t).ok())
             .ok_or_else(|| corrupt("no media type"))?;
         Ok(Some((media_type, bytes)))
     }
 
+    /// Whether the manifest is stored (a store that cannot be read answers
+    /// no).
     pub fn has_manifest(&self, repo: &RepoName, digest: &Digest) -> bool {
-        self.layout.manifest(repo, digest).is_file()
+        matches!(
+            self.objects.stat(&self.layout.manifest_key(repo, digest)),
+            Ok(Some(_))
+        )
     }
 
     /// Points `tag` at `digest`.
@@ -896,28 +954,34 @@ impl Store {
     /// # Errors
     /// I/O errors.
     pub fn put_tag(&self, repo: &RepoName, tag: &Tag, digest: &Digest) -> io::Result<()> {
-        write_atomic(&self.layout.tag(repo, tag), digest.to_string().as_bytes())
+        Ok(self.objects.write(
+            &self.layout.tag_key(repo, tag),
+            digest.to_string().as_bytes(),
+        )?)
     }
 
     /// The digest a tag points at.
     ///
     /// # Errors
-    /// I/O errors, `InvalidData` for a corrupt tag file.
+    /// I/O errors, `InvalidData` for a corrupt tag record.
     pub fn tag(&self, repo: &RepoName, tag: &Tag) -> io::Result<Option<Digest>> {
-        let Some(bytes) = read_optional(&self.layout.tag(repo, tag))? else {
+        let Some(bytes) = self
+            .objects
+            .read(&self.layout.tag_key(repo, tag), SMALL_RECORD)?
+        else {
             return Ok(None);
         };
-        std::str::from_utf8(&bytes)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
+        parse_digest_record(&bytes)
             .map(Some)
             .ok_or_else(|| io::Error::new(ErrorKind::InvalidData, format!("corrupt tag {tag}")))
     }
 
-    /// Whether the repository has any manifest or tag.
+    /// Whether the repository has any manifest or tag (a store that cannot
+    /// be read answers no).
     pub fn repo_exists(&self, repo: &RepoName) -> bool {
-        let dir = self.layout.repository(repo);
-        Layout::manifests_in(&dir).is_dir() || Layout::tags_in(&dir).is_dir()
+        self.objects
+            .list(&self.layout.repository_key(repo))
+            .is_ok_and(|l| is_repository(&l))
     }
 
     /// The repository's tags, sorted; `None` if the repository does not exist.
@@ -928,12 +992,8 @@ impl Store {
         if !self.repo_exists(repo) {
             return Ok(None);
         }
-        let mut tags: Vec<String> = list_dir(&self.layout.tags(repo))?
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
-        tags.sort();
-        Ok(Some(tags))
+        let listing = self.objects.list(&self.layout.tags_key(repo))?;
+        Ok(Some(listing.objects.into_iter().map(|i| i.name).collect()))
     }
 
     /// All repositories with a manifest or tag, sorted, and their manifest counts.
@@ -941,36 +1001,43 @@ impl Store {
     /// # Errors
     /// I/O errors.
     pub fn repositories(&self) -> io::Result<Vec<(String, u64)>> {
-        fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, u64)>) -> io::Result<()> {
-            let entries = list_dir(dir)?;
-            if entries
-                .iter()
-                .any(|(n, _)| n == "_manifests" || n == "_tags")
-            {
-                let manifests = list_dir(&Layout::manifests_in(dir))?
+        let mut out = Vec::new();
+        // Depth first over the folders of `manifests/`; a folder whose name
+        // is not a key segment was not made by the store and is skipped.
+        let mut stack = vec![(self.layout.repositories_key(), String::new())];
+        while let Some((folder, name)) = stack.pop() {
+            let listing = self.objects.list(&folder)?;
+            if is_repository(&listing) {
+                let manifests = self
+                    .objects
+                    .list(&Layout::manifests_key_in(&folder))?
+                    .objects
                     .iter()
-                    .filter(|(n, _)| !n.ends_with(".type"))
+                    .filter(|i| !i.name.ends_with(".type"))
                     .count() as u64;
                 // A repository whose manifests and tags were all deleted is
                 // gone from the catalog.
-                if manifests > 0 || !list_dir(&Layout::tags_in(dir))?.is_empty() {
-                    out.push((prefix.to_string(), manifests));
+                if manifests > 0
+                    || !self
+                        .objects
+                        .list(&Layout::tags_key_in(&folder))?
+                        .objects
+                        .is_empty()
+                {
+                    out.push((name.clone(), manifests));
                 }
             }
-            for (name, ty) in entries {
-                if ty.is_dir() && !name.starts_with('_') {
-                    let p = if prefix.is_empty() {
-                        name.clone()
+            for sub in listing.folders.iter().filter(|f| !f.starts_with('_')) {
+                if let Ok(key) = folder.join(sub) {
+                    let path = if name.is_empty() {
+                        sub.clone()
                     } else {
-                        format!("{prefix}/{name}")
+                        format!("{name}/{sub}")
                     };
-                    walk(&dir.join(&name), &p, out)?;
+                    stack.push((key, path));
                 }
             }
-            Ok(())
         }
-        let mut out = Vec::new();
-        walk(&self.layout.repositories(), "", &mut out)?;
         out.sort();
         Ok(out)
     }
@@ -980,7 +1047,7 @@ impl Store {
     /// # Errors
     /// I/O errors.
     pub fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> io::Result<bool> {
-        remove_existing(&self.layout.tag(repo, tag))
+        Ok(self.objects.delete(&self.layout.tag_key(repo, tag))?)
     }
 
     /// Removes a manifest and every tag pointing at it. Returns whether it existed.
@@ -994,20 +1061,30 @@ impl Store {
         // PUT then finds the manifest gone and writes it again, see
         // `routes/manifests.rs`), so no tag outlives it.
         self.untag(repo, digest)?;
-        let existed = remove_existing(&self.layout.manifest(repo, digest))?;
-        remove_existing(&self.layout.legacy_media_type(repo, digest))?;
+        let existed = self
+            .objects
+            .delete(&self.layout.manifest_key(repo, digest))?;
+        self.objects
+            .delete(&self.layout.legacy_media_type_key(repo, digest))?;
         self.untag(repo, digest)?;
         Ok(existed)
     }
 
     /// Removes every tag of `repo` that points at `digest`.
     fn untag(&self, repo: &RepoName, digest: &Digest) -> io::Result<()> {
-        let tags = self.layout.tags(repo);
-        let target = digest.to_string();
-        for (tag, _) in list_dir(&tags)? {
-            let path = tags.join(&tag);
-            if read_optional(&path)?.is_some_and(|d| d.trim_ascii() == target.as_bytes()) {
-                remove_existing(&path)?;
+        let tags = self.layout.tags_key(repo);
+        for info in self.objects.list(&tags)?.objects {
+            // A listed name that is no key segment was not written by the
+            // store: not a tag.
+            let Ok(key) = tags.join(&info.name) else {
+                continue;
+            };
+            let points_here = self
+                .objects
+                .read(&key, SMALL_RECORD)?
+                .is_some_and(|b| parse_digest_record(&b).as_ref() == Some(digest));
+            if points_here {
+                self.objects.delete(&key)?;
             }
         }
         Ok(())
@@ -1019,7 +1096,9 @@ impl Store {
     /// # Errors
     /// I/O errors.
     pub fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> io::Result<bool> {
-        remove_existing(&self.layout.blob_link(repo, digest))
+        Ok(self
+            .objects
+            .delete(&self.layout.blob_link_key(repo, digest))?)
     }
 
     /// Records that manifest `digest` refers to `subject`, with the
@@ -1035,7 +1114,9 @@ impl Store {
         descriptor: &serde_json::Value,
     ) -> io::Result<()> {
         let bytes = serde_json::to_vec(descriptor).expect("a json value always serializes");
-        write_atomic(&self.layout.referrer(repo, subject, digest), &bytes)
+        Ok(self
+            .objects
+            .write(&self.layout.referrer_key(repo, subject, digest), &bytes)?)
     }
 
     /// Forgets that `digest` refers to `subject`.
@@ -1048,7 +1129,9 @@ impl Store {
         subject: &Digest,
         digest: &Digest,
     ) -> io::Result<()> {
-        remove_existing(&self.layout.referrer(repo, subject, digest)).map(|_| ())
+        self.objects
+            .delete(&self.layout.referrer_key(repo, subject, digest))?;
+        Ok(())
     }
 
     /// The descriptors of the manifests referring to `subject`, sorted by digest.
@@ -1060,16 +1143,21 @@ impl Store {
         repo: &RepoName,
         subject: &Digest,
     ) -> io::Result<Vec<serde_json::Value>> {
-        let dir = self.layout.referrers(repo, subject);
-        let mut names: Vec<String> = list_dir(&dir)?.into_iter().map(|(n, _)| n).collect();
-        names.sort();
+        let folder = self.layout.referrers_key(repo, subject);
         let mut out = Vec::new();
-        for name in names {
-            let Some(bytes) = read_optional(&dir.join(&name))? else {
+        for info in self.objects.list(&folder)?.objects {
+            let Ok(key) = folder.join(&info.name) else {
+                continue;
+            };
+            // Removed since the listing: not listed.
+            let Some(bytes) = self.objects.read(&key, MAX_MANIFEST_RECORD)? else {
                 continue;
             };
             out.push(serde_json::from_slice(&bytes).map_err(|e| {
-                io::Error::new(ErrorKind::InvalidData, format!("referrer {name}: {e}"))
+                io::Error::new(
+                    ErrorKind::InvalidData,
+                    format!("referrer {}: {e}", info.name),
+                )
             })?);
         }
         Ok(out)
@@ -1825,78 +1913,187 @@ mod tests {
             .all(|(n, _)| !n.starts_with(&old.to_string())));
     }
 
+    /// Runs `check` on a store of each backend of the object seam: the
+    /// local directory and the strict in-memory one.
+    fn on_each_backend(name: &str, check: impl Fn(&Store)) {
+        check(&scratch_store(name));
+        check(&crate::test_support::mem_store(&format!("{name}-mem")).0);
+    }
+
     #[test]
     fn tags_and_repositories_are_listed_sorted() {
-        let store = scratch_store("store-tags");
-        let d = Digest::of(Algorithm::Sha256, b"{}");
-        for repo in ["b/c", "a", "b"] {
-            store
-                .put_manifest(&name(repo), &d, OCI_INDEX, b"{}")
-                .unwrap();
-        }
-        for tag in ["v2", "latest", "v10"] {
-            store
-                .put_tag(&name("a"), &tag.parse().unwrap(), &d)
-                .unwrap();
-        }
-        assert_eq!(
-            store.tags(&name("a")).unwrap().unwrap(),
-            ["latest", "v10", "v2"]
-        );
-        assert!(store.tags(&name("nope")).unwrap().is_none());
-        let repos: Vec<String> = store
-            .repositories()
-            .unwrap()
-            .into_iter()
-            .map(|r| r.0)
-            .collect();
-        assert_eq!(repos, ["a", "b", "b/c"]);
+        on_each_backend("store-tags", |store| {
+            let d = Digest::of(Algorithm::Sha256, b"{}");
+            for repo in ["b/c", "a", "b", "x/y/z"] {
+                store
+                    .put_manifest(&name(repo), &d, OCI_INDEX, b"{}")
+                    .unwrap();
+            }
+            for tag in ["v2", "latest", "v10"] {
+                store
+                    .put_tag(&name("a"), &tag.parse().unwrap(), &d)
+                    .unwrap();
+            }
+            assert_eq!(
+                store.tags(&name("a")).unwrap().unwrap(),
+                ["latest", "v10", "v2"]
+            );
+            assert_eq!(
+                store.tags(&name("b")).unwrap().unwrap(),
+                Vec::<String>::new()
+            );
+            assert!(store.tags(&name("nope")).unwrap().is_none());
+            assert!(
+                store.tags(&name("x/y")).unwrap().is_none(),
+                "a parent folder is no repository"
+            );
+            assert_eq!(
+                store.repositories().unwrap(),
+                [
+                    ("a".into(), 1),
+                    ("b".into(), 1),
+                    ("b/c".into(), 1),
+                    ("x/y/z".into(), 1)
+                ]
+            );
+        });
     }
 
     #[test]
     fn deleting_a_manifest_removes_its_tags_but_not_other_tags() {
-        let store = scratch_store("store-delete");
-        let a = Digest::of(Algorithm::Sha256, b"{\"a\":1}");
-        let b = Digest::of(Algorithm::Sha256, b"{\"b\":1}");
-        let repo = name("r");
-        store
-            .put_manifest(&repo, &a, OCI_MANIFEST, b"{\"a\":1}")
-            .unwrap();
-        store
-            .put_manifest(&repo, &b, OCI_MANIFEST, b"{\"b\":1}")
-            .unwrap();
-        store.put_tag(&repo, &"one".parse().unwrap(), &a).unwrap();
-        store.put_tag(&repo, &"two".parse().unwrap(), &a).unwrap();
-        store.put_tag(&repo, &"other".parse().unwrap(), &b).unwrap();
-        assert!(store.delete_manifest(&repo, &a).unwrap());
-        assert!(!store.delete_manifest(&repo, &a).unwrap());
-        assert_eq!(store.tags(&repo).unwrap().unwrap(), ["other"]);
-        assert!(store.manifest(&repo, &a).unwrap().is_none());
-        assert_eq!(store.repositories().unwrap().len(), 1);
-        store.delete_manifest(&repo, &b).unwrap();
-        assert!(
-            store.repositories().unwrap().is_empty(),
-            "an emptied repository leaves the catalog"
-        );
+        on_each_backend("store-delete", |store| {
+            let a = Digest::of(Algorithm::Sha256, b"{\"a\":1}");
+            let b = Digest::of(Algorithm::Sha256, b"{\"b\":1}");
+            let repo = name("r");
+            store
+                .put_manifest(&repo, &a, OCI_MANIFEST, b"{\"a\":1}")
+                .unwrap();
+            store
+                .put_manifest(&repo, &b, OCI_MANIFEST, b"{\"b\":1}")
+                .unwrap();
+            store.put_tag(&repo, &"one".parse().unwrap(), &a).unwrap();
+            store.put_tag(&repo, &"two".parse().unwrap(), &a).unwrap();
+            store.put_tag(&repo, &"other".parse().unwrap(), &b).unwrap();
+            assert!(store.has_manifest(&repo, &a));
+            assert!(store.delete_manifest(&repo, &a).unwrap());
+            assert!(!store.delete_manifest(&repo, &a).unwrap());
+            assert!(!store.has_manifest(&repo, &a));
+            assert_eq!(store.tags(&repo).unwrap().unwrap(), ["other"]);
+            assert_eq!(
+                store.tag(&repo, &"other".parse().unwrap()).unwrap(),
+                Some(b.clone())
+            );
+            assert!(store.manifest(&repo, &a).unwrap().is_none());
+            assert_eq!(store.repositories().unwrap().len(), 1);
+            assert!(store.delete_tag(&repo, &"other".parse().unwrap()).unwrap());
+            assert!(!store.delete_tag(&repo, &"other".parse().unwrap()).unwrap());
+            store.delete_manifest(&repo, &b).unwrap();
+            assert!(
+                store.repositories().unwrap().is_empty(),
+                "an emptied repository leaves the catalog"
+            );
+        });
     }
 
     #[test]
     fn referrers_are_listed_by_subject() {
-        let store = scratch_store("store-referrers");
+        on_each_backend("store-referrers", |store| {
+            let repo = name("r");
+            let subject = Digest::of(Algorithm::Sha256, b"s");
+            let other = Digest::of(Algorithm::Sha256, b"o");
+            let sigs: Vec<Digest> = (0..3u8)
+                .map(|i| Digest::of(Algorithm::Sha256, &[i]))
+                .collect();
+            for s in sigs.iter().rev() {
+                store
+                    .put_referrer(
+                        &repo,
+                        &subject,
+                        s,
+                        &serde_json::json!({"digest": s.to_string()}),
+                    )
+                    .unwrap();
+            }
+            let mut want: Vec<String> = sigs.iter().map(Digest::to_string).collect();
+            want.sort();
+            let listed: Vec<String> = store
+                .referrers(&repo, &subject)
+                .unwrap()
+                .iter()
+                .map(|d| d["digest"].as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(listed, want, "sorted by digest");
+            assert!(store.referrers(&repo, &other).unwrap().is_empty());
+            for s in &sigs {
+                store.delete_referrer(&repo, &subject, s).unwrap();
+            }
+            assert!(store.referrers(&repo, &subject).unwrap().is_empty());
+        });
+    }
+
+    #[test]
+    fn damaged_repository_records_are_errors_not_answers() {
+        let (store, objects) = crate::test_support::mem_store("store-damaged-records");
         let repo = name("r");
-        let subject = Digest::of(Algorithm::Sha256, b"s");
-        let sig = Digest::of(Algorithm::Sha256, b"sig");
-        store
-            .put_referrer(
-                &repo,
-                &subject,
-                &sig,
-                &serde_json::json!({"digest": sig.to_string()}),
+        let d = Digest::of(Algorithm::Sha256, b"{}");
+        let layout = store.layout();
+        objects
+            .write(
+                &layout.tag_key(&repo, &"t".parse().unwrap()),
+                b"not a digest",
             )
             .unwrap();
-        assert_eq!(store.referrers(&repo, &subject).unwrap().len(), 1);
-        store.delete_referrer(&repo, &subject, &sig).unwrap();
-        assert!(store.referrers(&repo, &subject).unwrap().is_empty());
+        let err = store.tag(&repo, &"t".parse().unwrap()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData);
+        // A record far larger than any manifest is refused unread.
+        objects
+            .write(
+                &layout.manifest_key(&repo, &d),
+                &vec![b' '; MAX_MANIFEST_RECORD as usize + 1],
+            )
+            .unwrap();
+        assert_eq!(
+            store.manifest(&repo, &d).unwrap_err().kind(),
+            ErrorKind::InvalidData
+        );
+        objects
+            .write(&layout.manifest_key(&repo, &d), b"no-line-break")
+            .unwrap();
+        assert_eq!(
+            store.manifest(&repo, &d).unwrap_err().kind(),
+            ErrorKind::InvalidData
+        );
+    }
+
+    #[test]
+    fn repository_records_go_through_the_object_seam_only() {
+        let (store, objects) = crate::test_support::mem_store("store-seam");
+        let repo = name("team/app");
+        let d = crate::test_support::commit_blob(&store, b"layer");
+        let m = Digest::of(Algorithm::Sha256, b"{}");
+        store.link_blob(&repo, &d).unwrap();
+        store.put_manifest(&repo, &m, OCI_MANIFEST, b"{}").unwrap();
+        store.put_tag(&repo, &"v1".parse().unwrap(), &m).unwrap();
+        store
+            .put_referrer(&repo, &d, &m, &serde_json::json!({"digest": m.to_string()}))
+            .unwrap();
+        assert_eq!(
+            objects.keys(),
+            [
+                format!("manifests/team/app/_blobs/{d}"),
+                format!("manifests/team/app/_manifests/{m}"),
+                format!("manifests/team/app/_referrers/{d}/{m}"),
+                "manifests/team/app/_tags/v1".to_string(),
+            ]
+        );
+        assert!(
+            list_dir(&store.layout().repositories()).unwrap().is_empty(),
+            "nothing of the repository on disk"
+        );
+        assert!(store.blob_in_repo(&repo, &d));
+        assert!(!store.blob_in_repo(&name("team/other"), &d));
+        assert!(store.unlink_blob(&repo, &d).unwrap());
+        assert!(!store.blob_in_repo(&repo, &d));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub use blockreg_core::test_support::{gzip, odd_gzip, seeded_bytes, tar_of, texty_bytes, zstd_of};
 
+use crate::objects::MemObjects;
 use crate::oci::Digest;
 use crate::settings::Settings;
 use crate::store::Store;
@@ -26,6 +27,18 @@ pub fn scratch_store(name: &str) -> Store {
     let root = std::path::Path::new("/scratch").join(name);
     let _ = std::fs::remove_dir_all(&root);
     Store::open(root).expect("the test runner preopens /scratch")
+}
+
+/// A fresh store whose records that go through the object seam are kept
+/// in memory, as strictly as a bucket keeps them ([`MemObjects`]); the rest
+/// in its own directory under the scratch preopen.
+pub fn mem_store(name: &str) -> (Store, std::sync::Arc<MemObjects>) {
+    let root = std::path::Path::new("/scratch").join(name);
+    let _ = std::fs::remove_dir_all(&root);
+    let objects = std::sync::Arc::new(MemObjects::new());
+    let store =
+        Store::with_objects(root, objects.clone()).expect("the test runner preopens /scratch");
+    (store, objects)
 }
 
 /// Commits `data` as a blob awaiting conversion, as a finished push does.
