@@ -1,9 +1,9 @@
 //! The store's object interface: named byte strings, written whole and
 //! atomically, listed by folder. This is the seam the store's records go
-//! through so that the code above it does not know where they live: a
-//! local directory today ([`FsObjects`], the `/data` preopen), an
-//! S3-compatible bucket through the host later (issue 11), and a strict
-//! in-memory map for tests ([`MemObjects`]) that has none of the POSIX
+//! through so that the code above it does not know where they live. The
+//! host keeps them ([`HostObjects`], `wit/objects.wit`): in the local data
+//! directory today, in an S3-compatible bucket later (issue 11). A strict
+//! in-memory map for tests ([`MemObjects`]) has none of the POSIX
 //! properties an object store lacks (no rename, no append, no empty
 //! folders, no settable modification time).
 //!
@@ -20,11 +20,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, ErrorKind};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 #[cfg(test)]
 use std::sync::atomic::{AtomicU64, Ordering};
 #[cfg(test)]
 use std::sync::Mutex;
+
+use crate::bindings::blockreg::registry::objects as wit;
 
 /// An object's name: `/`-separated segments relative to the store's root,
 /// each non-empty, not starting with `.` (so never a `.tmp-` temporary,
@@ -113,6 +115,10 @@ pub enum ObjectError {
     /// by something else.
     #[error("{key}: {size} bytes, more than the {max} expected")]
     TooLarge { key: Key, size: u64, max: u64 },
+    /// The storage did not answer or cannot now (a timeout, a node down):
+    /// the same call may succeed later. Requests answer 503.
+    #[error("{key}: storage unavailable: {message}")]
+    Unavailable { key: Key, message: String },
     /// The backend failed; `source`'s kind says which way (`StorageFull`
     /// for a full disk, which requests answer with 507).
     #[error("{key}: {source}")]
@@ -123,6 +129,7 @@ impl From<ObjectError> for io::Error {
     fn from(e: ObjectError) -> Self {
         let kind = match &e {
             ObjectError::TooLarge { .. } => ErrorKind::InvalidData,
+            ObjectError::Unavailable { .. } => ErrorKind::TimedOut,
             ObjectError::Io { source, .. } => source.kind(),
         };
         io::Error::new(kind, e)
@@ -167,107 +174,121 @@ pub trait Objects: fmt::Debug + Send + Sync {
     fn list(&self, folder: &Key) -> Result<Listing, ObjectError>;
 }
 
-fn millis(t: std::time::SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// The objects as files under a directory, written as every store file is
-/// (`.tmp-` sibling, fsync, rename: [`crate::store::write_atomic`]).
+/// The objects the host keeps (`wit/objects.wit`): the local data
+/// directory or a bucket, whichever the operator configured. A store whose
+/// root is below the preopen (the unit tests' `/scratch/<name>`) keeps its
+/// objects under that folder's key.
 #[derive(Debug, Clone)]
-pub struct FsObjects {
-    root: PathBuf,
+pub struct HostObjects {
+    prefix: Option<Key>,
 }
 
-impl FsObjects {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+impl HostObjects {
+    /// The host's objects for a store at `root`: `/data` (the preopen) is
+    /// the root of the host's objects, `/data/a/b` their folder `a/b`.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a root that is not an absolute path below a
+    /// preopen whose folders are key segments.
+    pub fn for_root(root: &Path) -> io::Result<Self> {
+        use std::path::Component;
+        let invalid = || {
+            io::Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "store root {} is not a preopen or a folder in one",
+                    root.display()
+                ),
+            )
+        };
+        let mut parts = root.components();
+        if !matches!(
+            (parts.next(), parts.next()),
+            (Some(Component::RootDir), Some(Component::Normal(_)))
+        ) {
+            return Err(invalid());
+        }
+        let rest: Vec<&str> = parts
+            .map(|c| match c {
+                Component::Normal(s) => s.to_str().ok_or_else(invalid),
+                _ => Err(invalid()),
+            })
+            .collect::<Result<_, _>>()?;
+        let prefix = if rest.is_empty() {
+            None
+        } else {
+            Some(Key::new(rest.join("/")).map_err(|_| invalid())?)
+        };
+        Ok(Self { prefix })
     }
 
-    /// The file holding `key`.
-    pub fn path(&self, key: &Key) -> PathBuf {
-        self.root.join(key.as_str())
+    /// The host's key of `key`.
+    fn full(&self, key: &Key) -> String {
+        match &self.prefix {
+            Some(p) => format!("{p}/{key}"),
+            None => key.to_string(),
+        }
     }
 
-    fn io(key: &Key) -> impl FnOnce(io::Error) -> ObjectError + '_ {
-        |source| ObjectError::Io {
+    fn error(key: &Key, e: wit::Error) -> ObjectError {
+        let io = |kind, m: String| ObjectError::Io {
             key: key.clone(),
-            source,
+            source: io::Error::new(kind, m),
+        };
+        match e {
+            // Only `read` is bounded, and it puts its bound in.
+            wit::Error::TooLarge(size) => ObjectError::TooLarge {
+                key: key.clone(),
+                size,
+                max: 0,
+            },
+            wit::Error::Unavailable(message) => ObjectError::Unavailable {
+                key: key.clone(),
+                message,
+            },
+            wit::Error::Full(m) => io(ErrorKind::StorageFull, m),
+            wit::Error::InvalidKey(m) => io(ErrorKind::InvalidInput, m),
+            wit::Error::Other(m) => io(ErrorKind::Other, m),
         }
     }
 }
 
-fn file_info(name: String, meta: &std::fs::Metadata) -> Info {
+fn from_wit(i: wit::Info) -> Info {
     Info {
-        name,
-        size: meta.len(),
-        modified_ms: meta.modified().map_or(0, millis),
+        name: i.name,
+        size: i.size,
+        modified_ms: i.modified_ms,
     }
 }
 
-impl Objects for FsObjects {
+impl Objects for HostObjects {
     fn stat(&self, key: &Key) -> Result<Option<Info>, ObjectError> {
-        match std::fs::metadata(self.path(key)) {
-            Ok(m) if m.is_file() => Ok(Some(file_info(key.name().to_string(), &m))),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Self::io(key)(e)),
-        }
+        wit::stat(&self.full(key))
+            .map(|i| i.map(from_wit))
+            .map_err(|e| Self::error(key, e))
     }
 
     fn read(&self, key: &Key, max: u64) -> Result<Option<Vec<u8>>, ObjectError> {
-        use std::io::Read;
-        let file = match std::fs::File::open(self.path(key)) {
-            Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Self::io(key)(e)),
-        };
-        let mut bytes = Vec::new();
-        // One byte past the bound tells "too large" without reading it all.
-        file.take(max.saturating_add(1))
-            .read_to_end(&mut bytes)
-            .map_err(Self::io(key))?;
-        if bytes.len() as u64 > max {
-            let size = std::fs::metadata(self.path(key)).map_or(max + 1, |m| m.len());
-            return Err(ObjectError::TooLarge {
-                key: key.clone(),
-                size,
-                max,
-            });
-        }
-        Ok(Some(bytes))
+        wit::read(&self.full(key), max).map_err(|e| match Self::error(key, e) {
+            ObjectError::TooLarge { key, size, .. } => ObjectError::TooLarge { key, size, max },
+            other => other,
+        })
     }
 
     fn write(&self, key: &Key, bytes: &[u8]) -> Result<(), ObjectError> {
-        crate::store::write_atomic(&self.path(key), bytes).map_err(Self::io(key))
+        wit::write(&self.full(key), bytes).map_err(|e| Self::error(key, e))
     }
 
     fn delete(&self, key: &Key) -> Result<bool, ObjectError> {
-        match std::fs::remove_file(self.path(key)) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Self::io(key)(e)),
-        }
+        wit::delete(&self.full(key)).map_err(|e| Self::error(key, e))
     }
 
     fn list(&self, folder: &Key) -> Result<Listing, ObjectError> {
-        let dir = self.path(folder);
-        let mut out = Listing::default();
-        for (name, ty) in crate::store::list_dir(&dir).map_err(Self::io(folder))? {
-            if ty.is_dir() {
-                out.folders.push(name);
-            } else if ty.is_file() {
-                // A file removed since the folder was read is not listed.
-                match std::fs::metadata(Path::new(&dir).join(&name)) {
-                    Ok(m) => out.objects.push(file_info(name, &m)),
-                    Err(e) if e.kind() == ErrorKind::NotFound => {}
-                    Err(e) => return Err(Self::io(folder)(e)),
-                }
-            }
-        }
-        out.objects.sort_by(|a, b| a.name.cmp(&b.name));
-        out.folders.sort();
-        Ok(out)
+        let l = wit::list(&self.full(folder)).map_err(|e| Self::error(folder, e))?;
+        Ok(Listing {
+            objects: l.objects.into_iter().map(from_wit).collect(),
+            folders: l.folders,
+        })
     }
 }
 
@@ -417,11 +438,27 @@ mod tests {
     }
 
     #[test]
-    fn files_keep_the_object_contract() {
-        let root = Path::new("/scratch/objects-fs");
+    fn the_hosts_objects_keep_the_contract_in_the_stores_folder() {
+        let root = Path::new("/scratch/objects-host");
         let _ = std::fs::remove_dir_all(root);
-        std::fs::create_dir_all(root).unwrap();
-        backend_contract(&FsObjects::new(root));
+        let objects = HostObjects::for_root(root).unwrap();
+        backend_contract(&objects);
+        // The host's local directory: the store's folder under the preopen.
+        assert_eq!(std::fs::read(root.join("r/a")).unwrap(), b"1");
+        assert!(root.join("r/b/deep/y").is_file());
+    }
+
+    #[test]
+    fn a_store_root_must_be_a_preopen_or_a_folder_in_one() {
+        assert!(HostObjects::for_root(Path::new("/data"))
+            .unwrap()
+            .prefix
+            .is_none());
+        let nested = HostObjects::for_root(Path::new("/scratch/a/b")).unwrap();
+        assert_eq!(nested.full(&Key::new("x").unwrap()), "a/b/x");
+        for bad in ["/", "data", "/scratch/../x", "/scratch/.hidden"] {
+            assert!(HostObjects::for_root(Path::new(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]

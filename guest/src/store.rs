@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use std::sync::Arc;
 
 use crate::layout::Layout;
-use crate::objects::{FsObjects, Listing, Objects};
+use crate::objects::{HostObjects, Listing, Objects};
 use crate::oci::media::MAX_MANIFEST_BYTES;
 use crate::oci::{Digest, RepoName, Tag};
 use crate::recipe::Recipe;
@@ -599,7 +599,7 @@ impl Store {
                 fs::create_dir_all(d)?;
             }
         }
-        let objects = Arc::new(FsObjects::new(layout.root()));
+        let objects = Arc::new(HostObjects::for_root(layout.root())?);
         Ok(Self { layout, objects })
     }
 

@@ -1,6 +1,6 @@
 //! Every generated binding the host uses, in one place: the `admin-host`
-//! world from `wit/` (the `admin` export it calls, the `settings` and
-//! `access` imports it provides) plus re-exports of the `wasi:http/proxy` and
+//! world from `wit/` (the `admin` export it calls, the `settings`,
+//! `access` and `objects` imports it provides) plus re-exports of the `wasi:http/proxy` and
 //! `wasi:cli/command` bindings that wasmtime's WASI crates already generate.
 
 mod generated {
@@ -8,6 +8,8 @@ mod generated {
         path: "../wit",
         world: "admin-host",
         exports: { default: async },
+        // The objects may be in a bucket: its calls are network calls.
+        imports: { "blockreg:registry/objects": async },
         // `blockreg stats --json` prints the `stats` record as it is.
         additional_derives: [serde::Serialize, PartialEq],
     });
@@ -23,6 +25,13 @@ pub(crate) use generated::blockreg::registry::access::{
 pub(crate) use generated::blockreg::registry::settings::{
     add_to_linker as add_settings_to_linker, Host as SettingsHost, Settings,
 };
+/// The `objects` import: the store's records the host keeps
+/// (`objects/`).
+pub(crate) mod objects {
+    pub(crate) use super::generated::blockreg::registry::objects::{
+        add_to_linker, Error, Host, Info, Listing,
+    };
+}
 /// The `check-report` record of the `admin` interface: what
 /// `blockreg check` found.
 pub use generated::exports::blockreg::registry::admin::CheckReport as StoreCheck;

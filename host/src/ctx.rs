@@ -26,6 +26,7 @@ use std::sync::Arc;
 use crate::auth::{Auth, Identity};
 use crate::bindings::{AccessHost, Action, Decision, Settings, SettingsHost};
 use crate::config::{GuestSettings, Limits};
+use crate::objects::{Backend, LocalObjects};
 
 /// The record the guest's `settings` import returns: the operator's
 /// settings plus the host's request timeout (after which the guest may take
@@ -90,6 +91,8 @@ pub(crate) struct Sandbox {
     /// `None` for instances that serve no request (admin calls, `blockreg
     /// run`): every `access` question is then answered `denied`.
     caller: Option<Caller>,
+    /// Where the guest's `objects` are: the same directory as `/data`.
+    objects: Backend,
 }
 
 impl Sandbox {
@@ -100,12 +103,23 @@ impl Sandbox {
     /// Fails when `data_dir` cannot be opened.
     fn new(data_dir: &Path, max_memory_bytes: usize, settings: Settings) -> wasmtime::Result<Self> {
         let wasi = wasi_builder(data_dir, DATA_GUEST_PATH)?;
-        Ok(Self::with_wasi(wasi, max_memory_bytes, settings))
+        Self::with_wasi(wasi, data_dir, max_memory_bytes, settings)
     }
 
-    /// Builds the sandbox around `wasi`, made by [`wasi_builder`].
-    fn with_wasi(mut wasi: WasiCtxBuilder, max_memory_bytes: usize, settings: Settings) -> Self {
-        Self {
+    /// Builds the sandbox around `wasi`, made by [`wasi_builder`] over
+    /// `dir`, which also keeps the guest's objects.
+    ///
+    /// # Errors
+    ///
+    /// Fails when `dir` cannot be opened.
+    fn with_wasi(
+        mut wasi: WasiCtxBuilder,
+        dir: &Path,
+        max_memory_bytes: usize,
+        settings: Settings,
+    ) -> wasmtime::Result<Self> {
+        let objects = Backend::Local(LocalObjects::open(dir)?);
+        Ok(Self {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
@@ -115,7 +129,13 @@ impl Sandbox {
                 .build(),
             settings,
             caller: None,
-        }
+            objects,
+        })
+    }
+
+    /// Where the guest's objects are.
+    pub(crate) fn objects(&self) -> &Backend {
+        &self.objects
     }
 
     /// Binds the caller of the request this instance serves.
@@ -169,14 +189,22 @@ pub(crate) fn new_store(
 }
 
 /// Creates a store like [`new_store`] whose sandbox is built from `wasi`
-/// (made by [`wasi_builder`]): for `blockreg run`.
+/// (made by [`wasi_builder`] over `dir`): for `blockreg run`.
+///
+/// # Errors
+///
+/// Fails when `dir` cannot be opened.
 pub(crate) fn store_with(
     engine: &Engine,
     wasi: WasiCtxBuilder,
+    dir: &Path,
     max_memory_bytes: usize,
     settings: Settings,
-) -> Store<Sandbox> {
-    store(engine, Sandbox::with_wasi(wasi, max_memory_bytes, settings))
+) -> wasmtime::Result<Store<Sandbox>> {
+    Ok(store(
+        engine,
+        Sandbox::with_wasi(wasi, dir, max_memory_bytes, settings)?,
+    ))
 }
 
 fn store(engine: &Engine, sandbox: Sandbox) -> Store<Sandbox> {

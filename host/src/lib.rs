@@ -18,7 +18,9 @@
 //!   instance, for describe, recover, get-stats, convert-next,
 //!   purge-uploads, check and collect).
 //! - `ctx.rs`: the sandbox of one instance (`/data` preopen, no network);
-//!   `datadir.rs`: opening the data directory with cap-std.
+//!   `datadir.rs`: opening the data directory with cap-std; `objects/`:
+//!   the `objects` import, the store's records the host keeps for the
+//!   guest (the data directory through cap-std).
 //! - `stats.rs`, `check.rs`, `runner.rs`: the `stats`, `check` and `run`
 //!   subcommands (`gc` is in `gc.rs`).
 //! - `config.rs`: the options (`ServeOptions`, `ServeConfig`, limits and
@@ -47,6 +49,7 @@ mod error;
 mod gc;
 mod guest;
 mod metrics;
+mod objects;
 mod purge;
 mod runner;
 mod server;

@@ -6,7 +6,8 @@
 //! at `/scratch` (also reported as `initial-cwd`, which Rust's std ignores:
 //! tests use absolute `/scratch/...` paths) that is removed afterwards.
 //! It runs in the server's sandbox (`ctx.rs`) and linker (`guest.rs`): the
-//! scratch directory takes the place of `/data`, and `wasi:http` is there
+//! scratch directory takes the place of `/data` (and of the store's
+//! `objects`), and `wasi:http` is there
 //! because the guest's test binaries import it, with outgoing requests
 //! refused.
 
@@ -72,9 +73,11 @@ pub async fn run_command(file: &Path, args: &[String]) -> anyhow::Result<i32> {
     let mut store = ctx::store_with(
         &runtime.engine,
         wasi,
+        scratch.path(),
         usize::MAX,
         ctx::default_guest_settings(),
-    );
+    )
+    .map_err(wasm_err)?;
 
     let result = async {
         let command = pre.instantiate_async(&mut store).await?;
