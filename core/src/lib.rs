@@ -11,6 +11,7 @@
 pub mod block;
 pub mod chunker;
 pub mod deflate;
+pub mod goflate;
 pub mod hex;
 pub mod oci;
 #[cfg(test)]
