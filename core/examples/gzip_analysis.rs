@@ -9,18 +9,23 @@ use std::convert::Infallible;
 use std::time::Instant;
 
 use blockreg_core::deflate::{AnalyzeConfig, DeflateRecreator, Event, GzipAnalyzer};
+use blockreg_core::replica::{Replica, ReplicaRecreator};
 use blockreg_core::zstd::{is_zstd, ZstdAnalyzer, ZstdConfig, ZstdRecreator};
 
 /// The recreator of the stream in progress.
 enum Recreator {
     Deflate(DeflateRecreator),
     Zstd(Box<ZstdRecreator>),
+    /// A member its encoder's replica recreates: one segment, the whole
+    /// stream, no corrections.
+    Replica(ReplicaRecreator),
 }
 
 enum Piece {
     Literal(Vec<u8>),
     Start,
     ZstdStart,
+    ReplicaStart(Replica),
     Segment {
         plain: Vec<u8>,
         corrections: Vec<u8>,
@@ -36,10 +41,22 @@ fn main() {
         };
         let mut pieces = Vec::new();
         let mut plain = Vec::new();
+        let mut in_replica = false;
         let mut out = |e: Event<'_>| -> Result<(), Infallible> {
             match e {
                 Event::Literal(b) => pieces.push(Piece::Literal(b.to_vec())),
                 Event::DeflateStart => pieces.push(Piece::Start),
+                Event::ReplicaStart(r) => {
+                    in_replica = true;
+                    pieces.push(Piece::ReplicaStart(r));
+                }
+                Event::StreamEnd if in_replica => {
+                    in_replica = false;
+                    pieces.push(Piece::Segment {
+                        plain: std::mem::take(&mut plain),
+                        corrections: Vec::new(),
+                    });
+                }
                 Event::ZstdStart => pieces.push(Piece::ZstdStart),
                 Event::Plain(b) => plain.extend_from_slice(b),
                 Event::SegmentEnd { corrections } => pieces.push(Piece::Segment {
@@ -94,6 +111,14 @@ fn main() {
                 Piece::Literal(b) => rebuilt.extend_from_slice(b),
                 Piece::Start => recreator = Recreator::Deflate(DeflateRecreator::new()),
                 Piece::ZstdStart => recreator = Recreator::Zstd(Box::new(ZstdRecreator::new())),
+                Piece::ReplicaStart(r) => {
+                    println!(
+                        "{path}: member recreated by replica {} level {}",
+                        r.name(),
+                        r.level()
+                    );
+                    recreator = Recreator::Replica(ReplicaRecreator::new(*r));
+                }
                 Piece::Segment { plain, corrections } => {
                     let segment = match &mut recreator {
                         Recreator::Deflate(r) => {
@@ -101,6 +126,12 @@ fn main() {
                         }
                         Recreator::Zstd(r) => {
                             r.segment(plain, corrections).map_err(|e| e.to_string())
+                        }
+                        Recreator::Replica(r) => {
+                            let mut out = Vec::new();
+                            r.feed(plain, &mut out);
+                            r.finish(&mut out);
+                            Ok(out)
                         }
                     };
                     match segment {

@@ -27,6 +27,8 @@
 //! recreated blob before trusting a recipe built from the events.
 
 use flate2::Crc;
+
+use crate::replica::{self, Mismatch, Probe, Replica, ReplicaError, ReplicaMatch, Verdict};
 use preflate_rs::{
     ExitCode, PreflateConfig, PreflateError, PreflateStreamProcessor, RecreateStreamProcessor,
 };
@@ -56,6 +58,11 @@ pub enum Event<'a> {
     Literal(&'a [u8]),
     /// A raw DEFLATE stream begins (one per gzip member).
     DeflateStart,
+    /// A raw DEFLATE stream begins (one per gzip member) that this replica
+    /// reproduces bit for bit from its `Plain` bytes
+    /// ([`crate::replica::ReplicaRecreator`]): no `SegmentEnd` follows,
+    /// only `Plain` pieces and `StreamEnd`.
+    ReplicaStart(Replica),
     /// A zstd stream begins (the whole blob: every frame, skippable frames
     /// included); its segments are recreated by
     /// [`crate::zstd::ZstdRecreator`].
@@ -91,6 +98,9 @@ pub struct AnalyzeConfig {
     /// Most compressed bytes buffered while the parser cannot complete a
     /// block (or a gzip header).
     pub max_pending: usize,
+    /// Whether members whose header says Go wrote them are tried against
+    /// the encoder replicas ([`crate::replica`]) before preflate.
+    pub replicas: bool,
 }
 
 impl Default for AnalyzeConfig {
@@ -101,6 +111,7 @@ impl Default for AnalyzeConfig {
             segment_input: 1 << 20,
             plain_text_limit: 8 << 20,
             max_pending: 8 << 20,
+            replicas: true,
         }
     }
 }
@@ -135,6 +146,11 @@ pub enum AnalyzeError<E> {
         /// Plain bytes so far.
         plain: u64,
     },
+    /// A replica matched the start of a member and diverged later: the
+    /// events so far are void, and an analysis without replicas
+    /// ([`AnalyzeConfig::replicas`] off) may still succeed.
+    #[error("replica mismatch: {0}")]
+    ReplicaMismatch(Mismatch),
     /// The event callback failed.
     #[error("event consumer failed: {0}")]
     Callback(E),
@@ -167,6 +183,8 @@ pub struct Summary {
     pub deflate_bytes: u64,
     /// Segments over all streams.
     pub segments: u64,
+    /// DEFLATE streams recreated by a replica (no corrections).
+    pub replica_members: u64,
 }
 
 /// One DEFLATE stream being decoded.
@@ -178,9 +196,23 @@ struct Stream {
     size: u64,
 }
 
+/// A DEFLATE stream followed by its replica.
+struct Replicated {
+    stream: Box<ReplicaMatch>,
+    /// Stream bytes consumed but not yet matched by the replica's output.
+    tail: Vec<u8>,
+    crc: Crc,
+    size: u64,
+}
+
 enum State {
     /// Expecting a gzip member header.
     Header,
+    /// A member's DEFLATE stream is being tried against the replicas its
+    /// header allows; nothing of it was handed out yet.
+    Probe(Box<Probe>),
+    /// Inside a member's DEFLATE stream that a replica reproduces.
+    Replica(Box<Replicated>),
     /// Raw mode, before the stream's `DeflateStart`.
     #[cfg(test)]
     RawStart,
@@ -357,12 +389,78 @@ impl GzipAnalyzer {
                     }
                     Ok(None) => return Ok(()),
                     Ok(Some(len)) => {
+                        let candidates = if self.cfg.replicas {
+                            replica::candidates(&self.pending[..len])
+                        } else {
+                            Vec::new()
+                        };
                         self.literal(len, out)?;
                         self.summary.members += 1;
-                        self.state = State::Deflate(self.new_stream());
-                        out(Event::DeflateStart).map_err(AnalyzeError::Callback)?;
+                        if candidates.is_empty() {
+                            self.state = State::Deflate(self.new_stream());
+                            out(Event::DeflateStart).map_err(AnalyzeError::Callback)?;
+                        } else {
+                            self.state = State::Probe(Box::new(Probe::new(&candidates)));
+                        }
                     }
                 },
+                State::Probe(probe) => {
+                    let verdict = probe
+                        .step(&self.pending, finishing)
+                        .map_err(|e| AnalyzeError::Corrupt(e.0))?;
+                    match verdict {
+                        Verdict::Undecided => return Ok(()),
+                        Verdict::NoReplica => {
+                            self.state = State::Deflate(self.new_stream());
+                            out(Event::DeflateStart).map_err(AnalyzeError::Callback)?;
+                        }
+                        Verdict::Replica(stream, plain) => {
+                            out(Event::ReplicaStart(stream.replica()))
+                                .map_err(AnalyzeError::Callback)?;
+                            let mut r = Replicated {
+                                tail: stream.unmatched(&self.pending).to_vec(),
+                                stream,
+                                crc: Crc::new(),
+                                size: 0,
+                            };
+                            let consumed = r.stream.consumed();
+                            self.pending.drain(..consumed);
+                            self.summary.deflate_bytes += consumed as u64;
+                            self.summary.replica_members += 1;
+                            r.plain(&plain, &mut self.summary, out)?;
+                            self.state = if r.stream.ended() {
+                                out(Event::StreamEnd).map_err(AnalyzeError::Callback)?;
+                                r.trailer()
+                            } else {
+                                State::Replica(Box::new(r))
+                            };
+                        }
+                    }
+                }
+                State::Replica(r) => {
+                    if !finishing && self.pending.len() < self.cfg.segment_input {
+                        return Ok(());
+                    }
+                    let (used, plain) =
+                        r.stream
+                            .step(&self.pending, &mut r.tail)
+                            .map_err(|e| match e {
+                                ReplicaError::Corrupt(c) => AnalyzeError::Corrupt(c.0),
+                                ReplicaError::Mismatch(m) => AnalyzeError::ReplicaMismatch(m),
+                            })?;
+                    self.pending.drain(..used);
+                    self.summary.deflate_bytes += used as u64;
+                    r.plain(&plain, &mut self.summary, out)?;
+                    if r.stream.ended() {
+                        out(Event::StreamEnd).map_err(AnalyzeError::Callback)?;
+                        self.state = r.trailer();
+                    } else if used == 0 && plain.is_empty() {
+                        if finishing {
+                            return Err(AnalyzeError::Truncated);
+                        }
+                        return Ok(());
+                    }
+                }
                 #[cfg(test)]
                 State::RawStart => {
                     self.summary.members += 1;
@@ -483,6 +581,32 @@ impl GzipAnalyzer {
     }
 }
 
+impl Replicated {
+    /// Hands out decoded bytes.
+    fn plain<E>(
+        &mut self,
+        plain: &[u8],
+        summary: &mut Summary,
+        out: &mut impl FnMut(Event<'_>) -> Result<(), E>,
+    ) -> Result<(), AnalyzeError<E>> {
+        if plain.is_empty() {
+            return Ok(());
+        }
+        self.crc.update(plain);
+        self.size += plain.len() as u64;
+        summary.plain_bytes += plain.len() as u64;
+        out(Event::Plain(plain)).map_err(AnalyzeError::Callback)
+    }
+
+    /// The state after the stream: its member's trailer.
+    fn trailer(&self) -> State {
+        State::Trailer {
+            crc: self.crc.sum(),
+            size: self.size,
+        }
+    }
+}
+
 /// Keeps the configuration usable (no zero-sized segments).
 fn sanitize(mut cfg: AnalyzeConfig) -> AnalyzeConfig {
     cfg.segment_input = cfg.segment_input.max(1);
@@ -581,6 +705,7 @@ pub(crate) mod tests {
     use sha2::{Digest, Sha256};
 
     use super::*;
+    use crate::replica::ReplicaRecreator;
     use crate::test_support::gzip;
 
     /// Seeded xorshift64: deterministic test data without a dependency.
@@ -652,6 +777,8 @@ pub(crate) mod tests {
     pub(crate) enum Owned {
         Literal(Vec<u8>),
         Start,
+        /// A stream its encoder's replica recreates.
+        Replica(Replica),
         Plain(Vec<u8>),
         SegmentEnd(Vec<u8>),
         End,
@@ -675,6 +802,7 @@ pub(crate) mod tests {
             events.push(match e {
                 Event::Literal(b) => Owned::Literal(b.to_vec()),
                 Event::DeflateStart => Owned::Start,
+                Event::ReplicaStart(r) => Owned::Replica(r),
                 Event::Plain(b) => Owned::Plain(b.to_vec()),
                 Event::SegmentEnd { corrections } => Owned::SegmentEnd(corrections),
                 Event::StreamEnd => Owned::End,
@@ -690,26 +818,44 @@ pub(crate) mod tests {
     }
 
     /// Rebuilds the stream from events; also returns each stream's plain text.
-    fn recreate(events: &[Owned]) -> (Vec<u8>, Vec<Vec<u8>>) {
+    pub(crate) fn recreate(events: &[Owned]) -> (Vec<u8>, Vec<Vec<u8>>) {
         let mut out = Vec::new();
         let mut plains: Vec<Vec<u8>> = Vec::new();
         let mut recreator = None;
+        let mut replica: Option<ReplicaRecreator> = None;
         let mut segment = Vec::new();
         for e in events {
             match e {
                 Owned::Literal(b) => {
-                    assert!(recreator.is_none(), "literal inside a deflate stream");
+                    assert!(
+                        recreator.is_none() && replica.is_none(),
+                        "literal inside a deflate stream"
+                    );
                     out.extend_from_slice(b);
                 }
                 Owned::Start => {
-                    assert!(recreator.is_none(), "nested deflate stream");
+                    assert!(
+                        recreator.is_none() && replica.is_none(),
+                        "nested deflate stream"
+                    );
                     recreator = Some(DeflateRecreator::new());
+                    plains.push(Vec::new());
+                }
+                Owned::Replica(r) => {
+                    assert!(
+                        recreator.is_none() && replica.is_none(),
+                        "nested deflate stream"
+                    );
+                    replica = Some(ReplicaRecreator::new(*r));
                     plains.push(Vec::new());
                 }
                 Owned::Plain(p) => {
                     assert!(!p.is_empty(), "empty plain event");
-                    segment.extend_from_slice(p);
                     plains.last_mut().unwrap().extend_from_slice(p);
+                    match &mut replica {
+                        Some(r) => r.feed(p, &mut out),
+                        None => segment.extend_from_slice(p),
+                    }
                 }
                 Owned::SegmentEnd(c) => {
                     let r = recreator.as_mut().expect("segment outside a stream");
@@ -718,11 +864,17 @@ pub(crate) mod tests {
                 }
                 Owned::End => {
                     assert!(segment.is_empty(), "plain bytes after the last segment");
+                    if let Some(mut r) = replica.take() {
+                        r.finish(&mut out);
+                    }
                     recreator = None;
                 }
             }
         }
-        assert!(recreator.is_none(), "unterminated deflate stream");
+        assert!(
+            recreator.is_none() && replica.is_none(),
+            "unterminated deflate stream"
+        );
         (out, plains)
     }
 

@@ -17,6 +17,7 @@ pub mod oci;
 #[cfg(test)]
 mod proptests;
 pub mod recipe;
+pub mod replica;
 pub mod tarchunk;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;

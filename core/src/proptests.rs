@@ -722,11 +722,21 @@ fn analyze(
 fn recreate(events: &[Owned]) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     let mut recreator: Option<DeflateRecreator> = None;
+    let mut replica: Option<crate::replica::ReplicaRecreator> = None;
     let mut segment = Vec::new();
     for e in events {
         match e {
-            Owned::Literal(b) if recreator.is_none() => out.extend_from_slice(b),
-            Owned::Start if recreator.is_none() => recreator = Some(DeflateRecreator::new()),
+            Owned::Literal(b) if recreator.is_none() && replica.is_none() => {
+                out.extend_from_slice(b)
+            }
+            Owned::Start if recreator.is_none() && replica.is_none() => {
+                recreator = Some(DeflateRecreator::new());
+            }
+            Owned::Replica(r) if recreator.is_none() && replica.is_none() => {
+                replica = Some(crate::replica::ReplicaRecreator::new(*r));
+            }
+            Owned::Plain(p) if replica.is_some() => replica.as_mut().unwrap().feed(p, &mut out),
+            Owned::End if replica.is_some() => replica.take().unwrap().finish(&mut out),
             Owned::Plain(p) if recreator.is_some() => segment.extend_from_slice(p),
             Owned::SegmentEnd(c) => {
                 let r = recreator.as_mut().ok_or("segment outside a stream")?;
@@ -1131,9 +1141,22 @@ fn recipe() -> impl Strategy<Value = Recipe> {
                     },
                 ];
                 // Odd seeds stand for zstd blobs: one stream op, no literals.
+                // Seeds ending in 3 mod 4 stand for a gzip member its
+                // encoder's replica recreates (no corrections).
                 let zstd = seed.first().is_some_and(|b| b % 2 == 1);
+                let replica = seed.last().is_some_and(|b| b % 4 == 3);
                 let layout = if zstd {
                     vec![Op::Zstd(segments)]
+                } else if replica {
+                    let level = i8::try_from(seed.len() % 12).unwrap() - 2;
+                    vec![
+                        Op::Lit(lit.clone()),
+                        Op::Replica {
+                            replica: crate::replica::Replica::GoFlate127(level),
+                            plain: total,
+                        },
+                        Op::Lit(lit),
+                    ]
                 } else {
                     vec![Op::Lit(lit.clone()), Op::Deflate(segments), Op::Lit(lit)]
                 };
@@ -1183,6 +1206,7 @@ fn recipe_is_consistent(r: &Recipe) -> Result<(), String> {
             Op::Deflate(segs) | Op::Zstd(segs) => {
                 consumed += segs.iter().map(|s| u128::from(s.plain)).sum::<u128>();
             }
+            Op::Replica { plain, .. } => consumed += u128::from(*plain),
         }
     }
     if consumed != content {

@@ -13,7 +13,10 @@
 //!   DEFLATE stream recreated bit for bit, segment by segment, from the next
 //!   `plain` content bytes and the correction bytes held in `blocks`;
 //!   `{"zstd":[[plain, [blocks…]],…]}` the same for a whole zstd blob, whose
-//!   corrections are `zstd.rs`'s records.
+//!   corrections are `zstd.rs`'s records; `{"replica":[encoder, level,
+//!   plain]}` a DEFLATE stream recreated from the next `plain` content bytes
+//!   by the named encoder replica (`replica.rs`; `"go1.27-flate"`), with no
+//!   corrections.
 //!
 //! Version 2 (written by this guest):
 //! `{"version":2,"digest","size","chunker","encoding","frames":[[pack,offset,
@@ -38,6 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::block::BlockId;
 use crate::oci::Digest;
+use crate::replica::Replica;
 use crate::varint;
 
 /// The newest recipe format version this guest writes (see the module doc:
@@ -126,6 +130,13 @@ pub enum Op {
     /// A zstd stream (the whole blob) recreated segment by segment by
     /// `zstd::ZstdRecreator`; the layout's only op.
     Zstd(Vec<Segment>),
+    /// A DEFLATE stream recreated from the next `plain` content bytes by
+    /// the encoder replica that wrote it (`replica.rs`), with no
+    /// corrections.
+    Replica {
+        replica: Replica,
+        plain: u64,
+    },
 }
 
 /// What a blob is, relative to the content its blocks hold.
@@ -187,6 +198,8 @@ enum RawOp {
     Copy(u64),
     Deflate(Vec<(u64, Vec<RawBlock>)>),
     Zstd(Vec<(u64, Vec<RawBlock>)>),
+    /// `[encoder name, level, plain bytes]`.
+    Replica((String, i32, u64)),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -448,6 +461,9 @@ impl Recipe {
                 Op::Copy(n) => RawOp::Copy(*n),
                 Op::Deflate(segs) => RawOp::Deflate(segments_to_raw(segs)),
                 Op::Zstd(segs) => RawOp::Zstd(segments_to_raw(segs)),
+                Op::Replica { replica, plain } => {
+                    RawOp::Replica((replica.name().to_string(), replica.level(), *plain))
+                }
             })
             .collect();
         let (content, repeats) = encode_content(&self.content);
@@ -537,6 +553,12 @@ impl Recipe {
                             RawOp::Copy(n) => Op::Copy(n),
                             RawOp::Deflate(segs) => Op::Deflate(segments_from_raw(segs, &frames)?),
                             RawOp::Zstd(segs) => Op::Zstd(segments_from_raw(segs, &frames)?),
+                            RawOp::Replica((name, level, plain)) => Op::Replica {
+                                replica: Replica::parse(&name, level).ok_or_else(|| {
+                                    bad(format!("unknown encoder replica {name} level {level}"))
+                                })?,
+                                plain,
+                            },
                         })
                     })
                     .collect::<Result<Vec<_>, RecipeError>>()?;
@@ -572,6 +594,7 @@ impl Recipe {
                 Op::Deflate(segs) | Op::Zstd(segs) => {
                     consumed += segs.iter().map(|s| u128::from(s.plain)).sum::<u128>();
                 }
+                Op::Replica { plain, .. } => consumed += u128::from(*plain),
             }
         }
         if consumed != u128::from(self.content_len()) {

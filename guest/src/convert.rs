@@ -44,6 +44,7 @@ use crate::oci::{Digest, Hasher};
 use crate::packs::{Located, PackBatch, PackWriter, Packs, Pending, RECORD_LEN};
 use crate::rebuild::Rebuild;
 use crate::recipe::{BlockRef, Encoding, Frame, Location, Op, Recipe, Segment};
+use crate::replica::Replica;
 use crate::settings::Settings;
 use crate::store::Store;
 use crate::tarchunk::TarChunker;
@@ -405,6 +406,9 @@ enum DraftOp {
     Lit(Vec<u8>),
     Deflate(Vec<(u64, Vec<Draft>)>),
     Zstd(Vec<(u64, Vec<Draft>)>),
+    /// A DEFLATE stream its encoder's replica recreates, and its plain
+    /// bytes so far.
+    Replica(Replica, u64),
 }
 
 /// Which analysis reads a compressed blob.
@@ -682,12 +686,16 @@ fn stage(
         // preflate-rs 0.7's streaming sometimes loses a match at a segment
         // boundary ("PredictionFailure"), depending only on where segments
         // end: other segment sizes move the boundaries away from it.
-        for (segment_input, plain_text_limit) in GZIP_ATTEMPTS {
+        // The first attempt tries the encoder replicas too (a stream Go
+        // 1.27 wrote needs no corrections then); one that matched a replica
+        // at first and diverged later is analysed again without them.
+        for (attempt, (segment_input, plain_text_limit)) in GZIP_ATTEMPTS.into_iter().enumerate() {
             let cfg = AnalyzeConfig {
                 max_corrections_ratio: settings.max_correction_ratio,
                 segment_input,
                 plain_text_limit,
                 max_pending: plain_text_limit.max(2 * segment_input),
+                replicas: attempt == 0,
                 ..AnalyzeConfig::default()
             };
             let codec = Codec::Gzip(cfg);
@@ -885,8 +893,12 @@ impl<'s> DecodedDraft<'s> {
                 self.layout.push(DraftOp::Zstd(Vec::new()));
                 self.seg_plain = 0;
             }
+            Event::ReplicaStart(replica) => self.layout.push(DraftOp::Replica(replica, 0)),
             Event::Plain(bytes) => {
-                self.seg_plain += bytes.len() as u64;
+                match self.layout.last_mut() {
+                    Some(DraftOp::Replica(_, plain)) => *plain += bytes.len() as u64,
+                    _ => self.seg_plain += bytes.len() as u64,
+                }
                 self.decoded += bytes.len() as u64;
                 check_decoded(self.decoded, read, self.settings)?;
                 let content = &mut self.content;
@@ -1047,6 +1059,7 @@ fn resolve_layout(layout: Vec<DraftOp>, table: &mut FrameTable) -> Vec<Op> {
             DraftOp::Lit(b) => Op::Lit(b),
             DraftOp::Deflate(segs) => Op::Deflate(resolve_segments(segs, table)),
             DraftOp::Zstd(segs) => Op::Zstd(resolve_segments(segs, table)),
+            DraftOp::Replica(replica, plain) => Op::Replica { replica, plain },
         })
         .collect()
 }
@@ -1149,7 +1162,9 @@ fn analyze_error(e: deflate::AnalyzeError<DecodeError>) -> DecodeError {
     let why = format!("gzip analysis: {e}");
     match e {
         A::Callback(inner) => inner,
-        A::Preflate(_) | A::NoProgress(_) => DecodeError::Refused(Refusal::Unmodelled(why)),
+        A::Preflate(_) | A::NoProgress(_) | A::ReplicaMismatch(_) => {
+            DecodeError::Refused(Refusal::Unmodelled(why))
+        }
         A::NotGzip
         | A::BadHeader(_)
         | A::Corrupt(_)
@@ -1327,6 +1342,78 @@ mod tests {
             );
         }
         assert_eq!(store.usage().unwrap().zstd_blobs, 2);
+    }
+
+    #[test]
+    fn go_1_27_layers_are_recreated_by_their_replica_and_need_no_corrections() {
+        use crate::replica::Replica;
+        let store = scratch_store("convert-replica");
+        let tar = |mtime, changed| {
+            let mut t = tar_of(&[("usr/lib/b.so", &seeded_bytes(21, 300_000), mtime)]);
+            t.truncate(t.len() - 1024);
+            t.extend(files(mtime, changed));
+            t
+        };
+        let replicas = |d: &Digest| -> Vec<Replica> {
+            let r = store.recipe(d).unwrap().unwrap();
+            assert!(
+                !r.layout.iter().any(|op| matches!(op, Op::Deflate(_))),
+                "{d}: preflate used"
+            );
+            r.layout
+                .iter()
+                .filter_map(|op| match op {
+                    Op::Replica { replica, .. } => Some(*replica),
+                    _ => None,
+                })
+                .collect()
+        };
+        let first = blockreg_core::goflate::gzip_member(6, &tar(1_700_000_000, false));
+        let d1 = commit_blob(&store, &first);
+        let c1 = convert(&store, &settings(), &d1).unwrap();
+        assert_eq!(c1.encoding, Encoding::Gzip, "{:?}", c1.fallback);
+        assert_eq!(replicas(&d1), [Replica::GoFlate127(6)]);
+        let second = blockreg_core::goflate::gzip_member(6, &tar(1_700_086_400, true));
+        let d2 = commit_blob(&store, &second);
+        let c2 = convert(&store, &settings(), &d2).unwrap();
+        assert!(
+            c2.new_bytes * 10 < second.len() as u64,
+            "the second layer added {} bytes for a {}-byte blob",
+            c2.new_bytes,
+            second.len()
+        );
+        let fast = blockreg_core::goflate::gzip_member(1, &tar(1_700_000_000, false));
+        let d3 = commit_blob(&store, &fast);
+        convert(&store, &settings(), &d3).unwrap();
+        assert_eq!(replicas(&d3), [Replica::GoFlate127(1)]);
+        for (d, blob) in [(&d1, &first), (&d2, &second), (&d3, &fast)] {
+            assert!(
+                rebuild_all(&store, d, 0) == *blob,
+                "{d} rebuilt differently"
+            );
+            let mid = blob.len() as u64 / 2;
+            assert!(
+                rebuild_all(&store, d, mid) == blob[mid as usize..],
+                "{d} rebuilt from its middle differently"
+            );
+        }
+    }
+
+    #[test]
+    fn a_layer_that_leaves_its_replica_after_the_probe_is_analysed_again_by_preflate() {
+        // Noise past the probe's reach (every level stores it alike), then
+        // text only level 5 compresses this way: level 6 is tried first and
+        // diverges there.
+        let store = scratch_store("convert-replica-mismatch");
+        let mut data = seeded_bytes(31, blockreg_core::replica::PROBE_PLAIN + (1 << 20));
+        data.extend(texty_bytes(32, 1 << 20));
+        let blob = blockreg_core::goflate::gzip_member(5, &data);
+        let d = commit_blob(&store, &blob);
+        let c = convert(&store, &settings(), &d).unwrap();
+        assert_eq!(c.encoding, Encoding::Gzip, "{:?}", c.fallback);
+        let r = store.recipe(&d).unwrap().unwrap();
+        assert!(r.layout.iter().any(|op| matches!(op, Op::Deflate(_))));
+        assert!(rebuild_all(&store, &d, 0) == blob);
     }
 
     #[test]

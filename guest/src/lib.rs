@@ -42,7 +42,9 @@ mod sys;
 #[cfg(test)]
 mod test_support;
 
-pub(crate) use blockreg_core::{block, chunker, deflate, hex, oci, recipe, tarchunk, zstd};
+pub(crate) use blockreg_core::{
+    block, chunker, deflate, hex, oci, recipe, replica, tarchunk, zstd,
+};
 
 use std::io::{self, Read};
 

@@ -2,7 +2,8 @@
 //!
 //! [`Rebuild`] is a `Read` over the blob: literal bytes as they are, content
 //! blocks read out of pack frames, DEFLATE streams recreated bit for bit one
-//! segment at a time (preflate-rs). Memory stays bounded by one segment.
+//! segment at a time (preflate-rs) or by their encoder's replica, 256 KiB
+//! of content at a time. Memory stays bounded by one segment.
 //! Verbatim recipes (no encoding to recreate) start at any offset directly;
 //! others recreate from the start and discard what precedes the offset.
 
@@ -13,6 +14,7 @@ use crate::deflate::DeflateRecreator;
 use crate::layout::Layout;
 use crate::packs::FrameReader;
 use crate::recipe::{BlockRef, Location, Op, Recipe};
+use crate::replica::ReplicaRecreator;
 use crate::zstd::ZstdRecreator;
 
 /// How many content bytes a verbatim copy reads at a time.
@@ -208,6 +210,27 @@ impl Rebuild {
                         self.op_used = 0;
                     }
                 }
+                Op::Replica { replica, plain } => {
+                    let step = (plain - self.op_used).min(COPY_STEP);
+                    let mut content = Vec::with_capacity(step as usize);
+                    self.take_content(step, &mut content)?;
+                    let rec = self.recreator.get_or_insert_with(|| {
+                        StreamRecreator::Replica(ReplicaRecreator::new(replica))
+                    });
+                    let StreamRecreator::Replica(rec) = rec else {
+                        return Err(damaged("a replica op inside another stream".into()));
+                    };
+                    let mut out = std::mem::take(&mut self.out);
+                    rec.feed(&content, &mut out);
+                    self.op_used += step;
+                    if self.op_used == plain {
+                        rec.finish(&mut out);
+                        self.recreator = None;
+                        self.op += 1;
+                        self.op_used = 0;
+                    }
+                    self.out = out;
+                }
                 Op::Deflate(segments) | Op::Zstd(segments) => {
                     let i = self.op_used as usize;
                     let Some(seg) = segments.get(i) else {
@@ -241,6 +264,7 @@ impl Rebuild {
 enum StreamRecreator {
     Deflate(DeflateRecreator),
     Zstd(Box<ZstdRecreator>),
+    Replica(ReplicaRecreator),
 }
 
 impl StreamRecreator {
@@ -252,6 +276,7 @@ impl StreamRecreator {
             Self::Zstd(r) => r
                 .segment(plain, corrections)
                 .map_err(|e| damaged(format!("recreating zstd: {e}"))),
+            Self::Replica(_) => Err(damaged("segments inside a replica stream".into())),
         }
     }
 }

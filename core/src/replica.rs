@@ -1,0 +1,551 @@
+//! DEFLATE streams whose encoder a replica reproduces bit for bit
+//! ([`crate::goflate`]: Go 1.27's `compress/flate`), found by trial and
+//! proven byte for byte while they are decoded.
+//!
+//! Such a stream needs no correction data: its content and the encoder's
+//! name and level recreate it ([`ReplicaRecreator`]), at the encoder's own
+//! speed, instead of preflate's prediction (10–25 MB/s) plus corrections
+//! (4.5–10 % of the layer for Go 1.27, which preflate cannot model).
+//!
+//! How a stream is judged ([`Probe`]): every candidate level the gzip
+//! header allows (Go writes XFL 4 for level 1, 2 for level 9, 0 otherwise,
+//! and OS 255) compresses the stream's first decoded bytes; a candidate
+//! whose output leaves the stream's bytes is dropped. A stream no candidate
+//! survives goes to preflate untouched (nothing of it was handed out). The
+//! survivor then has to match every byte to the end ([`ReplicaMatch`]); a
+//! later divergence is [`Mismatch`], and the caller analyses the stream
+//! again without replicas.
+//!
+//! Pure code; memory is bounded by the probe's plain bytes
+//! ([`PROBE_PLAIN`]) and the encoders' own state (≈1.6 MiB each).
+
+use flate2::{Decompress, FlushDecompress, Status};
+
+use crate::goflate;
+
+/// An encoder a replica reproduces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Replica {
+    /// Go 1.27's `compress/flate` at this level (`-2..=9`, `-1` is 6).
+    GoFlate127(i8),
+}
+
+impl Replica {
+    /// The name recipes use.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::GoFlate127(_) => "go1.27-flate",
+        }
+    }
+
+    #[must_use]
+    pub fn level(self) -> i32 {
+        match self {
+            Self::GoFlate127(l) => i32::from(l),
+        }
+    }
+
+    /// The replica a recipe names, if this code has it.
+    #[must_use]
+    pub fn parse(name: &str, level: i32) -> Option<Self> {
+        match name {
+            "go1.27-flate" if (-2..=9).contains(&level) => {
+                Some(Self::GoFlate127(i8::try_from(level).ok()?))
+            }
+            _ => None,
+        }
+    }
+
+    fn encoder(self) -> goflate::Encoder {
+        match self {
+            Self::GoFlate127(l) => {
+                goflate::Encoder::new(i32::from(l)).expect("levels are checked on construction")
+            }
+        }
+    }
+}
+
+/// Most decoded bytes the probe looks at before it picks a candidate.
+pub const PROBE_PLAIN: usize = 4 << 20;
+/// Most decoded bytes inflated per step (the size of a `Plain` piece).
+const STEP_PLAIN: usize = 256 << 10;
+/// Most bytes an encoder's output may run behind or ahead of the stream.
+const MAX_LAG: usize = 16 << 20;
+
+/// The candidate levels for a gzip member header: Go writes OS 255 and an
+/// XFL of 4 for level 1, 2 for level 9 and 0 for every other level. Other
+/// headers (GNU gzip, zlib, pigz write OS 3) get none.
+#[must_use]
+pub fn candidates(header: &[u8]) -> Vec<Replica> {
+    let (Some(&xfl), Some(&os)) = (header.get(8), header.get(9)) else {
+        return Vec::new();
+    };
+    if os != 255 {
+        return Vec::new();
+    }
+    let levels: &[i8] = match xfl {
+        4 => &[1],
+        2 => &[9],
+        0 => &[6, 5, 4, 3, 2, 7, 8, -2, 0],
+        _ => &[],
+    };
+    levels.iter().map(|&l| Replica::GoFlate127(l)).collect()
+}
+
+/// A replica's output left the stream's bytes.
+#[derive(Debug, thiserror::Error)]
+#[error("{replica} level {level} diverges from the stream at byte {at}", replica = .replica.name(), level = .replica.level())]
+pub struct Mismatch {
+    pub replica: Replica,
+    /// Offset in the DEFLATE stream of the first differing byte.
+    pub at: u64,
+}
+
+/// Why decoding failed (the stream is corrupt or truncated).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Corrupt(pub String);
+
+/// One encoder checked against the stream.
+struct Runner {
+    replica: Replica,
+    encoder: goflate::Encoder,
+    /// Output not yet compared.
+    out: Vec<u8>,
+    /// Stream bytes already matched.
+    matched: usize,
+}
+
+impl Runner {
+    fn new(replica: Replica) -> Self {
+        Self {
+            replica,
+            encoder: replica.encoder(),
+            out: Vec::new(),
+            matched: 0,
+        }
+    }
+
+    /// Compares the output so far with `stream` (which starts at byte 0 of
+    /// the DEFLATE stream and holds at least `consumed` bytes): true while
+    /// they agree.
+    fn agrees(&mut self, stream: &[u8]) -> bool {
+        let avail = stream.len().saturating_sub(self.matched);
+        let n = self.out.len().min(avail);
+        if self.out[..n] != stream[self.matched..self.matched + n] {
+            return false;
+        }
+        self.out.drain(..n);
+        self.matched += n;
+        self.out.len() <= MAX_LAG
+    }
+}
+
+/// Inflates raw DEFLATE input into plain bytes, counting what it consumed.
+struct Inflater {
+    inner: Decompress,
+    ended: bool,
+}
+
+impl Inflater {
+    fn new() -> Self {
+        Self {
+            inner: Decompress::new(false),
+            ended: false,
+        }
+    }
+
+    /// Inflates from `input` up to about `max` plain bytes; returns (input
+    /// bytes consumed, plain bytes).
+    fn step(&mut self, input: &[u8], max: usize) -> Result<(usize, Vec<u8>), Corrupt> {
+        let mut plain = Vec::with_capacity(max.clamp(1, STEP_PLAIN));
+        let start = self.inner.total_in();
+        while !self.ended && plain.len() < max {
+            if plain.len() == plain.capacity() {
+                plain.reserve((max - plain.len()).min(STEP_PLAIN));
+            }
+            let pos = usize::try_from(self.inner.total_in() - start).expect("bounded by input");
+            let (in_before, out_before) = (self.inner.total_in(), plain.len());
+            let status = self
+                .inner
+                .decompress_vec(&input[pos..], &mut plain, FlushDecompress::None)
+                .map_err(|e| Corrupt(e.to_string()))?;
+            if status == Status::StreamEnd {
+                self.ended = true;
+            } else if self.inner.total_in() == in_before && plain.len() == out_before {
+                break; // it needs more input
+            }
+        }
+        let consumed = usize::try_from(self.inner.total_in() - start).expect("bounded by input");
+        Ok((consumed, plain))
+    }
+}
+
+/// What a probe step found.
+pub enum Verdict {
+    /// More input is needed to decide.
+    Undecided,
+    /// No candidate reproduces the stream: analyse it another way, from
+    /// its start (nothing was consumed).
+    NoReplica,
+    /// `replica` reproduces the stream so far: the decoded bytes probed are
+    /// handed out in the state that continues the stream.
+    Replica(Box<ReplicaMatch>, Vec<u8>),
+}
+
+/// The first decoded bytes of a stream, compressed by every candidate.
+pub struct Probe {
+    inflater: Inflater,
+    runners: Vec<Runner>,
+    plain: Vec<u8>,
+    /// Stream bytes the inflater consumed.
+    consumed: usize,
+}
+
+impl Probe {
+    /// A probe of the candidates; none means [`Verdict::NoReplica`] at once.
+    #[must_use]
+    pub fn new(candidates: &[Replica]) -> Self {
+        Self {
+            inflater: Inflater::new(),
+            runners: candidates.iter().copied().map(Runner::new).collect(),
+            plain: Vec::new(),
+            consumed: 0,
+        }
+    }
+
+    /// Advances over `stream` (the DEFLATE stream's bytes from its start,
+    /// all that arrived so far; `finishing` when no more will come).
+    ///
+    /// # Errors
+    /// [`Corrupt`] for invalid DEFLATE data.
+    pub fn step(&mut self, stream: &[u8], finishing: bool) -> Result<Verdict, Corrupt> {
+        if self.runners.is_empty() {
+            return Ok(Verdict::NoReplica);
+        }
+        loop {
+            let room = PROBE_PLAIN.saturating_sub(self.plain.len());
+            let (used, plain) = self.inflater.step(&stream[self.consumed..], room)?;
+            self.consumed += used;
+            for r in &mut self.runners {
+                r.encoder.write(&plain, &mut r.out);
+            }
+            self.plain.extend_from_slice(&plain);
+            if self.inflater.ended {
+                for r in &mut self.runners {
+                    let enc = std::mem::replace(&mut r.encoder, r.replica.encoder());
+                    enc.finish(&mut r.out);
+                }
+            }
+            let consumed = &stream[..self.consumed];
+            self.runners.retain_mut(|r| r.agrees(consumed));
+            if self.runners.is_empty() {
+                return Ok(Verdict::NoReplica);
+            }
+            if self.inflater.ended {
+                // Proven whole: the first candidate that ends exactly.
+                let Some(i) = self
+                    .runners
+                    .iter()
+                    .position(|r| r.out.is_empty() && r.matched == self.consumed)
+                else {
+                    return Ok(Verdict::NoReplica);
+                };
+                return Ok(self.decide(i, true));
+            }
+            if self.plain.len() >= PROBE_PLAIN {
+                // The first candidate (the likeliest) that has matched
+                // something; the rest of the stream proves it or not.
+                return Ok(match self.runners.iter().position(|r| r.matched > 0) {
+                    Some(i) => self.decide(i, false),
+                    None => Verdict::NoReplica,
+                });
+            }
+            if used == 0 && plain.is_empty() {
+                if finishing {
+                    return Err(Corrupt("truncated DEFLATE stream".into()));
+                }
+                return Ok(Verdict::Undecided);
+            }
+        }
+    }
+
+    fn decide(&mut self, i: usize, ended: bool) -> Verdict {
+        let runner = self.runners.swap_remove(i);
+        let m = ReplicaMatch {
+            inflater: std::mem::replace(&mut self.inflater, Inflater::new()),
+            ended,
+            consumed: self.consumed,
+            runner,
+        };
+        Verdict::Replica(Box::new(m), std::mem::take(&mut self.plain))
+    }
+}
+
+/// A stream being decoded while its replica's output is checked against it.
+pub struct ReplicaMatch {
+    inflater: Inflater,
+    runner: Runner,
+    /// Whether the DEFLATE stream's end was read (and the encoder finished).
+    ended: bool,
+    /// Stream bytes consumed, counted from the stream's start.
+    consumed: usize,
+}
+
+impl ReplicaMatch {
+    #[must_use]
+    pub fn replica(&self) -> Replica {
+        self.runner.replica
+    }
+
+    /// Stream bytes consumed from the stream's start.
+    #[must_use]
+    pub fn consumed(&self) -> usize {
+        self.consumed
+    }
+
+    /// Whether the stream ended (its last byte was consumed and matched).
+    #[must_use]
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Decodes from `input` (the stream's bytes following those consumed),
+    /// checking the replica's output; returns (bytes of `input` consumed,
+    /// plain bytes). `tail` holds the stream's bytes consumed but not yet
+    /// matched by the output (at most the encoder's lag): the caller keeps
+    /// it between steps, starting from [`ReplicaMatch::unmatched`].
+    ///
+    /// # Errors
+    /// [`ReplicaError`] when the data is corrupt or the replica diverges.
+    pub fn step(
+        &mut self,
+        input: &[u8],
+        tail: &mut Vec<u8>,
+    ) -> Result<(usize, Vec<u8>), ReplicaError> {
+        let (used, plain) = self
+            .inflater
+            .step(input, STEP_PLAIN)
+            .map_err(ReplicaError::Corrupt)?;
+        self.consumed += used;
+        tail.extend_from_slice(&input[..used]);
+        self.runner.encoder.write(&plain, &mut self.runner.out);
+        if self.inflater.ended && !self.ended {
+            self.ended = true;
+            let enc = std::mem::replace(&mut self.runner.encoder, self.runner.replica.encoder());
+            enc.finish(&mut self.runner.out);
+        }
+        // Compare the output with the tail of stream bytes not yet matched.
+        let n = self.runner.out.len().min(tail.len());
+        if let Some(d) = (0..n).find(|&i| self.runner.out[i] != tail[i]) {
+            return Err(ReplicaError::Mismatch(Mismatch {
+                replica: self.runner.replica,
+                at: (self.runner.matched + d) as u64,
+            }));
+        }
+        self.runner.out.drain(..n);
+        tail.drain(..n);
+        self.runner.matched += n;
+        if self.ended && !(self.runner.out.is_empty() && tail.is_empty()) {
+            return Err(ReplicaError::Mismatch(Mismatch {
+                replica: self.runner.replica,
+                at: self.runner.matched as u64,
+            }));
+        }
+        if self.runner.out.len() > MAX_LAG || tail.len() > MAX_LAG {
+            return Err(ReplicaError::Mismatch(Mismatch {
+                replica: self.runner.replica,
+                at: self.runner.matched as u64,
+            }));
+        }
+        Ok((used, plain))
+    }
+
+    /// Bytes of the stream consumed but not yet matched by the replica's
+    /// output, given the stream bytes `stream` from the start (used when
+    /// the probe hands over).
+    #[must_use]
+    pub fn unmatched<'a>(&self, stream: &'a [u8]) -> &'a [u8] {
+        &stream[self.runner.matched..self.consumed]
+    }
+}
+
+/// Why a replica stream could not be followed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("corrupt deflate stream: {0}")]
+    Corrupt(Corrupt),
+    #[error(transparent)]
+    Mismatch(Mismatch),
+}
+
+/// Recreates a DEFLATE stream with its replica: content in, the exact
+/// compressed bytes out.
+pub struct ReplicaRecreator {
+    encoder: Option<Box<goflate::Encoder>>,
+}
+
+impl ReplicaRecreator {
+    #[must_use]
+    pub fn new(replica: Replica) -> Self {
+        Self {
+            encoder: Some(Box::new(replica.encoder())),
+        }
+    }
+
+    /// Compresses the next content bytes; the output may lag behind.
+    pub fn feed(&mut self, plain: &[u8], out: &mut Vec<u8>) {
+        if let Some(e) = &mut self.encoder {
+            e.write(plain, out);
+        }
+    }
+
+    /// Ends the stream: the rest of the output.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if let Some(e) = self.encoder.take() {
+            e.finish(out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deflate::tests::{recreate, run, Owned};
+    use crate::deflate::{AnalyzeConfig, AnalyzeError, GzipAnalyzer};
+    use crate::test_support::{gzip, seeded_bytes, texty_bytes};
+
+    /// Text, binary noise and a repeat: work for every level.
+    fn mixed(len: usize, seed: u64) -> Vec<u8> {
+        let mut data = texty_bytes(seed, len / 2);
+        data.extend(seeded_bytes(seed + 1, len / 4));
+        data.extend_from_within(..len / 4);
+        data
+    }
+
+    fn replicas_used(events: &[Owned]) -> Vec<Replica> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Owned::Replica(r) => Some(*r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn go_1_27_streams_of_every_level_are_recreated_by_their_replica_without_corrections() {
+        // Small (decided at the stream's end) and past the probe's 4 MiB.
+        for (len, levels) in [
+            (200_000, &[-2, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9][..]),
+            (6 << 20, &[1, 6, 9][..]),
+        ] {
+            let data = mixed(len, 7);
+            for &level in levels {
+                let blob = goflate::gzip_member(level, &data);
+                let (events, summary) =
+                    run(GzipAnalyzer::new(AnalyzeConfig::default()), &blob, 100_000)
+                        .unwrap_or_else(|e| panic!("level {level}: {e}"));
+                assert_eq!(
+                    replicas_used(&events).len(),
+                    1,
+                    "level {level}, {len} bytes"
+                );
+                assert_eq!(summary.correction_bytes, 0);
+                assert_eq!(summary.replica_members, 1);
+                let (back, plains) = recreate(&events);
+                assert!(
+                    back == blob,
+                    "level {level}, {len} bytes: not recreated exactly"
+                );
+                assert_eq!(plains, std::slice::from_ref(&data));
+            }
+        }
+    }
+
+    #[test]
+    fn the_header_names_the_candidates_and_other_compressors_get_none() {
+        let go = |level| goflate::gzip_member(level, b"x");
+        assert_eq!(candidates(&go(1)), [Replica::GoFlate127(1)]);
+        assert_eq!(candidates(&go(9)), [Replica::GoFlate127(9)]);
+        assert_eq!(candidates(&go(6)).len(), 9);
+        // GNU gzip and zlib write OS 3.
+        let mut gnu = go(6);
+        gnu[9] = 3;
+        assert!(candidates(&gnu).is_empty());
+        assert!(candidates(&gnu[..5]).is_empty());
+    }
+
+    #[test]
+    fn a_zlib_stream_with_a_go_like_header_is_probed_then_left_to_preflate() {
+        // flate2 writes OS 255 as Go does: the probe runs and rejects it.
+        let data = mixed(300_000, 3);
+        let blob = gzip(&data, 6);
+        assert!(!candidates(&blob).is_empty());
+        let (events, summary) =
+            run(GzipAnalyzer::new(AnalyzeConfig::default()), &blob, 65_536).unwrap();
+        assert!(replicas_used(&events).is_empty());
+        assert_eq!(summary.replica_members, 0);
+        assert_eq!(recreate(&events).0, blob);
+    }
+
+    #[test]
+    fn a_stream_that_leaves_its_replica_later_is_a_mismatch_and_preflate_takes_it_then() {
+        // Past the probe's reach the stream is level 5's, before it every
+        // level writes the same stored blocks of noise: level 6 (tried
+        // first) passes the probe, then diverges.
+        let mut data = seeded_bytes(11, PROBE_PLAIN + (1 << 20));
+        data.extend(texty_bytes(12, 2 << 20));
+        let blob = goflate::gzip_member(5, &data);
+        let err = run(GzipAnalyzer::new(AnalyzeConfig::default()), &blob, 1 << 20).err();
+        let Some(AnalyzeError::ReplicaMismatch(m)) = err else {
+            panic!("expected a mismatch, got {err:?}");
+        };
+        assert_eq!(m.replica, Replica::GoFlate127(6));
+        assert!(m.at > PROBE_PLAIN as u64 / 2, "diverged at {}", m.at);
+        let cfg = AnalyzeConfig {
+            replicas: false,
+            ..AnalyzeConfig::default()
+        };
+        let (events, _) = run(GzipAnalyzer::new(cfg), &blob, 1 << 20).unwrap();
+        assert!(replicas_used(&events).is_empty());
+        assert_eq!(recreate(&events).0, blob);
+    }
+
+    #[test]
+    fn truncated_and_damaged_go_streams_are_errors_never_panics() {
+        let data = mixed(500_000, 5);
+        let blob = goflate::gzip_member(6, &data);
+        for cut in [11, 100, blob.len() / 2, blob.len() - 9, blob.len() - 1] {
+            let r = run(
+                GzipAnalyzer::new(AnalyzeConfig::default()),
+                &blob[..cut],
+                4096,
+            );
+            assert!(r.is_err(), "cut at {cut} accepted");
+        }
+        for at in [20, 5_000, blob.len() / 2, blob.len() - 12] {
+            let mut bad = blob.clone();
+            bad[at] ^= 0x10;
+            // Either refused, or (a flip the DEFLATE stream absorbs) the
+            // bytes given back are the damaged ones, exactly.
+            if let Ok((events, _)) = run(GzipAnalyzer::new(AnalyzeConfig::default()), &bad, 65_536)
+            {
+                assert_eq!(recreate(&events).0, bad, "flip at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn recipes_name_replicas_they_know_and_refuse_others() {
+        assert_eq!(
+            Replica::parse("go1.27-flate", 6),
+            Some(Replica::GoFlate127(6))
+        );
+        assert_eq!(Replica::parse("go1.27-flate", 10), None);
+        assert_eq!(Replica::parse("go1.28-flate", 6), None);
+        let r = Replica::GoFlate127(-2);
+        assert_eq!(Replica::parse(r.name(), r.level()), Some(r));
+    }
+}
