@@ -29,7 +29,9 @@ zero blocks appended), then, against a fresh `blockreg serve` on 127.0.0.1:
 2. reads the correction bytes from the second layer's recipe
    (`layers/<digest>/recipe.json`: the blocks named by its `deflate` or
    `zstd` segments, data/FORMAT.md), as a share of the compressed size. They are
-   the bytes before the packs' Brotli; raw layers have none.
+   the bytes before the packs' Brotli; raw layers have none, and neither do
+   streams an encoder replica recreates (a `replica` op, named in the
+   encoding column).
 3. stops the server, empties `cache/` (the recreated-blob cache), starts it
    again and times a cold `GET /v2/<repo>/blobs/<digest>` of the second
    layer, checking the bytes' sha256 against the digest.
@@ -349,20 +351,36 @@ def wait_converted(logf, digest, timeout):
     raise RuntimeError(f"{digest} not converted within {timeout} s")
 
 
+def load_recipe(data, digest):
+    """The blob's recipe as JSON, or None before it has one."""
+    try:
+        with open(os.path.join(data, "layers", digest, "recipe.json")) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
 def correction_bytes(data, digest):
     """Bytes of the correction blocks the recipe names (preflate's, or a zstd
-    stream's own structure; 0 if raw)."""
-    path = os.path.join(data, "layers", digest, "recipe.json")
-    try:
-        with open(path) as f:
-            recipe = json.load(f)
-    except FileNotFoundError:
+    stream's own structure; 0 if raw or recreated by a replica)."""
+    recipe = load_recipe(data, digest)
+    if recipe is None:
         return None
     total = 0
     for part in recipe.get("layout", []):
         for _plain_len, blocks in part.get("deflate", []) + part.get("zstd", []):
             total += sum(b[1] for b in blocks)
     return total
+
+
+def replica_of(data, digest):
+    """The encoder replica that recreates the blob (`"go1.27-flate 6"`), or
+    None when its recipe names none."""
+    for part in (load_recipe(data, digest) or {}).get("layout", []):
+        if "replica" in part:
+            name, level, _plain = part["replica"]
+            return f"{name} {level}"
+    return None
 
 
 # ---------------------------------------------------------------- one encoder
@@ -400,6 +418,7 @@ def measure(args, binary, work, enc, plain):
             before = after
             res[f"size{i}"] = size
             res[f"corr{i}"] = correction_bytes(data, digest)
+            res[f"replica{i}"] = replica_of(data, digest)
             log(f"{key} layer {i}: {size} bytes, {res[f'conv{i}']['how']}, "
                 f"{res[f'conv{i}']['secs']} s, store +{res[f'growth{i}']}")
         srv.stop()
@@ -449,6 +468,8 @@ def write_report(args, header, rows, skipped, out):
             continue
         c1, c2 = r["conv1"], r["conv2"]
         how = encoding(c1) if encoding(c1) == encoding(c2) else f"{encoding(c1)} / {encoding(c2)}"
+        if r.get("replica2"):
+            how += f" (replica {r['replica2']})"
         corr = r["corr2"]
         corr_s = "–" if corr is None else (f"{100 * corr / r['size2']:.2f} % ({corr:,} B)"
                                           if corr else "0")
