@@ -12,6 +12,7 @@ pub mod block;
 pub mod chunker;
 pub mod deflate;
 pub mod goflate;
+pub mod goflate126;
 pub mod hex;
 pub mod oci;
 #[cfg(test)]
