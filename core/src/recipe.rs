@@ -15,8 +15,8 @@
 //!   `{"zstd":[[plain, [blocks…]],…]}` the same for a whole zstd blob, whose
 //!   corrections are `zstd.rs`'s records; `{"replica":[encoder, level,
 //!   plain]}` a DEFLATE stream recreated from the next `plain` content bytes
-//!   by the named encoder replica (`replica.rs`; `"go1.27-flate"`), with no
-//!   corrections.
+//!   by the named encoder replica (`replica.rs`; `"go1.26-flate"`,
+//!   `"go1.27-flate"`), with no corrections.
 //!
 //! Version 2 (written by this guest):
 //! `{"version":2,"digest","size","chunker","encoding","frames":[[pack,offset,

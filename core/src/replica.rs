@@ -1,11 +1,13 @@
-//! DEFLATE streams whose encoder a replica reproduces bit for bit
-//! ([`crate::goflate`]: Go 1.27's `compress/flate`), found by trial and
-//! proven byte for byte while they are decoded.
+//! DEFLATE streams whose encoder a replica reproduces bit for bit (Go's
+//! `compress/flate`: [`crate::goflate126`] of Go 1.21–1.26, what docker,
+//! containerd, BuildKit and crane wrote until now; [`crate::goflate`] of Go
+//! 1.27 on), found by trial and proven byte for byte while they are decoded.
 //!
 //! Such a stream needs no correction data: its content and the encoder's
 //! name and level recreate it ([`ReplicaRecreator`]), at the encoder's own
 //! speed, instead of preflate's prediction (10–25 MB/s) plus corrections
-//! (4.5–10 % of the layer for Go 1.27, which preflate cannot model).
+//! (about 1 % of the layer for Go ≤ 1.26, 4.5–10 % for Go 1.27, which
+//! preflate cannot model).
 //!
 //! How a stream is judged ([`Probe`]): every candidate level the gzip
 //! header allows (Go writes XFL 4 for level 1, 2 for level 9, 0 otherwise,
@@ -21,11 +23,13 @@
 
 use flate2::{Decompress, FlushDecompress, Status};
 
-use crate::goflate;
+use crate::{goflate, goflate126};
 
 /// An encoder a replica reproduces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Replica {
+    /// Go 1.21–1.26's `compress/flate` at this level (`-2..=9`).
+    GoFlate126(i8),
     /// Go 1.27's `compress/flate` at this level (`-2..=9`, `-1` is 6).
     GoFlate127(i8),
 }
@@ -35,6 +39,7 @@ impl Replica {
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
+            Self::GoFlate126(_) => "go1.26-flate",
             Self::GoFlate127(_) => "go1.27-flate",
         }
     }
@@ -42,26 +47,55 @@ impl Replica {
     #[must_use]
     pub fn level(self) -> i32 {
         match self {
-            Self::GoFlate127(l) => i32::from(l),
+            Self::GoFlate126(l) | Self::GoFlate127(l) => i32::from(l),
         }
     }
 
     /// The replica a recipe names, if this code has it.
     #[must_use]
     pub fn parse(name: &str, level: i32) -> Option<Self> {
+        if !(-2..=9).contains(&level) {
+            return None;
+        }
+        let level = i8::try_from(level).ok()?;
         match name {
-            "go1.27-flate" if (-2..=9).contains(&level) => {
-                Some(Self::GoFlate127(i8::try_from(level).ok()?))
-            }
+            "go1.26-flate" => Some(Self::GoFlate126(level)),
+            "go1.27-flate" => Some(Self::GoFlate127(level)),
             _ => None,
         }
     }
 
-    fn encoder(self) -> goflate::Encoder {
+    fn encoder(self) -> Encoder {
+        const CHECKED: &str = "levels are checked on construction";
         match self {
-            Self::GoFlate127(l) => {
-                goflate::Encoder::new(i32::from(l)).expect("levels are checked on construction")
-            }
+            Self::GoFlate126(l) => Encoder::Go126(Box::new(
+                goflate126::Encoder::new(i32::from(l)).expect(CHECKED),
+            )),
+            Self::GoFlate127(l) => Encoder::Go127(Box::new(
+                goflate::Encoder::new(i32::from(l)).expect(CHECKED),
+            )),
+        }
+    }
+}
+
+/// The encoder of one replica.
+enum Encoder {
+    Go126(Box<goflate126::Encoder>),
+    Go127(Box<goflate::Encoder>),
+}
+
+impl Encoder {
+    fn write(&mut self, plain: &[u8], out: &mut Vec<u8>) {
+        match self {
+            Self::Go126(e) => e.write(plain, out),
+            Self::Go127(e) => e.write(plain, out),
+        }
+    }
+
+    fn finish(self, out: &mut Vec<u8>) {
+        match self {
+            Self::Go126(e) => (*e).finish(out),
+            Self::Go127(e) => (*e).finish(out),
         }
     }
 }
@@ -73,9 +107,10 @@ const STEP_PLAIN: usize = 256 << 10;
 /// Most bytes an encoder's output may run behind or ahead of the stream.
 const MAX_LAG: usize = 16 << 20;
 
-/// The candidate levels for a gzip member header: Go writes OS 255 and an
+/// The candidate replicas for a gzip member header: Go writes OS 255 and an
 /// XFL of 4 for level 1, 2 for level 9 and 0 for every other level. Other
-/// headers (GNU gzip, zlib, pigz write OS 3) get none.
+/// headers (GNU gzip, zlib, pigz write OS 3) get none. Go ≤ 1.26 first
+/// (most layers pushed today), level 6 (`gzip.DefaultCompression`) first.
 #[must_use]
 pub fn candidates(header: &[u8]) -> Vec<Replica> {
     let (Some(&xfl), Some(&os)) = (header.get(8), header.get(9)) else {
@@ -90,7 +125,10 @@ pub fn candidates(header: &[u8]) -> Vec<Replica> {
         0 => &[6, 5, 4, 3, 2, 7, 8, -2, 0],
         _ => &[],
     };
-    levels.iter().map(|&l| Replica::GoFlate127(l)).collect()
+    let older = levels.iter().map(|&l| Replica::GoFlate126(l));
+    older
+        .chain(levels.iter().map(|&l| Replica::GoFlate127(l)))
+        .collect()
 }
 
 /// A replica's output left the stream's bytes.
@@ -110,7 +148,7 @@ pub struct Corrupt(pub String);
 /// One encoder checked against the stream.
 struct Runner {
     replica: Replica,
-    encoder: goflate::Encoder,
+    encoder: Encoder,
     /// Output not yet compared.
     out: Vec<u8>,
     /// Stream bytes already matched.
@@ -383,14 +421,14 @@ pub enum ReplicaError {
 /// Recreates a DEFLATE stream with its replica: content in, the exact
 /// compressed bytes out.
 pub struct ReplicaRecreator {
-    encoder: Option<Box<goflate::Encoder>>,
+    encoder: Option<Encoder>,
 }
 
 impl ReplicaRecreator {
     #[must_use]
     pub fn new(replica: Replica) -> Self {
         Self {
-            encoder: Some(Box::new(replica.encoder())),
+            encoder: Some(replica.encoder()),
         }
     }
 
@@ -435,30 +473,28 @@ mod tests {
     }
 
     #[test]
-    fn go_1_27_streams_of_every_level_are_recreated_by_their_replica_without_corrections() {
+    fn go_streams_of_both_encoders_and_every_level_are_recreated_by_their_replica() {
         // Small (decided at the stream's end) and past the probe's 4 MiB.
         for (len, levels) in [
             (200_000, &[-2, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9][..]),
             (6 << 20, &[1, 6, 9][..]),
         ] {
             let data = mixed(len, 7);
-            for &level in levels {
-                let blob = goflate::gzip_member(level, &data);
+            for (&level, go) in levels.iter().flat_map(|l| [(l, 126), (l, 127)]) {
+                let blob = if go == 126 {
+                    goflate126::gzip_member(level, &data)
+                } else {
+                    goflate::gzip_member(level, &data)
+                };
+                let what = format!("go {go} level {level}, {len} bytes");
                 let (events, summary) =
                     run(GzipAnalyzer::new(AnalyzeConfig::default()), &blob, 100_000)
-                        .unwrap_or_else(|e| panic!("level {level}: {e}"));
-                assert_eq!(
-                    replicas_used(&events).len(),
-                    1,
-                    "level {level}, {len} bytes"
-                );
-                assert_eq!(summary.correction_bytes, 0);
-                assert_eq!(summary.replica_members, 1);
+                        .unwrap_or_else(|e| panic!("{what}: {e}"));
+                assert_eq!(replicas_used(&events).len(), 1, "{what}");
+                assert_eq!(summary.correction_bytes, 0, "{what}");
+                assert_eq!(summary.replica_members, 1, "{what}");
                 let (back, plains) = recreate(&events);
-                assert!(
-                    back == blob,
-                    "level {level}, {len} bytes: not recreated exactly"
-                );
+                assert!(back == blob, "{what}: not recreated exactly");
                 assert_eq!(plains, std::slice::from_ref(&data));
             }
         }
@@ -467,9 +503,20 @@ mod tests {
     #[test]
     fn the_header_names_the_candidates_and_other_compressors_get_none() {
         let go = |level| goflate::gzip_member(level, b"x");
-        assert_eq!(candidates(&go(1)), [Replica::GoFlate127(1)]);
-        assert_eq!(candidates(&go(9)), [Replica::GoFlate127(9)]);
-        assert_eq!(candidates(&go(6)).len(), 9);
+        assert_eq!(
+            candidates(&go(1)),
+            [Replica::GoFlate126(1), Replica::GoFlate127(1)]
+        );
+        assert_eq!(
+            candidates(&go(9)),
+            [Replica::GoFlate126(9), Replica::GoFlate127(9)]
+        );
+        assert_eq!(candidates(&go(6)).len(), 18);
+        assert_eq!(
+            candidates(&go(6))[0],
+            Replica::GoFlate126(6),
+            "docker's first"
+        );
         // GNU gzip and zlib write OS 3.
         let mut gnu = go(6);
         gnu[9] = 3;
@@ -492,9 +539,9 @@ mod tests {
 
     #[test]
     fn a_stream_that_leaves_its_replica_later_is_a_mismatch_and_preflate_takes_it_then() {
-        // Past the probe's reach the stream is level 5's, before it every
-        // level writes the same stored blocks of noise: level 6 (tried
-        // first) passes the probe, then diverges.
+        // Past the probe's reach the stream is Go 1.27 level 5's, before it
+        // other replicas write the same stored blocks of noise: one tried
+        // before it passes the probe, then diverges.
         let mut data = seeded_bytes(11, PROBE_PLAIN + (1 << 20));
         data.extend(texty_bytes(12, 2 << 20));
         let blob = goflate::gzip_member(5, &data);
@@ -502,7 +549,8 @@ mod tests {
         let Some(AnalyzeError::ReplicaMismatch(m)) = err else {
             panic!("expected a mismatch, got {err:?}");
         };
-        assert_eq!(m.replica, Replica::GoFlate127(6));
+        // Another replica that stores noise alike passed the probe.
+        assert_ne!(m.replica, Replica::GoFlate127(5));
         assert!(m.at > PROBE_PLAIN as u64 / 2, "diverged at {}", m.at);
         let cfg = AnalyzeConfig {
             replicas: false,
@@ -542,6 +590,10 @@ mod tests {
         assert_eq!(
             Replica::parse("go1.27-flate", 6),
             Some(Replica::GoFlate127(6))
+        );
+        assert_eq!(
+            Replica::parse("go1.26-flate", 1),
+            Some(Replica::GoFlate126(1))
         );
         assert_eq!(Replica::parse("go1.27-flate", 10), None);
         assert_eq!(Replica::parse("go1.28-flate", 6), None);

@@ -1345,7 +1345,7 @@ mod tests {
     }
 
     #[test]
-    fn go_1_27_layers_are_recreated_by_their_replica_and_need_no_corrections() {
+    fn go_layers_are_recreated_by_their_encoders_replica_and_need_no_corrections() {
         use crate::replica::Replica;
         let store = scratch_store("convert-replica");
         let tar = |mtime, changed| {
@@ -1386,7 +1386,18 @@ mod tests {
         let d3 = commit_blob(&store, &fast);
         convert(&store, &settings(), &d3).unwrap();
         assert_eq!(replicas(&d3), [Replica::GoFlate127(1)]);
-        for (d, blob) in [(&d1, &first), (&d2, &second), (&d3, &fast)] {
+        // As docker 20.10 (Go <= 1.26) compresses a layer.
+        let docker = blockreg_core::goflate126::gzip_member(6, &tar(1_700_172_800, true));
+        let d4 = commit_blob(&store, &docker);
+        let c4 = convert(&store, &settings(), &d4).unwrap();
+        assert_eq!(replicas(&d4), [Replica::GoFlate126(6)]);
+        assert!(
+            c4.new_bytes * 10 < docker.len() as u64,
+            "docker's layer added {} bytes for a {}-byte blob",
+            c4.new_bytes,
+            docker.len()
+        );
+        for (d, blob) in [(&d1, &first), (&d2, &second), (&d3, &fast), (&d4, &docker)] {
             assert!(
                 rebuild_all(&store, d, 0) == *blob,
                 "{d} rebuilt differently"

@@ -374,11 +374,15 @@ else
         pass "store_layout"
     fi
     # docker's gzip (Go's compress/gzip) must be recreatable: every layer of
-    # the base is stored as its tar plus corrections, not as raw blocks.
+    # the base is stored as its tar, not as raw blocks, and recreated by the
+    # replica of docker 20.10's encoder (core/src/goflate126), with no
+    # corrections.
     badenc=""
     for d in $(jq -r '.layers[].digest' "${MANIFEST_FILE[$IMG_BASE]}"); do
         enc="$(jq -r .encoding "$DATA/layers/$d/recipe.json" 2>/dev/null)"
         [[ "$enc" == gzip ]] || { badenc="base layer $d has encoding '$enc': $(fallback_reason "$d")"; break; }
+        rep="$(jq -r '[.layout[] | select(has("replica")) | .replica[0]] | first // "none"' "$DATA/layers/$d/recipe.json" 2>/dev/null)"
+        [[ "$rep" == go1.26-flate ]] || { badenc="base layer $d is recreated by replica '$rep', want go1.26-flate (docker 20.10's Go encoder)"; break; }
     done
     encs="$(for img in "${CORPUS_IMAGES[@]}"; do jq -r '.layers[].digest' "${MANIFEST_FILE[$img]}"; done | sort -u \
         | while read -r d; do jq -r .encoding "$DATA/layers/$d/recipe.json" 2>/dev/null; done | sort | uniq -c | tr -s ' \n' ' ')"
