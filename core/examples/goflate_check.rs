@@ -9,7 +9,8 @@
 //! Prints sizes, single-thread compression speed, the SHA-256 of the
 //! output, and `exact` or the first differing byte.
 
-use blockreg_core::goflate::GzipEncoder;
+use blockreg_core::goflate::Encoder;
+use blockreg_core::gozip::GzipEncoder;
 use sha2::{Digest, Sha256};
 use std::io::{BufReader, Read};
 use std::process::ExitCode;
@@ -31,7 +32,7 @@ fn main() -> ExitCode {
         .get(3)
         .map(|p| BufReader::with_capacity(1 << 20, std::fs::File::open(p).expect("open EXPECTED")));
 
-    let mut enc = GzipEncoder::new(level).expect("valid level");
+    let mut enc = GzipEncoder::new(Encoder::new(level).expect("valid level"), level);
     let mut buf = vec![0u8; 1 << 20];
     let mut out = Vec::new();
     let mut exp = Vec::new();

@@ -13,6 +13,7 @@ pub mod chunker;
 pub mod deflate;
 pub mod goflate;
 pub mod goflate126;
+pub mod gozip;
 pub mod hex;
 pub mod oci;
 #[cfg(test)]

@@ -199,173 +199,45 @@ impl Encoder {
     }
 }
 
-/// The raw DEFLATE stream Go 1.27.3 writes for `plain` with
+impl crate::gozip::Deflate for Encoder {
+    fn write(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        Encoder::write(self, data, out);
+    }
+
+    fn finish(self, out: &mut Vec<u8>) {
+        Encoder::finish(self, out);
+    }
+}
+
+/// The raw DEFLATE stream Go 1.27 writes for `plain` with
 /// `flate.NewWriter(w, level)`, `Write(plain)`, `Close()`.
 ///
 /// # Panics
 /// If `level` is outside `-2..=9`.
 pub fn deflate(level: i32, plain: &[u8]) -> Vec<u8> {
-    let mut enc = Encoder::new(level).expect("goflate::deflate: invalid level");
-    let mut out = Vec::with_capacity(plain.len() / 2 + 64);
-    enc.write(plain, &mut out);
-    enc.finish(&mut out);
-    out
+    crate::gozip::raw(
+        Encoder::new(level).expect("goflate::deflate: invalid level"),
+        plain,
+    )
 }
 
-/// Streaming gzip member as written by Go 1.27's `gzip.NewWriterLevel` with
-/// an empty header (no name, comment, extra or modification time).
-pub struct GzipEncoder {
-    inner: Encoder,
-    header: Option<[u8; 10]>,
-    crc: flate2::Crc,
-}
-
-impl GzipEncoder {
-    pub fn new(level: i32) -> Result<Self, InvalidLevel> {
-        let inner = Encoder::new(level)?;
-        // ID1 ID2 CM=8 FLG=0 MTIME=0 XFL OS=255 (unknown).
-        let xfl = match level {
-            9 => 2,
-            1 => 4,
-            _ => 0,
-        };
-        Ok(GzipEncoder {
-            inner,
-            header: Some([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255]),
-            crc: flate2::Crc::new(),
-        })
-    }
-
-    fn header(&mut self, out: &mut Vec<u8>) {
-        if let Some(h) = self.header.take() {
-            out.extend_from_slice(&h);
-        }
-    }
-
-    pub fn write(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        self.header(out);
-        self.crc.update(data);
-        self.inner.write(data, out);
-    }
-
-    /// Final block and the CRC-32/ISIZE trailer.
-    pub fn finish(mut self, out: &mut Vec<u8>) {
-        self.header(out);
-        self.inner.finish(out);
-        out.extend_from_slice(&self.crc.sum().to_le_bytes());
-        out.extend_from_slice(&self.crc.amount().to_le_bytes());
-    }
-}
-
-/// A whole gzip member as Go 1.27.3's `gzip.NewWriterLevel(w, level)` +
+/// A whole gzip member as Go 1.27's `gzip.NewWriterLevel(w, level)` +
 /// `Write(plain)` + `Close()` writes it.
 ///
 /// # Panics
 /// If `level` is outside `-2..=9`.
 pub fn gzip_member(level: i32, plain: &[u8]) -> Vec<u8> {
-    let mut enc = GzipEncoder::new(level).expect("goflate::gzip_member: invalid level");
-    let mut out = Vec::with_capacity(plain.len() / 2 + 64);
-    enc.write(plain, &mut out);
-    enc.finish(&mut out);
-    out
+    let enc = Encoder::new(level).expect("goflate::gzip_member: invalid level");
+    crate::gozip::member(enc, level, plain)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gozip::testing::*;
     use std::io::{Read, Write};
     use std::path::PathBuf;
     use std::process::{Command, Stdio};
-
-    /// SplitMix64: deterministic fixtures without extra dependencies.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-        fn bytes(&mut self, n: usize) -> Vec<u8> {
-            (0..n).map(|_| self.next() as u8).collect()
-        }
-    }
-
-    const WORDS: &[&str] = &[
-        "the",
-        "layer",
-        "registry",
-        "blob",
-        "manifest",
-        "digest",
-        "sha256",
-        "usr",
-        "lib",
-        "bin",
-        "etc",
-        "/",
-        "\n",
-        "config",
-        "json",
-        "tar",
-        "gzip",
-        "index",
-        "container",
-        "image",
-        "{\"a\":1}",
-        "0000644",
-        "root",
-        "ustar",
-        "  ",
-        "\t",
-        "error",
-        "value",
-    ];
-
-    fn text(rng: &mut Rng, n: usize) -> Vec<u8> {
-        let mut v = Vec::with_capacity(n + 16);
-        while v.len() < n {
-            v.extend_from_slice(WORDS[rng.below(WORDS.len() as u64) as usize].as_bytes());
-            if rng.below(3) == 0 {
-                v.push(b' ');
-            }
-        }
-        v.truncate(n);
-        v
-    }
-
-    /// Text, random binary, zero runs and repeats of earlier data, in
-    /// pieces of varying size (a crude tar-like mix).
-    fn mixed(seed: u64, n: usize) -> Vec<u8> {
-        let mut rng = Rng(seed);
-        let mut v = Vec::with_capacity(n + 70_000);
-        while v.len() < n {
-            let len = 1 + rng.below(40_000) as usize;
-            match rng.below(5) {
-                0 => v.extend(text(&mut rng, len)),
-                1 => v.extend(rng.bytes(len)),
-                2 => v.extend(std::iter::repeat_n(0u8, len)),
-                3 if v.len() > 1000 => {
-                    let dist = 1 + rng.below(v.len().min(40_000) as u64) as usize;
-                    for _ in 0..len {
-                        v.push(v[v.len() - dist]);
-                    }
-                }
-                _ => {
-                    // Low-entropy binary (small alphabet).
-                    for _ in 0..len {
-                        v.push(b"\x00\x01\x02\xffAB"[rng.below(6) as usize]);
-                    }
-                }
-            }
-        }
-        v.truncate(n);
-        v
-    }
 
     struct Fixture {
         name: &'static str,
@@ -449,66 +321,9 @@ mod tests {
 
     const LEVELS: &[i32] = &[6, 1, 2, 3, 4, 5, 7, 8, 9, -2, 0, -1];
 
-    /// The Go 1.27.3 gzip filter, or why it is not available.
-    fn go_filter() -> Result<PathBuf, String> {
-        if let Some(p) = std::env::var_os("BLOCKREG_GO127_GZIP") {
-            // Named on purpose (the test command does): the comparisons
-            // must run, not be skipped.
-            let p = PathBuf::from(p);
-            assert!(
-                p.exists(),
-                "BLOCKREG_GO127_GZIP={} does not exist",
-                p.display()
-            );
-            return Ok(p);
-        }
-        let home = std::env::var_os("HOME").ok_or("BLOCKREG_GO127_GZIP and HOME unset")?;
-        let p = PathBuf::from(home).join(".cache/blockreg-bench/go/gzipfilter-go1.27.3");
-        if p.exists() {
-            Ok(p)
-        } else {
-            Err(format!(
-                "BLOCKREG_GO127_GZIP unset and {} does not exist",
-                p.display()
-            ))
-        }
-    }
-
-    fn run_go(filter: &PathBuf, level: i32, plain: &[u8]) -> Vec<u8> {
-        let mut child = Command::new(filter)
-            .arg(level.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn Go gzip filter");
-        let mut stdin = child.stdin.take().unwrap();
-        let plain = plain.to_vec();
-        let feeder = std::thread::spawn(move || stdin.write_all(&plain));
-        let mut out = Vec::new();
-        child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
-        feeder.join().unwrap().unwrap();
-        assert!(child.wait().unwrap().success());
-        out
-    }
-
-    fn first_diff(a: &[u8], b: &[u8]) -> Option<usize> {
-        a.iter()
-            .zip(b)
-            .position(|(x, y)| x != y)
-            .or((a.len() != b.len()).then_some(a.len().min(b.len())))
-    }
-
-    fn inflate(raw: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        flate2::read::DeflateDecoder::new(raw)
-            .read_to_end(&mut out)
-            .expect("valid deflate stream");
-        out
-    }
-
     /// Compares every fixture at `levels` with the Go filter, byte for byte.
     fn compare_with_go(levels: &[i32], names: Option<&[&str]>) {
-        let filter = match go_filter() {
+        let filter = match go_filter("BLOCKREG_GO127_GZIP", "1.27.3") {
             Ok(f) => f,
             Err(why) => {
                 println!("goflate: skipped comparison with Go 1.27.3 ({why})");
@@ -633,7 +448,7 @@ mod tests {
     fn go_small_inputs_every_level_bit_exact() {
         // Sizes around the stored (<=32), Huffman-only (<128) and
         // minimum-matcher thresholds of the final window.
-        let filter = match go_filter() {
+        let filter = match go_filter("BLOCKREG_GO127_GZIP", "1.27.3") {
             Ok(f) => f,
             Err(why) => {
                 println!("goflate: skipped small-input comparison with Go 1.27.3 ({why})");
@@ -696,7 +511,7 @@ mod tests {
             }
             h.finalize()
         });
-        let mut enc = GzipEncoder::new(level).unwrap();
+        let mut enc = crate::gozip::GzipEncoder::new(Encoder::new(level).unwrap(), level);
         let mut h = Sha256::new();
         let mut out = Vec::new();
         for c in chunks() {
@@ -717,7 +532,7 @@ mod tests {
     #[test]
     #[ignore]
     fn go_long_streams_across_table_rebase_bit_exact() {
-        let filter = match go_filter() {
+        let filter = match go_filter("BLOCKREG_GO127_GZIP", "1.27.3") {
             Ok(f) => f,
             Err(why) => {
                 println!("goflate: skipped long-stream comparison with Go 1.27.3 ({why})");
