@@ -468,7 +468,7 @@ mod tests {
     #[test]
     fn a_truncated_recipe_is_reported_and_the_other_blobs_still_check() {
         let (store, digests) = store_with_blobs("check-truncated");
-        let recipe = store.layout().recipe(&digests[1]);
+        let recipe = store.layout().path(&store.layout().recipe_key(&digests[1]));
         let bytes = fs::read(&recipe).unwrap();
         fs::write(&recipe, &bytes[..bytes.len() / 2]).unwrap();
         let r = check(&store, true).unwrap();

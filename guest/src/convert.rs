@@ -1811,7 +1811,9 @@ mod tests {
         let d = commit_blob(&store, &layer);
         let c = convert(&store, &unlimited, &d).unwrap();
         assert_eq!(c.encoding, Encoding::Gzip, "{:?}", c.fallback);
-        let recipe = std::fs::metadata(store.layout().recipe(&d)).unwrap().len();
+        let recipe = std::fs::metadata(store.layout().path(&store.layout().recipe_key(&d)))
+            .unwrap()
+            .len();
         assert!(recipe < 16 * 1024, "recipe of {recipe} bytes");
         assert!(stored_bytes(&store) <= cost_allowance(layer.len() as u64));
         assert_eq!(rebuild_all(&store, &d, 0), layer);

@@ -81,23 +81,29 @@ impl Layout {
 
     /// The folder of one blob.
     pub fn layer(&self, digest: &Digest) -> PathBuf {
-        self.layers().join(digest.to_string())
+        self.path(&self.layer_key(digest))
+    }
+
+    /// A blob's folder as an object key; its records that go through the
+    /// object seam (the recipe and the conversion records) are below it.
+    pub fn layer_key(&self, digest: &Digest) -> Key {
+        key(format!("layers/{digest}"))
+    }
+
+    pub fn recipe_key(&self, digest: &Digest) -> Key {
+        child(&self.layer_key(digest), RECIPE)
+    }
+
+    pub fn conversion_failed_key(&self, digest: &Digest) -> Key {
+        child(&self.layer_key(digest), FAILED)
+    }
+
+    pub fn conversion_attempts_key(&self, digest: &Digest) -> Key {
+        child(&self.layer_key(digest), ATTEMPTS)
     }
 
     pub fn original(&self, digest: &Digest) -> PathBuf {
         self.layer(digest).join(ORIGINAL)
-    }
-
-    pub fn recipe(&self, digest: &Digest) -> PathBuf {
-        self.layer(digest).join(RECIPE)
-    }
-
-    pub fn conversion_failed(&self, digest: &Digest) -> PathBuf {
-        self.layer(digest).join(FAILED)
-    }
-
-    pub fn conversion_attempts(&self, digest: &Digest) -> PathBuf {
-        self.layer(digest).join(ATTEMPTS)
     }
 
     pub fn damaged_original(&self, digest: &Digest) -> PathBuf {

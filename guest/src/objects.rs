@@ -12,9 +12,11 @@
 //! whole reads bounded by a size, atomic durable replace, delete, stat,
 //! and a listing of one folder (`ListObjectsV2` with `delimiter=/`).
 //! Records that go through it so far: manifests, tags, referrers and
-//! repository links (`store.rs`, repositories section). Blobs, packs,
-//! the block index, upload sessions and the collection's records still
-//! use files directly; they move behind this seam one kind at a time.
+//! repository links (`store.rs`, repositories section), recipes and the
+//! conversion records (attempts, failure). Originals, packs, the block
+//! index, the use stamps, upload sessions and the collection (which still
+//! renames blob folders and rewrites recipes as files) use files directly;
+//! they move behind this seam one kind at a time.
 
 #[cfg(test)]
 use std::collections::BTreeMap;

@@ -67,8 +67,12 @@ pub struct Store {
 /// when it is pushed) and its media type line.
 const MAX_MANIFEST_RECORD: u64 = MAX_MANIFEST_BYTES as u64 + 1024;
 
-/// The most a tag or a media type record may hold.
+/// The most a tag, a media type or a conversion record may hold.
 const SMALL_RECORD: u64 = 4096;
+
+/// The most a recipe may hold: far above what conversion writes (about 30
+/// bytes per content block: 32 MiB for 4 GiB of content in 4 KiB blocks).
+const MAX_RECIPE_RECORD: u64 = 256 << 20;
 
 /// A digest written alone in a record (a tag), surrounding white space
 /// allowed.
@@ -632,8 +636,10 @@ impl Store {
     /// Whether a blob with this digest is committed (as its original bytes
     /// awaiting conversion, or as a recipe).
     pub fn has_blob(&self, digest: &Digest) -> bool {
-        let dir = self.layout.layer(digest);
-        Layout::recipe_in(&dir).is_file() || Layout::original_in(&dir).is_file()
+        matches!(
+            self.objects.stat(&self.layout.recipe_key(digest)),
+            Ok(Some(_))
+        ) || self.original_path(digest).is_file()
     }
 
     /// Records that a committed blob is being used now (its push was asked
@@ -693,7 +699,10 @@ impl Store {
     /// # Errors
     /// I/O errors, or `InvalidData` for a recipe that does not parse.
     pub fn recipe(&self, digest: &Digest) -> io::Result<Option<Recipe>> {
-        let Some(bytes) = read_optional(&self.layout.recipe(digest))? else {
+        let Some(bytes) = self
+            .objects
+            .read(&self.layout.recipe_key(digest), MAX_RECIPE_RECORD)?
+        else {
             return Ok(None);
         };
         Recipe::from_json(&bytes)
@@ -723,7 +732,8 @@ impl Store {
     /// # Errors
     /// I/O errors, or `InvalidData` for a recipe that does not parse.
     pub fn blob_size(&self, digest: &Digest) -> io::Result<Option<u64>> {
-        if let Some(bytes) = read_optional(&self.layout.recipe(digest))? {
+        let key = self.layout.recipe_key(digest);
+        if let Some(bytes) = self.objects.read(&key, MAX_RECIPE_RECORD)? {
             return recipe_size(&bytes, &digest.to_string()).map(|(size, _)| Some(size));
         }
         match fs::metadata(self.original_path(digest)) {
@@ -797,7 +807,8 @@ impl Store {
     /// # Errors
     /// I/O errors.
     pub fn mark_conversion_failed(&self, digest: &Digest, why: &str) -> io::Result<()> {
-        write_atomic(&self.layout.conversion_failed(digest), why.as_bytes())
+        let key = self.layout.conversion_failed_key(digest);
+        Ok(self.objects.write(&key, why.as_bytes())?)
     }
 
     /// The unfinished conversion attempts of a blob; `None` when there are
@@ -806,7 +817,10 @@ impl Store {
     /// # Errors
     /// I/O errors.
     pub fn conversion_attempts(&self, digest: &Digest) -> io::Result<Option<Attempts>> {
-        Ok(read_optional(&self.layout.conversion_attempts(digest))?
+        let key = self.layout.conversion_attempts_key(digest);
+        Ok(self
+            .objects
+            .read(&key, SMALL_RECORD)?
             .map(|bytes| serde_json::from_slice(&bytes).unwrap_or(Attempts { count: 1, last: 0 })))
     }
 
@@ -822,7 +836,8 @@ impl Store {
             .saturating_add(1);
         let a = Attempts { count, last: now };
         let bytes = serde_json::to_vec(&a).expect("attempts always serialize");
-        write_atomic(&self.layout.conversion_attempts(digest), &bytes)?;
+        let key = self.layout.conversion_attempts_key(digest);
+        self.objects.write(&key, &bytes)?;
         Ok(a)
     }
 
@@ -832,7 +847,9 @@ impl Store {
     /// # Errors
     /// I/O errors other than the record being gone already.
     pub fn clear_conversion_attempts(&self, digest: &Digest) -> io::Result<()> {
-        remove_existing(&self.layout.conversion_attempts(digest)).map(|_| ())
+        let key = self.layout.conversion_attempts_key(digest);
+        self.objects.delete(&key)?;
+        Ok(())
     }
 
     /// Removes a converted blob's original (its recipe is committed).
@@ -848,7 +865,8 @@ impl Store {
     /// # Errors
     /// I/O errors.
     pub fn put_recipe(&self, recipe: &Recipe) -> io::Result<()> {
-        write_atomic(&self.layout.recipe(&recipe.digest), &recipe.to_json())
+        let key = self.layout.recipe_key(&recipe.digest);
+        Ok(self.objects.write(&key, &recipe.to_json())?)
     }
 
     // --- repositories: through the object seam (`objects.rs`) ---
@@ -2029,6 +2047,47 @@ mod tests {
             }
             assert!(store.referrers(&repo, &subject).unwrap().is_empty());
         });
+    }
+
+    #[test]
+    fn recipes_and_conversion_records_go_through_the_object_seam() {
+        on_each_backend("store-recipes", |store| {
+            let d = Digest::of(Algorithm::Sha256, b"blob");
+            assert!(store.recipe(&d).unwrap().is_none());
+            assert!(!store.has_blob(&d));
+            let r = Recipe::raw(d.clone(), "fixed-4".into(), Vec::new(), Vec::new());
+            store.put_recipe(&r).unwrap();
+            assert_eq!(store.recipe(&d).unwrap(), Some(r));
+            assert!(store.has_blob(&d));
+            assert_eq!(store.blob_size(&d).unwrap(), Some(0));
+            assert!(store.conversion_attempts(&d).unwrap().is_none());
+            store.begin_conversion_attempt(&d, 10).unwrap();
+            let a = store.begin_conversion_attempt(&d, 20).unwrap();
+            assert_eq!((a.count, a.last), (2, 20));
+            assert_eq!(store.conversion_attempts(&d).unwrap(), Some(a));
+            store.clear_conversion_attempts(&d).unwrap();
+            store.clear_conversion_attempts(&d).unwrap();
+            assert!(store.conversion_attempts(&d).unwrap().is_none());
+        });
+        let (store, objects) = crate::test_support::mem_store("store-recipes-seam");
+        let d = Digest::of(Algorithm::Sha256, b"other");
+        store.mark_conversion_failed(&d, "why").unwrap();
+        store
+            .put_recipe(&Recipe::raw(
+                d.clone(),
+                "fixed-4".into(),
+                Vec::new(),
+                Vec::new(),
+            ))
+            .unwrap();
+        assert_eq!(
+            objects.keys(),
+            [
+                format!("layers/{d}/conversion-failed"),
+                format!("layers/{d}/recipe.json"),
+            ]
+        );
+        assert!(!store.layout().layer(&d).exists(), "nothing of it on disk");
     }
 
     #[test]
