@@ -636,10 +636,14 @@ impl Store {
     /// Whether a blob with this digest is committed (as its original bytes
     /// awaiting conversion, or as a recipe).
     pub fn has_blob(&self, digest: &Digest) -> bool {
-        matches!(
-            self.objects.stat(&self.layout.recipe_key(digest)),
-            Ok(Some(_))
-        ) || self.original_path(digest).is_file()
+        // The original first: conversion commits the recipe before it
+        // removes the original, so a blob converted meanwhile is seen by
+        // one of the two checks (the other order can miss it).
+        self.original_path(digest).is_file()
+            || matches!(
+                self.objects.stat(&self.layout.recipe_key(digest)),
+                Ok(Some(_))
+            )
     }
 
     /// Records that a committed blob is being used now (its push was asked
@@ -732,14 +736,16 @@ impl Store {
     /// # Errors
     /// I/O errors, or `InvalidData` for a recipe that does not parse.
     pub fn blob_size(&self, digest: &Digest) -> io::Result<Option<u64>> {
-        let key = self.layout.recipe_key(digest);
-        if let Some(bytes) = self.objects.read(&key, MAX_RECIPE_RECORD)? {
-            return recipe_size(&bytes, &digest.to_string()).map(|(size, _)| Some(size));
-        }
+        // The original first, for the reason `has_blob` gives.
         match fs::metadata(self.original_path(digest)) {
-            Ok(m) => Ok(Some(m.len())),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(e),
+            Ok(m) => return Ok(Some(m.len())),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e),
+        }
+        let key = self.layout.recipe_key(digest);
+        match self.objects.read(&key, MAX_RECIPE_RECORD)? {
+            Some(bytes) => recipe_size(&bytes, &digest.to_string()).map(|(size, _)| Some(size)),
+            None => Ok(None),
         }
     }
 
