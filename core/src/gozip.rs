@@ -193,18 +193,19 @@ pub(crate) mod testing {
         v
     }
 
-    /// Go `version`'s gzip filter (`tests/e2e/go_gzip.py`), or why it is
-    /// not available: the path in `var` (the test command names it, and the
-    /// comparisons must then run, not be skipped), else the bench cache's.
-    pub(crate) fn go_filter(var: &str, version: &str) -> Result<PathBuf, String> {
+    /// A gzip filter `tests/e2e/go_gzip.py` builds (`name`: `go1.27.3` for
+    /// Go 1.27.3's `compress/gzip`, `pgzip` for klauspost's pgzip), or why
+    /// it is not available: the path in `var` (the test command names it,
+    /// and the comparisons must then run, not be skipped), else the bench
+    /// cache's.
+    pub(crate) fn go_filter(var: &str, name: &str) -> Result<PathBuf, String> {
         if let Some(p) = std::env::var_os(var) {
             let p = PathBuf::from(p);
             assert!(p.exists(), "{var}={} does not exist", p.display());
             return Ok(p);
         }
         let home = std::env::var_os("HOME").ok_or(format!("{var} and HOME unset"))?;
-        let p =
-            PathBuf::from(home).join(format!(".cache/blockreg-bench/go/gzipfilter-go{version}"));
+        let p = PathBuf::from(home).join(format!(".cache/blockreg-bench/go/gzipfilter-{name}"));
         if p.exists() {
             Ok(p)
         } else {

@@ -16,6 +16,7 @@ pub mod goflate126;
 pub mod gozip;
 pub mod hex;
 pub mod oci;
+pub mod pgzip;
 #[cfg(test)]
 mod proptests;
 pub mod recipe;

@@ -16,7 +16,7 @@
 //!   corrections are `zstd.rs`'s records; `{"replica":[encoder, level,
 //!   plain]}` a DEFLATE stream recreated from the next `plain` content bytes
 //!   by the named encoder replica (`replica.rs`; `"go1.26-flate"`,
-//!   `"go1.27-flate"`), with no corrections.
+//!   `"go1.27-flate"`, `"pgzip1.2-klauspost1.15"`), with no corrections.
 //!
 //! Version 2 (written by this guest):
 //! `{"version":2,"digest","size","chunker","encoding","frames":[[pack,offset,

@@ -1,7 +1,9 @@
 //! DEFLATE streams whose encoder a replica reproduces bit for bit (Go's
 //! `compress/flate`: [`crate::goflate126`] of Go 1.21–1.26, what docker,
 //! containerd, BuildKit and crane wrote until now; [`crate::goflate`] of Go
-//! 1.27 on), found by trial and proven byte for byte while they are decoded.
+//! 1.27 on; klauspost's pgzip, [`crate::pgzip`], what podman, buildah and
+//! skopeo write), found by trial and proven byte for byte while they are
+//! decoded.
 //!
 //! Such a stream needs no correction data: its content and the encoder's
 //! name and level recreate it ([`ReplicaRecreator`]), at the encoder's own
@@ -10,8 +12,9 @@
 //! preflate cannot model).
 //!
 //! How a stream is judged ([`Probe`]): every candidate level the gzip
-//! header allows (Go writes XFL 4 for level 1, 2 for level 9, 0 otherwise,
-//! and OS 255) compresses the stream's first decoded bytes; a candidate
+//! header allows (Go and pgzip write XFL 4 for level 1, 2 for level 9, 0
+//! otherwise, and OS 255; pgzip's MTIME is always [`pgzip::MTIME`], Go's
+//! never) compresses the stream's first decoded bytes; a candidate
 //! whose output leaves the stream's bytes is dropped. A stream no candidate
 //! survives goes to preflate untouched (nothing of it was handed out). The
 //! survivor then has to match every byte to the end ([`ReplicaMatch`]); a
@@ -23,7 +26,7 @@
 
 use flate2::{Decompress, FlushDecompress, Status};
 
-use crate::{goflate, goflate126};
+use crate::{goflate, goflate126, pgzip};
 
 /// An encoder a replica reproduces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,6 +35,9 @@ pub enum Replica {
     GoFlate126(i8),
     /// Go 1.27's `compress/flate` at this level (`-2..=9`, `-1` is 6).
     GoFlate127(i8),
+    /// klauspost/pgzip 1.2 over klauspost/compress 1.15's `flate` at this
+    /// level (`-2..=6`, `-1` is 5).
+    Pgzip(i8),
 }
 
 impl Replica {
@@ -41,13 +47,14 @@ impl Replica {
         match self {
             Self::GoFlate126(_) => "go1.26-flate",
             Self::GoFlate127(_) => "go1.27-flate",
+            Self::Pgzip(_) => "pgzip1.2-klauspost1.15",
         }
     }
 
     #[must_use]
     pub fn level(self) -> i32 {
         match self {
-            Self::GoFlate126(l) | Self::GoFlate127(l) => i32::from(l),
+            Self::GoFlate126(l) | Self::GoFlate127(l) | Self::Pgzip(l) => i32::from(l),
         }
     }
 
@@ -61,6 +68,7 @@ impl Replica {
         match name {
             "go1.26-flate" => Some(Self::GoFlate126(level)),
             "go1.27-flate" => Some(Self::GoFlate127(level)),
+            "pgzip1.2-klauspost1.15" if level <= 6 => Some(Self::Pgzip(level)),
             _ => None,
         }
     }
@@ -74,6 +82,9 @@ impl Replica {
             Self::GoFlate127(l) => Encoder::Go127(Box::new(
                 goflate::Encoder::new(i32::from(l)).expect(CHECKED),
             )),
+            Self::Pgzip(l) => {
+                Encoder::Pgzip(Box::new(pgzip::Encoder::new(i32::from(l)).expect(CHECKED)))
+            }
         }
     }
 }
@@ -82,6 +93,7 @@ impl Replica {
 enum Encoder {
     Go126(Box<goflate126::Encoder>),
     Go127(Box<goflate::Encoder>),
+    Pgzip(Box<pgzip::Encoder>),
 }
 
 impl Encoder {
@@ -89,6 +101,7 @@ impl Encoder {
         match self {
             Self::Go126(e) => e.write(plain, out),
             Self::Go127(e) => e.write(plain, out),
+            Self::Pgzip(e) => e.write(plain, out),
         }
     }
 
@@ -96,6 +109,7 @@ impl Encoder {
         match self {
             Self::Go126(e) => (*e).finish(out),
             Self::Go127(e) => (*e).finish(out),
+            Self::Pgzip(e) => (*e).finish(out),
         }
     }
 }
@@ -107,10 +121,12 @@ const STEP_PLAIN: usize = 256 << 10;
 /// Most bytes an encoder's output may run behind or ahead of the stream.
 const MAX_LAG: usize = 16 << 20;
 
-/// The candidate replicas for a gzip member header: Go writes OS 255 and an
-/// XFL of 4 for level 1, 2 for level 9 and 0 for every other level. Other
-/// headers (GNU gzip, zlib, pigz write OS 3) get none. Go ≤ 1.26 first
-/// (most layers pushed today), level 6 (`gzip.DefaultCompression`) first.
+/// The candidate replicas for a gzip member header: Go and pgzip write OS
+/// 255 and an XFL of 4 for level 1, 2 for level 9 and 0 for every other
+/// level; pgzip's MTIME is always [`pgzip::MTIME`] (the zero `time.Time`),
+/// which Go never writes. Other headers (GNU gzip, zlib, pigz write OS 3)
+/// get none. Go ≤ 1.26 first (most layers pushed today), level 6
+/// (`gzip.DefaultCompression`) first; pgzip's default, 5, first.
 #[must_use]
 pub fn candidates(header: &[u8]) -> Vec<Replica> {
     let (Some(&xfl), Some(&os)) = (header.get(8), header.get(9)) else {
@@ -118,6 +134,14 @@ pub fn candidates(header: &[u8]) -> Vec<Replica> {
     };
     if os != 255 {
         return Vec::new();
+    }
+    if header[4..8] == pgzip::MTIME {
+        let levels: &[i8] = match xfl {
+            4 => &[1],
+            0 => &[5, 6, 4, 3, 2, -2, 0],
+            _ => &[],
+        };
+        return levels.iter().map(|&l| Replica::Pgzip(l)).collect();
     }
     let levels: &[i8] = match xfl {
         4 => &[1],
@@ -501,6 +525,57 @@ mod tests {
     }
 
     #[test]
+    fn pgzip_streams_of_every_level_are_recreated_by_its_replica() {
+        // Small (one block, decided at the end), several 1 MiB blocks, and
+        // past the probe's 4 MiB.
+        for (len, levels) in [
+            (200_000, &[-2, 0, 1, 2, 3, 4, 5, 6][..]),
+            (2_500_000, &[5, 1][..]),
+            (6 << 20, &[5][..]),
+        ] {
+            let data = mixed(len, 8);
+            for &level in levels {
+                let blob = pgzip::gzip_member(level, &data);
+                let what = format!("pgzip level {level}, {len} bytes");
+                let (events, summary) =
+                    run(GzipAnalyzer::new(AnalyzeConfig::default()), &blob, 100_000)
+                        .unwrap_or_else(|e| panic!("{what}: {e}"));
+                assert_eq!(
+                    replicas_used(&events),
+                    [Replica::Pgzip(level as i8)],
+                    "{what}"
+                );
+                assert_eq!(summary.correction_bytes, 0, "{what}");
+                let (back, plains) = recreate(&events);
+                assert!(back == blob, "{what}: not recreated exactly");
+                assert_eq!(plains, std::slice::from_ref(&data));
+            }
+        }
+    }
+
+    #[test]
+    fn pgzip_mtime_selects_pgzip_candidates_only() {
+        let header = pgzip::gzip_member(-1, b"x");
+        let c = candidates(&header);
+        assert_eq!(c[0], Replica::Pgzip(5), "pgzip's default first");
+        assert!(c.iter().all(|r| matches!(r, Replica::Pgzip(_))));
+        assert_eq!(
+            candidates(&pgzip::gzip_member(1, b"x")),
+            [Replica::Pgzip(1)]
+        );
+        // Level 9 (XFL 2) is not reproduced: no candidate, preflate's.
+        let mut best = header.clone();
+        best[8] = 2;
+        assert!(candidates(&best).is_empty());
+        // Go's header for the same stream: Go's candidates.
+        let mut go = header;
+        go[4..8].fill(0);
+        assert!(candidates(&go)
+            .iter()
+            .all(|r| !matches!(r, Replica::Pgzip(_))));
+    }
+
+    #[test]
     fn the_header_names_the_candidates_and_other_compressors_get_none() {
         let go = |level| goflate::gzip_member(level, b"x");
         assert_eq!(
@@ -597,6 +672,11 @@ mod tests {
         );
         assert_eq!(Replica::parse("go1.27-flate", 10), None);
         assert_eq!(Replica::parse("go1.28-flate", 6), None);
+        assert_eq!(
+            Replica::parse("pgzip1.2-klauspost1.15", 5),
+            Some(Replica::Pgzip(5))
+        );
+        assert_eq!(Replica::parse("pgzip1.2-klauspost1.15", 9), None);
         let r = Replica::GoFlate127(-2);
         assert_eq!(Replica::parse(r.name(), r.level()), Some(r));
     }

@@ -1345,7 +1345,7 @@ mod tests {
     }
 
     #[test]
-    fn go_layers_are_recreated_by_their_encoders_replica_and_need_no_corrections() {
+    fn go_and_pgzip_layers_are_recreated_by_their_encoders_replica_and_need_no_corrections() {
         use crate::replica::Replica;
         let store = scratch_store("convert-replica");
         let tar = |mtime, changed| {
@@ -1397,7 +1397,24 @@ mod tests {
             c4.new_bytes,
             docker.len()
         );
-        for (d, blob) in [(&d1, &first), (&d2, &second), (&d3, &fast), (&d4, &docker)] {
+        // As podman, buildah and skopeo (klauspost's pgzip) compress it.
+        let podman = blockreg_core::pgzip::gzip_member(-1, &tar(1_700_259_200, true));
+        let d5 = commit_blob(&store, &podman);
+        let c5 = convert(&store, &settings(), &d5).unwrap();
+        assert_eq!(replicas(&d5), [Replica::Pgzip(5)]);
+        assert!(
+            c5.new_bytes * 10 < podman.len() as u64,
+            "pgzip's layer added {} bytes for a {}-byte blob",
+            c5.new_bytes,
+            podman.len()
+        );
+        for (d, blob) in [
+            (&d1, &first),
+            (&d2, &second),
+            (&d3, &fast),
+            (&d4, &docker),
+            (&d5, &podman),
+        ] {
             assert!(
                 rebuild_all(&store, d, 0) == *blob,
                 "{d} rebuilt differently"

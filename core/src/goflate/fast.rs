@@ -14,7 +14,7 @@ const TABLE_SIZE: usize = 1 << TABLE_BITS;
 const L2_TABLE_BITS: u32 = 17;
 const L3_TABLE_BITS: u32 = 16;
 const HASH_LONG_BYTES: u32 = 7;
-const MAX_MATCH_OFFSET: i32 = 1 << 15;
+pub(super) const MAX_MATCH_OFFSET: i32 = 1 << 15;
 const MAX_MATCH_LENGTH: i32 = 258;
 const MAX_STORE_BLOCK_SIZE: i32 = 65535;
 const ALLOC_HISTORY: usize = MAX_STORE_BLOCK_SIZE as usize * 5;
@@ -172,6 +172,14 @@ pub(super) enum FastEnc {
 }
 
 impl FastEnc {
+    /// Switches to klauspost/compress 1.15's variant of the matcher (only
+    /// level 4 differs from Go 1.27's).
+    pub fn klauspost(&mut self) {
+        if let FastEnc::L4(l4) = self {
+            l4.klauspost = true;
+        }
+    }
+
     pub fn new(level: i32) -> Self {
         match level {
             1 => FastEnc::L1(Box::new(L1 {
@@ -190,6 +198,7 @@ impl FastEnc {
                 g: FastGen::new(),
                 table: vec![0; TABLE_SIZE],
                 b_table: vec![0; TABLE_SIZE],
+                klauspost: false,
             })),
             5 => FastEnc::L5(Box::new(L5 {
                 g: FastGen::new(),
@@ -612,6 +621,9 @@ pub(super) struct L4 {
     g: FastGen,
     table: Vec<i32>,
     b_table: Vec<i32>,
+    /// klauspost/compress 1.15 compares the next long candidate at its
+    /// position; Go 1.27 at its distance (below).
+    klauspost: bool,
 }
 
 impl L4 {
@@ -670,10 +682,15 @@ impl L4 {
                     let l_candidate = b_table[hash_len(next, TB, HL)];
                     let l_off = l_candidate - cur;
                     if next_s - l_off < MAX_MATCH_OFFSET && load32(src, l_off) == next as u32 {
-                        // Go compares against src[nextS-lOff+4:] here (a
-                        // distance used as a position); kept as is.
+                        // Go 1.27 compares against src[nextS-lOff+4:] here
+                        // (a distance used as a position); kept as is.
                         let l1 = match_len(&src[at(s + 4)..], &src[at(t + 4)..]);
-                        let l2 = match_len(&src[at(next_s + 4)..], &src[at(next_s - l_off + 4)..]);
+                        let other = if self.klauspost {
+                            l_off
+                        } else {
+                            next_s - l_off
+                        };
+                        let l2 = match_len(&src[at(next_s + 4)..], &src[at(other + 4)..]);
                         if l2 > l1 {
                             s = next_s;
                             t = l_candidate - cur;

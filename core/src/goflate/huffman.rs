@@ -504,6 +504,11 @@ pub(super) struct BitWriter {
     /// Non-zero: a dynamic table is open (an EOB is owed); its header size.
     prev_header: isize,
     pub log_new_table_penalty: u32,
+    /// klauspost/compress 1.15's block writer (Go 1.27 took it over with
+    /// two changes): a block that is not the last before a flush leaves the
+    /// end-of-block symbol out of its histogram and writes all 286 + 30
+    /// code lengths in its header.
+    pub klauspost: bool,
     literal_freq: [u16; LENGTH_CODES_START + 32],
     offset_freq: [u16; 32],
     codegen_freq: [u16; CODEGEN_CODE_COUNT],
@@ -539,6 +544,7 @@ impl BitWriter {
             huff_offset,
             prev_header: 0,
             log_new_table_penalty: 0,
+            klauspost: false,
             literal_freq: [0; LENGTH_CODES_START + 32],
             offset_freq: [0; 32],
             codegen_freq: [0; CODEGEN_CODE_COUNT],
@@ -780,12 +786,17 @@ impl BitWriter {
         self.write_bytes(buf);
     }
 
-    fn index_tokens(&mut self, t: &Tokens) -> (usize, usize) {
+    /// Copies the block's histograms; the number of literal/length and
+    /// offset codes its header needs (all of them when `filled`).
+    fn index_tokens(&mut self, t: &Tokens, filled: bool) -> (usize, usize) {
         self.literal_freq[..256].copy_from_slice(&t.lit_hist);
         self.literal_freq[256..288].copy_from_slice(&t.extra_hist);
         self.offset_freq = t.off_hist;
         if t.n == 0 {
             return (0, 0);
+        }
+        if filled {
+            return (LITERAL_COUNT, OFFSET_CODE_COUNT);
         }
         let mut num_literals = self.literal_freq.len();
         while self.literal_freq[num_literals - 1] == 0 {
@@ -839,7 +850,7 @@ impl BitWriter {
         let sync = sync || eof;
         if sync {
             tokens.add_eob();
-        } else {
+        } else if !self.klauspost {
             tokens.extra_hist[0] = 1;
         }
         if (self.wrote_huffman || eof) && self.prev_header > 0 {
@@ -851,7 +862,7 @@ impl BitWriter {
             self.write_eob();
             self.prev_header = 0;
         }
-        let (num_literals, num_offsets) = self.index_tokens(tokens);
+        let (num_literals, num_offsets) = self.index_tokens(tokens, self.klauspost && !sync);
         let mut extra_bits = 0;
         let (ssize, storable) = stored_size(input);
         if storable || self.prev_header > 0 {

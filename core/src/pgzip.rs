@@ -1,0 +1,246 @@
+//! A bit-exact replica of klauspost/pgzip's gzip writer (the parallel gzip
+//! of containers/image: what podman, buildah and skopeo write when they
+//! compress a layer), over klauspost/compress's `flate`.
+//!
+//! pgzip cuts the input into blocks of 1 MiB and compresses each on its own
+//! goroutine with a fresh `flate` writer primed with the previous block's
+//! last 16 KiB (`ResetDict`), ending every block with a sync flush (an
+//! empty stored block) and the last one, compressed at `Close`, with the
+//! final empty stored block. The result does not depend on how many
+//! goroutines ran or how the input was split into writes.
+//!
+//! klauspost/compress 1.15's fast levels (1–6; pgzip's default, `-1`, is
+//! level 5) and block writer are the encoder Go 1.27 took into its standard
+//! library, so each block is compressed by [`crate::goflate`]'s encoder.
+//! Checked byte for byte against pgzip 1.2.5 with klauspost/compress
+//! 1.15.12 (Debian 12's skopeo, podman and buildah link these) at every
+//! level the replica offers: stored (0), HuffmanOnly (-2) and 1–6. Levels
+//! 7–9 prime their hash chains differently and are not offered.
+
+use crate::goflate;
+
+/// pgzip's block size (`defaultBlockSize`).
+pub const BLOCK: usize = 1 << 20;
+/// The previous block's tail that primes the next (`tailSize`).
+const TAIL: usize = 16 << 10;
+
+/// A level pgzip accepts that this replica does not reproduce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("pgzip replica: level {0} is not reproduced (want -2, -1 or 0..=6)")]
+pub struct UnsupportedLevel(pub i32);
+
+/// Streaming raw DEFLATE output of pgzip at one level (the gzip framing is
+/// Go's: [`crate::gozip::GzipEncoder`]).
+pub struct Encoder {
+    /// The `flate` level (`-1` already mapped to 5, klauspost's default).
+    level: i32,
+    /// The block being filled (at most [`BLOCK`] bytes).
+    block: Vec<u8>,
+    /// The last [`TAIL`] bytes of the previous block, if it was longer.
+    tail: Vec<u8>,
+}
+
+impl Encoder {
+    /// pgzip at `level` (`-2`, `-1` = 5, `0..=6`).
+    ///
+    /// # Errors
+    /// [`UnsupportedLevel`] for 7–9 or anything pgzip refuses.
+    pub fn new(level: i32) -> Result<Self, UnsupportedLevel> {
+        let level = match level {
+            -1 => 5,
+            -2 | 0..=6 => level,
+            _ => return Err(UnsupportedLevel(level)),
+        };
+        Ok(Self {
+            level,
+            block: Vec::with_capacity(BLOCK),
+            tail: Vec::new(),
+        })
+    }
+
+    /// Compresses `data`, appending finished blocks to `out`.
+    pub fn write(&mut self, mut data: &[u8], out: &mut Vec<u8>) {
+        while !data.is_empty() {
+            let n = data.len().min(BLOCK - self.block.len());
+            self.block.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.block.len() == BLOCK {
+                self.compress_block(false, out);
+            }
+        }
+    }
+
+    /// Compresses the last (possibly empty) block and ends the stream
+    /// (pgzip's `Close`).
+    pub fn finish(mut self, out: &mut Vec<u8>) {
+        self.compress_block(true, out);
+    }
+
+    /// pgzip's `compressCurrent` + `compressBlock`.
+    fn compress_block(&mut self, last: bool, out: &mut Vec<u8>) {
+        let mut enc = goflate::Encoder::klauspost(self.level).expect("levels are checked in new");
+        enc.fill_window(&self.tail);
+        enc.write(&self.block, out);
+        enc.sync_flush(out);
+        if last {
+            enc.finish(out);
+        }
+        self.tail.clear();
+        if self.block.len() > TAIL {
+            self.tail
+                .extend_from_slice(&self.block[self.block.len() - TAIL..]);
+        }
+        self.block.clear();
+    }
+}
+
+impl crate::gozip::Deflate for Encoder {
+    fn write(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        Encoder::write(self, data, out);
+    }
+
+    fn finish(self, out: &mut Vec<u8>) {
+        Encoder::finish(self, out);
+    }
+}
+
+/// The whole gzip member `pgzip.NewWriterLevel(w, level)` + `Write(plain)`
+/// + `Close()` writes.
+///
+/// # Panics
+/// If `level` is not one [`Encoder::new`] accepts.
+pub fn gzip_member(level: i32, plain: &[u8]) -> Vec<u8> {
+    let enc = Encoder::new(level).expect("pgzip::gzip_member: unsupported level");
+    let mut member = crate::gozip::member(enc, level, plain);
+    member[4..8].copy_from_slice(&MTIME);
+    member
+}
+
+/// The MTIME field of every pgzip header: `uint32(time.Time{}.Unix())`, the
+/// zero `time.Time` (year 1) in seconds since 1970, truncated — pgzip does
+/// not special-case an unset modification time as Go's gzip does.
+pub const MTIME: [u8; 4] = 0x886e_0900_u32.to_le_bytes();
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gozip::testing::*;
+
+    /// Every level the replica offers (`-1` is pgzip's default).
+    const LEVELS: &[i32] = &[-1, 1, 2, 3, 4, 5, 6, 0, -2];
+
+    /// Inputs around pgzip's block and tail sizes, and content that takes
+    /// each block kind (stored, Huffman-only, dynamic).
+    fn fixtures() -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<(String, Vec<u8>)> = [
+            0,
+            1,
+            100,
+            TAIL,
+            TAIL + 1,
+            BLOCK - 1,
+            BLOCK,
+            BLOCK + 1,
+            BLOCK + TAIL,
+            2 * BLOCK + TAIL + 1,
+        ]
+        .into_iter()
+        .map(|n| (format!("mixed_{n}"), mixed(n as u64, n)))
+        .collect();
+        v.push((
+            "text_3.5mib".into(),
+            text(&mut Rng(2), 3 * BLOCK + BLOCK / 2),
+        ));
+        v.push(("random_1.5mib".into(), Rng(3).bytes(BLOCK + BLOCK / 2)));
+        v.push((
+            "barely_compressible_2.2mib".into(),
+            barely_compressible(4, 2 * BLOCK + 200_000),
+        ));
+        v.push(("zeros_1.2mib".into(), vec![0; BLOCK + BLOCK / 5]));
+        v
+    }
+
+    #[test]
+    fn pgzip_every_level_bit_exact() {
+        let filter = match go_filter("BLOCKREG_PGZIP_GZIP", "pgzip") {
+            Ok(f) => f,
+            Err(why) => {
+                println!("pgzip: skipped comparison with klauspost/pgzip ({why})");
+                return;
+            }
+        };
+        let mut failures = Vec::new();
+        for (name, data) in fixtures() {
+            for &level in LEVELS {
+                let want = run_go(&filter, level, &data);
+                let got = gzip_member(level, &data);
+                if let Some(at) = first_diff(&got, &want) {
+                    failures.push(format!(
+                        "{name} level {level}: first difference at byte {at} (got {} bytes, pgzip {})",
+                        got.len(),
+                        want.len()
+                    ));
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn output_independent_of_write_boundaries() {
+        let data = mixed(9, 2 * BLOCK + 12_345);
+        let whole = gzip_member(-1, &data);
+        let mut rng = Rng(10);
+        let mut enc = crate::gozip::GzipEncoder::new(Encoder::new(-1).unwrap(), -1);
+        let mut out = Vec::new();
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let n = (1 + rng.below(300_000) as usize).min(rest.len());
+            enc.write(&rest[..n], &mut out);
+            rest = &rest[n..];
+        }
+        enc.finish(&mut out);
+        out[4..8].copy_from_slice(&MTIME);
+        assert_eq!(first_diff(&out, &whole), None);
+    }
+
+    #[test]
+    fn every_level_inflates_to_its_input() {
+        for (name, data) in fixtures() {
+            for &level in LEVELS {
+                let member = gzip_member(level, &data);
+                assert_eq!(member[4..8], MTIME, "{name}");
+                let mut plain = Vec::new();
+                std::io::Read::read_to_end(
+                    &mut flate2::read::GzDecoder::new(&member[..]),
+                    &mut plain,
+                )
+                .unwrap();
+                assert!(plain == data, "{name} level {level}");
+            }
+        }
+    }
+
+    #[test]
+    fn levels_seven_to_nine_are_refused() {
+        for level in [7, 8, 9, 10, -3] {
+            assert_eq!(
+                Encoder::new(level).err(),
+                Some(UnsupportedLevel(level)),
+                "{level}"
+            );
+        }
+    }
+
+    #[test]
+    fn each_block_ends_with_a_sync_flush() {
+        // pgzip's readers (and ours) rely on nothing of the sort, but the
+        // empty stored block after each 1 MiB is what marks a pgzip stream.
+        let member = gzip_member(-1, &text(&mut Rng(5), 2 * BLOCK + 10));
+        let marks = member
+            .windows(4)
+            .filter(|w| *w == [0, 0, 0xff, 0xff])
+            .count();
+        assert!(marks >= 3, "{marks} sync markers");
+    }
+}
