@@ -79,7 +79,7 @@ pub fn raw<E: Deflate>(mut inner: E, plain: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 pub(crate) mod testing {
     use std::io::{Read, Write};
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
     use std::process::{Command, Stdio};
 
     /// SplitMix64: deterministic fixtures without extra dependencies.
@@ -213,20 +213,177 @@ pub(crate) mod testing {
         }
     }
 
-    pub(crate) fn run_go(filter: &PathBuf, level: i32, plain: &[u8]) -> Vec<u8> {
+    /// Runs `filter` at `level` on `chunks` (fed from another thread),
+    /// handing its output to `sink` as it comes.
+    pub(crate) fn run_filter<I>(filter: &Path, level: i32, chunks: I, mut sink: impl FnMut(&[u8]))
+    where
+        I: IntoIterator<Item = Vec<u8>>,
+        I::IntoIter: Send + 'static,
+    {
         let mut child = Command::new(filter)
             .arg(level.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .expect("spawn Go gzip filter");
+            .expect("spawn gzip filter");
         let mut stdin = child.stdin.take().unwrap();
-        let plain = plain.to_vec();
-        let feeder = std::thread::spawn(move || stdin.write_all(&plain));
-        let mut out = Vec::new();
-        child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+        let feed = chunks.into_iter();
+        let feeder = std::thread::spawn(move || {
+            for c in feed {
+                stdin.write_all(&c)?;
+            }
+            Ok::<_, std::io::Error>(())
+        });
+        let mut stdout = child.stdout.take().unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = stdout.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            sink(&buf[..n]);
+        }
         feeder.join().unwrap().unwrap();
         assert!(child.wait().unwrap().success());
+    }
+
+    pub(crate) fn run_go(filter: &Path, level: i32, plain: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        run_filter(filter, level, [plain.to_vec()], |b| {
+            out.extend_from_slice(b)
+        });
+        out
+    }
+
+    /// Inputs every replica is compared on: the edges of Go's windows and
+    /// blocks, runs, repeats, noise.
+    pub(crate) fn fixtures() -> Vec<(&'static str, Vec<u8>)> {
+        let mut rng = Rng(42);
+        let mut runs = Vec::new();
+        for i in 0..200_000u32 {
+            runs.push(if (i / 1000) % 3 == 0 {
+                b'a'
+            } else {
+                (i / 7000) as u8
+            });
+        }
+        let mut periodic = Vec::new();
+        let unit = rng.bytes(40_000);
+        while periodic.len() < 300_000 {
+            periodic.extend_from_slice(&unit);
+        }
+        vec![
+            ("empty", Vec::new()),
+            ("one_byte", vec![b'x']),
+            ("short_text", b"hello, hello, hello world\n".to_vec()),
+            ("text_100", text(&mut rng, 100)),
+            ("text_200", text(&mut rng, 200)),
+            ("text_4k", text(&mut rng, 4096)),
+            ("random_1mib", Rng(7).bytes(1 << 20)),
+            ("zeros_300k", vec![0; 300_000]),
+            ("runs", runs),
+            ("periodic_40k", periodic),
+            ("text_window_edges", text(&mut rng, 65535 * 2 + 1)),
+            ("text_65536", text(&mut rng, 65536)),
+            ("text_32768_plus", text(&mut rng, 32768 + 300)),
+            ("barely_compressible", barely_compressible(3, 1 << 20)),
+            ("mixed_5mib", mixed(1, 5 << 20)),
+        ]
+    }
+
+    /// Compares `member(level, data)` byte for byte with the filter `name`
+    /// (see [`go_filter`]) for every fixture and level; prints why and
+    /// returns when the filter is not there and `var` is unset.
+    pub(crate) fn compare_with_filter(
+        var: &str,
+        name: &str,
+        levels: &[i32],
+        fixtures: Vec<(impl std::fmt::Display, Vec<u8>)>,
+        member: impl Fn(i32, &[u8]) -> Vec<u8>,
+    ) {
+        let filter = match go_filter(var, name) {
+            Ok(f) => f,
+            Err(why) => {
+                println!("skipped the comparison with {name} ({why})");
+                return;
+            }
+        };
+        let mut failures = Vec::new();
+        for (fixture, data) in fixtures {
+            for &level in levels {
+                let want = run_go(&filter, level, &data);
+                let got = member(level, &data);
+                if let Some(at) = first_diff(&got, &want) {
+                    failures.push(format!(
+                        "{fixture} level {level}: first difference at byte {at} (got {} bytes, {name} {})",
+                        got.len(),
+                        want.len()
+                    ));
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    /// Compares `enc` (a gzip member at `level`, fed `piece` bytes at a
+    /// time) with `filter` on `total` bytes of 16 MiB units, each prefixed
+    /// with its number, by hash: no side holds the stream.
+    pub(crate) fn compare_long_stream<E: super::Deflate>(
+        filter: &Path,
+        level: i32,
+        total: usize,
+        enc: E,
+        piece: usize,
+    ) {
+        use sha2::{Digest, Sha256};
+        let unit = std::sync::Arc::new(mixed(11, 16 << 20));
+        let chunks = move || {
+            let unit = unit.clone();
+            (0..total.div_ceil(unit.len() + 8)).map(move |i| {
+                let mut c = (i as u64)
+                    .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                    .to_le_bytes()
+                    .to_vec();
+                c.extend_from_slice(&unit);
+                c
+            })
+        };
+        let mut want = Sha256::new();
+        run_filter(filter, level, chunks(), |b| want.update(b));
+        let mut enc = super::GzipEncoder::new(enc, level);
+        let mut got = Sha256::new();
+        let mut out = Vec::new();
+        for c in chunks() {
+            for p in c.chunks(piece) {
+                enc.write(p, &mut out);
+            }
+            got.update(&out);
+            out.clear();
+        }
+        enc.finish(&mut out);
+        got.update(&out);
+        assert_eq!(
+            got.finalize(),
+            want.finalize(),
+            "level {level}, {total} bytes"
+        );
+    }
+
+    /// The raw stream `enc` makes of `data` fed in pieces of `piece()`
+    /// bytes.
+    pub(crate) fn raw_in_pieces<E: super::Deflate>(
+        mut enc: E,
+        data: &[u8],
+        mut piece: impl FnMut() -> usize,
+    ) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = piece().clamp(1, rest.len());
+            enc.write(&rest[..n], &mut out);
+            rest = &rest[n..];
+        }
+        enc.finish(&mut out);
         out
     }
 

@@ -26,6 +26,7 @@
 
 use flate2::{Decompress, FlushDecompress, Status};
 
+use crate::gozip::Deflate;
 use crate::{goflate, goflate126, pgzip};
 
 /// An encoder a replica reproduces.

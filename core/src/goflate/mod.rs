@@ -93,19 +93,6 @@ impl Encoder {
         })
     }
 
-    /// Compresses `data`, appending any finished output to `out`.
-    pub fn write(&mut self, mut data: &[u8], out: &mut Vec<u8>) {
-        std::mem::swap(&mut self.w.bw.out, out);
-        while !data.is_empty() {
-            if self.is_full() || self.sync {
-                self.step();
-            }
-            let n = self.fill(data);
-            data = &data[n..];
-        }
-        std::mem::swap(&mut self.w.bw.out, out);
-    }
-
     /// The same encoder as klauspost/compress 1.15's `flate` writes it at
     /// `level` (`-2`, `0..=6`; [`crate::pgzip`] maps its default): the fast
     /// matchers are the same, the block writer differs in two details.
@@ -155,17 +142,6 @@ impl Encoder {
         self.w.write_stored_header(0, false);
         self.w.flush();
         self.sync = false;
-        std::mem::swap(&mut self.w.bw.out, out);
-    }
-
-    /// Flushes the remaining input and writes the final block (Go's
-    /// `Close`), appending to `out`.
-    pub fn finish(mut self, out: &mut Vec<u8>) {
-        std::mem::swap(&mut self.w.bw.out, out);
-        self.sync = true;
-        self.step();
-        self.w.write_stored_header(0, true);
-        self.w.flush();
         std::mem::swap(&mut self.w.bw.out, out);
     }
 
@@ -252,12 +228,28 @@ impl Encoder {
 }
 
 impl crate::gozip::Deflate for Encoder {
-    fn write(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        Encoder::write(self, data, out);
+    /// Compresses `data`, appending any finished output to `out`.
+    fn write(&mut self, mut data: &[u8], out: &mut Vec<u8>) {
+        std::mem::swap(&mut self.w.bw.out, out);
+        while !data.is_empty() {
+            if self.is_full() || self.sync {
+                self.step();
+            }
+            let n = self.fill(data);
+            data = &data[n..];
+        }
+        std::mem::swap(&mut self.w.bw.out, out);
     }
 
-    fn finish(self, out: &mut Vec<u8>) {
-        Encoder::finish(self, out);
+    /// Flushes the remaining input and writes the final block (Go's
+    /// `Close`), appending to `out`.
+    fn finish(mut self, out: &mut Vec<u8>) {
+        std::mem::swap(&mut self.w.bw.out, out);
+        self.sync = true;
+        self.step();
+        self.w.write_stored_header(0, true);
+        self.w.flush();
+        std::mem::swap(&mut self.w.bw.out, out);
     }
 }
 
@@ -287,131 +279,30 @@ pub fn gzip_member(level: i32, plain: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::gozip::testing::*;
-    use std::io::{Read, Write};
-    use std::path::PathBuf;
-    use std::process::{Command, Stdio};
-
-    struct Fixture {
-        name: &'static str,
-        data: Vec<u8>,
-    }
-
-    fn fixtures() -> Vec<Fixture> {
-        let mut rng = Rng(42);
-        let mut runs = Vec::new();
-        for i in 0..200_000u32 {
-            runs.push(if (i / 1000) % 3 == 0 {
-                b'a'
-            } else {
-                (i / 7000) as u8
-            });
-        }
-        let mut periodic = Vec::new();
-        let unit = rng.bytes(40_000);
-        while periodic.len() < 300_000 {
-            periodic.extend_from_slice(&unit);
-        }
-        vec![
-            Fixture {
-                name: "empty",
-                data: Vec::new(),
-            },
-            Fixture {
-                name: "one_byte",
-                data: vec![b'x'],
-            },
-            Fixture {
-                name: "short_text",
-                data: b"hello, hello, hello world\n".to_vec(),
-            },
-            Fixture {
-                name: "text_100",
-                data: text(&mut rng, 100),
-            },
-            Fixture {
-                name: "text_200",
-                data: text(&mut rng, 200),
-            },
-            Fixture {
-                name: "text_4k",
-                data: text(&mut rng, 4096),
-            },
-            Fixture {
-                name: "random_1mib",
-                data: Rng(7).bytes(1 << 20),
-            },
-            Fixture {
-                name: "zeros_300k",
-                data: vec![0; 300_000],
-            },
-            Fixture {
-                name: "runs",
-                data: runs,
-            },
-            Fixture {
-                name: "periodic_40k",
-                data: periodic,
-            },
-            Fixture {
-                name: "text_window_edges",
-                data: text(&mut rng, 65535 * 2 + 1),
-            },
-            Fixture {
-                name: "text_65536",
-                data: text(&mut rng, 65536),
-            },
-            Fixture {
-                name: "text_32768_plus",
-                data: text(&mut rng, 32768 + 300),
-            },
-            Fixture {
-                name: "mixed_5mib",
-                data: mixed(1, 5 << 20),
-            },
-        ]
-    }
+    use std::io::Read;
 
     const LEVELS: &[i32] = &[6, 1, 2, 3, 4, 5, 7, 8, 9, -2, 0, -1];
 
     /// Compares every fixture at `levels` with the Go filter, byte for byte.
-    fn compare_with_go(levels: &[i32], names: Option<&[&str]>) {
-        let filter = match go_filter("BLOCKREG_GO127_GZIP", "go1.27.3") {
-            Ok(f) => f,
-            Err(why) => {
-                println!("goflate: skipped comparison with Go 1.27.3 ({why})");
-                return;
-            }
-        };
-        let mut failures = Vec::new();
-        for f in fixtures() {
-            if names.is_some_and(|n| !n.contains(&f.name)) {
-                continue;
-            }
-            for &level in levels {
-                let want = run_go(&filter, level, &f.data);
-                let got = gzip_member(level, &f.data);
-                if let Some(at) = first_diff(&got, &want) {
-                    failures.push(format!(
-                        "{} level {level}: first difference at byte {at} (got {} bytes, Go {})",
-                        f.name,
-                        got.len(),
-                        want.len()
-                    ));
-                }
-            }
-        }
-        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    fn compare_with_go(levels: &[i32]) {
+        compare_with_filter(
+            "BLOCKREG_GO127_GZIP",
+            "go1.27.3",
+            levels,
+            fixtures(),
+            gzip_member,
+        );
     }
 
     #[test]
     fn roundtrip_all_levels_inflates_to_input() {
-        for f in fixtures() {
-            if f.data.len() > (1 << 20) + 1 {
+        for (name, data) in fixtures() {
+            if data.len() > (1 << 20) + 1 {
                 continue;
             }
             for &level in LEVELS {
-                let raw = deflate(level, &f.data);
-                assert_eq!(inflate(&raw), f.data, "{} level {level}", f.name);
+                let raw = deflate(level, &data);
+                assert_eq!(inflate(&raw), data, "{name} level {level}");
             }
         }
     }
@@ -458,42 +349,36 @@ mod tests {
         for level in [6, 1, 4, 9, -2, 0] {
             let whole = deflate(level, &data);
             let mut rng = Rng((level + 100) as u64);
-            let mut enc = Encoder::new(level).unwrap();
-            let mut out = Vec::new();
-            let mut rest = &data[..];
-            while !rest.is_empty() {
-                let n = (1 + rng.below(100_000) as usize).min(rest.len());
-                enc.write(&rest[..n], &mut out);
-                rest = &rest[n..];
-            }
-            enc.finish(&mut out);
+            let out = raw_in_pieces(Encoder::new(level).unwrap(), &data, || {
+                1 + rng.below(100_000) as usize
+            });
             assert_eq!(out, whole, "level {level}");
         }
     }
 
     #[test]
     fn go_level6_default_compression_bit_exact() {
-        compare_with_go(&[6, -1], None);
+        compare_with_go(&[6, -1]);
     }
 
     #[test]
     fn go_level1_best_speed_bit_exact() {
-        compare_with_go(&[1], None);
+        compare_with_go(&[1]);
     }
 
     #[test]
     fn go_levels_2_to_5_bit_exact() {
-        compare_with_go(&[2, 3, 4, 5], None);
+        compare_with_go(&[2, 3, 4, 5]);
     }
 
     #[test]
     fn go_levels_7_to_9_bit_exact() {
-        compare_with_go(&[7, 8, 9], None);
+        compare_with_go(&[7, 8, 9]);
     }
 
     #[test]
     fn go_huffman_only_and_stored_bit_exact() {
-        compare_with_go(&[-2, 0], None);
+        compare_with_go(&[-2, 0]);
     }
 
     #[test]
@@ -517,68 +402,6 @@ mod tests {
         }
     }
 
-    /// Streams `total` bytes (a 16 MiB mixed buffer, repeated with a
-    /// varying prefix) through the Go filter and the replica, comparing the
-    /// SHA-256 of both outputs without holding them in memory.
-    fn compare_long_stream(filter: &PathBuf, level: i32, total: usize) {
-        use sha2::{Digest, Sha256};
-        let unit = mixed(11, 16 << 20);
-        let chunks = move || {
-            (0..total.div_ceil(unit.len() + 8)).map({
-                let unit = unit.clone();
-                move |i| {
-                    let mut c = (i as u64)
-                        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-                        .to_le_bytes()
-                        .to_vec();
-                    c.extend_from_slice(&unit);
-                    c
-                }
-            })
-        };
-        let mut child = Command::new(filter)
-            .arg(level.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn Go gzip filter");
-        let mut stdin = child.stdin.take().unwrap();
-        let feed = chunks();
-        let feeder = std::thread::spawn(move || {
-            for c in feed {
-                stdin.write_all(&c)?;
-            }
-            Ok::<_, std::io::Error>(())
-        });
-        let mut stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut h = Sha256::new();
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = stdout.read(&mut buf).unwrap();
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
-            h.finalize()
-        });
-        let mut enc = crate::gozip::GzipEncoder::new(Encoder::new(level).unwrap(), level);
-        let mut h = Sha256::new();
-        let mut out = Vec::new();
-        for c in chunks() {
-            enc.write(&c, &mut out);
-            h.update(&out);
-            out.clear();
-        }
-        enc.finish(&mut out);
-        h.update(&out);
-        feeder.join().unwrap().unwrap();
-        let want = reader.join().unwrap();
-        assert!(child.wait().unwrap().success());
-        assert_eq!(h.finalize(), want, "level {level}, {total} bytes");
-    }
-
     /// Fast levels rebase their tables after ~2.1 GB of input and levels
     /// 7-9 after 256 MiB; slow (minutes), so run with `--ignored`.
     #[test]
@@ -592,8 +415,14 @@ mod tests {
             }
         };
         for level in [1, 6] {
-            compare_long_stream(&filter, level, 2_300_000_000);
+            compare_long_stream(
+                &filter,
+                level,
+                2_300_000_000,
+                Encoder::new(level).unwrap(),
+                1 << 20,
+            );
         }
-        compare_long_stream(&filter, 9, 300_000_000);
+        compare_long_stream(&filter, 9, 300_000_000, Encoder::new(9).unwrap(), 1 << 20);
     }
 }

@@ -91,28 +91,6 @@ impl Encoder {
         })
     }
 
-    /// Compresses `data` as one Go `Write` call, appending any finished
-    /// output to `out`.
-    pub fn write(&mut self, mut data: &[u8], out: &mut Vec<u8>) {
-        std::mem::swap(&mut self.w.bw.out, out);
-        while !data.is_empty() {
-            self.step(false);
-            let n = self.fill(data);
-            data = &data[n..];
-        }
-        std::mem::swap(&mut self.w.bw.out, out);
-    }
-
-    /// Compresses the remaining input and ends the stream with an empty
-    /// final stored block (Go's `Close`), appending to `out`.
-    pub fn finish(mut self, out: &mut Vec<u8>) {
-        std::mem::swap(&mut self.w.bw.out, out);
-        self.step(true);
-        self.w.write_stored_header(0, true);
-        self.w.flush();
-        std::mem::swap(&mut self.w.bw.out, out);
-    }
-
     /// Go's `fill` (`fillStore` / `fillDeflate`).
     fn fill(&mut self, b: &[u8]) -> usize {
         if let Mode::Chain(l) = &mut self.mode {
@@ -177,12 +155,26 @@ impl Encoder {
 }
 
 impl crate::gozip::Deflate for Encoder {
-    fn write(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        Encoder::write(self, data, out);
+    /// Compresses `data` as one Go `Write` call, appending any finished
+    /// output to `out`.
+    fn write(&mut self, mut data: &[u8], out: &mut Vec<u8>) {
+        std::mem::swap(&mut self.w.bw.out, out);
+        while !data.is_empty() {
+            self.step(false);
+            let n = self.fill(data);
+            data = &data[n..];
+        }
+        std::mem::swap(&mut self.w.bw.out, out);
     }
 
-    fn finish(self, out: &mut Vec<u8>) {
-        Encoder::finish(self, out);
+    /// Compresses the remaining input and ends the stream with an empty
+    /// final stored block (Go's `Close`), appending to `out`.
+    fn finish(mut self, out: &mut Vec<u8>) {
+        std::mem::swap(&mut self.w.bw.out, out);
+        self.step(true);
+        self.w.write_stored_header(0, true);
+        self.w.flush();
+        std::mem::swap(&mut self.w.bw.out, out);
     }
 }
 
@@ -212,77 +204,19 @@ pub fn gzip_member(level: i32, plain: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::gozip::testing::*;
-    use std::io::{Read, Write};
-    use std::path::PathBuf;
-    use std::process::{Command, Stdio};
-
-    struct Fixture {
-        name: &'static str,
-        data: Vec<u8>,
-    }
-
-    fn fixtures() -> Vec<Fixture> {
-        let mut rng = Rng(42);
-        let mut runs = Vec::new();
-        for i in 0..200_000u32 {
-            runs.push(if (i / 1000) % 3 == 0 {
-                b'a'
-            } else {
-                (i / 7000) as u8
-            });
-        }
-        let mut periodic = Vec::new();
-        let unit = rng.bytes(40_000);
-        while periodic.len() < 300_000 {
-            periodic.extend_from_slice(&unit);
-        }
-        let fixture = |name, data| Fixture { name, data };
-        vec![
-            fixture("empty", Vec::new()),
-            fixture("one_byte", vec![b'x']),
-            fixture("short_text", b"hello, hello, hello world\n".to_vec()),
-            fixture("text_100", text(&mut rng, 100)),
-            fixture("text_200", text(&mut rng, 200)),
-            fixture("text_4k", text(&mut rng, 4096)),
-            fixture("random_1mib", Rng(7).bytes(1 << 20)),
-            fixture("zeros_300k", vec![0; 300_000]),
-            fixture("runs", runs),
-            fixture("periodic_40k", periodic),
-            fixture("text_window_edges", text(&mut rng, 65535 * 2 + 1)),
-            fixture("text_65536", text(&mut rng, 65536)),
-            fixture("text_32768_plus", text(&mut rng, 32768 + 300)),
-            fixture("barely_compressible", barely_compressible(3, 1 << 20)),
-            fixture("mixed_5mib", mixed(1, 5 << 20)),
-        ]
-    }
+    use std::io::Read;
 
     const LEVELS: &[i32] = &[6, 1, 2, 3, 4, 5, 7, 8, 9, -2, 0, -1];
 
     /// Compares every fixture at `levels` with the Go filter, byte for byte.
     fn compare_with_go(levels: &[i32]) {
-        let filter = match go_filter("BLOCKREG_GO126_GZIP", "go1.26.6") {
-            Ok(f) => f,
-            Err(why) => {
-                println!("goflate126: skipped comparison with Go 1.26.6 ({why})");
-                return;
-            }
-        };
-        let mut failures = Vec::new();
-        for f in fixtures() {
-            for &level in levels {
-                let want = run_go(&filter, level, &f.data);
-                let got = gzip_member(level, &f.data);
-                if let Some(at) = first_diff(&got, &want) {
-                    failures.push(format!(
-                        "{} level {level}: first difference at byte {at} (got {} bytes, Go {})",
-                        f.name,
-                        got.len(),
-                        want.len()
-                    ));
-                }
-            }
-        }
-        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        compare_with_filter(
+            "BLOCKREG_GO126_GZIP",
+            "go1.26.6",
+            levels,
+            fixtures(),
+            gzip_member,
+        );
     }
 
     #[test]
@@ -317,13 +251,13 @@ mod tests {
 
     #[test]
     fn roundtrip_all_levels_inflates_to_input() {
-        for f in fixtures() {
-            if f.data.len() > (1 << 20) + 1 {
+        for (name, data) in fixtures() {
+            if data.len() > (1 << 20) + 1 {
                 continue;
             }
             for &level in LEVELS {
-                let raw = deflate(level, &f.data);
-                assert_eq!(inflate(&raw), f.data, "{} level {level}", f.name);
+                let raw = deflate(level, &data);
+                assert_eq!(inflate(&raw), data, "{name} level {level}");
             }
         }
     }
@@ -370,20 +304,6 @@ mod tests {
         assert!(Encoder::new(-3).is_err());
     }
 
-    /// Feeds `data` in pieces of `piece()` bytes.
-    fn deflate_in_pieces(level: i32, data: &[u8], mut piece: impl FnMut() -> usize) -> Vec<u8> {
-        let mut enc = Encoder::new(level).unwrap();
-        let mut out = Vec::new();
-        let mut rest = data;
-        while !rest.is_empty() {
-            let n = piece().clamp(1, rest.len());
-            enc.write(&rest[..n], &mut out);
-            rest = &rest[n..];
-        }
-        enc.finish(&mut out);
-        out
-    }
-
     #[test]
     fn output_independent_of_write_boundaries() {
         // Exact for -2, 0 and 1 by construction; for 2..=9 a difference
@@ -398,11 +318,15 @@ mod tests {
             for level in [6, 1, 2, 3, 4, 9, -2, 0] {
                 let whole = deflate(level, data);
                 let mut rng = Rng((level + 100) as u64);
-                let random = deflate_in_pieces(level, data, || 1 + rng.below(100_000) as usize);
+                let random = raw_in_pieces(Encoder::new(level).unwrap(), data, || {
+                    1 + rng.below(100_000) as usize
+                });
                 assert_eq!(random, whole, "level {level}, random pieces");
-                let small = deflate_in_pieces(level, data, || 1 + rng.below(700) as usize);
+                let small = raw_in_pieces(Encoder::new(level).unwrap(), data, || {
+                    1 + rng.below(700) as usize
+                });
                 assert_eq!(small, whole, "level {level}, small pieces");
-                let copy = deflate_in_pieces(level, data, || 32 << 10);
+                let copy = raw_in_pieces(Encoder::new(level).unwrap(), data, || 32 << 10);
                 assert_eq!(copy, whole, "level {level}, io.Copy pieces");
             }
         }
@@ -450,70 +374,6 @@ mod tests {
         assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 
-    /// Streams `total` bytes (a 16 MiB mixed buffer, repeated with a
-    /// varying prefix) through the Go filter and the replica, comparing the
-    /// SHA-256 of both outputs without holding them in memory.
-    fn compare_long_stream(filter: &PathBuf, level: i32, total: usize) {
-        use sha2::{Digest, Sha256};
-        let unit = mixed(11, 16 << 20);
-        let chunks = move || {
-            (0..total.div_ceil(unit.len() + 8)).map({
-                let unit = unit.clone();
-                move |i| {
-                    let mut c = (i as u64)
-                        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-                        .to_le_bytes()
-                        .to_vec();
-                    c.extend_from_slice(&unit);
-                    c
-                }
-            })
-        };
-        let mut child = Command::new(filter)
-            .arg(level.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn Go gzip filter");
-        let mut stdin = child.stdin.take().unwrap();
-        let feed = chunks();
-        let feeder = std::thread::spawn(move || {
-            for c in feed {
-                stdin.write_all(&c)?;
-            }
-            Ok::<_, std::io::Error>(())
-        });
-        let mut stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut h = Sha256::new();
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = stdout.read(&mut buf).unwrap();
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
-            h.finalize()
-        });
-        let mut enc = crate::gozip::GzipEncoder::new(Encoder::new(level).unwrap(), level);
-        let mut h = Sha256::new();
-        let mut out = Vec::new();
-        for c in chunks() {
-            for piece in c.chunks(32 << 10) {
-                enc.write(piece, &mut out);
-            }
-            h.update(&out);
-            out.clear();
-        }
-        enc.finish(&mut out);
-        h.update(&out);
-        feeder.join().unwrap().unwrap();
-        let want = reader.join().unwrap();
-        assert!(child.wait().unwrap().success());
-        assert_eq!(h.finalize(), want, "level {level}, {total} bytes");
-    }
-
     #[test]
     fn go_hash_chain_rebase_after_16_mib_bit_exact() {
         // Levels 2-9 rebase their hash chains once 16 MiB have passed.
@@ -524,8 +384,8 @@ mod tests {
                 return;
             }
         };
-        compare_long_stream(&filter, 4, 40 << 20);
-        compare_long_stream(&filter, 6, 40 << 20);
+        compare_long_stream(&filter, 4, 40 << 20, Encoder::new(4).unwrap(), 32 << 10);
+        compare_long_stream(&filter, 6, 40 << 20, Encoder::new(6).unwrap(), 32 << 10);
     }
 
     /// Level 1 rebases its match table after ~2.1 GB of input; slow
@@ -540,7 +400,13 @@ mod tests {
                 return;
             }
         };
-        compare_long_stream(&filter, 1, 2_300_000_000);
-        compare_long_stream(&filter, 9, 100_000_000);
+        compare_long_stream(
+            &filter,
+            1,
+            2_300_000_000,
+            Encoder::new(1).unwrap(),
+            32 << 10,
+        );
+        compare_long_stream(&filter, 9, 100_000_000, Encoder::new(9).unwrap(), 32 << 10);
     }
 }
