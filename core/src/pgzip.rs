@@ -39,6 +39,9 @@ pub struct Encoder {
     block: Vec<u8>,
     /// The last [`TAIL`] bytes of the previous block, if it was longer.
     tail: Vec<u8>,
+    /// The block compressor, reset for each block (pgzip's pool of
+    /// writers; it keeps a fresh one's output).
+    flate: Option<goflate::Encoder>,
 }
 
 impl Encoder {
@@ -56,17 +59,28 @@ impl Encoder {
             level,
             block: Vec::with_capacity(BLOCK),
             tail: Vec::new(),
+            flate: None,
         })
     }
 
     /// pgzip's `compressCurrent` + `compressBlock`.
     fn compress_block(&mut self, last: bool, out: &mut Vec<u8>) {
-        let mut enc = goflate::Encoder::klauspost(self.level).expect("levels are checked in new");
+        let enc = match &mut self.flate {
+            Some(enc) => {
+                enc.reset();
+                enc
+            }
+            None => self.flate.insert(
+                goflate::Encoder::klauspost(self.level).expect("levels are checked in new"),
+            ),
+        };
         enc.fill_window(&self.tail);
         enc.write(&self.block, out);
         enc.sync_flush(out);
         if last {
-            enc.finish(out);
+            if let Some(enc) = self.flate.take() {
+                enc.finish(out);
+            }
         }
         self.tail.clear();
         if self.block.len() > TAIL {

@@ -71,6 +71,11 @@ pub(crate) fn runtime() -> anyhow::Result<&'static Runtime> {
         return Ok(runtime);
     }
     let mut config = Config::new();
+    // For profiling with `perf`: BLOCKREG_PERFMAP=1 makes wasmtime write
+    // /tmp/perf-<pid>.map, naming the guest's compiled functions.
+    if std::env::var_os("BLOCKREG_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     config.epoch_interruption(true);
     config.wasm_component_model(true);
     // Compiled guests are cached on disk (wasmtime's cache: the user's

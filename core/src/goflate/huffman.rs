@@ -557,6 +557,16 @@ impl BitWriter {
     }
 
     /// Closes an open block and pads the output to a byte boundary.
+    /// Go's `huffmanBitWriter.reset`: a new stream (the last one was
+    /// flushed, so no bits are pending); tables are rebuilt before use.
+    pub fn reset(&mut self) {
+        debug_assert_eq!(self.bw.nbits, 0, "reset of an unflushed stream");
+        self.bw.bits = 0;
+        self.bw.nbits = 0;
+        self.prev_header = 0;
+        self.wrote_huffman = false;
+    }
+
     pub fn flush(&mut self) {
         if self.prev_header > 0 {
             self.write_eob();

@@ -132,6 +132,25 @@ impl Encoder {
         }
     }
 
+    /// Readies a fast-level (or stored, Huffman-only) encoder for a new
+    /// stream after [`Self::sync_flush`], keeping its allocations (Go's
+    /// `Writer.Reset`; a pool of writers reused this way writes the same
+    /// bytes as fresh ones: the matcher's old entries lie beyond reach).
+    ///
+    /// # Panics
+    /// At levels 7–9 (no caller resets them).
+    pub fn reset(&mut self) {
+        self.w.reset();
+        self.sync = false;
+        self.window_end = 0;
+        self.tokens.reset();
+        match &mut self.mode {
+            Mode::Store | Mode::Huff => {}
+            Mode::Fast(enc) => enc.reset(),
+            Mode::Lazy(_) => panic!("goflate: no reset at levels 7-9"),
+        }
+    }
+
     /// Compresses what is buffered and ends the block with an empty stored
     /// block, byte-aligned (Go's `Flush`, zlib's `Z_SYNC_FLUSH`), appending
     /// to `out`.
