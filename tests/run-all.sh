@@ -55,6 +55,7 @@ fi
 BLOCKREG_GO127_GZIP="$(python3 tests/e2e/go_gzip.py 1.27.3)" \
 BLOCKREG_GO126_GZIP="$(python3 tests/e2e/go_gzip.py 1.26.6)" \
 BLOCKREG_PGZIP_GZIP="$(python3 tests/e2e/go_gzip.py pgzip)" \
+BLOCKREG_PGZIP_GO127_GZIP="$(python3 tests/e2e/go_gzip.py pgzip-go1.27.3)" \
   cargo test --release -p blockreg-core
 
 step "guest unit tests (under wasmtime, via blockreg run)"

@@ -9,15 +9,20 @@
 //! final empty stored block. The result does not depend on how many
 //! goroutines ran or how the input was split into writes.
 //!
-//! klauspost/compress 1.15's fast levels (1–6; pgzip's default, `-1`, is
-//! level 5) and block writer are the encoder Go 1.27 took into its standard
-//! library, so each block is compressed by [`crate::goflate`]'s encoder.
-//! Checked byte for byte against pgzip 1.2.5 with klauspost/compress
-//! 1.15.12 (Debian 12's skopeo, podman and buildah link these) at every
-//! level the replica offers: stored (0), HuffmanOnly (-2) and 1–6. Levels
-//! 7–9 prime their hash chains differently and are not offered.
+//! klauspost/compress's fast levels (1–6; pgzip's default, `-1`, is level
+//! 5) and block writer are the encoder Go 1.27 took into its standard
+//! library, so each block is compressed by [`crate::goflate`]'s encoder in
+//! the variant of the klauspost/compress version that wrote the stream
+//! ([`Klauspost`]). Checked byte for byte at every level the replica offers
+//! (stored, HuffmanOnly and 1–6; levels 7–9 prime their hash chains
+//! differently and are not offered): against pgzip 1.2.5 with
+//! klauspost/compress 1.15.12 (Debian 12's skopeo, podman and buildah link
+//! these) and against pgzip's framing over Go 1.27.3's `compress/flate`
+//! (= klauspost/compress from 1.18.2) in the tests; once by hand against
+//! pgzip 1.2.6 with klauspost/compress 1.16.7, 1.17.11, 1.18.0–1.18.2,
+//! 1.18.7 and 1.19.1.
 
-use crate::goflate;
+use crate::goflate::{self, Klauspost};
 use crate::gozip::Deflate;
 
 /// pgzip's block size (`defaultBlockSize`).
@@ -33,6 +38,7 @@ pub struct UnsupportedLevel(pub i32);
 /// Streaming raw DEFLATE output of pgzip at one level (the gzip framing is
 /// Go's: [`crate::gozip::GzipEncoder`]).
 pub struct Encoder {
+    version: Klauspost,
     /// The `flate` level (`-1` already mapped to 5, klauspost's default).
     level: i32,
     /// The block being filled (at most [`BLOCK`] bytes).
@@ -45,17 +51,19 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// pgzip at `level` (`-2`, `-1` = 5, `0..=6`).
+    /// pgzip over klauspost/compress `version` at `level` (`-2`, `-1` = 5,
+    /// `0..=6`).
     ///
     /// # Errors
     /// [`UnsupportedLevel`] for 7–9 or anything pgzip refuses.
-    pub fn new(level: i32) -> Result<Self, UnsupportedLevel> {
+    pub fn new(version: Klauspost, level: i32) -> Result<Self, UnsupportedLevel> {
         let level = match level {
             -1 => 5,
             -2 | 0..=6 => level,
             _ => return Err(UnsupportedLevel(level)),
         };
         Ok(Self {
+            version,
             level,
             block: Vec::with_capacity(BLOCK),
             tail: Vec::new(),
@@ -71,7 +79,8 @@ impl Encoder {
                 enc
             }
             None => self.flate.insert(
-                goflate::Encoder::klauspost(self.level).expect("levels are checked in new"),
+                goflate::Encoder::klauspost(self.version, self.level)
+                    .expect("levels are checked in new"),
             ),
         };
         enc.fill_window(&self.tail);
@@ -112,12 +121,12 @@ impl crate::gozip::Deflate for Encoder {
 }
 
 /// The whole gzip member `pgzip.NewWriterLevel(w, level)` + `Write(plain)`
-/// + `Close()` writes.
+/// + `Close()` writes over klauspost/compress `version`.
 ///
 /// # Panics
 /// If `level` is not one [`Encoder::new`] accepts.
-pub fn gzip_member(level: i32, plain: &[u8]) -> Vec<u8> {
-    let enc = Encoder::new(level).expect("pgzip::gzip_member: unsupported level");
+pub fn gzip_member(version: Klauspost, level: i32, plain: &[u8]) -> Vec<u8> {
+    let enc = Encoder::new(version, level).expect("pgzip::gzip_member: unsupported level");
     let mut member = crate::gozip::member(enc, level, plain);
     member[4..8].copy_from_slice(&MTIME);
     member
@@ -167,33 +176,61 @@ mod tests {
         v
     }
 
+    const VERSIONS: [Klauspost; 3] = [Klauspost::V1_15, Klauspost::V1_18_0, Klauspost::V1_18_2];
+
     #[test]
-    fn pgzip_every_level_bit_exact() {
+    fn pgzip_of_klauspost_1_15_every_level_bit_exact() {
+        // Debian 12's pgzip 1.2.5 over klauspost/compress 1.15.12.
         compare_with_filter(
             "BLOCKREG_PGZIP_GZIP",
             "pgzip",
             LEVELS,
             fixtures(),
-            gzip_member,
+            |level, data| gzip_member(Klauspost::V1_15, level, data),
         );
+    }
+
+    #[test]
+    fn pgzip_of_klauspost_1_18_2_every_level_bit_exact() {
+        // pgzip's framing over Go 1.27.3's compress/flate, which is
+        // klauspost/compress's from 1.18.2 (tests/e2e/go_gzip.py).
+        compare_with_filter(
+            "BLOCKREG_PGZIP_GO127_GZIP",
+            "pgzip-go1.27.3",
+            LEVELS,
+            fixtures(),
+            |level, data| gzip_member(Klauspost::V1_18_2, level, data),
+        );
+    }
+
+    #[test]
+    fn klauspost_1_18_0_differs_from_1_15_at_level_4_only() {
+        let data = mixed(12, BLOCK + BLOCK / 2);
+        for &level in LEVELS {
+            let old = gzip_member(Klauspost::V1_15, level, &data);
+            let new = gzip_member(Klauspost::V1_18_0, level, &data);
+            assert_eq!(old == new, level != 4, "level {level}");
+        }
     }
 
     #[test]
     fn output_independent_of_write_boundaries() {
         let data = mixed(9, 2 * BLOCK + 12_345);
-        let whole = crate::gozip::raw(Encoder::new(-1).unwrap(), &data);
-        let mut rng = Rng(10);
-        let out = raw_in_pieces(Encoder::new(-1).unwrap(), &data, || {
-            1 + rng.below(300_000) as usize
-        });
-        assert_eq!(first_diff(&out, &whole), None);
+        for version in VERSIONS {
+            let whole = crate::gozip::raw(Encoder::new(version, -1).unwrap(), &data);
+            let mut rng = Rng(10);
+            let out = raw_in_pieces(Encoder::new(version, -1).unwrap(), &data, || {
+                1 + rng.below(300_000) as usize
+            });
+            assert_eq!(first_diff(&out, &whole), None, "{version:?}");
+        }
     }
 
     #[test]
     fn every_level_inflates_to_its_input() {
         for (name, data) in fixtures() {
-            for &level in LEVELS {
-                let member = gzip_member(level, &data);
+            for (&level, version) in LEVELS.iter().flat_map(|l| VERSIONS.map(|v| (l, v))) {
+                let member = gzip_member(version, level, &data);
                 assert_eq!(member[4..8], MTIME, "{name}");
                 let mut plain = Vec::new();
                 std::io::Read::read_to_end(
@@ -201,7 +238,7 @@ mod tests {
                     &mut plain,
                 )
                 .unwrap();
-                assert!(plain == data, "{name} level {level}");
+                assert!(plain == data, "{name} level {level} {version:?}");
             }
         }
     }
@@ -210,7 +247,7 @@ mod tests {
     fn levels_seven_to_nine_are_refused() {
         for level in [7, 8, 9, 10, -3] {
             assert_eq!(
-                Encoder::new(level).err(),
+                Encoder::new(Klauspost::V1_15, level).err(),
                 Some(UnsupportedLevel(level)),
                 "{level}"
             );
@@ -221,7 +258,7 @@ mod tests {
     fn each_block_ends_with_a_sync_flush() {
         // pgzip's readers (and ours) rely on nothing of the sort, but the
         // empty stored block after each 1 MiB is what marks a pgzip stream.
-        let member = gzip_member(-1, &text(&mut Rng(5), 2 * BLOCK + 10));
+        let member = gzip_member(Klauspost::V1_15, -1, &text(&mut Rng(5), 2 * BLOCK + 10));
         let marks = member
             .windows(4)
             .filter(|w| *w == [0, 0, 0xff, 0xff])

@@ -26,6 +26,7 @@
 
 use flate2::{Decompress, FlushDecompress, Status};
 
+use crate::goflate::Klauspost;
 use crate::gozip::Deflate;
 use crate::{goflate, goflate126, pgzip};
 
@@ -36,9 +37,9 @@ pub enum Replica {
     GoFlate126(i8),
     /// Go 1.27's `compress/flate` at this level (`-2..=9`, `-1` is 6).
     GoFlate127(i8),
-    /// klauspost/pgzip 1.2 over klauspost/compress 1.15's `flate` at this
-    /// level (`-2..=6`, `-1` is 5).
-    Pgzip(i8),
+    /// klauspost/pgzip 1.2 over klauspost/compress's `flate` of this
+    /// version, at this level (`-2..=6`, `-1` is 5).
+    Pgzip(Klauspost, i8),
 }
 
 impl Replica {
@@ -48,14 +49,16 @@ impl Replica {
         match self {
             Self::GoFlate126(_) => "go1.26-flate",
             Self::GoFlate127(_) => "go1.27-flate",
-            Self::Pgzip(_) => "pgzip1.2-klauspost1.15",
+            Self::Pgzip(Klauspost::V1_15, _) => "pgzip1.2-klauspost1.15",
+            Self::Pgzip(Klauspost::V1_18_0, _) => "pgzip1.2-klauspost1.18.0",
+            Self::Pgzip(Klauspost::V1_18_2, _) => "pgzip1.2-klauspost1.18.2",
         }
     }
 
     #[must_use]
     pub fn level(self) -> i32 {
         match self {
-            Self::GoFlate126(l) | Self::GoFlate127(l) | Self::Pgzip(l) => i32::from(l),
+            Self::GoFlate126(l) | Self::GoFlate127(l) | Self::Pgzip(_, l) => i32::from(l),
         }
     }
 
@@ -69,7 +72,13 @@ impl Replica {
         match name {
             "go1.26-flate" => Some(Self::GoFlate126(level)),
             "go1.27-flate" => Some(Self::GoFlate127(level)),
-            "pgzip1.2-klauspost1.15" if level <= 6 => Some(Self::Pgzip(level)),
+            "pgzip1.2-klauspost1.15" if level <= 6 => Some(Self::Pgzip(Klauspost::V1_15, level)),
+            "pgzip1.2-klauspost1.18.0" if level <= 6 => {
+                Some(Self::Pgzip(Klauspost::V1_18_0, level))
+            }
+            "pgzip1.2-klauspost1.18.2" if level <= 6 => {
+                Some(Self::Pgzip(Klauspost::V1_18_2, level))
+            }
             _ => None,
         }
     }
@@ -83,9 +92,9 @@ impl Replica {
             Self::GoFlate127(l) => Encoder::Go127(Box::new(
                 goflate::Encoder::new(i32::from(l)).expect(CHECKED),
             )),
-            Self::Pgzip(l) => {
-                Encoder::Pgzip(Box::new(pgzip::Encoder::new(i32::from(l)).expect(CHECKED)))
-            }
+            Self::Pgzip(v, l) => Encoder::Pgzip(Box::new(
+                pgzip::Encoder::new(v, i32::from(l)).expect(CHECKED),
+            )),
         }
     }
 }
@@ -127,7 +136,8 @@ const MAX_LAG: usize = 16 << 20;
 /// level; pgzip's MTIME is always [`pgzip::MTIME`] (the zero `time.Time`),
 /// which Go never writes. Other headers (GNU gzip, zlib, pigz write OS 3)
 /// get none. Go ≤ 1.26 first (most layers pushed today), level 6
-/// (`gzip.DefaultCompression`) first; pgzip's default, 5, first.
+/// (`gzip.DefaultCompression`) first; pgzip's default, 5, first, over
+/// each klauspost/compress whose encoder differs (1.18.0 only at level 4).
 #[must_use]
 pub fn candidates(header: &[u8]) -> Vec<Replica> {
     let (Some(&xfl), Some(&os)) = (header.get(8), header.get(9)) else {
@@ -137,12 +147,24 @@ pub fn candidates(header: &[u8]) -> Vec<Replica> {
         return Vec::new();
     }
     if header[4..8] == pgzip::MTIME {
-        let levels: &[i8] = match xfl {
-            4 => &[1],
-            0 => &[5, 6, 4, 3, 2, -2, 0],
-            _ => &[],
+        let (levels, newer): (&[i8], &[i8]) = match xfl {
+            4 => (&[1], &[1]),
+            // Stored and HuffmanOnly blocks are the same in every version.
+            0 => (&[5, 6, 4, 3, 2, -2, 0], &[5, 6, 4, 3, 2]),
+            _ => (&[], &[]),
         };
-        return levels.iter().map(|&l| Replica::Pgzip(l)).collect();
+        let version = |v| move |&l: &i8| Replica::Pgzip(v, l);
+        return levels
+            .iter()
+            .map(version(Klauspost::V1_15))
+            .chain(newer.iter().map(version(Klauspost::V1_18_2)))
+            .chain(
+                newer
+                    .iter()
+                    .filter(|&&l| l == 4)
+                    .map(version(Klauspost::V1_18_0)),
+            )
+            .collect();
     }
     let levels: &[i8] = match xfl {
         4 => &[1],
@@ -526,24 +548,37 @@ mod tests {
     }
 
     #[test]
-    fn pgzip_streams_of_every_level_are_recreated_by_its_replica() {
+    fn pgzip_streams_of_every_version_and_level_are_recreated_by_its_replica() {
+        use Klauspost::*;
+        // Versions whose output is the same bytes are found as the first.
+        let expected = |v, l| match (v, l) {
+            (_, -2 | 0) | (V1_18_0, 1..=3 | 5 | 6) => V1_15,
+            (v, _) => v,
+        };
         // Small (one block, decided at the end), several 1 MiB blocks, and
         // past the probe's 4 MiB.
-        for (len, levels) in [
-            (200_000, &[-2, 0, 1, 2, 3, 4, 5, 6][..]),
-            (2_500_000, &[5, 1][..]),
-            (6 << 20, &[5][..]),
+        for (len, levels, versions) in [
+            (
+                200_000,
+                &[-2, 0, 1, 2, 3, 4, 5, 6][..],
+                &[V1_15, V1_18_0, V1_18_2][..],
+            ),
+            (2_500_000, &[5, 4, 1][..], &[V1_15, V1_18_0, V1_18_2][..]),
+            (6 << 20, &[5][..], &[V1_15, V1_18_2][..]),
         ] {
             let data = mixed(len, 8);
-            for &level in levels {
-                let blob = pgzip::gzip_member(level, &data);
-                let what = format!("pgzip level {level}, {len} bytes");
+            for (&level, &version) in levels
+                .iter()
+                .flat_map(|l| versions.iter().map(move |v| (l, v)))
+            {
+                let blob = pgzip::gzip_member(version, level, &data);
+                let what = format!("pgzip over {version:?} level {level}, {len} bytes");
                 let (events, summary) =
                     run(GzipAnalyzer::new(AnalyzeConfig::default()), &blob, 100_000)
                         .unwrap_or_else(|e| panic!("{what}: {e}"));
                 assert_eq!(
                     replicas_used(&events),
-                    [Replica::Pgzip(level as i8)],
+                    [Replica::Pgzip(expected(version, level), level as i8)],
                     "{what}"
                 );
                 assert_eq!(summary.correction_bytes, 0, "{what}");
@@ -556,13 +591,21 @@ mod tests {
 
     #[test]
     fn pgzip_mtime_selects_pgzip_candidates_only() {
-        let header = pgzip::gzip_member(-1, b"x");
+        let header = pgzip::gzip_member(Klauspost::V1_18_2, -1, b"x");
         let c = candidates(&header);
-        assert_eq!(c[0], Replica::Pgzip(5), "pgzip's default first");
-        assert!(c.iter().all(|r| matches!(r, Replica::Pgzip(_))));
         assert_eq!(
-            candidates(&pgzip::gzip_member(1, b"x")),
-            [Replica::Pgzip(1)]
+            c[0],
+            Replica::Pgzip(Klauspost::V1_15, 5),
+            "pgzip's default first"
+        );
+        assert_eq!(c.len(), 13);
+        assert!(c.iter().all(|r| matches!(r, Replica::Pgzip(..))));
+        assert_eq!(
+            candidates(&pgzip::gzip_member(Klauspost::V1_15, 1, b"x")),
+            [
+                Replica::Pgzip(Klauspost::V1_15, 1),
+                Replica::Pgzip(Klauspost::V1_18_2, 1)
+            ]
         );
         // Level 9 (XFL 2) is not reproduced: no candidate, preflate's.
         let mut best = header.clone();
@@ -573,7 +616,7 @@ mod tests {
         go[4..8].fill(0);
         assert!(candidates(&go)
             .iter()
-            .all(|r| !matches!(r, Replica::Pgzip(_))));
+            .all(|r| !matches!(r, Replica::Pgzip(..))));
     }
 
     #[test]
@@ -673,11 +716,11 @@ mod tests {
         );
         assert_eq!(Replica::parse("go1.27-flate", 10), None);
         assert_eq!(Replica::parse("go1.28-flate", 6), None);
-        assert_eq!(
-            Replica::parse("pgzip1.2-klauspost1.15", 5),
-            Some(Replica::Pgzip(5))
-        );
-        assert_eq!(Replica::parse("pgzip1.2-klauspost1.15", 9), None);
+        for v in [Klauspost::V1_15, Klauspost::V1_18_0, Klauspost::V1_18_2] {
+            let r = Replica::Pgzip(v, 5);
+            assert_eq!(Replica::parse(r.name(), 5), Some(r));
+            assert_eq!(Replica::parse(r.name(), 9), None);
+        }
         let r = Replica::GoFlate127(-2);
         assert_eq!(Replica::parse(r.name(), r.level()), Some(r));
     }

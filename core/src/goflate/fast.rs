@@ -172,11 +172,12 @@ pub(super) enum FastEnc {
 }
 
 impl FastEnc {
-    /// Switches to klauspost/compress 1.15's variant of the matcher (only
-    /// level 4 differs from Go 1.27's).
-    pub fn klauspost(&mut self) {
+    /// Level 4 of klauspost/compress before 1.18 compares the next long
+    /// candidate at its position (the only difference from Go 1.27's
+    /// matchers).
+    pub fn l4_at_position(&mut self) {
         if let FastEnc::L4(l4) = self {
-            l4.klauspost = true;
+            l4.at_position = true;
         }
     }
 
@@ -198,7 +199,7 @@ impl FastEnc {
                 g: FastGen::new(),
                 table: vec![0; TABLE_SIZE],
                 b_table: vec![0; TABLE_SIZE],
-                klauspost: false,
+                at_position: false,
             })),
             5 => FastEnc::L5(Box::new(L5 {
                 g: FastGen::new(),
@@ -621,9 +622,9 @@ pub(super) struct L4 {
     g: FastGen,
     table: Vec<i32>,
     b_table: Vec<i32>,
-    /// klauspost/compress 1.15 compares the next long candidate at its
-    /// position; Go 1.27 at its distance (below).
-    klauspost: bool,
+    /// klauspost/compress before 1.18 compares the next long candidate at
+    /// its position; Go 1.27 at its distance (below).
+    at_position: bool,
 }
 
 impl L4 {
@@ -685,7 +686,7 @@ impl L4 {
                         // Go 1.27 compares against src[nextS-lOff+4:] here
                         // (a distance used as a position); kept as is.
                         let l1 = match_len(&src[at(s + 4)..], &src[at(t + 4)..]);
-                        let other = if self.klauspost {
+                        let other = if self.at_position {
                             l_off
                         } else {
                             next_s - l_off

@@ -504,11 +504,11 @@ pub(super) struct BitWriter {
     /// Non-zero: a dynamic table is open (an EOB is owed); its header size.
     prev_header: isize,
     pub log_new_table_penalty: u32,
-    /// klauspost/compress 1.15's block writer (Go 1.27 took it over with
-    /// two changes): a block that is not the last before a flush leaves the
-    /// end-of-block symbol out of its histogram and writes all 286 + 30
-    /// code lengths in its header.
-    pub klauspost: bool,
+    /// klauspost/compress's block writer up to 1.18.0 (Go 1.27 took it
+    /// over with two changes): a block that is not the last before a flush
+    /// leaves the end-of-block symbol out of its histogram and writes all
+    /// 286 + 30 code lengths in its header.
+    pub filled_headers: bool,
     literal_freq: [u16; LENGTH_CODES_START + 32],
     offset_freq: [u16; 32],
     codegen_freq: [u16; CODEGEN_CODE_COUNT],
@@ -544,7 +544,7 @@ impl BitWriter {
             huff_offset,
             prev_header: 0,
             log_new_table_penalty: 0,
-            klauspost: false,
+            filled_headers: false,
             literal_freq: [0; LENGTH_CODES_START + 32],
             offset_freq: [0; 32],
             codegen_freq: [0; CODEGEN_CODE_COUNT],
@@ -860,7 +860,7 @@ impl BitWriter {
         let sync = sync || eof;
         if sync {
             tokens.add_eob();
-        } else if !self.klauspost {
+        } else if !self.filled_headers {
             tokens.extra_hist[0] = 1;
         }
         if (self.wrote_huffman || eof) && self.prev_header > 0 {
@@ -872,7 +872,7 @@ impl BitWriter {
             self.write_eob();
             self.prev_header = 0;
         }
-        let (num_literals, num_offsets) = self.index_tokens(tokens, self.klauspost && !sync);
+        let (num_literals, num_offsets) = self.index_tokens(tokens, self.filled_headers && !sync);
         let mut extra_bits = 0;
         let (ssize, storable) = stored_size(input);
         if storable || self.prev_header > 0 {

@@ -35,6 +35,24 @@ use fast::FastEnc;
 use huffman::{BitWriter, Tokens, MAX_STORE_BLOCK_SIZE};
 use lazy::{Lazy, Sink};
 
+/// Versions of klauspost/compress whose `flate` encoders differ (at levels
+/// `-2..=6`), oldest first. Each reproduces the versions up to the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Klauspost {
+    /// 1.15 to 1.17 (Debian 12's skopeo, podman and buildah link 1.15.12):
+    /// the block writer of 1.18.0, level 4 as below.
+    V1_15,
+    /// 1.18.0: level 4 compares the next long candidate at its distance
+    /// instead of its position, as Go 1.27 does (only level 4 differs).
+    V1_18_0,
+    /// 1.18.1 on: a non-final block's histogram counts its end-of-block
+    /// symbol and its header has only the code lengths it needs — Go 1.27's
+    /// `compress/flate` exactly (1.18.1 left the end-of-block symbol out of
+    /// the reuse estimate, 1.18.2 made it Go 1.27's; 1.18.1's output was
+    /// the same on every input tried).
+    V1_18_2,
+}
+
 /// A compression level outside Go's accepted range `-2..=9`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("goflate: invalid compression level {0}: want value in range [-2, 9]")]
@@ -93,20 +111,24 @@ impl Encoder {
         })
     }
 
-    /// The same encoder as klauspost/compress 1.15's `flate` writes it at
-    /// `level` (`-2`, `0..=6`; [`crate::pgzip`] maps its default): the fast
-    /// matchers are the same, the block writer differs in two details.
+    /// The encoder of klauspost/compress's `flate` of `version` at `level`
+    /// (`-2`, `0..=6`; [`crate::pgzip`] maps its default): the fast
+    /// matchers Go 1.27 took in, with the differences of that version.
     ///
     /// # Errors
     /// [`InvalidLevel`] outside `-2..=6`.
-    pub fn klauspost(level: i32) -> Result<Self, InvalidLevel> {
+    pub fn klauspost(version: Klauspost, level: i32) -> Result<Self, InvalidLevel> {
         if !(-2..=6).contains(&level) || level == -1 {
             return Err(InvalidLevel(level));
         }
         let mut enc = Self::new(level)?;
-        enc.w.klauspost = true;
-        if let Mode::Fast(fast) = &mut enc.mode {
-            fast.klauspost();
+        if version <= Klauspost::V1_18_0 {
+            enc.w.filled_headers = true;
+        }
+        if version == Klauspost::V1_15 {
+            if let Mode::Fast(fast) = &mut enc.mode {
+                fast.l4_at_position();
+            }
         }
         Ok(enc)
     }
