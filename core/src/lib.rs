@@ -21,6 +21,7 @@ pub mod pgzip;
 mod proptests;
 pub mod recipe;
 pub mod replica;
+mod rfc1951;
 pub mod tarchunk;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;

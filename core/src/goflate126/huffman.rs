@@ -15,73 +15,17 @@ const LENGTH_SHIFT: u32 = 22;
 const OFFSET_MASK: u32 = (1 << LENGTH_SHIFT) - 1;
 
 pub(super) const MAX_STORE_BLOCK_SIZE: usize = 65535;
-const MAX_NUM_LIT: usize = 286;
-const OFFSET_CODE_COUNT: usize = 30;
-const END_BLOCK_MARKER: usize = 256;
-const LENGTH_CODES_START: usize = 257;
-const CODEGEN_CODE_COUNT: usize = 19;
-const BAD_CODE: u8 = 255;
+use crate::rfc1951::{
+    run_length_code, BAD_CODE, CODEGEN_CODE_COUNT, CODEGEN_ORDER, END_BLOCK_MARKER, LENGTH_BASE,
+    LENGTH_CODES, LENGTH_CODES_START, LENGTH_EXTRA_BITS, LITERAL_COUNT as MAX_NUM_LIT, OFFSET_BASE,
+    OFFSET_CODES, OFFSET_CODE_COUNT, OFFSET_EXTRA_BITS,
+};
 
 /// `match_token(length - 3, offset - 1)`.
 #[inline(always)]
 pub(super) fn match_token(xlength: u32, xoffset: u32) -> Token {
     MATCH_TYPE + (xlength << LENGTH_SHIFT) + xoffset
 }
-
-/// Extra bits per length code (index = code - 257).
-const LENGTH_EXTRA_BITS: [u8; 29] = [
-    0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0,
-];
-/// Smallest `length - 3` per length code.
-const LENGTH_BASE: [u32; 29] = [
-    0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128,
-    160, 192, 224, 255,
-];
-const OFFSET_EXTRA_BITS: [u8; 30] = [
-    0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13,
-    13,
-];
-/// Smallest `offset - 1` per offset code.
-const OFFSET_BASE: [u32; 30] = [
-    0x0000, 0x0001, 0x0002, 0x0003, 0x0004, 0x0006, 0x0008, 0x000c, 0x0010, 0x0018, 0x0020, 0x0030,
-    0x0040, 0x0060, 0x0080, 0x00c0, 0x0100, 0x0180, 0x0200, 0x0300, 0x0400, 0x0600, 0x0800, 0x0c00,
-    0x1000, 0x1800, 0x2000, 0x3000, 0x4000, 0x6000,
-];
-/// Order in which code-length code lengths are sent (RFC 1951 3.2.7).
-const CODEGEN_ORDER: [usize; 19] = [
-    16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15,
-];
-
-/// `LENGTH_CODES[length - 3]` is the length code minus 257 (`lengthCodes`).
-const LENGTH_CODES: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut x = 0;
-    while x < 256 {
-        let mut c = 0;
-        while c + 1 < 29 && LENGTH_BASE[c + 1] as usize <= x {
-            c += 1;
-        }
-        t[x] = c as u8;
-        x += 1;
-    }
-    t
-};
-
-/// Offset code of `offset - 1` for values below 256 (`offsetCodes`).
-const OFFSET_CODES: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut x = 0u32;
-    while x < 256 {
-        t[x as usize] = if x < 4 {
-            x as u8
-        } else {
-            let b = 31 - x.leading_zeros();
-            (2 * b + ((x >> (b - 1)) & 1)) as u8
-        };
-        x += 1;
-    }
-    t
-};
 
 /// Go's `offsetCode(off)` for `off = offset - 1 < 32768`.
 #[inline(always)]
@@ -445,58 +389,7 @@ impl BitWriter {
         codegen[num_literals + num_offsets] = BAD_CODE;
 
         let freq = &mut self.codegen_freq;
-        let mut size = codegen[0];
-        let mut count: i32 = 1;
-        let mut out_index = 0usize;
-        let mut in_index = 1usize;
-        while size != BAD_CODE {
-            let next_size = codegen[in_index];
-            in_index += 1;
-            if next_size == size {
-                count += 1;
-                continue;
-            }
-            if size != 0 {
-                codegen[out_index] = size;
-                out_index += 1;
-                freq[size as usize] += 1;
-                count -= 1;
-                while count >= 3 {
-                    let n = count.min(6);
-                    codegen[out_index] = 16;
-                    codegen[out_index + 1] = (n - 3) as u8;
-                    out_index += 2;
-                    freq[16] += 1;
-                    count -= n;
-                }
-            } else {
-                while count >= 11 {
-                    let n = count.min(138);
-                    codegen[out_index] = 18;
-                    codegen[out_index + 1] = (n - 11) as u8;
-                    out_index += 2;
-                    freq[18] += 1;
-                    count -= n;
-                }
-                if count >= 3 {
-                    codegen[out_index] = 17;
-                    codegen[out_index + 1] = (count - 3) as u8;
-                    out_index += 2;
-                    freq[17] += 1;
-                    count = 0;
-                }
-            }
-            count -= 1;
-            while count >= 0 {
-                codegen[out_index] = size;
-                out_index += 1;
-                freq[size as usize] += 1;
-                count -= 1;
-            }
-            size = next_size;
-            count = 1;
-        }
-        codegen[out_index] = BAD_CODE;
+        run_length_code(codegen, |sym| freq[sym] += 1);
     }
 
     /// Go's `dynamicSize`: bits of a dynamic block, and the number of
@@ -687,7 +580,7 @@ impl BitWriter {
             bw.code(le[lc + LENGTH_CODES_START]);
             let eb = LENGTH_EXTRA_BITS[lc] as u32;
             if eb > 0 {
-                bw.put(length - LENGTH_BASE[lc], eb);
+                bw.put(length - u32::from(LENGTH_BASE[lc]), eb);
             }
             let offset = t & OFFSET_MASK;
             let oc = offset_code(offset);
