@@ -78,9 +78,19 @@ pub(crate) const BAD_CODE: u8 = 255;
 /// 16 (3–6 repeats), runs of zeros codes 17 (3–10) and 18 (11–138).
 /// `count` is called with each code-length symbol written.
 pub(crate) fn run_length_code(codegen: &mut [u8], mut count: impl FnMut(usize)) {
+    let mut out = 0usize;
+    // Writes one code-length symbol and its extra value, if any.
+    let mut put = |codegen: &mut [u8], symbol: u8, extra: Option<i32>| {
+        codegen[out] = symbol;
+        out += 1;
+        if let Some(e) = extra {
+            codegen[out] = e as u8;
+            out += 1;
+        }
+        count(symbol as usize);
+    };
     let mut size = codegen[0];
     let mut run: i32 = 1;
-    let mut out = 0usize;
     let mut in_index = 1usize;
     while size != BAD_CODE {
         let next_size = codegen[in_index];
@@ -90,40 +100,26 @@ pub(crate) fn run_length_code(codegen: &mut [u8], mut count: impl FnMut(usize)) 
             continue;
         }
         if size != 0 {
-            codegen[out] = size;
-            out += 1;
-            count(size as usize);
+            put(codegen, size, None);
             run -= 1;
             while run >= 3 {
                 let n = run.min(6);
-                codegen[out] = 16;
-                codegen[out + 1] = (n - 3) as u8;
-                out += 2;
-                count(16);
+                put(codegen, 16, Some(n - 3));
                 run -= n;
             }
         } else {
             while run >= 11 {
                 let n = run.min(138);
-                codegen[out] = 18;
-                codegen[out + 1] = (n - 11) as u8;
-                out += 2;
-                count(18);
+                put(codegen, 18, Some(n - 11));
                 run -= n;
             }
             if run >= 3 {
-                codegen[out] = 17;
-                codegen[out + 1] = (run - 3) as u8;
-                out += 2;
-                count(17);
+                put(codegen, 17, Some(run - 3));
                 run = 0;
             }
         }
-        run -= 1;
-        while run >= 0 {
-            codegen[out] = size;
-            out += 1;
-            count(size as usize);
+        while run > 0 {
+            put(codegen, size, None);
             run -= 1;
         }
         size = next_size;
