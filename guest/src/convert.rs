@@ -1219,6 +1219,49 @@ mod tests {
         assert_eq!(rebuild_all(&store, &d, 12_345), data[12_345..]);
     }
 
+    /// What the host decodes ahead is what a rebuild then asks for, in
+    /// the same order: content blocks from old and new frames,
+    /// corrections between them, whole blobs and ranges.
+    #[test]
+    fn a_rebuild_asks_the_host_for_exactly_the_frames_it_planned() {
+        let store = scratch_store("convert-frame-plan");
+        let big = |mtime| {
+            tar_of(&[
+                ("a/big.txt", &texty_bytes(11, 2_500_000), mtime),
+                ("a/bin", &seeded_bytes(12, 600_000), mtime),
+                ("b/more.txt", &texty_bytes(13, 1_500_000), mtime),
+            ])
+        };
+        let first = gzip(&big(1_700_000_000), 6);
+        let d1 = commit_blob(&store, &first);
+        convert(&store, &settings(), &d1).unwrap();
+        // Same files, new mtimes, another compressor: old frames for the
+        // content, new ones for the headers and corrections.
+        let mut files = big(1_700_086_400);
+        files.extend(texty_bytes(14, 900_000));
+        let second = odd_gzip(&files, 3, false);
+        let d2 = commit_blob(&store, &second);
+        convert(&store, &settings(), &d2).unwrap();
+        let raw = seeded_bytes(15, 3_000_000);
+        let d3 = commit_blob(&store, &raw);
+        convert(&store, &settings(), &d3).unwrap();
+        for (d, start, want) in [
+            (&d1, 0, &first[..]),
+            (&d2, 0, &second[..]),
+            (&d3, 0, &raw[..]),
+            (&d3, 2_000_000, &raw[2_000_000..]),
+        ] {
+            let r = store.recipe(d).unwrap().expect("converted");
+            let mut rebuild = Rebuild::new(store.layout(), r, start);
+            let mut out = Vec::new();
+            rebuild.read_to_end(&mut out).unwrap();
+            assert!(out == want, "{d} from {start} rebuilt");
+            let (planned, asked) = rebuild.frame_log();
+            assert!(asked.len() > 1, "{d}: {} frames", asked.len());
+            assert_eq!(planned, asked, "{d} from {start}");
+        }
+    }
+
     #[test]
     fn gzip_layer_is_stored_as_its_tar_and_recreated_bit_for_bit() {
         let store = scratch_store("convert-gzip");

@@ -148,7 +148,13 @@ impl Layout {
     }
 
     pub fn pack(&self, id: u64) -> PathBuf {
-        self.packs().join(format!("{}.pack", pack_name(id)))
+        self.path(&self.pack_key(id))
+    }
+
+    /// A pack as an object key (its frames are read through the host's
+    /// `frames` import).
+    pub fn pack_key(&self, id: u64) -> Key {
+        key(format!("blocks/packs/{}.pack", pack_name(id)))
     }
 
     /// Where a pack is written before its rename.

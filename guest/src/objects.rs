@@ -13,10 +13,12 @@
 //! and a listing of one folder (`ListObjectsV2` with `delimiter=/`).
 //! Records that go through it so far: manifests, tags, referrers and
 //! repository links (`store.rs`, repositories section), recipes and the
-//! conversion records (attempts, failure). Originals, packs, the block
-//! index, the use stamps, upload sessions and the collection (which still
-//! renames blob folders and rewrites recipes as files) use files directly;
-//! they move behind this seam one kind at a time.
+//! conversion records (attempts, failure). Pack frames are read by key
+//! through the host's `frames` import (`packs.rs`), which decodes them.
+//! Originals, pack writes, the block index, the use stamps, upload sessions
+//! and the collection (which still renames blob folders and rewrites
+//! recipes as files) use files directly; they move behind this seam one
+//! kind at a time.
 
 #[cfg(test)]
 use std::collections::BTreeMap;
@@ -224,8 +226,9 @@ impl HostObjects {
         Ok(Self { prefix })
     }
 
-    /// The host's key of `key`.
-    fn full(&self, key: &Key) -> String {
+    /// The host's key of `key` (also what the host's `frames` import
+    /// reads).
+    pub(crate) fn full(&self, key: &Key) -> String {
         match &self.prefix {
             Some(p) => format!("{p}/{key}"),
             None => key.to_string(),

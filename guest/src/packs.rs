@@ -26,15 +26,18 @@ use std::io::{self, BufWriter, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::rc::Rc;
 
+use crate::bindings::blockreg::registry::frames;
 use crate::block::BlockId;
 use crate::layout::Layout;
+use crate::objects::HostObjects;
 use crate::recipe::{pack_name, Codec, Frame};
 use crate::store::write_atomic;
 
 /// Frames close once they hold this many uncompressed bytes.
 pub const FRAME_TARGET: usize = 1024 * 1024;
 /// Largest frame a reader accepts: a frame closes once it reaches
-/// [`FRAME_TARGET`], so it holds at most that plus one block.
+/// [`FRAME_TARGET`], so it holds at most that plus one block (the host's
+/// `frames` import has the same limit).
 const MAX_FRAME_BYTES: usize = 16 * FRAME_TARGET;
 /// Brotli quality and window (log2) for new frames.
 const BROTLI_QUALITY: u32 = 7;
@@ -657,21 +660,104 @@ impl PackBatch {
 }
 
 /// Reads blocks out of packs, keeping the last few decompressed frames.
+///
+/// The host reads and decodes the frames (`wit/frames.wit`): told the
+/// frames a rebuild will ask for ([`FrameReader::plan`]), it decodes the
+/// next ones on other cores while the guest works on the current one.
 pub struct FrameReader {
     layout: Layout,
-    files: HashMap<u64, File>,
+    /// The host's view of the store's keys (the store's folder under its
+    /// preopen).
+    objects: Option<HostObjects>,
+    /// The host's reader, made at the plan or at the first read.
+    host: Option<frames::Reader>,
     recent: Vec<(Frame, Rc<Vec<u8>>)>,
+    /// The frames planned for the host, and those asked of it (tests).
+    #[cfg(test)]
+    pub(crate) log: (Vec<Frame>, Vec<Frame>),
 }
 
 const RECENT_FRAMES: usize = 8;
+
+fn host_codec(codec: Codec) -> frames::Codec {
+    match codec {
+        Codec::Stored => frames::Codec::Stored,
+        Codec::Deflate => frames::Codec::Deflate,
+        Codec::Brotli => frames::Codec::Brotli,
+    }
+}
+
+fn from_host(e: frames::Error) -> io::Error {
+    match e {
+        frames::Error::Invalid(m) | frames::Error::Damaged(m) => {
+            io::Error::new(ErrorKind::InvalidData, m)
+        }
+        frames::Error::Missing(m) => io::Error::new(ErrorKind::NotFound, m),
+        frames::Error::Unavailable(m) | frames::Error::Other(m) => io::Error::other(m),
+    }
+}
 
 impl FrameReader {
     pub fn new(layout: &Layout) -> Self {
         Self {
             layout: layout.clone(),
-            files: HashMap::new(),
+            objects: HostObjects::for_root(layout.root()).ok(),
+            host: None,
             recent: Vec::new(),
+            #[cfg(test)]
+            log: (Vec::new(), Vec::new()),
         }
+    }
+
+    /// The host's record of `frame`.
+    fn host_frame(&self, frame: &Frame) -> io::Result<frames::Frame> {
+        let Some(objects) = &self.objects else {
+            return Err(io::Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "store root {} is not below a preopen",
+                    self.layout.root().display()
+                ),
+            ));
+        };
+        Ok(frames::Frame {
+            key: objects.full(&self.layout.pack_key(frame.pack)),
+            offset: frame.offset,
+            stored_len: frame.stored_len,
+            len: frame.len,
+            codec: host_codec(frame.codec),
+        })
+    }
+
+    /// Tells the host which frames this reader will be asked for, in
+    /// order (repeats included): those [`FrameReader::frame`] will not find
+    /// among its recent ones are decoded ahead. Once per reader, before the
+    /// first read; a later call changes nothing.
+    pub fn plan(&mut self, frames: impl IntoIterator<Item = Frame>) {
+        if self.host.is_some() {
+            return;
+        }
+        // The frames that will miss `recent`, found by playing its policy.
+        let mut recent: Vec<Frame> = self.recent.iter().map(|(f, _)| *f).collect();
+        let mut misses = Vec::new();
+        for f in frames {
+            if let Some(i) = recent.iter().position(|r| *r == f) {
+                let hit = recent.remove(i);
+                recent.push(hit);
+                continue;
+            }
+            if recent.len() >= RECENT_FRAMES {
+                recent.remove(0);
+            }
+            recent.push(f);
+            #[cfg(test)]
+            self.log.0.push(f);
+            match self.host_frame(&f) {
+                Ok(h) => misses.push(h),
+                Err(_) => break,
+            }
+        }
+        self.host = Some(frames::Reader::new(&misses));
     }
 
     /// The decompressed bytes of a frame.
@@ -686,15 +772,6 @@ impl FrameReader {
             self.recent.push(hit);
             return Ok(bytes);
         }
-        if self.files.len() > 64 {
-            self.files.clear();
-        }
-        let file = match self.files.entry(frame.pack) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(File::open(self.layout.pack(frame.pack))?)
-            }
-        };
         // Lengths come from recipes and index records on disk: a damaged
         // one must be an error, not an allocation of whatever it says.
         if frame.stored_len as usize > MAX_FRAME_BYTES || frame.len as usize > MAX_FRAME_BYTES {
@@ -709,26 +786,11 @@ impl FrameReader {
                 ),
             ));
         }
-        file.seek(SeekFrom::Start(frame.offset))?;
-        let mut stored = vec![0u8; frame.stored_len as usize];
-        file.read_exact(&mut stored)?;
-        let bytes = match frame.codec {
-            Codec::Stored => stored,
-            Codec::Deflate => {
-                let mut out = Vec::with_capacity(frame.len as usize);
-                flate2::read::DeflateDecoder::new(stored.as_slice())
-                    .take(u64::from(frame.len) + 1)
-                    .read_to_end(&mut out)?;
-                out
-            }
-            Codec::Brotli => {
-                let mut out = Vec::with_capacity(frame.len as usize);
-                brotli::Decompressor::new(stored.as_slice(), 64 * 1024)
-                    .take(u64::from(frame.len) + 1)
-                    .read_to_end(&mut out)?;
-                out
-            }
-        };
+        let wanted = self.host_frame(frame)?;
+        #[cfg(test)]
+        self.log.1.push(*frame);
+        let host = self.host.get_or_insert_with(|| frames::Reader::new(&[]));
+        let bytes = host.read(&wanted).map_err(from_host)?;
         if bytes.len() != frame.len as usize {
             return Err(io::Error::new(
                 ErrorKind::InvalidData,

@@ -13,7 +13,7 @@ use crate::block::BlockId;
 use crate::deflate::DeflateRecreator;
 use crate::layout::Layout;
 use crate::packs::FrameReader;
-use crate::recipe::{BlockRef, Location, Op, Recipe};
+use crate::recipe::{BlockRef, Frame, Location, Op, Recipe};
 use crate::replica::ReplicaRecreator;
 use crate::zstd::ZstdRecreator;
 
@@ -39,6 +39,8 @@ pub struct Rebuild {
     /// Whether each block read is checked against its SHA-1 (a range read,
     /// which no digest covers).
     verify_blocks: bool,
+    /// Whether the frame reader was told the frames to come.
+    planned: bool,
     /// Blob offset of the next verbatim byte, and where reading stops
     /// (verbatim recipes; a recreated stream ends with its segment).
     pos: u64,
@@ -64,6 +66,7 @@ impl Rebuild {
             out_pos: 0,
             discard: 0,
             verify_blocks: false,
+            planned: false,
             pos: start,
             end: u64::MAX,
             recipe,
@@ -115,7 +118,78 @@ impl Rebuild {
         self.op_used = left;
     }
 
+    /// The frames this rebuild will read from here on, in the order it
+    /// reads them (consecutive repeats once): content blocks in order, and
+    /// after each recreated segment's content the blocks of its
+    /// corrections, as [`Rebuild::produce`] reads them.
+    fn frames_to_come(&self) -> Vec<Frame> {
+        let content = &self.recipe.content;
+        let mut out: Vec<Frame> = Vec::new();
+        let mut push = |b: &BlockRef| {
+            if let Location::Framed { frame, .. } = b.at {
+                if let Some(f) = self.recipe.frames.get(frame as usize) {
+                    if out.last() != Some(f) {
+                        out.push(*f);
+                    }
+                }
+            }
+        };
+        if self.recipe.is_verbatim() {
+            let last = if self.end == u64::MAX {
+                content.len()
+            } else {
+                self.recipe.locate(self.end.saturating_sub(1)).0 + 1
+            };
+            for b in content
+                .get(self.block..last.min(content.len()))
+                .unwrap_or(&[])
+            {
+                push(b);
+            }
+            return out;
+        }
+        // Content blocks up to content offset `to`, from `next` (whose
+        // first byte is at content offset `at`).
+        let (mut next, mut at, mut taken) = (self.block, 0u64, 0u64);
+        let mut take = |n: u64, push: &mut dyn FnMut(&BlockRef)| {
+            taken += n;
+            while at < taken {
+                let Some(b) = content.get(next) else { break };
+                push(b);
+                at += u64::from(b.len);
+                next += 1;
+            }
+        };
+        for op in &self.recipe.layout[self.op..] {
+            match op {
+                Op::Lit(_) => {}
+                Op::Copy(n) => take(*n, &mut push),
+                Op::Replica { plain, .. } => take(*plain, &mut push),
+                Op::Deflate(segments) | Op::Zstd(segments) => {
+                    for seg in segments {
+                        take(seg.plain, &mut push);
+                        for b in &seg.corrections {
+                            push(b);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The frames planned for the host, and those asked of it.
+    #[cfg(test)]
+    pub(crate) fn frame_log(&self) -> &(Vec<Frame>, Vec<Frame>) {
+        &self.frames.log
+    }
+
     fn block_bytes(&mut self, b: &BlockRef) -> io::Result<Vec<u8>> {
+        if !self.planned {
+            self.planned = true;
+            let plan = self.frames_to_come();
+            self.frames.plan(plan);
+        }
         let bytes = self.read_block(b)?;
         if self.verify_blocks && BlockId::compute(&bytes).ok() != Some(b.id) {
             return Err(damaged(format!(

@@ -1,6 +1,6 @@
 //! Every generated binding the host uses, in one place: the `admin-host`
 //! world from `wit/` (the `admin` export it calls, the `settings`,
-//! `access` and `objects` imports it provides) plus re-exports of the `wasi:http/proxy` and
+//! `access`, `objects` and `frames` imports it provides) plus re-exports of the `wasi:http/proxy` and
 //! `wasi:cli/command` bindings that wasmtime's WASI crates already generate.
 
 mod generated {
@@ -9,7 +9,13 @@ mod generated {
         world: "admin-host",
         exports: { default: async },
         // The objects may be in a bucket: its calls are network calls.
-        imports: { "blockreg:registry/objects": async },
+        // A frame reader waits for the frames decoded ahead of it, and its
+        // resource table may fail (a trap: a host bug).
+        imports: {
+            "blockreg:registry/objects": async,
+            "blockreg:registry/frames": async | trappable,
+        },
+        with: { "blockreg:registry/frames.reader": crate::frames::Reader },
         // `blockreg stats --json` prints the `stats` record as it is.
         additional_derives: [serde::Serialize, PartialEq],
     });
@@ -38,6 +44,13 @@ pub use generated::exports::blockreg::registry::admin::CheckReport as StoreCheck
 /// The `collection` record of the `admin` interface: what one garbage
 /// collection did (`blockreg gc`, and the last one in `blockreg stats`).
 pub use generated::exports::blockreg::registry::admin::Collection;
+/// The `frames` import: pack frames the host reads and decodes ahead of
+/// the guest (`frames.rs`).
+pub(crate) mod frames {
+    pub(crate) use super::generated::blockreg::registry::frames::{
+        add_to_linker, Codec, Error, Frame, Host, HostReader,
+    };
+}
 /// The `admin` export of one instance.
 pub(crate) use generated::exports::blockreg::registry::admin::Guest as Admin;
 /// What a collection removed, by name (built by the host only in tests).

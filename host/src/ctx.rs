@@ -92,7 +92,10 @@ pub(crate) struct Sandbox {
     /// run`): every `access` question is then answered `denied`.
     caller: Option<Caller>,
     /// Where the guest's `objects` are: the same directory as `/data`.
-    objects: Backend,
+    /// Shared with the `frames` reads in progress (`frames.rs`).
+    objects: Arc<Backend>,
+    /// Live `frames` readers that decode ahead (`frames.rs` bounds them).
+    pub(crate) planned_readers: usize,
 }
 
 impl Sandbox {
@@ -118,7 +121,7 @@ impl Sandbox {
         max_memory_bytes: usize,
         settings: Settings,
     ) -> wasmtime::Result<Self> {
-        let objects = Backend::Local(LocalObjects::open(dir)?);
+        let objects = Arc::new(Backend::Local(LocalObjects::open(dir)?));
         Ok(Self {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
@@ -130,12 +133,24 @@ impl Sandbox {
             settings,
             caller: None,
             objects,
+            planned_readers: 0,
         })
     }
 
     /// Where the guest's objects are.
     pub(crate) fn objects(&self) -> &Backend {
         &self.objects
+    }
+
+    /// Where the guest's objects are, for work that outlives a call (a
+    /// frame decoded ahead).
+    pub(crate) fn objects_shared(&self) -> Arc<Backend> {
+        Arc::clone(&self.objects)
+    }
+
+    /// The instance's resources (`frames` readers and WASI's).
+    pub(crate) fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
     }
 
     /// Binds the caller of the request this instance serves.

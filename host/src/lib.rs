@@ -20,7 +20,8 @@
 //! - `ctx.rs`: the sandbox of one instance (`/data` preopen, no network);
 //!   `datadir.rs`: opening the data directory with cap-std; `objects/`:
 //!   the `objects` import, the store's records the host keeps for the
-//!   guest (the data directory through cap-std).
+//!   guest (the data directory through cap-std); `frames.rs`: the `frames`
+//!   import, pack frames read and decoded natively ahead of the guest.
 //! - `stats.rs`, `check.rs`, `runner.rs`: the `stats`, `check` and `run`
 //!   subcommands (`gc` is in `gc.rs`).
 //! - `config.rs`: the options (`ServeOptions`, `ServeConfig`, limits and
@@ -46,6 +47,7 @@ mod ctx;
 mod datadir;
 mod debug;
 mod error;
+mod frames;
 mod gc;
 mod guest;
 mod metrics;

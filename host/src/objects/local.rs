@@ -7,7 +7,7 @@
 //! reader or a crash sees the old object or the new one. Listings skip
 //! `.tmp-` names, as the guest's do.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::UNIX_EPOCH;
@@ -93,6 +93,24 @@ impl LocalObjects {
             let size = file.metadata().map_or(max + 1, |m| m.len());
             return Err(Error::TooLarge(size));
         }
+        Ok(Some(bytes))
+    }
+
+    pub(crate) fn read_range(
+        &self,
+        key: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        let mut file = match self.dir.open(key) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(error(key, e)),
+        };
+        let mut bytes = Vec::new();
+        file.seek(SeekFrom::Start(offset))
+            .and_then(|_| file.take(len).read_to_end(&mut bytes))
+            .map_err(|e| error(key, e))?;
         Ok(Some(bytes))
     }
 

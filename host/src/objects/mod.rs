@@ -74,6 +74,36 @@ impl Backend {
         }
     }
 
+    /// Up to `len` bytes of the object from `offset` (fewer when it ends
+    /// before), or none when it does not exist: a pack frame (`frames.rs`).
+    pub(crate) async fn read_range(
+        &self,
+        key: String,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        let key = checked(key)?;
+        match self {
+            Self::Local(b) => b.read_range(&key, offset, len),
+            Self::S3(b) => b.read_range(&key, offset, len).await,
+        }
+    }
+
+    /// [`Backend::read_range`] done at once on this thread when the objects
+    /// are local files (a blocking read, for a blocking thread); `None` for
+    /// a bucket.
+    pub(crate) fn read_range_blocking(
+        &self,
+        key: String,
+        offset: u64,
+        len: u64,
+    ) -> Option<Result<Option<Vec<u8>>, Error>> {
+        match self {
+            Self::Local(b) => Some(checked(key).and_then(|key| b.read_range(&key, offset, len))),
+            Self::S3(_) => None,
+        }
+    }
+
     pub(crate) async fn write(&self, key: String, bytes: Vec<u8>) -> Result<(), Error> {
         let key = checked(key)?;
         match self {
@@ -141,6 +171,21 @@ mod tests {
         assert!(
             matches!(b.read(k("r/x"), 5).await, Err(Error::TooLarge(6))),
             "{what}: a bounded read refuses a bigger object"
+        );
+        assert_eq!(
+            b.read_range(k("r/x"), 1, 3).await.unwrap().as_deref(),
+            Some(&b"eco"[..]),
+            "{what}: a range of the object"
+        );
+        assert_eq!(
+            b.read_range(k("r/x"), 4, 10).await.unwrap().as_deref(),
+            Some(&b"nd"[..]),
+            "{what}: a range past the end is cut at the end"
+        );
+        assert_eq!(
+            b.read_range(k("r/none"), 0, 4).await.unwrap(),
+            None,
+            "{what}"
         );
         let info = b.stat(k("r/x")).await.unwrap().unwrap();
         assert_eq!((info.name.as_str(), info.size), ("x", 6), "{what}");

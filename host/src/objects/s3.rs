@@ -148,6 +148,27 @@ impl S3Objects {
         Ok(Some(bytes.to_vec()))
     }
 
+    pub(crate) async fn read_range(
+        &self,
+        key: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        let path = self.path(key)?;
+        // One ranged GET; a range past the end is answered with what there
+        // is (RFC 9110: the last-byte position is cut to the object's end);
+        // one starting past the end is an error (416).
+        match self
+            .bucket
+            .get_range(&path, offset..offset.saturating_add(len))
+            .await
+        {
+            Ok(bytes) => Ok(Some(bytes.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(error(key, e)),
+        }
+    }
+
     pub(crate) async fn write(&self, key: &str, bytes: Vec<u8>) -> Result<(), Error> {
         self.bucket
             .put(&self.path(key)?, PutPayload::from(bytes))
