@@ -2,8 +2,9 @@
 //!
 //! - `blocks/packs/<16 hex>.pack`: frames, one after the other. A frame is
 //!   up to [`FRAME_TARGET`] bytes of consecutive new blocks compressed
-//!   together with Brotli (quality 7, 4 MiB window), or stored as they are
-//!   when that does not shrink them. Measured on 60 MB of a Debian rootfs
+//!   together with Brotli (quality 7, 4 MiB window; by the host's `frames`
+//!   encoder, beside the guest), or stored as they are when that does not
+//!   shrink them. Measured on 60 MB of a Debian rootfs
 //!   tar: Brotli q7 in 1 MiB frames keeps 0.349 of the bytes, DEFLATE level 6
 //!   in 64 KiB frames 0.416 (DEFLATE frames of earlier stores still read).
 //!   Recipes name a block by pack, frame offset and offset in the
@@ -20,7 +21,7 @@
 //! never a wrong byte: a recipe is committed only after the blob it describes
 //! was rebuilt from the packs and its digest matched).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
@@ -40,8 +41,8 @@ pub const FRAME_TARGET: usize = 1024 * 1024;
 /// `frames` import has the same limit).
 const MAX_FRAME_BYTES: usize = 16 * FRAME_TARGET;
 /// Brotli quality and window (log2) for new frames.
-const BROTLI_QUALITY: u32 = 7;
-const BROTLI_WINDOW: u32 = 22;
+const BROTLI_QUALITY: u8 = 7;
+const BROTLI_WINDOW: u8 = 22;
 /// Bytes per index record: sha1 20, pack 8, frame offset 8, stored length 4,
 /// frame length 4, codec 1, reserved 3, offset in frame 4, block length 4.
 pub const RECORD_LEN: usize = 56;
@@ -389,12 +390,28 @@ pub struct PackWriter {
     /// the offset of its next frame.
     written: u64,
     frame: Vec<u8>,
-    frame_blocks: Vec<(BlockId, u32, u32)>,
+    frame_blocks: FrameBlocks,
+    /// Frames filled and being compressed by the host, oldest first: their
+    /// blocks and length.
+    encoding: VecDeque<(FrameBlocks, u32)>,
+    /// The host's compressor, made at the first frame compressed.
+    encoder: Option<frames::Encoder>,
     frames: Vec<Frame>,
     records: Vec<(BlockId, Located)>,
     /// Whether frames are compressed (off for content known not to shrink,
     /// such as the bytes of a gzip blob).
     compress: bool,
+}
+
+/// The blocks of one frame: id, offset in the frame, length.
+type FrameBlocks = Vec<(BlockId, u32, u32)>;
+
+/// Frames a writer keeps being compressed by the host while it fills the
+/// next one.
+const ENCODING_AHEAD: usize = 2;
+
+fn encode_error(e: frames::Error) -> io::Error {
+    io::Error::other(format!("compressing a frame: {e:?}"))
 }
 
 impl PackWriter {
@@ -422,6 +439,8 @@ impl PackWriter {
             written,
             frame: Vec::with_capacity(FRAME_TARGET + 16 * 1024),
             frame_blocks: Vec::new(),
+            encoding: VecDeque::new(),
+            encoder: None,
             frames: Vec::new(),
             records: Vec::new(),
             compress: true,
@@ -442,6 +461,7 @@ impl PackWriter {
     /// I/O errors writing the frame.
     pub fn seal(&mut self) -> io::Result<(u64, u64)> {
         self.close_frame()?;
+        self.drain_encoding(0)?;
         Ok((self.written, self.records.len() as u64))
     }
 
@@ -452,7 +472,7 @@ impl PackWriter {
 
     /// Whether no block was added.
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.frame_blocks.is_empty()
+        self.records.is_empty() && self.frame_blocks.is_empty() && self.encoding.is_empty()
     }
 
     /// Appends a block; returns where it will be.
@@ -464,7 +484,7 @@ impl PackWriter {
             self.close_frame()?;
         }
         let at = Pending {
-            seq: self.frames.len() as u32,
+            seq: (self.frames.len() + self.encoding.len()) as u32,
             offset: self.frame.len() as u32,
         };
         self.frame_blocks.push((id, at.offset, data.len() as u32));
@@ -475,31 +495,69 @@ impl PackWriter {
         Ok(at)
     }
 
+    /// Hands the frame being filled to the host's compressor (or, for a
+    /// writer that stores only, places it at once), keeping at most
+    /// [`ENCODING_AHEAD`] frames in the compressor.
     fn close_frame(&mut self) -> io::Result<()> {
         if self.frame_blocks.is_empty() {
             return Ok(());
         }
-        let mut compressed = Vec::with_capacity(self.frame.len() / 2);
+        let blocks = std::mem::take(&mut self.frame_blocks);
+        let len = self.frame.len() as u32;
         if self.compress {
-            let mut enc = brotli::CompressorWriter::new(
-                &mut compressed,
-                64 * 1024,
-                BROTLI_QUALITY,
-                BROTLI_WINDOW,
-            );
-            enc.write_all(&self.frame)?;
-            enc.flush()?;
+            let encoder = self
+                .encoder
+                .get_or_insert_with(|| frames::Encoder::new(BROTLI_QUALITY, BROTLI_WINDOW));
+            encoder.push(&self.frame).map_err(encode_error)?;
+            self.encoding.push_back((blocks, len));
+            self.frame.clear();
+            return self.drain_encoding(ENCODING_AHEAD);
         }
-        let (codec, bytes) = if self.compress && compressed.len() < self.frame.len() {
-            (Codec::Brotli, compressed.as_slice())
-        } else {
-            (Codec::Stored, self.frame.as_slice())
-        };
+        // Frames stay in order: those being compressed go first.
+        self.drain_encoding(0)?;
+        let plain = std::mem::take(&mut self.frame);
+        self.place(blocks, len, Codec::Stored, &plain)?;
+        self.frame = plain;
+        self.frame.clear();
+        Ok(())
+    }
+
+    /// Places compressed frames in the pack, oldest first, until at most
+    /// `keep` are left with the compressor.
+    fn drain_encoding(&mut self, keep: usize) -> io::Result<()> {
+        while self.encoding.len() > keep {
+            let (blocks, len) = self.encoding.pop_front().expect("more than keep");
+            let encoder = self.encoder.as_ref().expect("frames were pushed");
+            let encoded = encoder.next().map_err(encode_error)?;
+            let codec = match encoded.codec {
+                frames::Codec::Brotli => Codec::Brotli,
+                frames::Codec::Stored if encoded.bytes.len() == len as usize => Codec::Stored,
+                other => {
+                    return Err(io::Error::other(format!(
+                        "the host compressed a frame of {len} bytes to {} {other:?} bytes",
+                        encoded.bytes.len()
+                    )))
+                }
+            };
+            self.place(blocks, len, codec, &encoded.bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Writes one frame's stored bytes at the end of the pack and records
+    /// where its blocks are.
+    fn place(
+        &mut self,
+        blocks: FrameBlocks,
+        len: u32,
+        codec: Codec,
+        bytes: &[u8],
+    ) -> io::Result<()> {
         let frame = Frame {
             pack: self.id,
             offset: self.written,
             stored_len: bytes.len() as u32,
-            len: self.frame.len() as u32,
+            len,
             codec,
         };
         match &mut self.out {
@@ -507,11 +565,10 @@ impl PackWriter {
             Out::Memory(out) => out.extend_from_slice(bytes),
         }
         self.written += bytes.len() as u64;
-        for (id, offset, len) in self.frame_blocks.drain(..) {
+        for (id, offset, len) in blocks {
             self.records.push((id, Located { frame, offset, len }));
         }
         self.frames.push(frame);
-        self.frame.clear();
         Ok(())
     }
 
@@ -525,7 +582,7 @@ impl PackWriter {
     /// # Panics
     /// On a writer of a [`PackBatch`] (the batch finishes the pack).
     pub fn finish(mut self, packs: &mut Packs) -> io::Result<Vec<Frame>> {
-        let result = self.close_frame();
+        let result = self.close_frame().and_then(|()| self.drain_encoding(0));
         let Out::File { tmp, mut out } = self.out else {
             panic!("a batch's writer is finished by its batch");
         };
@@ -625,7 +682,10 @@ impl PackBatch {
             w.id == self.id && w.written == self.len() + bytes.len() as u64,
             "a writer absorbed out of turn"
         );
-        assert!(w.frame_blocks.is_empty(), "absorbed before it was sealed");
+        assert!(
+            w.frame_blocks.is_empty() && w.encoding.is_empty(),
+            "absorbed before it was sealed"
+        );
         self.bytes.extend_from_slice(&bytes);
         for (id, at) in &w.records {
             self.placed.entry(*id).or_insert(*at);

@@ -15,7 +15,10 @@ mod generated {
             "blockreg:registry/objects": async,
             "blockreg:registry/frames": async | trappable,
         },
-        with: { "blockreg:registry/frames.reader": crate::frames::Reader },
+        with: {
+            "blockreg:registry/frames.reader": crate::frames::Reader,
+            "blockreg:registry/frames.encoder": crate::frames::Encoder,
+        },
         // `blockreg stats --json` prints the `stats` record as it is.
         additional_derives: [serde::Serialize, PartialEq],
     });
@@ -44,11 +47,11 @@ pub use generated::exports::blockreg::registry::admin::CheckReport as StoreCheck
 /// The `collection` record of the `admin` interface: what one garbage
 /// collection did (`blockreg gc`, and the last one in `blockreg stats`).
 pub use generated::exports::blockreg::registry::admin::Collection;
-/// The `frames` import: pack frames the host reads and decodes ahead of
-/// the guest (`frames.rs`).
+/// The `frames` import: pack frames the host compresses, reads and
+/// decodes beside the guest (`frames.rs`).
 pub(crate) mod frames {
     pub(crate) use super::generated::blockreg::registry::frames::{
-        add_to_linker, Codec, Error, Frame, Host, HostReader,
+        add_to_linker, Codec, Encoded, Error, Frame, Host, HostEncoder, HostReader,
     };
 }
 /// The `admin` export of one instance.

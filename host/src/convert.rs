@@ -15,7 +15,7 @@
 //! (`blockreg-convert`, a current-thread tokio runtime), and is never paused
 //! for requests. The kernel's scheduler shares the CPU between it and the
 //! request workers, so conversion makes steady progress however busy the
-//! registry is, at most one core, and requests keep every other core. The
+//! registry is, and requests keep every other core. The
 //! threads of the request runtime (workers and their blocking threads) run
 //! [`REQUEST_NICE`] steps below it ([`lower_request_thread_priority`]):
 //! with equal priority, eight busy clients on two cores cut conversion to
@@ -23,8 +23,12 @@
 //! the clients' request rate fell from 575/s to 512/s:
 //! `bench/convert-under-load.py --phases idle,busy --layer-mib 12
 //! --layers 6`). A backlog that can only grow under load is a store that
-//! never shrinks; the converter is one thread, so it never takes more than
-//! one core. When the CPU is not saturated the priorities change nothing. Its guest file I/O
+//! never shrinks; the converter is one thread, so at its priority it never
+//! takes more than one core. Its helpers — blocking threads that compress
+//! and decode pack frames beside it (`frames.rs`) — run at the request
+//! threads' priority, so they use a spare core when there is one and share
+//! with requests when there is not. When the CPU is not saturated the
+//! priorities change nothing. Its guest file I/O
 //! blocks only its own thread. An earlier design ran it on the request
 //! runtime and stopped polling it while any request was open; one client
 //! trickling a body then slowed conversion fivefold, and 8 busy clients
@@ -139,7 +143,13 @@ pub(crate) fn spawn(
     metrics: Arc<Metrics>,
     stop: Stop,
 ) -> anyhow::Result<Converter> {
+    // Work the converter hands to blocking threads (frames compressed and
+    // decoded beside it, `frames.rs`) runs at the request threads'
+    // priority: the converter itself keeps one core under load, its
+    // helpers take only what requests would get.
+    let base_nice = current_nice();
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .on_thread_start(move || lower_request_thread_priority(base_nice))
         .enable_all()
         .build()
         .context("creating the converter's runtime")?;

@@ -10,20 +10,28 @@
 //! A frame asked for out of order is decoded when asked, and the plan
 //! resumes after it.
 //!
+//! An [`Encoder`] does the reverse for a conversion: it compresses the
+//! frames the guest has filled, on blocking threads, while the guest cuts
+//! and hashes the blocks of the next ones; the guest takes them back in
+//! order and places them in its pack. Run by the converter, whose blocking
+//! threads run at the request threads' priority (`convert.rs`), this work
+//! takes only the share of the CPU requests would get.
+//!
 //! Bounds: a frame of more than [`MAX_FRAME_BYTES`] (either length) is
 //! refused before anything is read; a reader holds at most [`AHEAD`]
 //! decoded frames beyond the one it returns; an instance plans ahead for
 //! at most [`MAX_PLANNED_READERS`] live readers at a time (more readers
-//! still work, decoding each frame when asked).
+//! still work, decoding each frame when asked); an encoder holds at most
+//! [`MAX_ENCODING`] frames pushed and not taken.
 
 use std::collections::VecDeque;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 use wasmtime::component::Resource;
 
-use crate::bindings::frames::{Codec, Error, Frame, Host, HostReader};
+use crate::bindings::frames::{Codec, Encoded, Error, Frame, Host, HostEncoder, HostReader};
 use crate::ctx::Sandbox;
 use crate::objects::Backend;
 
@@ -35,8 +43,40 @@ const AHEAD: usize = 2;
 /// Live readers of one instance that decode ahead.
 const MAX_PLANNED_READERS: usize = 4;
 
+/// Frames an encoder holds pushed and not yet taken.
+const MAX_ENCODING: usize = 4;
+
 /// A decode in progress.
 type Pending = JoinHandle<Result<Vec<u8>, Error>>;
+
+/// One `encoder` resource (`pub`: the generated bindings re-export it).
+pub struct Encoder {
+    quality: u32,
+    window: u32,
+    /// Frames being compressed, in the order they were pushed.
+    in_progress: VecDeque<JoinHandle<Encoded>>,
+}
+
+/// `plain` compressed with Brotli, or as it is when that does not shrink
+/// it (or, which writing to memory never does, fails).
+fn encode(plain: Vec<u8>, quality: u32, window: u32) -> Encoded {
+    let mut out = Vec::with_capacity(plain.len() / 2);
+    let mut w = brotli::CompressorWriter::new(&mut out, 64 * 1024, quality, window);
+    let written = w.write_all(&plain).and_then(|()| w.flush());
+    // Dropping the writer ends the stream.
+    drop(w);
+    if written.is_ok() && out.len() < plain.len() {
+        Encoded {
+            codec: Codec::Brotli,
+            bytes: out,
+        }
+    } else {
+        Encoded {
+            codec: Codec::Stored,
+            bytes: plain,
+        }
+    }
+}
 
 /// One `reader` resource (`pub`: the generated bindings re-export it).
 pub struct Reader {
@@ -95,7 +135,7 @@ fn decode(frame: &Frame, stored: Vec<u8>) -> Result<Vec<u8>, Error> {
         Codec::Deflate => flate2::read::DeflateDecoder::new(stored.as_slice())
             .take(limit)
             .read_to_end(&mut out),
-        Codec::Brotli => brotli_decompressor::Decompressor::new(stored.as_slice(), 64 * 1024)
+        Codec::Brotli => brotli::Decompressor::new(stored.as_slice(), 64 * 1024)
             .take(limit)
             .read_to_end(&mut out),
     };
@@ -245,6 +285,59 @@ impl HostReader for Sandbox {
     }
 }
 
+impl HostEncoder for Sandbox {
+    async fn new(&mut self, quality: u8, window: u8) -> wasmtime::Result<Resource<Encoder>> {
+        Ok(self.table().push(Encoder {
+            quality: u32::from(quality.min(11)),
+            window: u32::from(window.clamp(10, 24)),
+            in_progress: VecDeque::new(),
+        })?)
+    }
+
+    async fn push(
+        &mut self,
+        encoder: Resource<Encoder>,
+        plain: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), Error>> {
+        let e = self.table().get_mut(&encoder)?;
+        if plain.len() > MAX_FRAME_BYTES as usize {
+            return Ok(Err(Error::Invalid(format!(
+                "a frame of {} bytes, over the {MAX_FRAME_BYTES} limit",
+                plain.len()
+            ))));
+        }
+        if e.in_progress.len() >= MAX_ENCODING {
+            return Ok(Err(Error::Invalid(format!(
+                "{MAX_ENCODING} frames already wait to be taken"
+            ))));
+        }
+        let (quality, window) = (e.quality, e.window);
+        e.in_progress
+            .push_back(tokio::task::spawn_blocking(move || {
+                encode(plain, quality, window)
+            }));
+        Ok(Ok(()))
+    }
+
+    async fn next(
+        &mut self,
+        encoder: Resource<Encoder>,
+    ) -> wasmtime::Result<Result<Encoded, Error>> {
+        let Some(job) = self.table().get_mut(&encoder)?.in_progress.pop_front() else {
+            return Ok(Err(Error::Invalid("no frame was pushed".into())));
+        };
+        Ok(job
+            .await
+            .map_err(|e| Error::Other(format!("frame compression stopped: {e}"))))
+    }
+
+    async fn drop(&mut self, encoder: Resource<Encoder>) -> wasmtime::Result<()> {
+        // Frames still being compressed finish on their threads, unread.
+        self.table().delete(encoder)?;
+        Ok(())
+    }
+}
+
 impl Host for Sandbox {}
 
 #[cfg(test)]
@@ -346,6 +439,31 @@ mod tests {
             r.plan.is_empty() && r.ahead.is_empty(),
             "nothing left to do"
         );
+    }
+
+    #[tokio::test]
+    async fn encoded_frames_decode_to_what_was_pushed_and_incompressible_ones_are_stored() {
+        let text: Vec<u8> = (0..300_000u32)
+            .map(|j| b"abcdefgh"[(j % 7) as usize])
+            .collect();
+        // xorshift64: no pattern Brotli can use.
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let noise: Vec<u8> = (0..100_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 56) as u8
+            })
+            .collect();
+        let small = encode(text.clone(), 7, 22);
+        assert_eq!(small.codec, Codec::Brotli);
+        assert!(small.bytes.len() * 10 < text.len());
+        let f = frame("k", 0, small.bytes.len(), text.len(), Codec::Brotli);
+        assert_eq!(decode(&f, small.bytes).unwrap(), text);
+        let same = encode(noise.clone(), 7, 22);
+        assert_eq!(same.codec, Codec::Stored);
+        assert!(same.bytes == noise, "stored frames are the frame as it was");
     }
 
     #[tokio::test]
