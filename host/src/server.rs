@@ -16,6 +16,14 @@
 //!   guest sees a read error and drops the partial chunk (as on any body
 //!   error), the client gets 408, and the slot is free again. Only time spent
 //!   waiting on the client counts, not time the guest spends writing to disk.
+//! - An answer given before the request body was read to its end (an
+//!   unknown session, a full disk) is not followed at once by closing the
+//!   connection: the rest of the body is read and dropped, at most
+//!   [`LINGER_BYTES`] for at most [`LINGER_TIME`], on a task of its own and
+//!   holding no slot ([`Lingering`]). Closing a socket with unread bytes
+//!   resets it, and a client still sending would lose the answer to the
+//!   reset (Apache's and nginx's lingering close). A body cut off for
+//!   breaking a limit (too large, too slow) is not read further.
 //! - A request head must arrive within `header_read_timeout` (hyper's timer),
 //!   which also closes idle keep-alive connections; neither holds a slot.
 //!   Over TLS the handshake must finish within it too.
@@ -685,6 +693,7 @@ impl Server {
                 pace,
                 metrics: self.metrics.clone(),
             };
+            let body = Lingering::new(body, [overflow.clone(), too_slow.clone()]);
             MeteredBody::new(body, rules)
         });
         let (sender, receiver) = oneshot::channel();
@@ -1015,6 +1024,89 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// The most of a request body read and dropped after its answer.
+const LINGER_BYTES: u64 = 64 << 20;
+/// For how long at most.
+const LINGER_TIME: Duration = Duration::from_secs(10);
+
+/// A request body that, dropped before its end (the guest answered without
+/// reading it all), reads the rest and drops it, within [`LINGER_BYTES`]
+/// and [`LINGER_TIME`], so the client gets to read the answer (module doc).
+/// Bodies the guest stopped reading because they broke a limit (`cut_off`:
+/// too large, too slow) are left as they are.
+struct Lingering {
+    inner: Option<Incoming>,
+    ended: bool,
+    cut_off: [Arc<AtomicBool>; 2],
+}
+
+impl Lingering {
+    fn new(inner: Incoming, cut_off: [Arc<AtomicBool>; 2]) -> Self {
+        Self {
+            inner: Some(inner),
+            ended: false,
+            cut_off,
+        }
+    }
+}
+
+impl Body for Lingering {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            self.ended = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        let Some(mut body) = self.inner.take() else {
+            return;
+        };
+        if self.ended
+            || body.is_end_stream()
+            || self.cut_off.iter().any(|f| f.load(Ordering::SeqCst))
+        {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let deadline = tokio::time::Instant::now() + LINGER_TIME;
+            let mut left = LINGER_BYTES;
+            while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, body.frame()).await {
+                let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+                let Some(rest) = left.checked_sub(len) else {
+                    return;
+                };
+                left = rest;
+            }
+        });
     }
 }
 

@@ -1,6 +1,7 @@
 //! `/v2/<name>/blobs/uploads/`: opening sessions, monolithic, streamed and
 //! chunked uploads, status, completion with and without a final body,
-//! digest checks, cancellation, unknown and foreign sessions, cross-repository
+//! digest checks, cancellation, unknown and foreign sessions (and their
+//! answer reaching a client still sending its body), cross-repository
 //! mounts, that session data leaves `uploads/` once a session ends, and that
 //! abandoned sessions expire (upload purging) while active ones go on.
 
@@ -385,6 +386,41 @@ async fn unknown_session_returns_blob_upload_unknown() {
             .send()
             .await
             .assert_error(404, &["BLOB_UPLOAD_UNKNOWN"]);
+    }
+    srv.assert_alive().await;
+}
+
+/// A client that sends its whole request before it reads (here a PATCH
+/// of 48 MiB to an unknown session, refused before any of the body is
+/// read) gets the answer, not a connection reset: the server reads the
+/// rest of the body before it closes (`Lingering` in host/src/server.rs).
+/// Before, the server closed with the body unread, the kernel reset the
+/// connection, and the client's write failed with the answer lost (also
+/// the flaky end of `a_full_disk_is_a_server_error_...` on a busy machine).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_given_before_the_body_was_read_reaches_a_client_still_sending() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let srv = Server::start().await;
+    srv.start_upload("known").await;
+    // Far more than the socket buffers hold, so it cannot all be in flight.
+    let body = seeded_bytes(34, 48 << 20);
+    for _ in 0..2 {
+        let mut conn = tokio::net::TcpStream::connect(srv.addr()).await.unwrap();
+        let head = format!(
+            "PATCH /v2/known/blobs/uploads/3f8e1d2c-0a4b-4c5d-8e9f-0123456789ab HTTP/1.1\r\n\
+             Host: localhost\r\nContent-Type: application/octet-stream\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        conn.write_all(&body)
+            .await
+            .expect("the server reads the whole body before it closes");
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+        assert!(answer.contains("BLOB_UPLOAD_UNKNOWN"), "{answer}");
     }
     srv.assert_alive().await;
 }
