@@ -148,8 +148,9 @@ impl Rebuild {
             }
             return out;
         }
-        // Content blocks up to content offset `to`, from `next` (whose
-        // first byte is at content offset `at`).
+        // `take(n)` pushes the content blocks holding the next `n` content
+        // bytes: `next` is the first block not pushed yet, `at` the content
+        // offset where it starts, `taken` the content bytes taken so far.
         let (mut next, mut at, mut taken) = (self.block, 0u64, 0u64);
         let mut take = |n: u64, push: &mut dyn FnMut(&BlockRef)| {
             taken += n;
