@@ -34,6 +34,7 @@ mod packs;
 mod proptests;
 mod pull;
 mod rebuild;
+mod replicas;
 mod retention;
 mod routes;
 mod settings;

@@ -3,7 +3,8 @@
 //! [`Rebuild`] is a `Read` over the blob: literal bytes as they are, content
 //! blocks read out of pack frames, DEFLATE streams recreated bit for bit one
 //! segment at a time (preflate-rs) or by their encoder's replica, 256 KiB
-//! of content at a time. Memory stays bounded by one segment.
+//! of content at a time (on the host, a few pieces ahead: `replicas.rs`).
+//! Memory stays bounded by one segment.
 //! Verbatim recipes (no encoding to recreate) start at any offset directly;
 //! others recreate from the start and discard what precedes the offset.
 
@@ -14,7 +15,7 @@ use crate::deflate::DeflateRecreator;
 use crate::layout::Layout;
 use crate::packs::FrameReader;
 use crate::recipe::{BlockRef, Frame, Location, Op, Recipe};
-use crate::replica::ReplicaRecreator;
+use crate::replicas::ReplicaStream;
 use crate::zstd::ZstdRecreator;
 
 /// How many content bytes a verbatim copy reads at a time.
@@ -286,25 +287,33 @@ impl Rebuild {
                     }
                 }
                 Op::Replica { replica, plain } => {
-                    let step = (plain - self.op_used).min(COPY_STEP);
-                    let mut content = Vec::with_capacity(step as usize);
-                    self.take_content(step, &mut content)?;
-                    let rec = self.recreator.get_or_insert_with(|| {
-                        StreamRecreator::Replica(ReplicaRecreator::new(replica))
-                    });
-                    let StreamRecreator::Replica(rec) = rec else {
-                        return Err(damaged("a replica op inside another stream".into()));
+                    let mut rec = match self.recreator.take() {
+                        Some(StreamRecreator::Replica(r)) => r,
+                        Some(_) => {
+                            return Err(damaged("a replica op inside another stream".into()))
+                        }
+                        None => ReplicaStream::new(replica),
                     };
-                    let mut out = std::mem::take(&mut self.out);
-                    rec.feed(&content, &mut out);
-                    self.op_used += step;
-                    if self.op_used == plain {
-                        rec.finish(&mut out);
-                        self.recreator = None;
+                    // Pieces go in ahead of the output taken, so that a
+                    // host's replica compresses while this reads frames.
+                    while rec.wants() {
+                        if self.op_used < plain {
+                            let step = (plain - self.op_used).min(COPY_STEP);
+                            let mut content = Vec::with_capacity(step as usize);
+                            self.take_content(step, &mut content)?;
+                            rec.push(content)?;
+                            self.op_used += step;
+                        } else {
+                            rec.finish()?;
+                        }
+                    }
+                    self.out = rec.next()?.unwrap_or_default();
+                    if rec.done() {
                         self.op += 1;
                         self.op_used = 0;
+                    } else {
+                        self.recreator = Some(StreamRecreator::Replica(rec));
                     }
-                    self.out = out;
                 }
                 Op::Deflate(segments) | Op::Zstd(segments) => {
                     let i = self.op_used as usize;
@@ -339,7 +348,7 @@ impl Rebuild {
 enum StreamRecreator {
     Deflate(DeflateRecreator),
     Zstd(Box<ZstdRecreator>),
-    Replica(ReplicaRecreator),
+    Replica(ReplicaStream),
 }
 
 impl StreamRecreator {

@@ -1,6 +1,6 @@
 //! Every generated binding the host uses, in one place: the `admin-host`
 //! world from `wit/` (the `admin` export it calls, the `settings`,
-//! `access`, `objects` and `frames` imports it provides) plus re-exports of the `wasi:http/proxy` and
+//! `access`, `objects`, `frames` and `replicas` imports it provides) plus re-exports of the `wasi:http/proxy` and
 //! `wasi:cli/command` bindings that wasmtime's WASI crates already generate.
 
 mod generated {
@@ -14,10 +14,12 @@ mod generated {
         imports: {
             "blockreg:registry/objects": async,
             "blockreg:registry/frames": async | trappable,
+            "blockreg:registry/replicas": async | trappable,
         },
         with: {
             "blockreg:registry/frames.reader": crate::frames::Reader,
             "blockreg:registry/frames.encoder": crate::frames::Encoder,
+            "blockreg:registry/replicas.encoder": crate::replicas::Encoder,
         },
         // `blockreg stats --json` prints the `stats` record as it is.
         additional_derives: [serde::Serialize, PartialEq],
@@ -52,6 +54,13 @@ pub use generated::exports::blockreg::registry::admin::Collection;
 pub(crate) mod frames {
     pub(crate) use super::generated::blockreg::registry::frames::{
         add_to_linker, Codec, Encoded, Error, Frame, Host, HostEncoder, HostReader,
+    };
+}
+/// The `replicas` import: DEFLATE streams recreated by their encoder's
+/// replica natively, beside the guest (`replicas.rs`).
+pub(crate) mod replicas {
+    pub(crate) use super::generated::blockreg::registry::replicas::{
+        add_to_linker, Error, Host, HostEncoder,
     };
 }
 /// The `admin` export of one instance.

@@ -96,6 +96,8 @@ pub(crate) struct Sandbox {
     objects: Arc<Backend>,
     /// Live `frames` readers that decode ahead (`frames.rs` bounds them).
     pub(crate) planned_readers: usize,
+    /// Open `replicas` encoders (`replicas.rs` bounds them).
+    pub(crate) replica_encoders: usize,
 }
 
 impl Sandbox {
@@ -134,6 +136,7 @@ impl Sandbox {
             caller: None,
             objects,
             planned_readers: 0,
+            replica_encoders: 0,
         })
     }
 
@@ -148,7 +151,8 @@ impl Sandbox {
         Arc::clone(&self.objects)
     }
 
-    /// The instance's resources (`frames` readers and WASI's).
+    /// The instance's resources (`frames` readers, `replicas` encoders and
+    /// WASI's).
     pub(crate) fn table(&mut self) -> &mut ResourceTable {
         &mut self.table
     }

@@ -114,6 +114,11 @@ pub(crate) fn runtime() -> anyhow::Result<&'static Runtime> {
         |sandbox| sandbox,
     )
     .map_err(wasm_err)?;
+    crate::bindings::replicas::add_to_linker::<Sandbox, wasmtime::component::HasSelf<Sandbox>>(
+        &mut linker,
+        |sandbox| sandbox,
+    )
+    .map_err(wasm_err)?;
     let runtime = RUNTIME.get_or_init(|| Runtime { engine, linker });
 
     let ticker = runtime.engine.clone();

@@ -53,6 +53,7 @@ mod guest;
 mod metrics;
 mod objects;
 mod purge;
+mod replicas;
 mod runner;
 mod server;
 mod shutdown;

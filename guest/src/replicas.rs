@@ -1,0 +1,194 @@
+//! The encoder a rebuild recreates a replica stream with: the host's
+//! (`wit/replicas.wit`), which runs the same replica natively on another
+//! core and compresses the pieces pushed ahead while the rebuild reads the
+//! next ones out of their frames; or, when the host has no such replica,
+//! the guest's own copy of it.
+//!
+//! Either way the pieces go in as the rebuild cuts them and the bytes come
+//! out in the same order, so what is served does not depend on which one
+//! ran (both are `blockreg-core`'s [`ReplicaRecreator`]).
+
+use std::collections::VecDeque;
+use std::io;
+
+use crate::bindings::blockreg::registry::replicas;
+use crate::replica::{Replica, ReplicaRecreator};
+
+/// Pieces (or the finish) pushed and not yet taken back: enough for the
+/// host to always have the next one when it is done with one, within its
+/// limit of four.
+const AHEAD: usize = 3;
+
+/// One replica stream being recreated.
+pub struct ReplicaStream {
+    encoder: Encoder,
+    /// Pushes and the finish not yet taken back by [`ReplicaStream::next`].
+    waiting: usize,
+    finished: bool,
+}
+
+enum Encoder {
+    /// The host's native replica.
+    Host(replicas::Encoder),
+    /// The guest's own, with the output of each push not yet taken.
+    Own(ReplicaRecreator, VecDeque<Vec<u8>>),
+}
+
+fn host_error(e: replicas::Error) -> io::Error {
+    let m = match e {
+        replicas::Error::Unknown(m) | replicas::Error::Invalid(m) | replicas::Error::Other(m) => m,
+    };
+    io::Error::other(format!("the host's replica: {m}"))
+}
+
+impl ReplicaStream {
+    /// A stream of `replica`, on the host when it has the replica (and
+    /// room for one more encoder), else in the guest.
+    pub fn new(replica: Replica) -> Self {
+        match replicas::Encoder::open(replica.name(), replica.level()) {
+            Ok(e) => Self::with(Encoder::Host(e)),
+            Err(_) => Self::own(replica),
+        }
+    }
+
+    /// A stream of `replica` run in the guest.
+    pub fn own(replica: Replica) -> Self {
+        Self::with(Encoder::Own(
+            ReplicaRecreator::new(replica),
+            VecDeque::new(),
+        ))
+    }
+
+    fn with(encoder: Encoder) -> Self {
+        Self {
+            encoder,
+            waiting: 0,
+            finished: false,
+        }
+    }
+
+    /// Whether the host runs it.
+    #[cfg(test)]
+    pub fn hosted(&self) -> bool {
+        matches!(self.encoder, Encoder::Host(_))
+    }
+
+    /// Whether another piece (or the finish) should be pushed before the
+    /// next output is taken.
+    pub fn wants(&self) -> bool {
+        !self.finished && self.waiting < AHEAD
+    }
+
+    /// Whether every output was taken, the last one included.
+    pub fn done(&self) -> bool {
+        self.finished && self.waiting == 0
+    }
+
+    /// Pushes the next piece of content.
+    ///
+    /// # Errors
+    /// The host refused it (a bug of this module: too many waiting).
+    pub fn push(&mut self, plain: Vec<u8>) -> io::Result<()> {
+        match &mut self.encoder {
+            Encoder::Host(e) => e.push(&plain).map_err(host_error)?,
+            Encoder::Own(r, out) => {
+                let mut bytes = Vec::with_capacity(plain.len() / 2);
+                r.feed(&plain, &mut bytes);
+                out.push_back(bytes);
+            }
+        }
+        self.waiting += 1;
+        Ok(())
+    }
+
+    /// Ends the stream; its last bytes are the last output.
+    ///
+    /// # Errors
+    /// As [`ReplicaStream::push`].
+    pub fn finish(&mut self) -> io::Result<()> {
+        match &mut self.encoder {
+            Encoder::Host(e) => e.finish().map_err(host_error)?,
+            Encoder::Own(r, out) => {
+                let mut bytes = Vec::new();
+                r.finish(&mut bytes);
+                out.push_back(bytes);
+            }
+        }
+        self.waiting += 1;
+        self.finished = true;
+        Ok(())
+    }
+
+    /// The compressed bytes of the oldest push (or the finish) not yet
+    /// taken, possibly empty; none when nothing waits.
+    ///
+    /// # Errors
+    /// The host's replica failed (a host bug).
+    pub fn next(&mut self) -> io::Result<Option<Vec<u8>>> {
+        if self.waiting == 0 {
+            return Ok(None);
+        }
+        let bytes = match &mut self.encoder {
+            Encoder::Host(e) => e.next().map_err(host_error)?,
+            Encoder::Own(_, out) => out.pop_front().unwrap_or_default(),
+        };
+        self.waiting -= 1;
+        Ok(Some(bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{seeded_bytes, texty_bytes};
+    use blockreg_core::goflate::Klauspost;
+
+    /// Everything `s` gives for `plain` pushed in `piece`-byte pieces, as
+    /// a rebuild drives it.
+    fn recreate(mut s: ReplicaStream, plain: &[u8], piece: usize) -> Vec<u8> {
+        let mut pieces = plain.chunks(piece);
+        let mut out = Vec::new();
+        while !s.done() {
+            while s.wants() {
+                match pieces.next() {
+                    Some(p) => s.push(p.to_vec()).unwrap(),
+                    None => s.finish().unwrap(),
+                }
+            }
+            out.extend(s.next().unwrap().expect("something waits"));
+        }
+        out
+    }
+
+    #[test]
+    fn the_hosts_replica_gives_the_bytes_the_guests_own_gives() {
+        let mut plain = texty_bytes(31, 1_500_000);
+        plain.extend(seeded_bytes(32, 300_000));
+        plain.extend_from_within(..400_000);
+        for replica in [
+            Replica::GoFlate126(6),
+            Replica::GoFlate126(1),
+            Replica::GoFlate127(6),
+            Replica::Pgzip(Klauspost::V1_15, 5),
+        ] {
+            let hosted = ReplicaStream::new(replica);
+            assert!(hosted.hosted(), "{replica:?}: the host has it");
+            let own = recreate(ReplicaStream::own(replica), &plain, 256 << 10);
+            let host = recreate(hosted, &plain, 256 << 10);
+            assert!(own == host, "{replica:?}: the host's bytes differ");
+            assert!(host.len() < plain.len(), "{replica:?}: compressed");
+        }
+    }
+
+    #[test]
+    fn a_replica_the_host_does_not_have_is_refused_as_unknown() {
+        assert!(matches!(
+            replicas::Encoder::open("go1.99-flate", 6),
+            Err(replicas::Error::Unknown(_))
+        ));
+        assert!(matches!(
+            replicas::Encoder::open("go1.26-flate", 42),
+            Err(replicas::Error::Unknown(_))
+        ));
+    }
+}
