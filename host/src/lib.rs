@@ -50,6 +50,7 @@ mod error;
 mod frames;
 mod gc;
 mod guest;
+pub mod malloc;
 mod metrics;
 mod objects;
 mod purge;

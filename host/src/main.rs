@@ -225,6 +225,8 @@ fn main() -> ExitCode {
     // the config file only when given).
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // Before any thread starts (see malloc.rs).
+    host::malloc::limit_arenas();
     // Guest file I/O blocks the worker thread that runs the request (see
     // ctx.rs), so keep more workers than cores: a request waiting on fsync
     // must not hold up the sockets of the others.
