@@ -35,19 +35,122 @@ const TAIL: usize = 16 << 10;
 #[error("pgzip replica: level {0} is not reproduced (want -2, -1 or 0..=6)")]
 pub struct UnsupportedLevel(pub i32);
 
-/// Streaming raw DEFLATE output of pgzip at one level (the gzip framing is
-/// Go's: [`crate::gozip::GzipEncoder`]).
-pub struct Encoder {
-    version: Klauspost,
-    /// The `flate` level (`-1` already mapped to 5, klauspost's default).
-    level: i32,
-    /// The block being filled (at most [`BLOCK`] bytes).
-    block: Vec<u8>,
+/// The `flate` level pgzip compresses at for `level` (`-1` is 5,
+/// klauspost's default).
+///
+/// # Errors
+/// [`UnsupportedLevel`] for 7–9 or anything pgzip refuses.
+fn flate_level(level: i32) -> Result<i32, UnsupportedLevel> {
+    match level {
+        -1 => Ok(5),
+        -2 | 0..=6 => Ok(level),
+        _ => Err(UnsupportedLevel(level)),
+    }
+}
+
+/// One block of a pgzip stream, which compresses on its own: pgzip's
+/// blocks depend on nothing but their content and the previous block's
+/// tail, so they may be compressed in any order or all at once (pgzip's
+/// goroutines; the host's threads when it recreates such a stream).
+#[derive(Debug, Clone)]
+pub struct Block {
     /// The last [`TAIL`] bytes of the previous block, if it was longer.
     tail: Vec<u8>,
-    /// The block compressor, reset for each block (pgzip's pool of
-    /// writers; it keeps a fresh one's output).
-    flate: Option<goflate::Encoder>,
+    /// At most [`BLOCK`] bytes.
+    data: Vec<u8>,
+    /// Whether the stream ends with it (pgzip's `Close`).
+    last: bool,
+}
+
+impl Block {
+    /// Its content bytes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether it holds no content (the last block may not).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// pgzip's `compressBlock` over klauspost/compress `version` at
+    /// `level`: a fresh `flate` writer primed with the tail, the block, a
+    /// sync flush and, for the last block, the final empty stored block;
+    /// appended to `out`.
+    ///
+    /// # Errors
+    /// [`UnsupportedLevel`] for a level [`Encoder::new`] refuses.
+    pub fn compress(
+        &self,
+        version: Klauspost,
+        level: i32,
+        out: &mut Vec<u8>,
+    ) -> Result<(), UnsupportedLevel> {
+        let mut enc = goflate::Encoder::klauspost(version, flate_level(level)?)
+            .map_err(|_| UnsupportedLevel(level))?;
+        enc.fill_window(&self.tail);
+        enc.write(&self.data, out);
+        enc.sync_flush(out);
+        if self.last {
+            enc.finish(out);
+        }
+        Ok(())
+    }
+}
+
+/// Cuts a stream's content into pgzip's blocks (`compressCurrent`).
+#[derive(Debug, Default)]
+pub struct Cutter {
+    /// The block being filled.
+    block: Vec<u8>,
+    /// The tail the next block is primed with.
+    tail: Vec<u8>,
+}
+
+impl Cutter {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes the next `data`; returns the blocks it completed, in order.
+    pub fn push(&mut self, mut data: &[u8]) -> Vec<Block> {
+        let mut done = Vec::new();
+        while !data.is_empty() {
+            let n = data.len().min(BLOCK - self.block.len());
+            self.block.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.block.len() == BLOCK {
+                done.push(self.cut(false));
+            }
+        }
+        done
+    }
+
+    /// The last block, possibly empty: the stream ends with it.
+    pub fn finish(&mut self) -> Block {
+        self.cut(true)
+    }
+
+    fn cut(&mut self, last: bool) -> Block {
+        let data = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK));
+        let tail = std::mem::take(&mut self.tail);
+        if data.len() > TAIL {
+            self.tail.extend_from_slice(&data[data.len() - TAIL..]);
+        }
+        Block { tail, data, last }
+    }
+}
+
+/// Streaming raw DEFLATE output of pgzip at one level (the gzip framing is
+/// Go's: [`crate::gozip::GzipEncoder`]): [`Cutter`]'s blocks compressed one
+/// after the other.
+pub struct Encoder {
+    version: Klauspost,
+    level: i32,
+    cutter: Cutter,
 }
 
 impl Encoder {
@@ -57,66 +160,34 @@ impl Encoder {
     /// # Errors
     /// [`UnsupportedLevel`] for 7–9 or anything pgzip refuses.
     pub fn new(version: Klauspost, level: i32) -> Result<Self, UnsupportedLevel> {
-        let level = match level {
-            -1 => 5,
-            -2 | 0..=6 => level,
-            _ => return Err(UnsupportedLevel(level)),
-        };
+        flate_level(level)?;
         Ok(Self {
             version,
             level,
-            block: Vec::with_capacity(BLOCK),
-            tail: Vec::new(),
-            flate: None,
+            cutter: Cutter::new(),
         })
     }
 
-    /// pgzip's `compressCurrent` + `compressBlock`.
-    fn compress_block(&mut self, last: bool, out: &mut Vec<u8>) {
-        let enc = match &mut self.flate {
-            Some(enc) => {
-                enc.reset();
-                enc
-            }
-            None => self.flate.insert(
-                goflate::Encoder::klauspost(self.version, self.level)
-                    .expect("levels are checked in new"),
-            ),
-        };
-        enc.fill_window(&self.tail);
-        enc.write(&self.block, out);
-        enc.sync_flush(out);
-        if last {
-            if let Some(enc) = self.flate.take() {
-                enc.finish(out);
-            }
-        }
-        self.tail.clear();
-        if self.block.len() > TAIL {
-            self.tail
-                .extend_from_slice(&self.block[self.block.len() - TAIL..]);
-        }
-        self.block.clear();
+    fn compress(&self, block: &Block, out: &mut Vec<u8>) {
+        block
+            .compress(self.version, self.level, out)
+            .expect("levels are checked in new");
     }
 }
 
 impl crate::gozip::Deflate for Encoder {
     /// Compresses `data`, appending finished blocks to `out`.
-    fn write(&mut self, mut data: &[u8], out: &mut Vec<u8>) {
-        while !data.is_empty() {
-            let n = data.len().min(BLOCK - self.block.len());
-            self.block.extend_from_slice(&data[..n]);
-            data = &data[n..];
-            if self.block.len() == BLOCK {
-                self.compress_block(false, out);
-            }
+    fn write(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        for block in self.cutter.push(data) {
+            self.compress(&block, out);
         }
     }
 
     /// Compresses the last (possibly empty) block and ends the stream
     /// (pgzip's `Close`).
     fn finish(mut self, out: &mut Vec<u8>) {
-        self.compress_block(true, out);
+        let last = self.cutter.finish();
+        self.compress(&last, out);
     }
 }
 

@@ -3,7 +3,8 @@
 //! [`Rebuild`] is a `Read` over the blob: literal bytes as they are, content
 //! blocks read out of pack frames, DEFLATE streams recreated bit for bit one
 //! segment at a time (preflate-rs) or by their encoder's replica, 256 KiB
-//! of content at a time (on the host, a few pieces ahead: `replicas.rs`).
+//! of content at a time (on the host, a few pieces ahead: `replicas.rs`;
+//! pgzip's 1 MiB at a time, its blocks compressed at once).
 //! Memory stays bounded by one segment.
 //! Verbatim recipes (no encoding to recreate) start at any offset directly;
 //! others recreate from the start and discard what precedes the offset.
@@ -298,7 +299,7 @@ impl Rebuild {
                     // host's replica compresses while this reads frames.
                     while rec.wants() {
                         if self.op_used < plain {
-                            let step = (plain - self.op_used).min(COPY_STEP);
+                            let step = (plain - self.op_used).min(rec.piece());
                             let mut content = Vec::with_capacity(step as usize);
                             self.take_content(step, &mut content)?;
                             rec.push(content)?;

@@ -19,8 +19,16 @@ use crate::replica::{Replica, ReplicaRecreator};
 /// limit of four.
 const AHEAD: usize = 3;
 
+/// Content bytes a piece holds: Go's replicas get the 256 KiB writes they
+/// were proven with (how Go's writes are cut can matter, `goflate126`);
+/// pgzip's output does not depend on it, and 1 MiB pieces (its block size)
+/// keep three blocks waiting, which the host compresses at once.
+const GO_PIECE: u64 = 256 << 10;
+const PGZIP_PIECE: u64 = 1 << 20;
+
 /// One replica stream being recreated.
 pub struct ReplicaStream {
+    replica: Replica,
     encoder: Encoder,
     /// Pushes and the finish not yet taken back by [`ReplicaStream::next`].
     waiting: usize,
@@ -46,24 +54,34 @@ impl ReplicaStream {
     /// room for one more encoder), else in the guest.
     pub fn new(replica: Replica) -> Self {
         match replicas::Encoder::open(replica.name(), replica.level()) {
-            Ok(e) => Self::with(Encoder::Host(e)),
+            Ok(e) => Self::with(replica, Encoder::Host(e)),
             Err(_) => Self::own(replica),
         }
     }
 
     /// A stream of `replica` run in the guest.
     pub fn own(replica: Replica) -> Self {
-        Self::with(Encoder::Own(
-            ReplicaRecreator::new(replica),
-            VecDeque::new(),
-        ))
+        Self::with(
+            replica,
+            Encoder::Own(ReplicaRecreator::new(replica), VecDeque::new()),
+        )
     }
 
-    fn with(encoder: Encoder) -> Self {
+    fn with(replica: Replica, encoder: Encoder) -> Self {
         Self {
+            replica,
             encoder,
             waiting: 0,
             finished: false,
+        }
+    }
+
+    /// How many content bytes each push should carry (the last may carry
+    /// fewer).
+    pub fn piece(&self) -> u64 {
+        match self.replica {
+            Replica::Pgzip(..) => PGZIP_PIECE,
+            Replica::GoFlate126(_) | Replica::GoFlate127(_) => GO_PIECE,
         }
     }
 
@@ -143,10 +161,10 @@ mod tests {
     use crate::test_support::{seeded_bytes, texty_bytes};
     use blockreg_core::goflate::Klauspost;
 
-    /// Everything `s` gives for `plain` pushed in `piece`-byte pieces, as
-    /// a rebuild drives it.
-    fn recreate(mut s: ReplicaStream, plain: &[u8], piece: usize) -> Vec<u8> {
-        let mut pieces = plain.chunks(piece);
+    /// Everything `s` gives for `plain` pushed in the pieces it asks for,
+    /// as a rebuild drives it.
+    fn recreate(mut s: ReplicaStream, plain: &[u8]) -> Vec<u8> {
+        let mut pieces = plain.chunks(s.piece() as usize);
         let mut out = Vec::new();
         while !s.done() {
             while s.wants() {
@@ -165,16 +183,18 @@ mod tests {
         let mut plain = texty_bytes(31, 1_500_000);
         plain.extend(seeded_bytes(32, 300_000));
         plain.extend_from_within(..400_000);
+        plain.extend(texty_bytes(33, 1_500_000));
         for replica in [
             Replica::GoFlate126(6),
             Replica::GoFlate126(1),
             Replica::GoFlate127(6),
             Replica::Pgzip(Klauspost::V1_15, 5),
+            Replica::Pgzip(Klauspost::V1_18_2, 1),
         ] {
             let hosted = ReplicaStream::new(replica);
             assert!(hosted.hosted(), "{replica:?}: the host has it");
-            let own = recreate(ReplicaStream::own(replica), &plain, 256 << 10);
-            let host = recreate(hosted, &plain, 256 << 10);
+            let own = recreate(ReplicaStream::own(replica), &plain);
+            let host = recreate(hosted, &plain);
             assert!(own == host, "{replica:?}: the host's bytes differ");
             assert!(host.len() < plain.len(), "{replica:?}: compressed");
         }

@@ -11,13 +11,21 @@
 //! pieces are compressed one after the other, in the order pushed, without
 //! a thread parked on an idle encoder.
 //!
+//! pgzip's streams are made of 1 MiB blocks that compress independently
+//! ([`pgzip::Block`]): those are cut as pieces arrive and each block is a
+//! job of its own, so the blocks of the pieces waiting are compressed at
+//! once on every core, and a piece's bytes are its blocks' in order.
+//!
 //! Bounds: a piece of more than [`MAX_PIECE_BYTES`] is refused; an encoder
 //! holds at most [`MAX_WAITING`] pieces pushed and not taken; an instance
 //! has at most [`MAX_ENCODERS`] open (the guest then runs its own replica).
-//! A job's memory is the replica's state (≈1.6 MiB) and its piece.
+//! A job's memory is the replica's state (≈1.6 MiB) and its piece (or
+//! block).
 
 use std::collections::VecDeque;
 
+use blockreg_core::goflate::Klauspost;
+use blockreg_core::pgzip;
 use blockreg_core::replica::{Replica, ReplicaRecreator};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -35,12 +43,25 @@ pub(crate) const MAX_ENCODERS: usize = 4;
 
 /// One `encoder` resource (`pub`: the generated bindings re-export it).
 pub struct Encoder {
-    /// The replica's state once the last queued job is done; `None` after
-    /// `finish`.
-    state: Option<oneshot::Receiver<ReplicaRecreator>>,
+    mode: Mode,
+    /// Whether `finish` was queued.
+    finished: bool,
     /// Jobs queued, in the order pushed: each gives the bytes its piece
     /// completed.
     in_progress: VecDeque<JoinHandle<Result<Vec<u8>, Error>>>,
+}
+
+/// How the pieces of a stream are compressed.
+enum Mode {
+    /// One after the other: the replica's state once the last queued job
+    /// is done.
+    Serial(Option<oneshot::Receiver<ReplicaRecreator>>),
+    /// pgzip: block by block, the blocks at once.
+    Blocks {
+        version: Klauspost,
+        level: i32,
+        cutter: pgzip::Cutter,
+    },
 }
 
 /// What a job does with the replica's state: feed a piece, or finish.
@@ -51,11 +72,22 @@ enum Work {
 
 impl Encoder {
     fn new(replica: Replica) -> Self {
-        let (tx, rx) = oneshot::channel();
-        // The receiver is alive: sending cannot fail.
-        let _ = tx.send(ReplicaRecreator::new(replica));
+        let mode = match replica {
+            Replica::Pgzip(version, level) => Mode::Blocks {
+                version,
+                level: i32::from(level),
+                cutter: pgzip::Cutter::new(),
+            },
+            Replica::GoFlate126(_) | Replica::GoFlate127(_) => {
+                let (tx, rx) = oneshot::channel();
+                // The receiver is alive: sending cannot fail.
+                let _ = tx.send(ReplicaRecreator::new(replica));
+                Mode::Serial(Some(rx))
+            }
+        };
         Self {
-            state: Some(rx),
+            mode,
+            finished: false,
             in_progress: VecDeque::new(),
         }
     }
@@ -67,42 +99,91 @@ impl Encoder {
                 "{MAX_WAITING} pieces already wait to be taken"
             )));
         }
-        let Some(prev) = self.state.take() else {
+        if self.finished {
             return Err(Error::Invalid("the stream was finished".into()));
-        };
-        let next = match work {
-            Work::Piece(_) => {
-                let (tx, rx) = oneshot::channel();
-                self.state = Some(rx);
-                Some(tx)
-            }
-            Work::Finish => None,
-        };
-        self.in_progress.push_back(tokio::spawn(async move {
-            let mut replica = prev
-                .await
-                .map_err(|_| Error::Other("an earlier piece failed".into()))?;
-            let (replica, out) = tokio::task::spawn_blocking(move || {
-                let mut out = Vec::new();
-                match work {
-                    Work::Piece(plain) => {
-                        out.reserve(plain.len() / 2);
-                        replica.feed(&plain, &mut out);
+        }
+        self.finished = matches!(work, Work::Finish);
+        let job = match &mut self.mode {
+            Mode::Serial(state) => {
+                let prev = state.take().expect("present until finished");
+                let next = match work {
+                    Work::Piece(_) => {
+                        let (tx, rx) = oneshot::channel();
+                        *state = Some(rx);
+                        Some(tx)
                     }
-                    Work::Finish => replica.finish(&mut out),
-                }
-                (replica, out)
-            })
-            .await
-            .map_err(|e| Error::Other(format!("the replica stopped: {e}")))?;
-            if let Some(next) = next {
-                // A dropped encoder no longer wants the state.
-                let _ = next.send(replica);
+                    Work::Finish => None,
+                };
+                tokio::spawn(serial(prev, work, next))
             }
-            Ok(out)
-        }));
+            Mode::Blocks {
+                version,
+                level,
+                cutter,
+            } => {
+                let blocks = match work {
+                    Work::Piece(plain) => cutter.push(&plain),
+                    Work::Finish => vec![cutter.finish()],
+                };
+                let (version, level) = (*version, *level);
+                let jobs: Vec<_> = blocks
+                    .into_iter()
+                    .map(|block| {
+                        tokio::task::spawn_blocking(move || {
+                            let mut out = Vec::with_capacity(block.len() / 2);
+                            block
+                                .compress(version, level, &mut out)
+                                .map(|()| out)
+                                .map_err(|e| Error::Other(e.to_string()))
+                        })
+                    })
+                    .collect();
+                tokio::spawn(async move {
+                    let mut out = Vec::new();
+                    for job in jobs {
+                        out.extend(
+                            job.await
+                                .map_err(|e| Error::Other(format!("the replica stopped: {e}")))??,
+                        );
+                    }
+                    Ok(out)
+                })
+            }
+        };
+        self.in_progress.push_back(job);
         Ok(())
     }
+}
+
+/// One piece of a serial stream: waits for the replica's state from the
+/// job before, feeds it the piece (or finishes it) on a blocking thread,
+/// and hands it to the next job.
+async fn serial(
+    prev: oneshot::Receiver<ReplicaRecreator>,
+    work: Work,
+    next: Option<oneshot::Sender<ReplicaRecreator>>,
+) -> Result<Vec<u8>, Error> {
+    let mut replica = prev
+        .await
+        .map_err(|_| Error::Other("an earlier piece failed".into()))?;
+    let (replica, out) = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        match work {
+            Work::Piece(plain) => {
+                out.reserve(plain.len() / 2);
+                replica.feed(&plain, &mut out);
+            }
+            Work::Finish => replica.finish(&mut out),
+        }
+        (replica, out)
+    })
+    .await
+    .map_err(|e| Error::Other(format!("the replica stopped: {e}")))?;
+    if let Some(next) = next {
+        // A dropped encoder no longer wants the state.
+        let _ = next.send(replica);
+    }
+    Ok(out)
 }
 
 impl HostEncoder for Sandbox {
@@ -186,6 +267,16 @@ mod tests {
         data
     }
 
+    /// pgzip's raw DEFLATE stream, its blocks compressed one after the
+    /// other by the guest's own replica.
+    fn pgzip_deflate(version: Klauspost, level: i32, plain: &[u8]) -> Vec<u8> {
+        let mut r = ReplicaRecreator::new(Replica::Pgzip(version, level as i8));
+        let mut out = Vec::new();
+        r.feed(plain, &mut out);
+        r.finish(&mut out);
+        out
+    }
+
     /// Pushes `plain` in `piece`-byte pieces, keeping `ahead` queued, and
     /// returns everything the encoder gave.
     async fn run(mut e: Encoder, plain: &[u8], piece: usize, ahead: usize) -> Vec<u8> {
@@ -211,17 +302,37 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn pieces_compressed_ahead_come_back_as_the_encoder_wrote_them() {
-        let plain = content(3 << 20);
+        let plain = content(5 << 20);
         for (name, level, expected) in [
             ("go1.26-flate", 6, goflate126::deflate(6, &plain)),
             ("go1.26-flate", 1, goflate126::deflate(1, &plain)),
             ("go1.27-flate", 6, goflate::deflate(6, &plain)),
+            (
+                "pgzip1.2-klauspost1.15",
+                5,
+                pgzip_deflate(Klauspost::V1_15, 5, &plain),
+            ),
+            (
+                "pgzip1.2-klauspost1.18.2",
+                1,
+                pgzip_deflate(Klauspost::V1_18_2, 1, &plain),
+            ),
         ] {
             let replica = Replica::parse(name, level).unwrap();
-            // Go's Write calls of 256 KiB, as the guest and these helpers
-            // make them.
-            let got = run(Encoder::new(replica), &plain, 256 << 10, MAX_WAITING).await;
-            assert!(got == expected, "{name} level {level}: other bytes");
+            // Go's Write calls of 256 KiB, as the guest makes them for Go's
+            // replicas; pieces of 1.5 MiB complete one pgzip block or two.
+            let pieces: &[usize] = if name.starts_with("pgzip") {
+                &[256 << 10, 3 << 19]
+            } else {
+                &[256 << 10]
+            };
+            for &piece in pieces {
+                let got = run(Encoder::new(replica), &plain, piece, MAX_WAITING).await;
+                assert!(
+                    got == expected,
+                    "{name} level {level}, {piece}-byte pieces: other bytes"
+                );
+            }
         }
     }
 
