@@ -380,12 +380,15 @@ def correction_bytes(data, digest):
 
 
 def replica_of(data, digest):
-    """The encoder replica that recreates the blob (`"go1.27-flate 6"`), or
-    None when its recipe names none."""
+    """The encoder replica that recreates the blob (`"go1.27-flate 6"`, and
+    `", 40 checkpoints"` when its recipe keeps some: stretches recreated at
+    once), or None when its recipe names none."""
     for part in (load_recipe(data, digest) or {}).get("layout", []):
         if "replica" in part:
-            name, level, _plain = part["replica"]
-            return f"{name} {level}"
+            op = part["replica"]
+            name, level = op[:2]
+            checkpoints = f", {len(op[3])} checkpoints" if len(op) > 3 else ""
+            return f"{name} {level}{checkpoints}"
     return None
 
 

@@ -63,7 +63,8 @@ fn main() {
                     plain: std::mem::take(&mut plain),
                     corrections,
                 }),
-                Event::StreamEnd => {}
+                // Sequential recreation here: the stretches are the host's.
+                Event::ReplicaCheckpoints(_) | Event::StreamEnd => {}
             }
             Ok(())
         };

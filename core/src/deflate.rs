@@ -28,6 +28,7 @@
 
 use flate2::Crc;
 
+use crate::goflate126::Checkpoint;
 use crate::replica::{self, Mismatch, Probe, Replica, ReplicaError, ReplicaMatch, Verdict};
 use preflate_rs::{
     ExitCode, PreflateConfig, PreflateError, PreflateStreamProcessor, RecreateStreamProcessor,
@@ -63,6 +64,11 @@ pub enum Event<'a> {
     /// ([`crate::replica::ReplicaRecreator`]): no `SegmentEnd` follows,
     /// only `Plain` pieces and `StreamEnd`.
     ReplicaStart(Replica),
+    /// Just before the `StreamEnd` of a replica stream: the checkpoints its
+    /// replica recorded (`goflate126::Checkpoint`, stream offsets), from
+    /// which a recreation may compress stretches of it at once. Only sent
+    /// when there are some.
+    ReplicaCheckpoints(Vec<Checkpoint>),
     /// A zstd stream begins (the whole blob: every frame, skippable frames
     /// included); its segments are recreated by
     /// [`crate::zstd::ZstdRecreator`].
@@ -429,6 +435,7 @@ impl GzipAnalyzer {
                             self.summary.replica_members += 1;
                             r.plain(&plain, &mut self.summary, out)?;
                             self.state = if r.stream.ended() {
+                                r.checkpoints(out)?;
                                 out(Event::StreamEnd).map_err(AnalyzeError::Callback)?;
                                 r.trailer()
                             } else {
@@ -452,6 +459,7 @@ impl GzipAnalyzer {
                     self.summary.deflate_bytes += used as u64;
                     r.plain(&plain, &mut self.summary, out)?;
                     if r.stream.ended() {
+                        r.checkpoints(out)?;
                         out(Event::StreamEnd).map_err(AnalyzeError::Callback)?;
                         self.state = r.trailer();
                     } else if used == 0 && plain.is_empty() {
@@ -596,6 +604,18 @@ impl Replicated {
         self.size += plain.len() as u64;
         summary.plain_bytes += plain.len() as u64;
         out(Event::Plain(plain)).map_err(AnalyzeError::Callback)
+    }
+
+    /// Hands out the replica's checkpoints, if any, once the stream ended.
+    fn checkpoints<E>(
+        &self,
+        out: &mut impl FnMut(Event<'_>) -> Result<(), E>,
+    ) -> Result<(), AnalyzeError<E>> {
+        let cps = self.stream.checkpoints();
+        if cps.is_empty() {
+            return Ok(());
+        }
+        out(Event::ReplicaCheckpoints(cps.to_vec())).map_err(AnalyzeError::Callback)
     }
 
     /// The state after the stream: its member's trailer.
@@ -779,6 +799,7 @@ pub(crate) mod tests {
         Start,
         /// A stream its encoder's replica recreates.
         Replica(Replica),
+        Checkpoints(Vec<Checkpoint>),
         Plain(Vec<u8>),
         SegmentEnd(Vec<u8>),
         End,
@@ -803,6 +824,7 @@ pub(crate) mod tests {
                 Event::Literal(b) => Owned::Literal(b.to_vec()),
                 Event::DeflateStart => Owned::Start,
                 Event::ReplicaStart(r) => Owned::Replica(r),
+                Event::ReplicaCheckpoints(c) => Owned::Checkpoints(c),
                 Event::Plain(b) => Owned::Plain(b.to_vec()),
                 Event::SegmentEnd { corrections } => Owned::SegmentEnd(corrections),
                 Event::StreamEnd => Owned::End,
@@ -823,6 +845,8 @@ pub(crate) mod tests {
         let mut plains: Vec<Vec<u8>> = Vec::new();
         let mut recreator = None;
         let mut replica: Option<ReplicaRecreator> = None;
+        // The replica stream's encoder, where its bytes begin, its checkpoints.
+        let mut stretches: Option<(Replica, usize, Vec<Checkpoint>)> = None;
         let mut segment = Vec::new();
         for e in events {
             match e {
@@ -847,7 +871,15 @@ pub(crate) mod tests {
                         "nested deflate stream"
                     );
                     replica = Some(ReplicaRecreator::new(*r));
+                    stretches = Some((*r, out.len(), Vec::new()));
                     plains.push(Vec::new());
+                }
+                Owned::Checkpoints(c) => {
+                    let s = stretches
+                        .as_mut()
+                        .expect("checkpoints outside a replica stream");
+                    assert!(s.2.is_empty() && !c.is_empty(), "checkpoints once, some");
+                    s.2.clone_from(c);
                 }
                 Owned::Plain(p) => {
                     assert!(!p.is_empty(), "empty plain event");
@@ -866,6 +898,15 @@ pub(crate) mod tests {
                     assert!(segment.is_empty(), "plain bytes after the last segment");
                     if let Some(mut r) = replica.take() {
                         r.finish(&mut out);
+                    }
+                    if let Some((r, start, cps)) = stretches.take() {
+                        if !cps.is_empty() {
+                            // Every stretch from its checkpoint alone gives
+                            // the same bytes.
+                            let plain = plains.last().unwrap();
+                            let by = crate::replica::recreate_by_stretches(r, &cps, plain).unwrap();
+                            assert!(by == out[start..], "stretches differ from the stream");
+                        }
                     }
                     recreator = None;
                 }

@@ -1154,6 +1154,7 @@ fn recipe() -> impl Strategy<Value = Recipe> {
                         Op::Replica {
                             replica: crate::replica::Replica::GoFlate127(level),
                             plain: total,
+                            checkpoints: Vec::new(),
                         },
                         Op::Lit(lit),
                     ]

@@ -16,7 +16,12 @@
 //!   corrections are `zstd.rs`'s records; `{"replica":[encoder, level,
 //!   plain]}` a DEFLATE stream recreated from the next `plain` content bytes
 //!   by the named encoder replica (`replica.rs`; `"go1.26-flate"`,
-//!   `"go1.27-flate"`, `"pgzip1.2-klauspost1.15"`), with no corrections.
+//!   `"go1.27-flate"`, `"pgzip1.2-klauspost1.15"`), with no corrections;
+//!   `{"replica":[encoder, level, plain, [checkpoint…]]}` the same with the
+//!   checkpoints the replica recorded (`goflate126::Checkpoint`, each
+//!   `[plain, out, window_end, index, block_start, byte_available, length,
+//!   offset, hash_offset, bits, nbits]`), from which the stretches between
+//!   them are recreated at once.
 //!
 //! Version 2 (written by this guest):
 //! `{"version":2,"digest","size","chunker","encoding","frames":[[pack,offset,
@@ -40,6 +45,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::block::BlockId;
+use crate::goflate126::Checkpoint;
 use crate::oci::Digest;
 use crate::replica::Replica;
 use crate::varint;
@@ -136,6 +142,10 @@ pub enum Op {
     Replica {
         replica: Replica,
         plain: u64,
+        /// Where stretches of the stream may be recreated from on their
+        /// own (`replica::check_checkpoints` holds: in order, inside
+        /// `plain`); none for most replicas.
+        checkpoints: Vec<Checkpoint>,
     },
 }
 
@@ -198,8 +208,68 @@ enum RawOp {
     Copy(u64),
     Deflate(Vec<(u64, Vec<RawBlock>)>),
     Zstd(Vec<(u64, Vec<RawBlock>)>),
-    /// `[encoder name, level, plain bytes]`.
-    Replica((String, i32, u64)),
+    /// `[encoder name, level, plain bytes]`, then its checkpoints if any.
+    Replica(RawReplica),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum RawReplica {
+    Checkpointed(String, i32, u64, Vec<RawCheckpoint>),
+    Plain(String, i32, u64),
+}
+
+/// A [`Checkpoint`]'s fields in order, `byte_available` as 0 or 1.
+type RawCheckpoint = (u64, u64, u32, u32, u32, u8, i32, i32, i64, u64, u32);
+
+fn checkpoint_to_raw(c: &Checkpoint) -> RawCheckpoint {
+    (
+        c.plain,
+        c.out,
+        c.window_end,
+        c.index,
+        c.block_start,
+        u8::from(c.byte_available),
+        c.length,
+        c.offset,
+        c.hash_offset,
+        c.bits,
+        c.nbits,
+    )
+}
+
+fn checkpoint_from_raw(r: RawCheckpoint) -> Result<Checkpoint, RecipeError> {
+    let (
+        plain,
+        out,
+        window_end,
+        index,
+        block_start,
+        avail,
+        length,
+        offset,
+        hash_offset,
+        bits,
+        nbits,
+    ) = r;
+    let byte_available = match avail {
+        0 => false,
+        1 => true,
+        _ => return Err(bad("checkpoint flag is not 0 or 1")),
+    };
+    Ok(Checkpoint {
+        plain,
+        out,
+        window_end,
+        index,
+        block_start,
+        byte_available,
+        length,
+        offset,
+        hash_offset,
+        bits,
+        nbits,
+    })
 }
 
 #[derive(Serialize, Deserialize)]
@@ -461,8 +531,18 @@ impl Recipe {
                 Op::Copy(n) => RawOp::Copy(*n),
                 Op::Deflate(segs) => RawOp::Deflate(segments_to_raw(segs)),
                 Op::Zstd(segs) => RawOp::Zstd(segments_to_raw(segs)),
-                Op::Replica { replica, plain } => {
-                    RawOp::Replica((replica.name().to_string(), replica.level(), *plain))
+                Op::Replica {
+                    replica,
+                    plain,
+                    checkpoints,
+                } => {
+                    let name = replica.name().to_string();
+                    RawOp::Replica(if checkpoints.is_empty() {
+                        RawReplica::Plain(name, replica.level(), *plain)
+                    } else {
+                        let cps = checkpoints.iter().map(checkpoint_to_raw).collect();
+                        RawReplica::Checkpointed(name, replica.level(), *plain, cps)
+                    })
                 }
             })
             .collect();
@@ -553,12 +633,26 @@ impl Recipe {
                             RawOp::Copy(n) => Op::Copy(n),
                             RawOp::Deflate(segs) => Op::Deflate(segments_from_raw(segs, &frames)?),
                             RawOp::Zstd(segs) => Op::Zstd(segments_from_raw(segs, &frames)?),
-                            RawOp::Replica((name, level, plain)) => Op::Replica {
-                                replica: Replica::parse(&name, level).ok_or_else(|| {
+                            RawOp::Replica(r) => {
+                                let (name, level, plain, raw) = match r {
+                                    RawReplica::Plain(n, l, p) => (n, l, p, Vec::new()),
+                                    RawReplica::Checkpointed(n, l, p, c) => (n, l, p, c),
+                                };
+                                let replica = Replica::parse(&name, level).ok_or_else(|| {
                                     bad(format!("unknown encoder replica {name} level {level}"))
-                                })?,
-                                plain,
-                            },
+                                })?;
+                                let checkpoints = raw
+                                    .into_iter()
+                                    .map(checkpoint_from_raw)
+                                    .collect::<Result<Vec<_>, _>>()?;
+                                crate::replica::check_checkpoints(replica, &checkpoints, plain)
+                                    .map_err(|e| bad(e.to_string()))?;
+                                Op::Replica {
+                                    replica,
+                                    plain,
+                                    checkpoints,
+                                }
+                            }
                         })
                     })
                     .collect::<Result<Vec<_>, RecipeError>>()?;
@@ -707,6 +801,58 @@ mod tests {
             Op::Lit(vec![1, 2, 3]),
         ];
         assert_eq!(Recipe::from_json(&g.to_json()).unwrap(), g);
+    }
+
+    #[test]
+    fn replica_ops_keep_their_checkpoints_and_refuse_disordered_ones() {
+        use crate::replica::Replica;
+        let cp = |plain, out| Checkpoint {
+            plain,
+            out,
+            window_end: 40_000,
+            index: 30_000,
+            block_start: 30_000,
+            byte_available: true,
+            length: 7,
+            offset: 12,
+            hash_offset: 1 << 20,
+            bits: 5,
+            nbits: 3,
+        };
+        let mut g = sample();
+        g.encoding = Encoding::Gzip;
+        g.size = 99;
+        let op = |replica, checkpoints| Op::Replica {
+            replica,
+            plain: 10,
+            checkpoints,
+        };
+        // Without checkpoints, the op is written as before them.
+        g.layout = vec![op(Replica::GoFlate126(6), vec![])];
+        let json = String::from_utf8(g.to_json()).unwrap();
+        assert!(
+            json.contains(r#"{"replica":["go1.26-flate",6,10]}"#),
+            "{json}"
+        );
+        assert_eq!(Recipe::from_json(json.as_bytes()).unwrap(), g);
+        g.layout = vec![op(Replica::GoFlate126(6), vec![cp(4, 2), cp(9, 3)])];
+        assert_eq!(Recipe::from_json(&g.to_json()).unwrap(), g);
+        for bad in [
+            op(Replica::GoFlate126(6), vec![cp(9, 2), cp(4, 3)]),
+            op(Replica::GoFlate126(6), vec![cp(4, 3), cp(9, 3)]),
+            op(Replica::GoFlate126(6), vec![cp(11, 3)]),
+            op(Replica::GoFlate126(1), vec![cp(4, 3)]),
+            op(Replica::GoFlate127(6), vec![cp(4, 3)]),
+        ] {
+            g.layout = vec![bad];
+            let err = Recipe::from_json(&g.to_json()).unwrap_err();
+            assert!(matches!(err, RecipeError::Inconsistent(_)), "{err}");
+        }
+        g.layout = vec![op(Replica::GoFlate126(6), vec![cp(4, 2)])];
+        let flag = String::from_utf8(g.to_json())
+            .unwrap()
+            .replace(",30000,1,7,", ",30000,2,7,");
+        assert!(Recipe::from_json(flag.as_bytes()).is_err());
     }
 
     #[test]

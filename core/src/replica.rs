@@ -27,6 +27,7 @@
 use flate2::{Decompress, FlushDecompress, Status};
 
 use crate::goflate::Klauspost;
+pub use crate::goflate126::{Checkpoint, InvalidCheckpoint};
 use crate::gozip::Deflate;
 use crate::{goflate, goflate126, pgzip};
 
@@ -83,15 +84,26 @@ impl Replica {
         }
     }
 
-    fn encoder(self) -> Encoder {
+    /// Its encoder. A proof's (`proof`) takes the writes it is given,
+    /// as they come out of the inflater (waiting for aligned ones would
+    /// keep a probe from rejecting a candidate early), and records
+    /// [`Checkpoint`]s where the replica has them (Go ≤ 1.26's lazy
+    /// levels); a recreation's cuts [`GO_WRITE`]-aligned writes.
+    fn encoder(self, proof: bool) -> Encoder {
         const CHECKED: &str = "levels are checked on construction";
         match self {
-            Self::GoFlate126(l) => Encoder::Go126(Box::new(
-                goflate126::Encoder::new(i32::from(l)).expect(CHECKED),
-            )),
-            Self::GoFlate127(l) => Encoder::Go127(Box::new(
+            Self::GoFlate126(l) => {
+                let mut e = goflate126::Encoder::new(i32::from(l)).expect(CHECKED);
+                if proof {
+                    e.checkpoint_every(CHECKPOINT_OUT, CHECKPOINT_PLAIN);
+                }
+                Encoder::Go126(Box::new(Aligned::new(e, 0, !proof)))
+            }
+            Self::GoFlate127(l) => Encoder::Go127(Box::new(Aligned::new(
                 goflate::Encoder::new(i32::from(l)).expect(CHECKED),
-            )),
+                0,
+                !proof,
+            ))),
             Self::Pgzip(v, l) => Encoder::Pgzip(Box::new(
                 pgzip::Encoder::new(v, i32::from(l)).expect(CHECKED),
             )),
@@ -101,8 +113,8 @@ impl Replica {
 
 /// The encoder of one replica.
 enum Encoder {
-    Go126(Box<goflate126::Encoder>),
-    Go127(Box<goflate::Encoder>),
+    Go126(Box<Aligned<goflate126::Encoder>>),
+    Go127(Box<Aligned<goflate::Encoder>>),
     Pgzip(Box<pgzip::Encoder>),
 }
 
@@ -122,6 +134,80 @@ impl Encoder {
             Self::Pgzip(e) => (*e).finish(out),
         }
     }
+
+    fn checkpoints(&self) -> &[Checkpoint] {
+        match self {
+            Self::Go126(e) => e.inner.checkpoints(),
+            Self::Go127(_) | Self::Pgzip(_) => &[],
+        }
+    }
+}
+
+/// Plain bytes per `Write` call of Go's replicas in a recreation, at
+/// stream offsets that are multiples of it. How Go's writes are cut can
+/// matter in a corner case (`goflate126`'s module documentation): a
+/// recreation and a stretch resumed from a checkpoint both cut them here,
+/// whatever pieces they are given, so they write the same bytes (and the
+/// rebuild that proves a recipe is a recreation).
+pub const GO_WRITE: u64 = 256 << 10;
+
+/// A Go replica given its plain in [`GO_WRITE`]-aligned writes (or, not
+/// `aligned`, in the writes it gets).
+struct Aligned<E> {
+    inner: E,
+    aligned: bool,
+    /// Plain bytes of the current write, not yet given to `inner`.
+    held: Vec<u8>,
+    /// Stream offset of `held[0]`.
+    pos: u64,
+}
+
+impl<E: Deflate> Aligned<E> {
+    fn new(inner: E, pos: u64, aligned: bool) -> Self {
+        Self {
+            inner,
+            aligned,
+            held: Vec::new(),
+            pos,
+        }
+    }
+
+    fn write(&mut self, mut plain: &[u8], out: &mut Vec<u8>) {
+        if !self.aligned {
+            self.inner.write(plain, out);
+            return;
+        }
+        while !plain.is_empty() {
+            let write = ((self.pos / GO_WRITE + 1) * GO_WRITE - self.pos) as usize;
+            let need = write - self.held.len();
+            if self.held.is_empty() && plain.len() >= need {
+                self.inner.write(&plain[..need], out);
+                self.pos += need as u64;
+                plain = &plain[need..];
+                continue;
+            }
+            let take = need.min(plain.len());
+            self.held.extend_from_slice(&plain[..take]);
+            plain = &plain[take..];
+            if self.held.len() == write {
+                self.flush(out);
+            }
+        }
+    }
+
+    /// Gives `inner` the bytes held back, as a shorter write.
+    fn flush(&mut self, out: &mut Vec<u8>) {
+        if !self.held.is_empty() {
+            self.inner.write(&self.held, out);
+            self.pos += self.held.len() as u64;
+            self.held.clear();
+        }
+    }
+
+    fn finish(mut self, out: &mut Vec<u8>) {
+        self.flush(out);
+        self.inner.finish(out);
+    }
 }
 
 /// Most decoded bytes the probe looks at before it picks a candidate.
@@ -130,6 +216,13 @@ pub const PROBE_PLAIN: usize = 4 << 20;
 const STEP_PLAIN: usize = 256 << 10;
 /// Most bytes an encoder's output may run behind or ahead of the stream.
 const MAX_LAG: usize = 16 << 20;
+/// A proof records a [`Checkpoint`] after the first block once this much
+/// output, or input, passed since the last one: a recreation compresses
+/// the stretches between them at once. ~1 MiB of output is a few MiB of
+/// plain bytes per stretch (the input bound keeps a stretch of zeros
+/// small), and a few dozen bytes of recipe per stretch.
+pub const CHECKPOINT_OUT: u64 = 1 << 20;
+pub const CHECKPOINT_PLAIN: u64 = 4 << 20;
 
 /// The candidate replicas for a gzip member header: Go and pgzip write OS
 /// 255 and an XFL of 4 for level 1, 2 for level 9 and 0 for every other
@@ -200,15 +293,18 @@ struct Runner {
     out: Vec<u8>,
     /// Stream bytes already matched.
     matched: usize,
+    /// The encoder's checkpoints, once it finished.
+    checkpoints: Vec<Checkpoint>,
 }
 
 impl Runner {
     fn new(replica: Replica) -> Self {
         Self {
             replica,
-            encoder: replica.encoder(),
+            encoder: replica.encoder(true),
             out: Vec::new(),
             matched: 0,
+            checkpoints: Vec::new(),
         }
     }
 
@@ -319,7 +415,8 @@ impl Probe {
             self.plain.extend_from_slice(&plain);
             if self.inflater.ended {
                 for r in &mut self.runners {
-                    let enc = std::mem::replace(&mut r.encoder, r.replica.encoder());
+                    let enc = std::mem::replace(&mut r.encoder, r.replica.encoder(false));
+                    r.checkpoints = enc.checkpoints().to_vec();
                     enc.finish(&mut r.out);
                 }
             }
@@ -396,6 +493,13 @@ impl ReplicaMatch {
         self.ended
     }
 
+    /// The checkpoints the replica recorded on the way, once the stream
+    /// ended (stretches a recreation may compress at once).
+    #[must_use]
+    pub fn checkpoints(&self) -> &[Checkpoint] {
+        &self.runner.checkpoints
+    }
+
     /// Decodes from `input` (the stream's bytes following those consumed),
     /// checking the replica's output; returns (bytes of `input` consumed,
     /// plain bytes). `tail` holds the stream's bytes consumed but not yet
@@ -418,7 +522,9 @@ impl ReplicaMatch {
         self.runner.encoder.write(&plain, &mut self.runner.out);
         if self.inflater.ended && !self.ended {
             self.ended = true;
-            let enc = std::mem::replace(&mut self.runner.encoder, self.runner.replica.encoder());
+            let fresh = self.runner.replica.encoder(false);
+            let enc = std::mem::replace(&mut self.runner.encoder, fresh);
+            self.runner.checkpoints = enc.checkpoints().to_vec();
             enc.finish(&mut self.runner.out);
         }
         // Compare the output with the tail of stream bytes not yet matched.
@@ -465,6 +571,39 @@ pub enum ReplicaError {
     Mismatch(Mismatch),
 }
 
+/// Checks a replica stream's checkpoints against its plain length: a
+/// replica that records them, offsets increasing, all inside the stream.
+///
+/// # Errors
+/// [`InvalidCheckpoint`] naming what is wrong.
+pub fn check_checkpoints(
+    replica: Replica,
+    checkpoints: &[Checkpoint],
+    plain: u64,
+) -> Result<(), InvalidCheckpoint> {
+    if checkpoints.is_empty() {
+        return Ok(());
+    }
+    if !matches!(replica, Replica::GoFlate126(4..=9 | -1)) {
+        return Err(InvalidCheckpoint(format!(
+            "{} level {} has no checkpoints",
+            replica.name(),
+            replica.level()
+        )));
+    }
+    let (mut last_plain, mut last_out) = (0, 0);
+    for cp in checkpoints {
+        if cp.plain <= last_plain || cp.out <= last_out || cp.plain > plain {
+            return Err(InvalidCheckpoint(format!(
+                "checkpoint at plain {} out {} out of order",
+                cp.plain, cp.out
+            )));
+        }
+        (last_plain, last_out) = (cp.plain, cp.out);
+    }
+    Ok(())
+}
+
 /// Recreates a DEFLATE stream with its replica: content in, the exact
 /// compressed bytes out.
 pub struct ReplicaRecreator {
@@ -475,8 +614,62 @@ impl ReplicaRecreator {
     #[must_use]
     pub fn new(replica: Replica) -> Self {
         Self {
-            encoder: Some(replica.encoder()),
+            encoder: Some(replica.encoder(false)),
         }
+    }
+
+    /// The stream of `replica` from checkpoint `cp` on (`window`: the
+    /// `cp.window_end` plain bytes before `cp.plain`): appends to `out` the
+    /// stream's bytes from `cp.out` that need no more input; [`Self::feed`]
+    /// then takes the plain bytes from `cp.plain` on.
+    ///
+    /// # Errors
+    /// [`InvalidCheckpoint`] for a replica without checkpoints or a
+    /// checkpoint none records (a damaged recipe).
+    pub fn resume(
+        replica: Replica,
+        cp: &Checkpoint,
+        window: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Self, InvalidCheckpoint> {
+        let Replica::GoFlate126(level) = replica else {
+            return Err(InvalidCheckpoint(format!(
+                "{} has no checkpoints",
+                replica.name()
+            )));
+        };
+        let e = goflate126::Encoder::resume(i32::from(level), cp, window, out)?;
+        Ok(Self {
+            encoder: Some(Encoder::Go126(Box::new(Aligned::new(e, cp.plain, true)))),
+        })
+    }
+
+    /// Ends a stretch fed up to checkpoint `to`'s `plain`: compresses what
+    /// is held back and the window as far as the encoder had when it
+    /// recorded `to`, and cuts `out` (this stretch's bytes, from
+    /// `from_out` on) where `to`'s stream bytes begin.
+    ///
+    /// # Errors
+    /// [`InvalidCheckpoint`] when the output falls short of `to` (the
+    /// checkpoints do not belong to this content).
+    pub fn reach(
+        mut self,
+        to: &Checkpoint,
+        from_out: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), InvalidCheckpoint> {
+        if let Some(Encoder::Go126(e)) = &mut self.encoder {
+            e.flush(out);
+            e.inner.step_window(out);
+        }
+        let len = to
+            .out
+            .checked_sub(from_out)
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|&n| n <= out.len())
+            .ok_or_else(|| InvalidCheckpoint("the stretch does not reach its end".into()))?;
+        out.truncate(len);
+        Ok(())
     }
 
     /// Compresses the next content bytes; the output may lag behind.
@@ -492,6 +685,43 @@ impl ReplicaRecreator {
             e.finish(out);
         }
     }
+}
+
+/// The stream of `replica` recreated stretch by stretch from its
+/// checkpoints, each stretch on its own (what a host does on every core).
+#[cfg(test)]
+pub(crate) fn recreate_by_stretches(
+    replica: Replica,
+    checkpoints: &[Checkpoint],
+    plain: &[u8],
+) -> Result<Vec<u8>, InvalidCheckpoint> {
+    check_checkpoints(replica, checkpoints, plain.len() as u64)?;
+    let mut stream = Vec::new();
+    for k in 0..=checkpoints.len() {
+        let from = k.checked_sub(1).map(|i| &checkpoints[i]);
+        let mut out = Vec::new();
+        let (mut r, start, from_out) = match from {
+            None => (ReplicaRecreator::new(replica), 0, 0),
+            Some(cp) => {
+                let start = cp.plain as usize;
+                let window = &plain[start - cp.window_end as usize..start];
+                let r = ReplicaRecreator::resume(replica, cp, window, &mut out)?;
+                (r, start, cp.out)
+            }
+        };
+        match checkpoints.get(k) {
+            Some(to) => {
+                r.feed(&plain[start..to.plain as usize], &mut out);
+                r.reach(to, from_out, &mut out)?;
+            }
+            None => {
+                r.feed(&plain[start..], &mut out);
+                r.finish(&mut out);
+            }
+        }
+        stream.extend(out);
+    }
+    Ok(stream)
 }
 
 #[cfg(test)]
@@ -540,6 +770,13 @@ mod tests {
                 assert_eq!(replicas_used(&events).len(), 1, "{what}");
                 assert_eq!(summary.correction_bytes, 0, "{what}");
                 assert_eq!(summary.replica_members, 1, "{what}");
+                // Go <= 1.26's lazy levels record checkpoints every ~1 MiB
+                // of output (`recreate` checks every stretch from them).
+                let checkpoints = events
+                    .iter()
+                    .any(|e| matches!(e, Owned::Checkpoints(c) if !c.is_empty()));
+                let lazy = go == 126 && level >= 4 && blob.len() > 2 * CHECKPOINT_OUT as usize;
+                assert_eq!(checkpoints, lazy, "{what}: checkpoints");
                 let (back, plains) = recreate(&events);
                 assert!(back == blob, "{what}: not recreated exactly");
                 assert_eq!(plains, std::slice::from_ref(&data));

@@ -44,7 +44,7 @@ use crate::oci::{Digest, Hasher};
 use crate::packs::{Located, PackBatch, PackWriter, Packs, Pending, RECORD_LEN};
 use crate::rebuild::Rebuild;
 use crate::recipe::{BlockRef, Encoding, Frame, Location, Op, Recipe, Segment};
-use crate::replica::Replica;
+use crate::replica::{Checkpoint, Replica};
 use crate::settings::Settings;
 use crate::store::Store;
 use crate::tarchunk::TarChunker;
@@ -406,9 +406,9 @@ enum DraftOp {
     Lit(Vec<u8>),
     Deflate(Vec<(u64, Vec<Draft>)>),
     Zstd(Vec<(u64, Vec<Draft>)>),
-    /// A DEFLATE stream its encoder's replica recreates, and its plain
-    /// bytes so far.
-    Replica(Replica, u64),
+    /// A DEFLATE stream its encoder's replica recreates, its plain bytes
+    /// so far, and the checkpoints its replica recorded.
+    Replica(Replica, u64, Vec<Checkpoint>),
 }
 
 /// Which analysis reads a compressed blob.
@@ -751,8 +751,51 @@ fn verify_original(store: &Store, digest: &Digest) -> Result<(), ConvertError> {
 
 /// Rebuilds the blob from `recipe` and checks size and digest; only then
 /// commits the recipe and drops the original. `Ok(Err(why))` when the
-/// recipe does not rebuild the blob (nothing was committed).
+/// recipe does not rebuild the blob (nothing was committed). A recipe whose
+/// replica checkpoints do not rebuild it (the stretches between them are
+/// recreated on their own) is proven and committed without them.
 fn prove_and_commit(store: &Store, recipe: &Recipe) -> io::Result<Result<(), String>> {
+    let proven = match prove(recipe, store) {
+        Ok(Ok(())) => Ok(Ok(recipe.clone())),
+        failed if has_checkpoints(recipe) => {
+            let mut plain = recipe.clone();
+            for op in &mut plain.layout {
+                if let Op::Replica { checkpoints, .. } = op {
+                    checkpoints.clear();
+                }
+            }
+            let why = match failed {
+                Ok(Err(why)) => why,
+                Err(e) => e.to_string(),
+                Ok(Ok(())) => unreachable!("matched above"),
+            };
+            eprintln!(
+                "blockreg-guest: {}: replica checkpoints did not rebuild it ({why}); proving without them",
+                recipe.digest
+            );
+            prove(&plain, store).map(|r| r.map(|()| plain))
+        }
+        failed => failed.map(|r| r.map(|()| recipe.clone())),
+    };
+    let recipe = match proven? {
+        Ok(r) => r,
+        Err(why) => return Ok(Err(why)),
+    };
+    store.put_recipe(&recipe)?;
+    store.remove_original(&recipe.digest)?;
+    Ok(Ok(()))
+}
+
+fn has_checkpoints(recipe: &Recipe) -> bool {
+    recipe
+        .layout
+        .iter()
+        .any(|op| matches!(op, Op::Replica { checkpoints, .. } if !checkpoints.is_empty()))
+}
+
+/// Rebuilds the blob from `recipe`: `Ok(Err(why))` when size or digest
+/// differ.
+fn prove(recipe: &Recipe, store: &Store) -> io::Result<Result<(), String>> {
     // One byte past the size is enough to tell a recipe that rebuilds too much.
     let mut rebuild = Rebuild::new(store.layout(), recipe.clone(), 0).take(recipe.size + 1);
     let (actual, size) = Hasher::digest_reader(recipe.digest.algorithm(), &mut rebuild)?;
@@ -762,8 +805,6 @@ fn prove_and_commit(store: &Store, recipe: &Recipe) -> io::Result<Result<(), Str
             recipe.encoding, recipe.digest, size
         )));
     }
-    store.put_recipe(recipe)?;
-    store.remove_original(&recipe.digest)?;
     Ok(Ok(()))
 }
 
@@ -893,10 +934,16 @@ impl<'s> DecodedDraft<'s> {
                 self.layout.push(DraftOp::Zstd(Vec::new()));
                 self.seg_plain = 0;
             }
-            Event::ReplicaStart(replica) => self.layout.push(DraftOp::Replica(replica, 0)),
+            Event::ReplicaStart(replica) => {
+                self.layout.push(DraftOp::Replica(replica, 0, Vec::new()));
+            }
+            Event::ReplicaCheckpoints(checkpoints) => match self.layout.last_mut() {
+                Some(DraftOp::Replica(_, _, cps)) => *cps = checkpoints,
+                _ => return Err(refused("checkpoints outside a replica stream".into())),
+            },
             Event::Plain(bytes) => {
                 match self.layout.last_mut() {
-                    Some(DraftOp::Replica(_, plain)) => *plain += bytes.len() as u64,
+                    Some(DraftOp::Replica(_, plain, _)) => *plain += bytes.len() as u64,
                     _ => self.seg_plain += bytes.len() as u64,
                 }
                 self.decoded += bytes.len() as u64;
@@ -1059,7 +1106,11 @@ fn resolve_layout(layout: Vec<DraftOp>, table: &mut FrameTable) -> Vec<Op> {
             DraftOp::Lit(b) => Op::Lit(b),
             DraftOp::Deflate(segs) => Op::Deflate(resolve_segments(segs, table)),
             DraftOp::Zstd(segs) => Op::Zstd(resolve_segments(segs, table)),
-            DraftOp::Replica(replica, plain) => Op::Replica { replica, plain },
+            DraftOp::Replica(replica, plain, checkpoints) => Op::Replica {
+                replica,
+                plain,
+                checkpoints,
+            },
         })
         .collect()
 }
@@ -1477,6 +1528,59 @@ mod tests {
                 "{d} rebuilt from its middle differently"
             );
         }
+    }
+
+    #[test]
+    fn a_large_docker_layer_keeps_checkpoints_and_is_rebuilt_stretch_by_stretch() {
+        let store = scratch_store("convert-checkpoints");
+        // Repeats further apart than Go's window: blocks stored once.
+        let base = texty_bytes(51, 1 << 20);
+        let mut content = Vec::new();
+        for _ in 0..7 {
+            content.extend_from_slice(&base);
+        }
+        content.extend(seeded_bytes(52, 200_000));
+        let tar = tar_of(&[
+            ("usr/share/doc.txt", &content, 1_700_000_000),
+            ("usr/lib/b.so", &seeded_bytes(53, 500_000), 1_700_000_000),
+        ]);
+        let docker = blockreg_core::goflate126::gzip_member(6, &tar);
+        let d = commit_blob(&store, &docker);
+        let c = convert(&store, &settings(), &d).unwrap();
+        assert_eq!(c.encoding, Encoding::Gzip, "{:?}", c.fallback);
+        let r = store.recipe(&d).unwrap().unwrap();
+        let checkpoints = |r: &Recipe| -> usize {
+            r.layout
+                .iter()
+                .map(|op| match op {
+                    Op::Replica { checkpoints, .. } => checkpoints.len(),
+                    _ => 0,
+                })
+                .sum()
+        };
+        let n = checkpoints(&r);
+        assert!(n >= 2, "{n} checkpoints for a {}-byte stream", docker.len());
+        assert!(rebuild_all(&store, &d, 0) == docker, "rebuilt differently");
+        let mid = docker.len() as u64 / 3;
+        assert!(rebuild_all(&store, &d, mid) == docker[mid as usize..]);
+        // Checkpoints that do not rebuild the blob are dropped, and the
+        // recipe is proven and committed without them.
+        let mut damaged = r.clone();
+        for op in &mut damaged.layout {
+            if let Op::Replica { checkpoints, .. } = op {
+                for c in checkpoints.iter_mut() {
+                    c.out += 1;
+                }
+            }
+        }
+        assert!(
+            !matches!(prove(&damaged, &store), Ok(Ok(()))),
+            "damaged proven"
+        );
+        assert!(prove_and_commit(&store, &damaged).unwrap().is_ok());
+        let committed = store.recipe(&d).unwrap().unwrap();
+        assert_eq!(checkpoints(&committed), 0);
+        assert!(rebuild_all(&store, &d, 0) == docker);
     }
 
     #[test]

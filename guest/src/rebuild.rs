@@ -287,19 +287,23 @@ impl Rebuild {
                         self.op_used = 0;
                     }
                 }
-                Op::Replica { replica, plain } => {
+                Op::Replica {
+                    replica,
+                    plain,
+                    checkpoints,
+                } => {
                     let mut rec = match self.recreator.take() {
                         Some(StreamRecreator::Replica(r)) => r,
                         Some(_) => {
                             return Err(damaged("a replica op inside another stream".into()))
                         }
-                        None => ReplicaStream::new(replica),
+                        None => ReplicaStream::new(replica, &checkpoints),
                     };
                     // Pieces go in ahead of the output taken, so that a
                     // host's replica compresses while this reads frames.
                     while rec.wants() {
                         if self.op_used < plain {
-                            let step = (plain - self.op_used).min(rec.piece());
+                            let step = (plain - self.op_used).min(rec.piece(self.op_used));
                             let mut content = Vec::with_capacity(step as usize);
                             self.take_content(step, &mut content)?;
                             rec.push(content)?;

@@ -7,12 +7,17 @@
 //! Either way the pieces go in as the rebuild cuts them and the bytes come
 //! out in the same order, so what is served does not depend on which one
 //! ran (both are `blockreg-core`'s [`ReplicaRecreator`]).
+//!
+//! A stream whose recipe has checkpoints is pushed stretch by stretch (a
+//! piece ends at each checkpoint): the host compresses the stretches
+//! waiting at once, on every core; the guest's own copy runs them in
+//! order.
 
 use std::collections::VecDeque;
 use std::io;
 
 use crate::bindings::blockreg::registry::replicas;
-use crate::replica::{Replica, ReplicaRecreator};
+use crate::replica::{Checkpoint, Replica, ReplicaRecreator};
 
 /// Pieces (or the finish) pushed and not yet taken back: enough for the
 /// host to always have the next one when it is done with one, within its
@@ -29,6 +34,8 @@ const PGZIP_PIECE: u64 = 1 << 20;
 /// One replica stream being recreated.
 pub struct ReplicaStream {
     replica: Replica,
+    /// Where the host's stretches end (content offsets in the stream).
+    stretch_ends: Vec<u64>,
     encoder: Encoder,
     /// Pushes and the finish not yet taken back by [`ReplicaStream::next`].
     waiting: usize,
@@ -42,6 +49,22 @@ enum Encoder {
     Own(ReplicaRecreator, VecDeque<Vec<u8>>),
 }
 
+fn to_wit(c: &Checkpoint) -> replicas::Checkpoint {
+    replicas::Checkpoint {
+        plain: c.plain,
+        out: c.out,
+        window_end: c.window_end,
+        index: c.index,
+        block_start: c.block_start,
+        byte_available: c.byte_available,
+        length: c.length,
+        offset: c.offset,
+        hash_offset: c.hash_offset,
+        bits: c.bits,
+        nbits: c.nbits,
+    }
+}
+
 fn host_error(e: replicas::Error) -> io::Error {
     let m = match e {
         replicas::Error::Unknown(m) | replicas::Error::Invalid(m) | replicas::Error::Other(m) => m,
@@ -50,11 +73,17 @@ fn host_error(e: replicas::Error) -> io::Error {
 }
 
 impl ReplicaStream {
-    /// A stream of `replica`, on the host when it has the replica (and
-    /// room for one more encoder), else in the guest.
-    pub fn new(replica: Replica) -> Self {
-        match replicas::Encoder::open(replica.name(), replica.level()) {
-            Ok(e) => Self::with(replica, Encoder::Host(e)),
+    /// A stream of `replica` with the recipe's `checkpoints`, on the host
+    /// when it has the replica (and room for one more encoder), else in
+    /// the guest.
+    pub fn new(replica: Replica, checkpoints: &[Checkpoint]) -> Self {
+        let wit: Vec<_> = checkpoints.iter().map(to_wit).collect();
+        match replicas::Encoder::open(replica.name(), replica.level(), &wit) {
+            Ok(e) => {
+                let mut s = Self::with(replica, Encoder::Host(e));
+                s.stretch_ends = checkpoints.iter().map(|c| c.plain).collect();
+                s
+            }
             Err(_) => Self::own(replica),
         }
     }
@@ -70,15 +99,21 @@ impl ReplicaStream {
     fn with(replica: Replica, encoder: Encoder) -> Self {
         Self {
             replica,
+            stretch_ends: Vec::new(),
             encoder,
             waiting: 0,
             finished: false,
         }
     }
 
-    /// How many content bytes each push should carry (the last may carry
-    /// fewer).
-    pub fn piece(&self) -> u64 {
+    /// How many content bytes the push of the stream's content from `at`
+    /// on should carry, at most (the stream's end may come first): up to
+    /// the next checkpoint on the host, else (after the last one too) a
+    /// fixed piece.
+    pub fn piece(&self, at: u64) -> u64 {
+        if let Some(&end) = self.stretch_ends.iter().find(|&&end| end > at) {
+            return end - at;
+        }
         match self.replica {
             Replica::Pgzip(..) => PGZIP_PIECE,
             Replica::GoFlate126(_) | Replica::GoFlate127(_) => GO_PIECE,
@@ -164,13 +199,18 @@ mod tests {
     /// Everything `s` gives for `plain` pushed in the pieces it asks for,
     /// as a rebuild drives it.
     fn recreate(mut s: ReplicaStream, plain: &[u8]) -> Vec<u8> {
-        let mut pieces = plain.chunks(s.piece() as usize);
+        let mut at = 0;
         let mut out = Vec::new();
         while !s.done() {
             while s.wants() {
-                match pieces.next() {
-                    Some(p) => s.push(p.to_vec()).unwrap(),
-                    None => s.finish().unwrap(),
+                if at < plain.len() {
+                    let end = plain
+                        .len()
+                        .min(at.saturating_add(s.piece(at as u64) as usize));
+                    s.push(plain[at..end].to_vec()).unwrap();
+                    at = end;
+                } else {
+                    s.finish().unwrap();
                 }
             }
             out.extend(s.next().unwrap().expect("something waits"));
@@ -191,7 +231,7 @@ mod tests {
             Replica::Pgzip(Klauspost::V1_15, 5),
             Replica::Pgzip(Klauspost::V1_18_2, 1),
         ] {
-            let hosted = ReplicaStream::new(replica);
+            let hosted = ReplicaStream::new(replica, &[]);
             assert!(hosted.hosted(), "{replica:?}: the host has it");
             let own = recreate(ReplicaStream::own(replica), &plain);
             let host = recreate(hosted, &plain);
@@ -201,13 +241,44 @@ mod tests {
     }
 
     #[test]
+    fn the_hosts_stretches_from_checkpoints_give_the_stream() {
+        use blockreg_core::gozip::Deflate;
+        let mut plain = texty_bytes(41, 6 << 20);
+        plain.extend(seeded_bytes(42, 1 << 20));
+        plain.extend_from_within(..2 << 20);
+        // The checkpoints a proof records (its writes are the inflater's).
+        let mut e = blockreg_core::goflate126::Encoder::new(6).unwrap();
+        e.checkpoint_every(
+            crate::replica::CHECKPOINT_OUT,
+            crate::replica::CHECKPOINT_PLAIN,
+        );
+        let mut expected = Vec::new();
+        for p in plain.chunks(200_000) {
+            e.write(p, &mut expected);
+        }
+        let cps = e.checkpoints().to_vec();
+        e.finish(&mut expected);
+        assert!(cps.len() >= 2, "{} checkpoints", cps.len());
+        let hosted = ReplicaStream::new(Replica::GoFlate126(6), &cps);
+        assert!(hosted.hosted());
+        assert_eq!(hosted.piece(0), cps[0].plain, "a push per stretch");
+        assert!(
+            recreate(hosted, &plain) == expected,
+            "the host's stretches differ"
+        );
+        // The guest's own copy ignores them and gives the same bytes.
+        let own = recreate(ReplicaStream::own(Replica::GoFlate126(6)), &plain);
+        assert!(own == expected, "the guest's own bytes differ");
+    }
+
+    #[test]
     fn a_replica_the_host_does_not_have_is_refused_as_unknown() {
         assert!(matches!(
-            replicas::Encoder::open("go1.99-flate", 6),
+            replicas::Encoder::open("go1.99-flate", 6, &[]),
             Err(replicas::Error::Unknown(_))
         ));
         assert!(matches!(
-            replicas::Encoder::open("go1.26-flate", 42),
+            replicas::Encoder::open("go1.26-flate", 42, &[]),
             Err(replicas::Error::Unknown(_))
         ));
     }

@@ -60,7 +60,7 @@ pub(crate) mod frames {
 /// replica natively, beside the guest (`replicas.rs`).
 pub(crate) mod replicas {
     pub(crate) use super::generated::blockreg::registry::replicas::{
-        add_to_linker, Error, Host, HostEncoder,
+        add_to_linker, Checkpoint, Error, Host, HostEncoder,
     };
 }
 /// The `admin` export of one instance.

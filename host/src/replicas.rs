@@ -16,6 +16,13 @@
 //! job of its own, so the blocks of the pieces waiting are compressed at
 //! once on every core, and a piece's bytes are its blocks' in order.
 //!
+//! A Go ≤ 1.26 stream whose recipe has checkpoints is pushed stretch by
+//! stretch (each push ends at the next checkpoint): each stretch is a job
+//! that resumes the encoder from the checkpoint before it
+//! ([`ReplicaRecreator::resume`], the window's plain bytes kept from the
+//! pushes before), so the stretches waiting are compressed at once too; the
+//! last stretch, from the last checkpoint to the end, is serial.
+//!
 //! Bounds: a piece of more than [`MAX_PIECE_BYTES`] is refused; an encoder
 //! holds at most [`MAX_WAITING`] pieces pushed and not taken; an instance
 //! has at most [`MAX_ENCODERS`] open (the guest then runs its own replica).
@@ -26,12 +33,12 @@ use std::collections::VecDeque;
 
 use blockreg_core::goflate::Klauspost;
 use blockreg_core::pgzip;
-use blockreg_core::replica::{Replica, ReplicaRecreator};
+use blockreg_core::replica::{self, Checkpoint, Replica, ReplicaRecreator};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use wasmtime::component::Resource;
 
-use crate::bindings::replicas::{Error, Host, HostEncoder};
+use crate::bindings::replicas::{self as wit, Error, Host, HostEncoder};
 use crate::ctx::Sandbox;
 
 /// Largest piece of content one push may carry (the guest pushes 256 KiB).
@@ -62,6 +69,109 @@ enum Mode {
         level: i32,
         cutter: pgzip::Cutter,
     },
+    /// Stretch by stretch from checkpoints, the stretches at once.
+    Stretches(Box<Stretches>),
+}
+
+/// Plain bytes kept from the pushes before a stretch: the most a
+/// checkpoint's window holds (Go's 2 × 32 KiB).
+const WINDOW_BYTES: usize = 64 << 10;
+
+/// A stream pushed stretch by stretch.
+struct Stretches {
+    replica: Replica,
+    checkpoints: Vec<Checkpoint>,
+    /// The stretch the next push is: the one ending at `checkpoints[next]`
+    /// (or the last, from the last checkpoint to the end).
+    next: usize,
+    /// Stream offset of the next push.
+    at: u64,
+    /// The last [`WINDOW_BYTES`] plain bytes pushed.
+    history: Vec<u8>,
+    /// Inside the last stretch: the replica's state once the job before is
+    /// done.
+    last: Option<oneshot::Receiver<ReplicaRecreator>>,
+}
+
+/// Where a job's replica comes from.
+enum Start {
+    /// The stream's start.
+    Fresh(Replica),
+    /// A checkpoint, with the window's plain bytes before it.
+    At(Replica, Checkpoint, Vec<u8>),
+    /// The state the job before hands on.
+    After(oneshot::Receiver<ReplicaRecreator>),
+}
+
+impl Stretches {
+    /// The job for the next push (or the finish).
+    fn job(&mut self, work: Work) -> Result<JoinHandle<Result<Vec<u8>, Error>>, Error> {
+        if let Some(prev) = self.last.take() {
+            let next = match &work {
+                Work::Piece(_) => {
+                    let (tx, rx) = oneshot::channel();
+                    self.last = Some(rx);
+                    Some(tx)
+                }
+                Work::Finish => None,
+            };
+            return Ok(tokio::spawn(job(Start::After(prev), work, None, next)));
+        }
+        let k = self.next;
+        let start = match k.checked_sub(1) {
+            None => Start::Fresh(self.replica),
+            Some(i) => {
+                let cp = self.checkpoints[i];
+                let w = cp.window_end as usize;
+                let Some(from) = self.history.len().checked_sub(w) else {
+                    return Err(Error::Invalid(format!(
+                        "checkpoint {i} needs a window of {w} bytes, {} were pushed",
+                        self.history.len()
+                    )));
+                };
+                Start::At(self.replica, cp, self.history[from..].to_vec())
+            }
+        };
+        let from_out = k.checked_sub(1).map_or(0, |i| self.checkpoints[i].out);
+        match (work, self.checkpoints.get(k).copied()) {
+            (Work::Piece(plain), Some(to)) => {
+                let end = self.at + plain.len() as u64;
+                if end != to.plain {
+                    return Err(Error::Invalid(format!(
+                        "stretch {k} ends at {}, the push at {end}",
+                        to.plain
+                    )));
+                }
+                self.at = end;
+                self.next += 1;
+                self.remember(&plain);
+                let work = Work::Piece(plain);
+                Ok(tokio::spawn(job(start, work, Some((to, from_out)), None)))
+            }
+            (Work::Finish, Some(_)) => {
+                Err(Error::Invalid(format!("finished before checkpoint {k}")))
+            }
+            (work @ Work::Piece(_), None) => {
+                let (tx, rx) = oneshot::channel();
+                self.last = Some(rx);
+                self.history = Vec::new();
+                Ok(tokio::spawn(job(start, work, None, Some(tx))))
+            }
+            (Work::Finish, None) => Ok(tokio::spawn(job(start, Work::Finish, None, None))),
+        }
+    }
+
+    fn remember(&mut self, plain: &[u8]) {
+        if plain.len() >= WINDOW_BYTES {
+            self.history.clear();
+            self.history
+                .extend_from_slice(&plain[plain.len() - WINDOW_BYTES..]);
+        } else {
+            self.history.extend_from_slice(plain);
+            let extra = self.history.len().saturating_sub(WINDOW_BYTES);
+            self.history.drain(..extra);
+        }
+    }
 }
 
 /// What a job does with the replica's state: feed a piece, or finish.
@@ -71,8 +181,18 @@ enum Work {
 }
 
 impl Encoder {
-    fn new(replica: Replica) -> Self {
+    fn new(replica: Replica, checkpoints: Vec<Checkpoint>) -> Self {
         let mode = match replica {
+            Replica::GoFlate126(_) if !checkpoints.is_empty() => {
+                Mode::Stretches(Box::new(Stretches {
+                    replica,
+                    checkpoints,
+                    next: 0,
+                    at: 0,
+                    history: Vec::new(),
+                    last: None,
+                }))
+            }
             Replica::Pgzip(version, level) => Mode::Blocks {
                 version,
                 level: i32::from(level),
@@ -102,7 +222,7 @@ impl Encoder {
         if self.finished {
             return Err(Error::Invalid("the stream was finished".into()));
         }
-        self.finished = matches!(work, Work::Finish);
+        let finishing = matches!(work, Work::Finish);
         let job = match &mut self.mode {
             Mode::Serial(state) => {
                 let prev = state.take().expect("present until finished");
@@ -114,8 +234,9 @@ impl Encoder {
                     }
                     Work::Finish => None,
                 };
-                tokio::spawn(serial(prev, work, next))
+                tokio::spawn(job(Start::After(prev), work, None, next))
             }
+            Mode::Stretches(s) => s.job(work)?,
             Mode::Blocks {
                 version,
                 level,
@@ -150,24 +271,44 @@ impl Encoder {
                 })
             }
         };
+        self.finished = finishing;
         self.in_progress.push_back(job);
         Ok(())
     }
 }
 
-/// One piece of a serial stream: waits for the replica's state from the
-/// job before, feeds it the piece (or finishes it) on a blocking thread,
-/// and hands it to the next job.
-async fn serial(
-    prev: oneshot::Receiver<ReplicaRecreator>,
+/// One job of a stream: takes the replica from `start`, feeds it the
+/// piece (or finishes it) on a blocking thread, then either cuts the
+/// output at the checkpoint `reach` (the end of a stretch, from the
+/// checkpoint before's output offset) or hands the replica to the next
+/// job.
+async fn job(
+    start: Start,
     work: Work,
+    reach: Option<(Checkpoint, u64)>,
     next: Option<oneshot::Sender<ReplicaRecreator>>,
 ) -> Result<Vec<u8>, Error> {
-    let mut replica = prev
-        .await
-        .map_err(|_| Error::Other("an earlier piece failed".into()))?;
+    enum Begin {
+        Ready(ReplicaRecreator),
+        At(Replica, Checkpoint, Vec<u8>),
+    }
+    let begin = match start {
+        Start::Fresh(r) => Begin::Ready(ReplicaRecreator::new(r)),
+        Start::At(r, cp, window) => Begin::At(r, cp, window),
+        Start::After(prev) => Begin::Ready(
+            prev.await
+                .map_err(|_| Error::Other("an earlier piece failed".into()))?,
+        ),
+    };
+    let invalid = |e: replica::InvalidCheckpoint| Error::Invalid(e.to_string());
     let (replica, out) = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
+        let mut replica = match begin {
+            Begin::Ready(r) => r,
+            Begin::At(r, cp, window) => {
+                ReplicaRecreator::resume(r, &cp, &window, &mut out).map_err(invalid)?
+            }
+        };
         match work {
             Work::Piece(plain) => {
                 out.reserve(plain.len() / 2);
@@ -175,15 +316,37 @@ async fn serial(
             }
             Work::Finish => replica.finish(&mut out),
         }
-        (replica, out)
+        match reach {
+            Some((to, from_out)) => {
+                replica.reach(&to, from_out, &mut out).map_err(invalid)?;
+                Ok((None, out))
+            }
+            None => Ok((Some(replica), out)),
+        }
     })
     .await
-    .map_err(|e| Error::Other(format!("the replica stopped: {e}")))?;
-    if let Some(next) = next {
+    .map_err(|e| Error::Other(format!("the replica stopped: {e}")))??;
+    if let (Some(next), Some(replica)) = (next, replica) {
         // A dropped encoder no longer wants the state.
         let _ = next.send(replica);
     }
     Ok(out)
+}
+
+fn from_wit(c: &wit::Checkpoint) -> Checkpoint {
+    Checkpoint {
+        plain: c.plain,
+        out: c.out,
+        window_end: c.window_end,
+        index: c.index,
+        block_start: c.block_start,
+        byte_available: c.byte_available,
+        length: c.length,
+        offset: c.offset,
+        hash_offset: c.hash_offset,
+        bits: c.bits,
+        nbits: c.nbits,
+    }
 }
 
 impl HostEncoder for Sandbox {
@@ -191,19 +354,25 @@ impl HostEncoder for Sandbox {
         &mut self,
         name: String,
         level: i32,
+        checkpoints: Vec<wit::Checkpoint>,
     ) -> wasmtime::Result<Result<Resource<Encoder>, Error>> {
         let Some(replica) = Replica::parse(&name, level) else {
             return Ok(Err(Error::Unknown(format!(
                 "no replica {name} at level {level}"
             ))));
         };
+        let checkpoints: Vec<_> = checkpoints.iter().map(from_wit).collect();
+        // The stream's length is not known here: only the order is checked.
+        if let Err(e) = replica::check_checkpoints(replica, &checkpoints, u64::MAX) {
+            return Ok(Err(Error::Invalid(e.to_string())));
+        }
         if self.replica_encoders >= MAX_ENCODERS {
             return Ok(Err(Error::Invalid(format!(
                 "{MAX_ENCODERS} encoders are open"
             ))));
         }
         self.replica_encoders += 1;
-        Ok(Ok(self.table().push(Encoder::new(replica))?))
+        Ok(Ok(self.table().push(Encoder::new(replica, checkpoints))?))
     }
 
     async fn push(
@@ -279,9 +448,16 @@ mod tests {
 
     /// Pushes `plain` in `piece`-byte pieces, keeping `ahead` queued, and
     /// returns everything the encoder gave.
-    async fn run(mut e: Encoder, plain: &[u8], piece: usize, ahead: usize) -> Vec<u8> {
+    async fn run(e: Encoder, plain: &[u8], piece: usize, ahead: usize) -> Vec<u8> {
+        run_pieces(e, plain.chunks(piece), ahead).await
+    }
+
+    async fn run_pieces<'a>(
+        mut e: Encoder,
+        mut pieces: impl Iterator<Item = &'a [u8]>,
+        ahead: usize,
+    ) -> Vec<u8> {
         let mut out = Vec::new();
-        let mut pieces = plain.chunks(piece);
         let mut finished = false;
         loop {
             while e.in_progress.len() < ahead && !finished {
@@ -327,7 +503,13 @@ mod tests {
                 &[256 << 10]
             };
             for &piece in pieces {
-                let got = run(Encoder::new(replica), &plain, piece, MAX_WAITING).await;
+                let got = run(
+                    Encoder::new(replica, Vec::new()),
+                    &plain,
+                    piece,
+                    MAX_WAITING,
+                )
+                .await;
                 assert!(
                     got == expected,
                     "{name} level {level}, {piece}-byte pieces: other bytes"
@@ -338,7 +520,7 @@ mod tests {
 
     #[tokio::test]
     async fn pushes_beyond_the_queue_or_after_finish_are_refused() {
-        let mut e = Encoder::new(Replica::parse("go1.26-flate", 6).unwrap());
+        let mut e = Encoder::new(Replica::parse("go1.26-flate", 6).unwrap(), Vec::new());
         for _ in 0..MAX_WAITING {
             e.queue(Work::Piece(vec![1; 10])).unwrap();
         }
@@ -354,5 +536,93 @@ mod tests {
             tail.extend(job.await.unwrap().unwrap());
         }
         assert!(!tail.is_empty(), "the final block comes out at finish");
+    }
+
+    /// Go 1.26's checkpoints for `plain` as a proof records them, and its
+    /// stream.
+    fn checkpointed(level: i32, plain: &[u8]) -> (Vec<Checkpoint>, Vec<u8>) {
+        use blockreg_core::gozip::Deflate;
+        let mut e = goflate126::Encoder::new(level).unwrap();
+        e.checkpoint_every(replica::CHECKPOINT_OUT, replica::CHECKPOINT_PLAIN);
+        let mut out = Vec::new();
+        // Pieces as the inflater hands them to a proof: not aligned.
+        for p in plain.chunks(300_000) {
+            e.write(p, &mut out);
+        }
+        let cps = e.checkpoints().to_vec();
+        e.finish(&mut out);
+        (cps, out)
+    }
+
+    /// The pieces a guest pushes: up to each checkpoint, then 256 KiB.
+    fn stretches<'a>(plain: &'a [u8], cps: &[Checkpoint]) -> Vec<&'a [u8]> {
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        for cp in cps {
+            pieces.push(&plain[at..cp.plain as usize]);
+            at = cp.plain as usize;
+        }
+        pieces.extend(plain[at..].chunks(256 << 10));
+        pieces
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stretches_between_checkpoints_compressed_at_once_are_the_stream() {
+        let mut plain = content(9 << 20);
+        plain.extend(vec![0; 5 << 20]);
+        plain.extend(content(3 << 20));
+        for level in [6, 9, 4] {
+            let (cps, expected) = checkpointed(level, &plain);
+            assert!(cps.len() >= 4, "level {level}: {} checkpoints", cps.len());
+            let replica = Replica::GoFlate126(level as i8);
+            let pieces = stretches(&plain, &cps);
+            let got = run_pieces(Encoder::new(replica, cps), pieces.into_iter(), MAX_WAITING).await;
+            assert!(got == expected, "level {level}: other bytes");
+        }
+        // A stream that ends at its last checkpoint: the finish resumes.
+        let (cps, _) = checkpointed(6, &plain);
+        let cut = &plain[..cps[2].plain as usize];
+        let expected = goflate126::deflate(6, cut);
+        let pieces = stretches(cut, &cps[..3]);
+        assert_eq!(pieces.len(), 3);
+        let e = Encoder::new(Replica::GoFlate126(6), cps[..3].to_vec());
+        let got = run_pieces(e, pieces.into_iter(), 2).await;
+        assert!(got == expected, "ending at a checkpoint: other bytes");
+    }
+
+    #[tokio::test]
+    async fn pushes_that_are_not_the_next_stretch_and_damaged_checkpoints_are_refused() {
+        let plain = content(6 << 20);
+        let (cps, _) = checkpointed(6, &plain);
+        let replica = Replica::GoFlate126(6);
+        let mut e = Encoder::new(replica, cps.clone());
+        let short = cps[0].plain as usize - 1;
+        assert!(matches!(
+            e.queue(Work::Piece(plain[..short].to_vec())),
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(e.queue(Work::Finish), Err(Error::Invalid(_))));
+        // The second stretch, from a damaged checkpoint, is refused.
+        let second_stretch = |bad: Vec<Checkpoint>| {
+            let mut e = Encoder::new(replica, bad);
+            e.queue(Work::Piece(plain[..cps[0].plain as usize].to_vec()))
+                .unwrap();
+            let range = cps[0].plain as usize..cps[1].plain as usize;
+            e.queue(Work::Piece(plain[range].to_vec())).unwrap();
+            async move {
+                e.in_progress.pop_front().unwrap().await.unwrap().unwrap();
+                e.in_progress.pop_front().unwrap().await.unwrap()
+            }
+        };
+        // A state no encoder records: an error, never a panic.
+        let mut bad = cps.clone();
+        bad[0].index = bad[0].window_end;
+        let second = second_stretch(bad).await;
+        assert!(matches!(second, Err(Error::Invalid(_))), "{second:?}");
+        // Output offsets that do not belong to this content.
+        let mut bad = cps.clone();
+        bad[1].out += 1 << 20;
+        let second = second_stretch(bad).await;
+        assert!(matches!(second, Err(Error::Invalid(_))), "{second:?}");
     }
 }

@@ -383,6 +383,14 @@ else
         [[ "$enc" == gzip ]] || { badenc="base layer $d has encoding '$enc': $(fallback_reason "$d")"; break; }
         rep="$(jq -r '[.layout[] | select(has("replica")) | .replica[0]] | first // "none"' "$DATA/layers/$d/recipe.json" 2>/dev/null)"
         [[ "$rep" == go1.26-flate ]] || { badenc="base layer $d is recreated by replica '$rep', want go1.26-flate (docker 20.10's Go encoder)"; break; }
+        # A layer of several MiB keeps checkpoints (one per ~1 MiB of
+        # output): its stretches are recreated at once, on every core.
+        size="$(jq -r --arg d "$d" '.layers[] | select(.digest == $d) | .size' "${MANIFEST_FILE[$IMG_BASE]}")"
+        cps="$(jq -r '[.layout[] | select(has("replica")) | (.replica[3] // []) | length] | add // 0' "$DATA/layers/$d/recipe.json" 2>/dev/null)"
+        if ((size > 4194304 && cps < size / 2097152)); then
+            badenc="base layer $d ($size bytes) keeps $cps replica checkpoints, want one per ~1 MiB of output"
+            break
+        fi
     done
     encs="$(for img in "${CORPUS_IMAGES[@]}"; do jq -r '.layers[].digest' "${MANIFEST_FILE[$img]}"; done | sort -u \
         | while read -r d; do jq -r .encoding "$DATA/layers/$d/recipe.json" 2>/dev/null; done | sort | uniq -c | tr -s ' \n' ' ')"

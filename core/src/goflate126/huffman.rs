@@ -275,6 +275,17 @@ impl Bits {
         self.put(c.code as u32, c.len as u32);
     }
 
+    /// The bits not yet written out, and how many.
+    pub fn pending(&self) -> (u64, u32) {
+        (self.bits, self.nbits)
+    }
+
+    /// Continues a stream whose pending bits were `bits` (`nbits` < 48).
+    pub fn resume(&mut self, bits: u64, nbits: u32) {
+        self.bits = bits;
+        self.nbits = nbits;
+    }
+
     /// Go's `flush`: pads to a byte boundary.
     fn align(&mut self) {
         while self.nbits != 0 {

@@ -5,6 +5,7 @@
 
 use super::fast::common_prefix;
 use super::huffman::{match_token, BitWriter, Token};
+use super::{Checkpoint, InvalidCheckpoint};
 
 const WINDOW_SIZE: usize = 1 << 15;
 const WINDOW_MASK: usize = WINDOW_SIZE - 1;
@@ -78,6 +79,27 @@ pub(super) struct Lazy {
     hash_head: Vec<u32>,
     hash_prev: Vec<u32>,
     hash_offset: i64,
+    /// Stream offset of `window[0]` (plain bytes slid out so far).
+    base: u64,
+}
+
+/// Where checkpoints are taken and kept ([`super::Encoder::checkpoint_every`]).
+pub(super) struct Checkpoints {
+    /// Output and input bytes between two checkpoints, at least (the first
+    /// reached).
+    pub every_out: u64,
+    pub every_plain: u64,
+    /// Output bytes emitted before the current `write`, and the length of
+    /// the bit writer's buffer when it began.
+    pub emitted: u64,
+    pub start: usize,
+    pub list: Vec<Checkpoint>,
+}
+
+impl Checkpoints {
+    fn last(&self) -> (u64, u64) {
+        self.list.last().map_or((0, 0), |c| (c.out, c.plain))
+    }
 }
 
 impl Lazy {
@@ -97,7 +119,82 @@ impl Lazy {
             hash_head: vec![0; HASH_SIZE],
             hash_prev: vec![0; WINDOW_SIZE],
             hash_offset: 1,
+            base: 0,
         }
+    }
+
+    /// The state `cp` recorded, its window holding `window` (the
+    /// `cp.window_end` plain bytes before `cp.plain`); the hash chains are
+    /// re-derived from the window's last 32 KiB, which is all a match may
+    /// reach from here on (entries older than that end every chain walk,
+    /// in Go's and here).
+    pub fn resume(level: i32, cp: &Checkpoint, window: &[u8]) -> Result<Self, InvalidCheckpoint> {
+        let bad = |what: &str| Err(InvalidCheckpoint(what.to_string()));
+        if !(4..=9).contains(&level) {
+            return bad("checkpoints exist only for the lazy levels 4-9");
+        }
+        let (index, window_end) = (cp.index as usize, cp.window_end as usize);
+        if window.len() != window_end || window_end > 2 * WINDOW_SIZE {
+            return bad("window length");
+        }
+        // Every position before `index` was hashed, 4 bytes each.
+        if index + (MIN_MATCH_LENGTH - 1) as usize > window_end
+            || (cp.block_start as usize) > index
+            || (cp.byte_available && index == 0)
+        {
+            return bad("window positions");
+        }
+        if !(MIN_MATCH_LENGTH - 1..=MAX_MATCH_LENGTH).contains(&cp.length)
+            || !(0..=WINDOW_SIZE as i32).contains(&cp.offset)
+            || (cp.length >= MIN_MATCH_LENGTH && cp.offset < BASE_MATCH_OFFSET)
+            || (cp.length >= MIN_MATCH_LENGTH && !cp.byte_available)
+        {
+            return bad("pending match");
+        }
+        if !(1..=MAX_HASH_OFFSET + WINDOW_SIZE as i64).contains(&cp.hash_offset)
+            || cp.plain < window_end as u64
+        {
+            return bad("offsets");
+        }
+        let mut l = Lazy::new(level);
+        l.window[..window_end].copy_from_slice(window);
+        l.window_end = window_end;
+        l.index = index;
+        l.block_start = cp.block_start as usize;
+        l.byte_available = cp.byte_available;
+        l.length = cp.length;
+        l.offset = cp.offset;
+        l.hash_offset = cp.hash_offset;
+        l.base = cp.plain - window_end as u64;
+        for i in index.saturating_sub(WINDOW_SIZE)..index {
+            l.insert(i);
+        }
+        Ok(l)
+    }
+
+    /// Records the state at the top of `deflate`'s loop, right after a
+    /// block was written, if the last checkpoint is far enough behind.
+    fn checkpoint(&self, w: &BitWriter, c: &mut Checkpoints) {
+        let out = c.emitted + (w.bw.out.len() - c.start) as u64;
+        let plain = self.base + self.window_end as u64;
+        let (last_out, last_plain) = c.last();
+        if out - last_out < c.every_out && plain - last_plain < c.every_plain {
+            return;
+        }
+        let (bits, nbits) = w.bw.pending();
+        c.list.push(Checkpoint {
+            plain,
+            out,
+            window_end: self.window_end as u32,
+            index: self.index as u32,
+            block_start: self.block_start as u32,
+            byte_available: self.byte_available,
+            length: self.length,
+            offset: self.offset,
+            hash_offset: self.hash_offset,
+            bits,
+            nbits,
+        });
     }
 
     /// Go's `fillDeflate`: slides the window by 32 KiB once the matcher is
@@ -105,6 +202,7 @@ impl Lazy {
     pub fn fill(&mut self, b: &[u8]) -> usize {
         if self.index >= 2 * WINDOW_SIZE - (MIN_MATCH_LENGTH + MAX_MATCH_LENGTH) as usize {
             self.window.copy_within(WINDOW_SIZE..2 * WINDOW_SIZE, 0);
+            self.base += WINDOW_SIZE as u64;
             self.index -= WINDOW_SIZE;
             self.window_end -= WINDOW_SIZE;
             if self.block_start >= WINDOW_SIZE {
@@ -195,7 +293,14 @@ impl Lazy {
 
     /// Go's `deflate` step: tokenizes the window as far as the lookahead
     /// allows (everything when `sync`), writing full blocks to `w`.
-    pub fn deflate(&mut self, w: &mut BitWriter, sync: bool) {
+    /// `checkpoints`, when given, records the state after some of the
+    /// blocks written (lazy levels only).
+    pub fn deflate(
+        &mut self,
+        w: &mut BitWriter,
+        sync: bool,
+        mut checkpoints: Option<&mut Checkpoints>,
+    ) {
         const LOOKAHEAD_MIN: usize = (MIN_MATCH_LENGTH + MAX_MATCH_LENGTH) as usize;
         if self.window_end - self.index < LOOKAHEAD_MIN && !sync {
             return;
@@ -205,6 +310,9 @@ impl Lazy {
             .saturating_sub((MIN_MATCH_LENGTH - 1) as usize);
         let fast_skip = self.p.fast_skip_hashing;
         let lazy_mode = fast_skip == SKIP_NEVER;
+        if !lazy_mode || sync {
+            checkpoints = None;
+        }
         loop {
             assert!(self.index <= self.window_end, "index > windowEnd");
             let lookahead = self.window_end - self.index;
@@ -287,6 +395,9 @@ impl Lazy {
                 }
                 if self.tokens.len() == MAX_FLATE_BLOCK_TOKENS {
                     self.write_block(w, self.index);
+                    if let Some(c) = checkpoints.as_deref_mut() {
+                        self.checkpoint(w, c);
+                    }
                 }
             } else {
                 if !lazy_mode || self.byte_available {
@@ -298,6 +409,13 @@ impl Lazy {
                     self.tokens.push(self.window[i] as Token);
                     if self.tokens.len() == MAX_FLATE_BLOCK_TOKENS {
                         self.write_block(w, i + 1);
+                        if let Some(c) = checkpoints.as_deref_mut() {
+                            // The state of the next iteration.
+                            self.index += 1;
+                            self.byte_available = true;
+                            self.checkpoint(w, c);
+                            continue;
+                        }
                     }
                 }
                 self.index += 1;

@@ -27,6 +27,15 @@
 //! tokens which began before the slid-out half *and* that block would be
 //! smaller stored. Replaying the same writes always gives Go's bytes.
 //! Memory is bounded (≈0.9 MiB at most), independent of the input size.
+//!
+//! Checkpoints (levels 4–9): the encoder's state right after some of the
+//! blocks it wrote ([`Checkpoint`], a few integers), recorded while a
+//! stream is compressed ([`Encoder::checkpoint_every`]). An encoder resumed
+//! from one ([`Encoder::resume`]) with the window's plain bytes writes the
+//! stream's bytes from there on, so the stretches between checkpoints can
+//! be compressed at once, on every core. What the state leaves out is
+//! re-derived: the hash chains from the window's last 32 KiB (older
+//! entries end every chain walk), the token buffer is empty after a block.
 
 mod fast;
 mod huffman;
@@ -34,12 +43,45 @@ mod lazy;
 
 use fast::DeflateFast;
 use huffman::{BitWriter, Token, MAX_STORE_BLOCK_SIZE};
-use lazy::Lazy;
+use lazy::{Checkpoints, Lazy};
 
 /// A compression level outside Go's accepted range `-2..=9`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("goflate126: invalid compression level {0}: want value in range [-2, 9]")]
 pub struct InvalidLevel(pub i32);
+
+/// The state of a lazy-level encoder right after it wrote a block, at
+/// the top of Go's `deflate` loop: what an encoder needs, beside the
+/// window's plain bytes, to write the rest of the stream exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Plain bytes written into the window so far (stream offset of the
+    /// window's end).
+    pub plain: u64,
+    /// Whole bytes of output before this point.
+    pub out: u64,
+    /// Bytes in the window: it holds `plain - window_end .. plain`.
+    pub window_end: u32,
+    /// The matcher's position in the window.
+    pub index: u32,
+    /// Where the next block's input starts in the window.
+    pub block_start: u32,
+    /// Lazy matching: `window[index - 1]` still needs a token.
+    pub byte_available: bool,
+    /// The match found at `index - 1`, pending (length 3 when none).
+    pub length: i32,
+    pub offset: i32,
+    /// Added to window positions in the hash chains.
+    pub hash_offset: i64,
+    /// Output bits not yet whole bytes, and how many (< 48).
+    pub bits: u64,
+    pub nbits: u32,
+}
+
+/// A checkpoint no encoder could have recorded (a damaged recipe).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("goflate126: invalid checkpoint: {0}")]
+pub struct InvalidCheckpoint(pub String);
 
 enum Mode {
     /// Level 0 (`store`).
@@ -63,6 +105,9 @@ pub struct Encoder {
     window: Vec<u8>,
     window_end: usize,
     mode: Mode,
+    /// Output bytes given out by finished `write` calls.
+    emitted: u64,
+    checkpoints: Option<Checkpoints>,
 }
 
 impl Encoder {
@@ -88,7 +133,68 @@ impl Encoder {
             window,
             window_end: 0,
             mode,
+            emitted: 0,
+            checkpoints: None,
         })
+    }
+
+    /// Records a [`Checkpoint`] after the first block written once
+    /// `out_bytes` of output or `plain_bytes` of input passed since the
+    /// last one (lazy levels 4–9 only; others record none).
+    pub fn checkpoint_every(&mut self, out_bytes: u64, plain_bytes: u64) {
+        if matches!(&self.mode, Mode::Chain(_)) {
+            self.checkpoints = Some(Checkpoints {
+                every_out: out_bytes.max(1),
+                every_plain: plain_bytes.max(1),
+                emitted: 0,
+                start: 0,
+                list: Vec::new(),
+            });
+        }
+    }
+
+    /// The checkpoints recorded so far.
+    #[must_use]
+    pub fn checkpoints(&self) -> &[Checkpoint] {
+        self.checkpoints.as_ref().map_or(&[], |c| &c.list)
+    }
+
+    /// An encoder at `level` in the state `cp` recorded, its window
+    /// holding `window` (the stream's plain bytes
+    /// `cp.plain - cp.window_end .. cp.plain`). It first finishes the
+    /// `deflate` run the checkpoint was taken in, appending to `out` the
+    /// stream's bytes from `cp.out` on; further writes continue the stream
+    /// from `cp.plain`, with the writes the original encoder was given.
+    ///
+    /// # Errors
+    /// [`InvalidCheckpoint`] for a level without checkpoints, or values no
+    /// encoder records (a damaged recipe); never a panic.
+    pub fn resume(
+        level: i32,
+        cp: &Checkpoint,
+        window: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Self, InvalidCheckpoint> {
+        let level = if level == -1 { 6 } else { level };
+        if cp.nbits >= 48 || (cp.bits >> cp.nbits) != 0 {
+            return Err(InvalidCheckpoint("pending bits".into()));
+        }
+        let mut e = Encoder::new(level).map_err(|e| InvalidCheckpoint(e.to_string()))?;
+        e.mode = Mode::Chain(Box::new(Lazy::resume(level, cp, window)?));
+        e.w.bw.resume(cp.bits, cp.nbits);
+        std::mem::swap(&mut e.w.bw.out, out);
+        e.step(false);
+        std::mem::swap(&mut e.w.bw.out, out);
+        Ok(e)
+    }
+
+    /// Runs the step the next `write` would begin with, on what the window
+    /// holds: a stretch that ends at a checkpoint reaches it this way (the
+    /// encoder that recorded it had its next write's first step running).
+    pub fn step_window(&mut self, out: &mut Vec<u8>) {
+        std::mem::swap(&mut self.w.bw.out, out);
+        self.step(false);
+        std::mem::swap(&mut self.w.bw.out, out);
     }
 
     /// Go's `fill` (`fillStore` / `fillDeflate`).
@@ -149,7 +255,7 @@ impl Encoder {
                 }
                 self.window_end = 0;
             }
-            Mode::Chain(l) => l.deflate(&mut self.w, sync),
+            Mode::Chain(l) => l.deflate(&mut self.w, sync, self.checkpoints.as_mut()),
         }
     }
 }
@@ -158,6 +264,11 @@ impl crate::gozip::Deflate for Encoder {
     /// Compresses `data` as one Go `Write` call, appending any finished
     /// output to `out`.
     fn write(&mut self, mut data: &[u8], out: &mut Vec<u8>) {
+        let start = out.len();
+        if let Some(c) = &mut self.checkpoints {
+            c.emitted = self.emitted;
+            c.start = start;
+        }
         std::mem::swap(&mut self.w.bw.out, out);
         while !data.is_empty() {
             self.step(false);
@@ -165,6 +276,7 @@ impl crate::gozip::Deflate for Encoder {
             data = &data[n..];
         }
         std::mem::swap(&mut self.w.bw.out, out);
+        self.emitted += (out.len() - start) as u64;
     }
 
     /// Compresses the remaining input and ends the stream with an empty
@@ -204,6 +316,7 @@ pub fn gzip_member(level: i32, plain: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::gozip::testing::*;
+    use crate::gozip::Deflate;
     use std::io::Read;
 
     const LEVELS: &[i32] = &[6, 1, 2, 3, 4, 5, 7, 8, 9, -2, 0, -1];
@@ -330,6 +443,129 @@ mod tests {
                 assert_eq!(copy, whole, "level {level}, io.Copy pieces");
             }
         }
+    }
+
+    /// The stream in `piece`-byte writes with checkpoints taken, then each
+    /// stretch between checkpoints written again from its checkpoint alone
+    /// (with the same writes): every stretch must be the stream's bytes.
+    fn check_segments(level: i32, data: &[u8], every_out: u64, every_plain: u64) -> usize {
+        const PIECE: usize = 256 << 10;
+        let mut e = Encoder::new(level).unwrap();
+        e.checkpoint_every(every_out, every_plain);
+        let mut whole = Vec::new();
+        for p in data.chunks(PIECE) {
+            e.write(p, &mut whole);
+        }
+        let cps = e.checkpoints().to_vec();
+        e.finish(&mut whole);
+        assert_eq!(whole, deflate(level, data), "checkpoints change nothing");
+        for (k, cp) in cps.iter().enumerate() {
+            let start = cp.plain as usize;
+            let window = &data[start - cp.window_end as usize..start];
+            let mut out = Vec::new();
+            let mut r = Encoder::resume(level, cp, window, &mut out).unwrap();
+            let stop = cps.get(k + 1).map_or(data.len(), |n| n.plain as usize);
+            let mut pos = start;
+            while pos < stop {
+                let next = ((pos / PIECE + 1) * PIECE).min(stop);
+                r.write(&data[pos..next], &mut out);
+                pos = next;
+            }
+            let expected = match cps.get(k + 1) {
+                Some(n) => {
+                    r.step_window(&mut out);
+                    assert!(
+                        out.len() as u64 >= n.out - cp.out,
+                        "level {level} #{k}: short"
+                    );
+                    out.truncate((n.out - cp.out) as usize);
+                    &whole[cp.out as usize..n.out as usize]
+                }
+                None => {
+                    r.finish(&mut out);
+                    &whole[cp.out as usize..]
+                }
+            };
+            assert!(out == expected, "level {level}: segment {k} differs");
+        }
+        cps.len()
+    }
+
+    #[test]
+    fn stretches_between_checkpoints_are_recreated_from_the_checkpoint_alone() {
+        let mut data = mixed(21, 3 << 20);
+        data.extend(barely_compressible(22, 1 << 20));
+        data.extend(vec![0u8; 6 << 20]);
+        data.extend(text(&mut Rng(23), 2 << 20));
+        for level in [4, 5, 6, 7, 9, -1] {
+            let n = check_segments(level, &data, 64 << 10, 1 << 20);
+            assert!(n > 10, "level {level}: only {n} checkpoints");
+        }
+        // Levels without checkpoints record none.
+        for level in [1, 2, 3, 0, -2] {
+            assert_eq!(check_segments(level, &data, 64 << 10, 1 << 20), 0);
+        }
+    }
+
+    #[test]
+    fn checkpoints_past_the_hash_rebase_still_recreate() {
+        // Hash chains rebase after 16 MiB: a checkpoint after it holds the
+        // rebased offset.
+        let mut data = mixed(31, 12 << 20);
+        data.extend(text(&mut Rng(32), 10 << 20));
+        let n = check_segments(6, &data, 2 << 20, 4 << 20);
+        assert!(n > 4, "only {n} checkpoints");
+    }
+
+    #[test]
+    fn damaged_checkpoints_are_refused_never_a_panic() {
+        let data = mixed(41, 2 << 20);
+        let mut e = Encoder::new(6).unwrap();
+        e.checkpoint_every(64 << 10, 1 << 20);
+        let mut out = Vec::new();
+        e.write(&data, &mut out);
+        let cp = e.checkpoints()[1];
+        let window = &data[(cp.plain - u64::from(cp.window_end)) as usize..cp.plain as usize];
+        assert!(Encoder::resume(6, &cp, window, &mut Vec::new()).is_ok());
+        let damaged = [
+            Checkpoint {
+                window_end: cp.window_end + 1,
+                ..cp
+            },
+            Checkpoint {
+                index: cp.window_end,
+                ..cp
+            },
+            Checkpoint {
+                block_start: cp.index + 1,
+                ..cp
+            },
+            Checkpoint { length: 300, ..cp },
+            Checkpoint {
+                length: 10,
+                offset: 0,
+                byte_available: true,
+                ..cp
+            },
+            Checkpoint { offset: -1, ..cp },
+            Checkpoint {
+                hash_offset: 0,
+                ..cp
+            },
+            Checkpoint { nbits: 48, ..cp },
+            Checkpoint {
+                bits: u64::MAX,
+                ..cp
+            },
+            Checkpoint { plain: 1, ..cp },
+        ];
+        for bad in damaged {
+            let w = window.len().min(bad.window_end as usize);
+            let r = Encoder::resume(6, &bad, &window[..w], &mut Vec::new());
+            assert!(r.is_err(), "{bad:?} accepted");
+        }
+        assert!(Encoder::resume(2, &cp, window, &mut Vec::new()).is_err());
+        assert!(Encoder::resume(1, &cp, window, &mut Vec::new()).is_err());
     }
 
     #[test]
