@@ -29,7 +29,9 @@
 use flate2::Crc;
 
 use crate::goflate126::Checkpoint;
-use crate::replica::{self, Mismatch, Probe, Replica, ReplicaError, ReplicaMatch, Verdict};
+use crate::replica::{
+    self, Mismatch, Probe, RemoteOpener, Replica, ReplicaError, ReplicaMatch, Verdict,
+};
 use preflate_rs::{
     ExitCode, PreflateConfig, PreflateError, PreflateStreamProcessor, RecreateStreamProcessor,
 };
@@ -88,7 +90,7 @@ pub enum Event<'a> {
 }
 
 /// Limits and tuning of a [`GzipAnalyzer`].
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy)]
 pub struct AnalyzeConfig {
     /// Largest accepted ratio of correction bytes to plain bytes, checked at
     /// [`GzipAnalyzer::finish`] (after `corrections_allowance`).
@@ -107,6 +109,9 @@ pub struct AnalyzeConfig {
     /// Whether members whose header says Go wrote them are tried against
     /// the encoder replicas ([`crate::replica`]) before preflate.
     pub replicas: bool,
+    /// Where a replica's proof goes on once the probe picked it (the
+    /// host's native encoder); none: here.
+    pub remote: Option<RemoteOpener>,
 }
 
 impl Default for AnalyzeConfig {
@@ -118,6 +123,7 @@ impl Default for AnalyzeConfig {
             plain_text_limit: 8 << 20,
             max_pending: 8 << 20,
             replicas: true,
+            remote: None,
         }
     }
 }
@@ -157,6 +163,10 @@ pub enum AnalyzeError<E> {
     /// ([`AnalyzeConfig::replicas`] off) may still succeed.
     #[error("replica mismatch: {0}")]
     ReplicaMismatch(Mismatch),
+    /// The replica's remote encoder ([`AnalyzeConfig::remote`]) failed: as
+    /// for a mismatch, an analysis without replicas may still succeed.
+    #[error("replica proof failed: {0}")]
+    ReplicaRemote(String),
     /// The event callback failed.
     #[error("event consumer failed: {0}")]
     Callback(E),
@@ -406,7 +416,8 @@ impl GzipAnalyzer {
                             self.state = State::Deflate(self.new_stream());
                             out(Event::DeflateStart).map_err(AnalyzeError::Callback)?;
                         } else {
-                            self.state = State::Probe(Box::new(Probe::new(&candidates)));
+                            self.state =
+                                State::Probe(Box::new(Probe::new(&candidates, self.cfg.remote)));
                         }
                     }
                 },
@@ -454,6 +465,7 @@ impl GzipAnalyzer {
                             .map_err(|e| match e {
                                 ReplicaError::Corrupt(c) => AnalyzeError::Corrupt(c.0),
                                 ReplicaError::Mismatch(m) => AnalyzeError::ReplicaMismatch(m),
+                                ReplicaError::Remote(why) => AnalyzeError::ReplicaRemote(why),
                             })?;
                     self.pending.drain(..used);
                     self.summary.deflate_bytes += used as u64;

@@ -116,32 +116,66 @@ enum Encoder {
     Go126(Box<Aligned<goflate126::Encoder>>),
     Go127(Box<Aligned<goflate::Encoder>>),
     Pgzip(Box<pgzip::Encoder>),
+    /// A proof's encoder run elsewhere ([`RemoteEncoder`]).
+    Remote(Box<dyn RemoteEncoder + Send>),
 }
 
 impl Encoder {
-    fn write(&mut self, plain: &[u8], out: &mut Vec<u8>) {
+    fn write(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
         match self {
             Self::Go126(e) => e.write(plain, out),
             Self::Go127(e) => e.write(plain, out),
             Self::Pgzip(e) => e.write(plain, out),
+            Self::Remote(e) => return e.write(plain, out),
         }
+        Ok(())
     }
 
-    fn finish(self, out: &mut Vec<u8>) {
-        match self {
-            Self::Go126(e) => (*e).finish(out),
-            Self::Go127(e) => (*e).finish(out),
-            Self::Pgzip(e) => (*e).finish(out),
-        }
-    }
-
-    fn checkpoints(&self) -> &[Checkpoint] {
-        match self {
-            Self::Go126(e) => e.inner.checkpoints(),
-            Self::Go127(_) | Self::Pgzip(_) => &[],
-        }
+    /// Ends the stream; returns the checkpoints it recorded.
+    fn finish(self, out: &mut Vec<u8>) -> Result<Vec<Checkpoint>, String> {
+        Ok(match self {
+            Self::Go126(e) => {
+                let checkpoints = e.inner.checkpoints().to_vec();
+                (*e).finish(out);
+                checkpoints
+            }
+            Self::Go127(e) => {
+                (*e).finish(out);
+                Vec::new()
+            }
+            Self::Pgzip(e) => {
+                (*e).finish(out);
+                Vec::new()
+            }
+            Self::Remote(e) => e.finish(out)?,
+        })
     }
 }
+
+/// A proof's encoder that runs elsewhere — the host's, natively and on
+/// another core than the analysis (`wit/replicas.wit`) — given the pieces
+/// in order; its output comes back in order, possibly later. It records
+/// checkpoints as the replica here would.
+pub trait RemoteEncoder {
+    /// Compresses the next piece, as one write of the encoder, appending
+    /// to `out` whatever output is ready (possibly of earlier pieces).
+    ///
+    /// # Errors
+    /// The remote encoder failed (the analysis then treats the replica as
+    /// not proven).
+    fn write(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), String>;
+
+    /// Ends the stream, appending the rest of the output; returns the
+    /// checkpoints recorded.
+    ///
+    /// # Errors
+    /// As [`RemoteEncoder::write`].
+    fn finish(self: Box<Self>, out: &mut Vec<u8>) -> Result<Vec<Checkpoint>, String>;
+}
+
+/// Opens a [`RemoteEncoder`] of a replica for a proof, or none (the proof
+/// then runs the replica here).
+pub type RemoteOpener = fn(Replica) -> Option<Box<dyn RemoteEncoder + Send>>;
 
 /// Plain bytes per `Write` call of Go's replicas in a recreation, at
 /// stream offsets that are multiples of it. How Go's writes are cut can
@@ -295,6 +329,9 @@ struct Runner {
     matched: usize,
     /// The encoder's checkpoints, once it finished.
     checkpoints: Vec<Checkpoint>,
+    /// Output bytes still to drop: a remote encoder taking over from the
+    /// probe's writes them again.
+    skip: usize,
 }
 
 impl Runner {
@@ -305,7 +342,47 @@ impl Runner {
             out: Vec::new(),
             matched: 0,
             checkpoints: Vec::new(),
+            skip: 0,
         }
+    }
+
+    /// Compresses the next plain bytes.
+    fn write(&mut self, plain: &[u8]) -> Result<(), String> {
+        self.encoder.write(plain, &mut self.out)?;
+        self.drop_skipped();
+        Ok(())
+    }
+
+    /// Ends the stream (the encoder is spent afterwards).
+    fn finish(&mut self) -> Result<(), String> {
+        let enc = std::mem::replace(&mut self.encoder, self.replica.encoder(false));
+        self.checkpoints = enc.finish(&mut self.out)?;
+        self.drop_skipped();
+        Ok(())
+    }
+
+    fn drop_skipped(&mut self) {
+        let n = self.skip.min(self.out.len());
+        self.out.drain(..n);
+        self.skip -= n;
+    }
+
+    /// Hands the stream over to `remote`, which compresses `plain` (all
+    /// the plain bytes so far) again: the output this encoder gave and
+    /// the stream matched is dropped from the remote's.
+    fn go_remote(
+        &mut self,
+        mut remote: Box<dyn RemoteEncoder + Send>,
+        plain: &[u8],
+    ) -> Result<(), String> {
+        self.out.clear();
+        self.skip = self.matched;
+        for piece in plain.chunks(STEP_PLAIN) {
+            remote.write(piece, &mut self.out)?;
+        }
+        self.encoder = Encoder::Remote(remote);
+        self.drop_skipped();
+        Ok(())
     }
 
     /// Compares the output so far with `stream` (which starts at byte 0 of
@@ -377,6 +454,8 @@ pub enum Verdict {
 
 /// The first decoded bytes of a stream, compressed by every candidate.
 pub struct Probe {
+    /// Where the proof goes on once a candidate is picked.
+    remote: Option<RemoteOpener>,
     inflater: Inflater,
     runners: Vec<Runner>,
     plain: Vec<u8>,
@@ -386,9 +465,12 @@ pub struct Probe {
 
 impl Probe {
     /// A probe of the candidates; none means [`Verdict::NoReplica`] at once.
+    /// The picked replica's proof goes on with `remote`'s encoder when it
+    /// opens one.
     #[must_use]
-    pub fn new(candidates: &[Replica]) -> Self {
+    pub fn new(candidates: &[Replica], remote: Option<RemoteOpener>) -> Self {
         Self {
+            remote,
             inflater: Inflater::new(),
             runners: candidates.iter().copied().map(Runner::new).collect(),
             plain: Vec::new(),
@@ -409,17 +491,11 @@ impl Probe {
             let room = PROBE_PLAIN.saturating_sub(self.plain.len());
             let (used, plain) = self.inflater.step(&stream[self.consumed..], room)?;
             self.consumed += used;
-            for r in &mut self.runners {
-                r.encoder.write(&plain, &mut r.out);
-            }
+            // The probe's encoders run here: they never fail.
+            let ended = self.inflater.ended;
+            self.runners
+                .retain_mut(|r| r.write(&plain).is_ok() && (!ended || r.finish().is_ok()));
             self.plain.extend_from_slice(&plain);
-            if self.inflater.ended {
-                for r in &mut self.runners {
-                    let enc = std::mem::replace(&mut r.encoder, r.replica.encoder(false));
-                    r.checkpoints = enc.checkpoints().to_vec();
-                    enc.finish(&mut r.out);
-                }
-            }
             let consumed = &stream[..self.consumed];
             self.runners.retain_mut(|r| r.agrees(consumed));
             if self.runners.is_empty() {
@@ -454,7 +530,23 @@ impl Probe {
     }
 
     fn decide(&mut self, i: usize, ended: bool) -> Verdict {
-        let runner = self.runners.swap_remove(i);
+        let mut runner = self.runners.swap_remove(i);
+        if !ended {
+            // The rest of the proof runs remotely when it can: it is most
+            // of a conversion's work.
+            if let Some(remote) = self.remote.and_then(|open| open(runner.replica)) {
+                if runner.go_remote(remote, &self.plain).is_err() {
+                    // Go on here: the probe's encoder was not spent.
+                    runner.out.clear();
+                    runner.skip = 0;
+                    runner.encoder = runner.replica.encoder(true);
+                    for piece in self.plain.chunks(STEP_PLAIN) {
+                        runner.encoder.write(piece, &mut runner.out).expect("local");
+                    }
+                    runner.out.drain(..runner.matched);
+                }
+            }
+        }
         let m = ReplicaMatch {
             inflater: std::mem::replace(&mut self.inflater, Inflater::new()),
             ended,
@@ -519,13 +611,12 @@ impl ReplicaMatch {
             .map_err(ReplicaError::Corrupt)?;
         self.consumed += used;
         tail.extend_from_slice(&input[..used]);
-        self.runner.encoder.write(&plain, &mut self.runner.out);
+        let name = self.runner.replica.name();
+        let remote_failed = |why| ReplicaError::Remote(format!("{name}: {why}"));
+        self.runner.write(&plain).map_err(remote_failed)?;
         if self.inflater.ended && !self.ended {
             self.ended = true;
-            let fresh = self.runner.replica.encoder(false);
-            let enc = std::mem::replace(&mut self.runner.encoder, fresh);
-            self.runner.checkpoints = enc.checkpoints().to_vec();
-            enc.finish(&mut self.runner.out);
+            self.runner.finish().map_err(remote_failed)?;
         }
         // Compare the output with the tail of stream bytes not yet matched.
         let n = self.runner.out.len().min(tail.len());
@@ -569,6 +660,9 @@ pub enum ReplicaError {
     Corrupt(Corrupt),
     #[error(transparent)]
     Mismatch(Mismatch),
+    /// The remote encoder failed: the replica is not proven.
+    #[error("the remote replica failed: {0}")]
+    Remote(String),
 }
 
 /// Checks a replica stream's checkpoints against its plain length: a
@@ -608,6 +702,7 @@ pub fn check_checkpoints(
 /// compressed bytes out.
 pub struct ReplicaRecreator {
     encoder: Option<Encoder>,
+    checkpoints: Vec<Checkpoint>,
 }
 
 impl ReplicaRecreator {
@@ -615,6 +710,18 @@ impl ReplicaRecreator {
     pub fn new(replica: Replica) -> Self {
         Self {
             encoder: Some(replica.encoder(false)),
+            checkpoints: Vec::new(),
+        }
+    }
+
+    /// A proof's encoder: takes its writes as they come (not aligned) and
+    /// records checkpoints ([`Self::checkpoints`] once finished), as the
+    /// proof here does, for a [`RemoteEncoder`] elsewhere.
+    #[must_use]
+    pub fn proof(replica: Replica) -> Self {
+        Self {
+            encoder: Some(replica.encoder(true)),
+            checkpoints: Vec::new(),
         }
     }
 
@@ -641,6 +748,7 @@ impl ReplicaRecreator {
         let e = goflate126::Encoder::resume(i32::from(level), cp, window, out)?;
         Ok(Self {
             encoder: Some(Encoder::Go126(Box::new(Aligned::new(e, cp.plain, true)))),
+            checkpoints: Vec::new(),
         })
     }
 
@@ -675,15 +783,21 @@ impl ReplicaRecreator {
     /// Compresses the next content bytes; the output may lag behind.
     pub fn feed(&mut self, plain: &[u8], out: &mut Vec<u8>) {
         if let Some(e) = &mut self.encoder {
-            e.write(plain, out);
+            e.write(plain, out).expect("a recreator's encoder is local");
         }
     }
 
     /// Ends the stream: the rest of the output.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         if let Some(e) = self.encoder.take() {
-            e.finish(out);
+            self.checkpoints = e.finish(out).expect("a recreator's encoder is local");
         }
+    }
+
+    /// The checkpoints it recorded, once finished (a proof's recorder).
+    #[must_use]
+    pub fn checkpoints(&self) -> &[Checkpoint] {
+        &self.checkpoints
     }
 }
 
@@ -782,6 +896,94 @@ mod tests {
                 assert_eq!(plains, std::slice::from_ref(&data));
             }
         }
+    }
+
+    /// A remote encoder in this process whose output comes back three
+    /// pieces late, as the host's does; `fail_after` pieces make it fail.
+    struct Lagging {
+        inner: ReplicaRecreator,
+        late: std::collections::VecDeque<Vec<u8>>,
+        fail_after: Option<usize>,
+    }
+
+    impl RemoteEncoder for Lagging {
+        fn write(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+            if self.fail_after == Some(0) {
+                return Err("the host went away".into());
+            }
+            self.fail_after = self.fail_after.map(|n| n - 1);
+            let mut bytes = Vec::new();
+            self.inner.feed(plain, &mut bytes);
+            self.late.push_back(bytes);
+            if self.late.len() > 3 {
+                out.extend(self.late.pop_front().unwrap());
+            }
+            Ok(())
+        }
+
+        fn finish(mut self: Box<Self>, out: &mut Vec<u8>) -> Result<Vec<Checkpoint>, String> {
+            for bytes in self.late.drain(..) {
+                out.extend(bytes);
+            }
+            self.inner.finish(out);
+            Ok(self.inner.checkpoints().to_vec())
+        }
+    }
+
+    fn lagging(replica: Replica) -> Option<Box<dyn RemoteEncoder + Send>> {
+        Some(Box::new(Lagging {
+            inner: ReplicaRecreator::proof(replica),
+            late: Default::default(),
+            fail_after: None,
+        }))
+    }
+
+    fn failing(replica: Replica) -> Option<Box<dyn RemoteEncoder + Send>> {
+        Some(Box::new(Lagging {
+            inner: ReplicaRecreator::proof(replica),
+            late: Default::default(),
+            fail_after: Some(30),
+        }))
+    }
+
+    #[test]
+    fn a_proof_that_goes_on_remotely_gives_the_same_events_and_checkpoints() {
+        let data = mixed(9 << 20, 17);
+        for blob in [
+            goflate126::gzip_member(6, &data),
+            goflate::gzip_member(6, &data),
+            pgzip::gzip_member(Klauspost::V1_18_2, 5, &data),
+        ] {
+            let here = run(GzipAnalyzer::new(AnalyzeConfig::default()), &blob, 1 << 20).unwrap();
+            let cfg = AnalyzeConfig {
+                remote: Some(lagging),
+                ..AnalyzeConfig::default()
+            };
+            let remote = run(GzipAnalyzer::new(cfg), &blob, 1 << 20).unwrap();
+            let sig = |events: &[Owned]| -> Vec<String> {
+                events
+                    .iter()
+                    .map(|e| match e {
+                        Owned::Plain(p) => format!("plain {}", p.len()),
+                        e => format!("{e:?}"),
+                    })
+                    .collect()
+            };
+            assert_eq!(sig(&remote.0), sig(&here.0));
+            assert_eq!(remote.1, here.1);
+            assert!(recreate(&remote.0).0 == blob);
+        }
+        // A remote encoder that fails: the replica is not proven.
+        let blob = goflate126::gzip_member(6, &data);
+        let cfg = AnalyzeConfig {
+            remote: Some(failing),
+            ..AnalyzeConfig::default()
+        };
+        let err = run(GzipAnalyzer::new(cfg), &blob, 1 << 20).err();
+        assert!(
+            matches!(err, Some(AnalyzeError::ReplicaRemote(_))),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -696,6 +696,8 @@ fn stage(
                 plain_text_limit,
                 max_pending: plain_text_limit.max(2 * segment_input),
                 replicas: attempt == 0,
+                // The picked replica's proof runs natively on the host.
+                remote: Some(crate::replicas::HostProof::open),
                 ..AnalyzeConfig::default()
             };
             let codec = Codec::Gzip(cfg);
@@ -1213,7 +1215,7 @@ fn analyze_error(e: deflate::AnalyzeError<DecodeError>) -> DecodeError {
     let why = format!("gzip analysis: {e}");
     match e {
         A::Callback(inner) => inner,
-        A::Preflate(_) | A::NoProgress(_) | A::ReplicaMismatch(_) => {
+        A::Preflate(_) | A::NoProgress(_) | A::ReplicaMismatch(_) | A::ReplicaRemote(_) => {
             DecodeError::Refused(Refusal::Unmodelled(why))
         }
         A::NotGzip

@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::io;
 
 use crate::bindings::blockreg::registry::replicas;
-use crate::replica::{Checkpoint, Replica, ReplicaRecreator};
+use crate::replica::{Checkpoint, RemoteEncoder, Replica, ReplicaRecreator};
 
 /// Pieces (or the finish) pushed and not yet taken back: enough for the
 /// host to always have the next one when it is done with one, within its
@@ -49,20 +49,59 @@ enum Encoder {
     Own(ReplicaRecreator, VecDeque<Vec<u8>>),
 }
 
-fn to_wit(c: &Checkpoint) -> replicas::Checkpoint {
-    replicas::Checkpoint {
-        plain: c.plain,
-        out: c.out,
-        window_end: c.window_end,
-        index: c.index,
-        block_start: c.block_start,
-        byte_available: c.byte_available,
-        length: c.length,
-        offset: c.offset,
-        hash_offset: c.hash_offset,
-        bits: c.bits,
-        nbits: c.nbits,
+/// A proof's replica run by the host (`open-proof`), natively, while the
+/// conversion decodes and chunks the stream: `blockreg-core`'s analysis
+/// compares its output with the stream as it would its own encoder's.
+pub struct HostProof {
+    encoder: replicas::Encoder,
+    /// Pieces pushed and not yet taken back.
+    waiting: usize,
+}
+
+impl HostProof {
+    /// The host's proof encoder of `replica`, or none (the analysis then
+    /// runs its own); a `RemoteOpener`.
+    pub fn open(replica: Replica) -> Option<Box<dyn RemoteEncoder + Send>> {
+        let encoder = replicas::Encoder::open_proof(replica.name(), replica.level()).ok()?;
+        Some(Box::new(HostProof {
+            encoder,
+            waiting: 0,
+        }))
     }
+}
+
+impl RemoteEncoder for HostProof {
+    fn write(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        if self.waiting >= AHEAD {
+            out.extend(self.encoder.next().map_err(|e| host_error(e).to_string())?);
+            self.waiting -= 1;
+        }
+        self.encoder
+            .push(plain)
+            .map_err(|e| host_error(e).to_string())?;
+        self.waiting += 1;
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>, out: &mut Vec<u8>) -> Result<Vec<Checkpoint>, String> {
+        let failed = |e| host_error(e).to_string();
+        self.encoder.finish().map_err(failed)?;
+        self.waiting += 1;
+        while self.waiting > 0 {
+            out.extend(self.encoder.next().map_err(failed)?);
+            self.waiting -= 1;
+        }
+        let cps = self.encoder.checkpoints().map_err(failed)?;
+        Ok(cps.iter().map(from_wit).collect())
+    }
+}
+
+fn from_wit(c: &replicas::Checkpoint) -> Checkpoint {
+    blockreg_core::checkpoint_as!(c, Checkpoint)
+}
+
+fn to_wit(c: &Checkpoint) -> replicas::Checkpoint {
+    blockreg_core::checkpoint_as!(c, replicas::Checkpoint)
 }
 
 fn host_error(e: replicas::Error) -> io::Error {

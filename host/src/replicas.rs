@@ -61,7 +61,7 @@ pub struct Encoder {
 /// How the pieces of a stream are compressed.
 enum Mode {
     /// One after the other: the replica's state once the last queued job
-    /// is done.
+    /// is done (the finish's too).
     Serial(Option<oneshot::Receiver<ReplicaRecreator>>),
     /// pgzip: block by block, the blocks at once.
     Blocks {
@@ -181,6 +181,34 @@ enum Work {
 }
 
 impl Encoder {
+    /// A proof's encoder: pieces as given, checkpoints recorded (pgzip's
+    /// blocks do not depend on the pieces and have none).
+    fn proof(replica: Replica) -> Self {
+        let mut e = Self::new(replica, Vec::new());
+        if let Mode::Serial(_) = e.mode {
+            let (tx, rx) = oneshot::channel();
+            // The receiver is alive: sending cannot fail.
+            let _ = tx.send(ReplicaRecreator::proof(replica));
+            e.mode = Mode::Serial(Some(rx));
+        }
+        e
+    }
+
+    /// Where the checkpoints recorded come from: the replica once the
+    /// finish is done (none for modes that record none).
+    fn recorder(&mut self) -> Result<Option<oneshot::Receiver<ReplicaRecreator>>, Error> {
+        if !self.finished {
+            return Err(Error::Invalid("the stream is not finished".into()));
+        }
+        match &mut self.mode {
+            Mode::Serial(state) => state
+                .take()
+                .map(Some)
+                .ok_or_else(|| Error::Invalid("checkpoints already taken".into())),
+            Mode::Blocks { .. } | Mode::Stretches(_) => Ok(None),
+        }
+    }
+
     fn new(replica: Replica, checkpoints: Vec<Checkpoint>) -> Self {
         let mode = match replica {
             Replica::GoFlate126(_) if !checkpoints.is_empty() => {
@@ -226,15 +254,9 @@ impl Encoder {
         let job = match &mut self.mode {
             Mode::Serial(state) => {
                 let prev = state.take().expect("present until finished");
-                let next = match work {
-                    Work::Piece(_) => {
-                        let (tx, rx) = oneshot::channel();
-                        *state = Some(rx);
-                        Some(tx)
-                    }
-                    Work::Finish => None,
-                };
-                tokio::spawn(job(Start::After(prev), work, None, next))
+                let (tx, rx) = oneshot::channel();
+                *state = Some(rx);
+                tokio::spawn(job(Start::After(prev), work, None, Some(tx)))
             }
             Mode::Stretches(s) => s.job(work)?,
             Mode::Blocks {
@@ -333,20 +355,12 @@ async fn job(
     Ok(out)
 }
 
+fn to_wit(c: &Checkpoint) -> wit::Checkpoint {
+    blockreg_core::checkpoint_as!(c, wit::Checkpoint)
+}
+
 fn from_wit(c: &wit::Checkpoint) -> Checkpoint {
-    Checkpoint {
-        plain: c.plain,
-        out: c.out,
-        window_end: c.window_end,
-        index: c.index,
-        block_start: c.block_start,
-        byte_available: c.byte_available,
-        length: c.length,
-        offset: c.offset,
-        hash_offset: c.hash_offset,
-        bits: c.bits,
-        nbits: c.nbits,
-    }
+    blockreg_core::checkpoint_as!(c, Checkpoint)
 }
 
 impl HostEncoder for Sandbox {
@@ -373,6 +387,40 @@ impl HostEncoder for Sandbox {
         }
         self.replica_encoders += 1;
         Ok(Ok(self.table().push(Encoder::new(replica, checkpoints))?))
+    }
+
+    async fn open_proof(
+        &mut self,
+        name: String,
+        level: i32,
+    ) -> wasmtime::Result<Result<Resource<Encoder>, Error>> {
+        let Some(replica) = Replica::parse(&name, level) else {
+            return Ok(Err(Error::Unknown(format!(
+                "no replica {name} at level {level}"
+            ))));
+        };
+        if self.replica_encoders >= MAX_ENCODERS {
+            return Ok(Err(Error::Invalid(format!(
+                "{MAX_ENCODERS} encoders are open"
+            ))));
+        }
+        self.replica_encoders += 1;
+        Ok(Ok(self.table().push(Encoder::proof(replica))?))
+    }
+
+    async fn checkpoints(
+        &mut self,
+        encoder: Resource<Encoder>,
+    ) -> wasmtime::Result<Result<Vec<wit::Checkpoint>, Error>> {
+        let recorder = match self.table().get_mut(&encoder)?.recorder() {
+            Ok(Some(rx)) => rx,
+            Ok(None) => return Ok(Ok(Vec::new())),
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(match recorder.await {
+            Ok(replica) => Ok(replica.checkpoints().iter().map(to_wit).collect()),
+            Err(_) => Err(Error::Other("the finish failed".into())),
+        })
     }
 
     async fn push(
@@ -624,5 +672,34 @@ mod tests {
         bad[1].out += 1 << 20;
         let second = second_stretch(bad).await;
         assert!(matches!(second, Err(Error::Invalid(_))), "{second:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_proof_encoder_takes_pieces_as_given_and_hands_out_its_checkpoints() {
+        let plain = content(9 << 20);
+        // `checkpointed` writes 300 000-byte pieces, as a proof may.
+        let (cps, expected) = checkpointed(6, &plain);
+        let mut e = Encoder::proof(Replica::GoFlate126(6));
+        assert!(matches!(e.recorder(), Err(Error::Invalid(_))));
+        let mut out = Vec::new();
+        for piece in plain.chunks(300_000) {
+            if e.in_progress.len() == 3 {
+                out.extend(e.in_progress.pop_front().unwrap().await.unwrap().unwrap());
+            }
+            e.queue(Work::Piece(piece.to_vec())).unwrap();
+        }
+        e.queue(Work::Finish).unwrap();
+        while let Some(job) = e.in_progress.pop_front() {
+            out.extend(job.await.unwrap().unwrap());
+        }
+        assert!(out == expected, "other bytes");
+        let recorded = e.recorder().unwrap().unwrap().await.unwrap();
+        assert!(cps.len() >= 2, "{} checkpoints", cps.len());
+        assert_eq!(recorded.checkpoints(), &cps[..]);
+        // pgzip's blocks record none.
+        let mut e = Encoder::proof(Replica::Pgzip(Klauspost::V1_15, 5));
+        e.queue(Work::Piece(plain[..1 << 20].to_vec())).unwrap();
+        e.queue(Work::Finish).unwrap();
+        assert!(e.recorder().unwrap().is_none());
     }
 }

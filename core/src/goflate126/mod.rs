@@ -78,6 +78,29 @@ pub struct Checkpoint {
     pub nbits: u32,
 }
 
+/// Copies a [`Checkpoint`]-shaped value into another type with the same
+/// fields, `checkpoint_as!(c, Type)` (the records that carry it across
+/// the host/guest boundary: one list of its fields for both sides).
+#[macro_export]
+macro_rules! checkpoint_as {
+    ($c:expr, $to:path) => {{
+        let c = $c;
+        $to {
+            plain: c.plain,
+            out: c.out,
+            window_end: c.window_end,
+            index: c.index,
+            block_start: c.block_start,
+            byte_available: c.byte_available,
+            length: c.length,
+            offset: c.offset,
+            hash_offset: c.hash_offset,
+            bits: c.bits,
+            nbits: c.nbits,
+        }
+    }};
+}
+
 /// A checkpoint no encoder could have recorded (a damaged recipe).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("goflate126: invalid checkpoint: {0}")]
