@@ -29,6 +29,8 @@ const AHEAD: usize = 3;
 /// pgzip's output does not depend on it, and 1 MiB pieces (its block size)
 /// keep three blocks waiting, which the host compresses at once.
 const GO_PIECE: u64 = 256 << 10;
+/// The longest stretch pushed whole (the host's limit for one push).
+const MAX_STRETCH: u64 = 16 << 20;
 const PGZIP_PIECE: u64 = 1 << 20;
 
 /// One replica stream being recreated.
@@ -116,6 +118,16 @@ impl ReplicaStream {
     /// when it has the replica (and room for one more encoder), else in
     /// the guest.
     pub fn new(replica: Replica, checkpoints: &[Checkpoint]) -> Self {
+        // A stretch is one push, and the host takes at most 16 MiB at a
+        // time: checkpoints further apart (no proof records them) are not
+        // used.
+        let mut start = 0;
+        let fits = checkpoints.iter().all(|c| {
+            let fits = c.plain.saturating_sub(start) <= MAX_STRETCH;
+            start = c.plain;
+            fits
+        });
+        let checkpoints = if fits { checkpoints } else { &[] };
         let wit: Vec<_> = checkpoints.iter().map(to_wit).collect();
         match replicas::Encoder::open(replica.name(), replica.level(), &wit) {
             Ok(e) => {
@@ -308,6 +320,26 @@ mod tests {
         // The guest's own copy ignores them and gives the same bytes.
         let own = recreate(ReplicaStream::own(Replica::GoFlate126(6)), &plain);
         assert!(own == expected, "the guest's own bytes differ");
+    }
+
+    #[test]
+    fn checkpoints_too_far_apart_for_one_push_are_not_used() {
+        let far = Checkpoint {
+            plain: MAX_STRETCH + 1,
+            out: 1,
+            window_end: 0,
+            index: 0,
+            block_start: 0,
+            byte_available: false,
+            length: 3,
+            offset: 0,
+            hash_offset: 1,
+            bits: 0,
+            nbits: 0,
+        };
+        let s = ReplicaStream::new(Replica::GoFlate126(6), &[far]);
+        assert!(s.hosted());
+        assert_eq!(s.piece(0), GO_PIECE, "serial 256 KiB pieces");
     }
 
     #[test]
