@@ -369,17 +369,19 @@ impl Runner {
 
     /// Hands the stream over to `remote`, which compresses `plain` (all
     /// the plain bytes so far) again: the output this encoder gave and
-    /// the stream matched is dropped from the remote's.
+    /// the stream matched is dropped from the remote's. Nothing changes
+    /// when the remote fails: this encoder goes on.
     fn go_remote(
         &mut self,
         mut remote: Box<dyn RemoteEncoder + Send>,
         plain: &[u8],
     ) -> Result<(), String> {
-        self.out.clear();
-        self.skip = self.matched;
+        let mut out = Vec::new();
         for piece in plain.chunks(STEP_PLAIN) {
-            remote.write(piece, &mut self.out)?;
+            remote.write(piece, &mut out)?;
         }
+        self.out = out;
+        self.skip = self.matched;
         self.encoder = Encoder::Remote(remote);
         self.drop_skipped();
         Ok(())
@@ -535,16 +537,8 @@ impl Probe {
             // The rest of the proof runs remotely when it can: it is most
             // of a conversion's work.
             if let Some(remote) = self.remote.and_then(|open| open(runner.replica)) {
-                if runner.go_remote(remote, &self.plain).is_err() {
-                    // Go on here: the probe's encoder was not spent.
-                    runner.out.clear();
-                    runner.skip = 0;
-                    runner.encoder = runner.replica.encoder(true);
-                    for piece in self.plain.chunks(STEP_PLAIN) {
-                        runner.encoder.write(piece, &mut runner.out).expect("local");
-                    }
-                    runner.out.drain(..runner.matched);
-                }
+                // A remote that fails at once leaves the proof here.
+                let _ = runner.go_remote(remote, &self.plain);
             }
         }
         let m = ReplicaMatch {
@@ -938,6 +932,14 @@ mod tests {
         }))
     }
 
+    fn failing_at_once(replica: Replica) -> Option<Box<dyn RemoteEncoder + Send>> {
+        Some(Box::new(Lagging {
+            inner: ReplicaRecreator::proof(replica),
+            late: Default::default(),
+            fail_after: Some(0),
+        }))
+    }
+
     fn failing(replica: Replica) -> Option<Box<dyn RemoteEncoder + Send>> {
         Some(Box::new(Lagging {
             inner: ReplicaRecreator::proof(replica),
@@ -973,7 +975,16 @@ mod tests {
             assert_eq!(remote.1, here.1);
             assert!(recreate(&remote.0).0 == blob);
         }
-        // A remote encoder that fails: the replica is not proven.
+        // A remote that fails while taking over: the proof goes on here.
+        let cfg = AnalyzeConfig {
+            remote: Some(failing_at_once),
+            ..AnalyzeConfig::default()
+        };
+        let blob = goflate126::gzip_member(6, &data);
+        let (events, summary) = run(GzipAnalyzer::new(cfg), &blob, 1 << 20).unwrap();
+        assert_eq!(summary.replica_members, 1);
+        assert!(recreate(&events).0 == blob);
+        // A remote encoder that fails later: the replica is not proven.
         let blob = goflate126::gzip_member(6, &data);
         let cfg = AnalyzeConfig {
             remote: Some(failing),
